@@ -1,0 +1,151 @@
+"""The int8 TFLite emotion model and its interpreter.
+
+The interpreter comes from ``ai-edge-litert`` (LiteRT, numpy 2, 64-bit) or, where that has no
+wheel (32-bit Raspberry Pi OS), from ``tflite-runtime``; :data:`INTERPRETER` says which.
+Quantisation scale and zero point are read from the interpreter, never from configuration
+(as TFLite Micro's micro_speech ``evaluate.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edge.features import normalize
+from edge.manifest import ManifestError, ModelManifest, load_manifest, resolve_paths, sha256_file
+
+logger = logging.getLogger(__name__)
+
+
+def _import_interpreter():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, f"tflite-runtime {importlib.metadata.version('tflite-runtime')}"
+    except ImportError:
+        return None, "none (install ai-edge-litert, or ser-edge[legacy] for tflite-runtime)"
+
+
+Interpreter, INTERPRETER = _import_interpreter()
+
+
+class ModelError(ValueError):
+    """A model file that is missing, corrupt, or does not match its manifest. One-line message."""
+
+
+class EmotionModel:
+    """An int8 TFLite classifier with its manifest.
+
+    Build with :func:`load_model`. :meth:`predict` takes raw (unnormalised) MFCC windows; the
+    manifest's mean/std normalisation and the interpreter's input quantisation happen inside.
+    """
+
+    def __init__(self, interpreter, manifest: ModelManifest, path: Path) -> None:
+        self.manifest = manifest
+        self.path = path
+        self.labels = manifest.labels
+        self._interpreter = interpreter
+        self._input = interpreter.get_input_details()[0]
+        self._output = interpreter.get_output_details()[0]
+        self._in_scale, self._in_zero = self._input["quantization"]
+        self._out_scale, self._out_zero = self._output["quantization"]
+        self._in_info = np.iinfo(self._input["dtype"]) if self._input["dtype"] != np.float32 else None
+
+    @property
+    def input_frames(self) -> int:
+        return self.manifest.input.frames
+
+    def quantize(self, normalized: np.ndarray) -> np.ndarray:
+        """float32 ``(frames, coefficients)`` -> the input tensor's dtype: ``round(x / scale) + zero_point``, saturated."""
+        if self._in_info is None:
+            return normalized.astype(np.float32)
+        q = np.round(normalized / self._in_scale) + self._in_zero
+        return np.clip(q, self._in_info.min, self._in_info.max).astype(self._input["dtype"])
+
+    def dequantize(self, raw: np.ndarray) -> np.ndarray:
+        """Output tensor -> float32 probabilities: ``(q - zero_point) * scale``."""
+        if self._output["dtype"] == np.float32:
+            return raw.astype(np.float32)
+        return ((raw.astype(np.float32) - self._out_zero) * self._out_scale).astype(np.float32)
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Class probabilities for MFCC windows.
+
+        ``windows``: float32 ``(n, frames, coefficients)`` or ``(frames, coefficients)`` of raw
+        MFCCs (as :func:`edge.features.mfcc` returns them). Returns float32 ``(n, n_labels)``
+        (or ``(n_labels,)``), columns in :attr:`labels` order.
+        Raises ``ValueError`` for a window of the wrong shape.
+        """
+        single = windows.ndim == 2
+        batch = windows[None] if single else windows
+        expected = (self.manifest.input.frames, self.manifest.input.coefficients)
+        if batch.ndim != 3 or batch.shape[1:] != expected:
+            raise ValueError(f"expected windows of shape (n, {expected[0]}, {expected[1]}), got {windows.shape}")
+        out = np.empty((batch.shape[0], len(self.labels)), dtype=np.float32)
+        normalized = normalize(batch, self.manifest.features)
+        for i, window in enumerate(normalized):
+            self._interpreter.set_tensor(self._input["index"], self.quantize(window)[None])
+            self._interpreter.invoke()
+            out[i] = self.dequantize(self._interpreter.get_tensor(self._output["index"])[0])
+        return out[0] if single else out
+
+
+def load_model(path: str | Path, num_threads: int = 1) -> EmotionModel:
+    """Load ``NAME.tflite`` with ``NAME.json`` (``path`` may name either, or ``NAME``).
+
+    Checks, each failing with one line that names both values: the manifest's schema and fields
+    (:class:`~edge.manifest.ManifestError`), the sha256 of the .tflite against the manifest, that
+    the interpreter can load it, that the input is ``(1, frames, coefficients)`` as the manifest
+    says, and that the output has one value per label (:class:`ModelError`).
+    """
+    tflite_path, json_path = resolve_paths(path)
+    manifest = load_manifest(json_path)
+    if manifest.model_file != tflite_path.name:
+        raise ManifestError(
+            f"{json_path}: manifest for another model: model_file {manifest.model_file!r}, "
+            f"expected {tflite_path.name!r}"
+        )
+    if not tflite_path.is_file():
+        raise ModelError(f"model file not found: {tflite_path}")
+    actual_sha = sha256_file(tflite_path)
+    if actual_sha != manifest.sha256:
+        raise ModelError(
+            f"{tflite_path}: sha256 mismatch: file has {actual_sha[:16]}…, manifest {json_path.name} "
+            f"expects {manifest.sha256[:16]}…"
+        )
+    if Interpreter is None:
+        raise ModelError(f"no TFLite interpreter installed: {INTERPRETER}")
+    try:
+        interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{tflite_path}: not a loadable TFLite model ({first_line})") from None
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(f"{tflite_path}: expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}")
+    expected_input = [1, manifest.input.frames, manifest.input.coefficients]
+    if list(inputs[0]["shape"]) != expected_input:
+        raise ModelError(
+            f"{tflite_path}: input shape {list(inputs[0]['shape'])} does not match the manifest's "
+            f"{expected_input} (input.frames, features.n_mfcc)"
+        )
+    n_outputs = int(np.prod(outputs[0]["shape"][1:]))
+    if n_outputs != len(manifest.labels):
+        raise ModelError(
+            f"{tflite_path}: output has {n_outputs} values but the manifest lists {len(manifest.labels)} labels"
+        )
+    logger.info(
+        "loaded model %s (%d labels, input %s %s) with %s",
+        manifest.model_id, len(manifest.labels), expected_input, np.dtype(inputs[0]["dtype"]).name, INTERPRETER,
+    )
+    return EmotionModel(interpreter, manifest, tflite_path)
