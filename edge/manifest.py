@@ -102,7 +102,7 @@ class ModelManifest:
         try:
             input_spec = InputSpec(int(spec["frames"]), int(spec["coefficients"]), float(spec["window_s"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"{source}: input: expected frames, coefficients, window_s, got {spec!r} ({exc})")
+            raise ManifestError(f"{source}: input: expected frames, coefficients, window_s, got {spec!r} ({exc})") from None
         if input_spec.coefficients != features.n_mfcc:
             raise ManifestError(
                 f"{source}: input shape does not match the feature parameters: input.coefficients "
