@@ -258,10 +258,18 @@ def mfcc(signal: np.ndarray, params: FeatureParams) -> np.ndarray:
     ``n_frames = params.n_frames(len(signal))`` (complete frames only).
     Raises ``ValueError`` if ``signal`` is not 1-D.
     """
+    return mfcc_with_energy(signal, params)[0]
+
+
+def mfcc_with_energy(signal: np.ndarray, params: FeatureParams) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mfcc` plus each frame's log energy (natural log of total power), as the VAD uses it.
+
+    Returns float32 ``(n_frames, n_mfcc)`` and ``(n_frames,)``. Raises ``ValueError`` if not 1-D.
+    """
     x = np.asarray(signal)
     if x.ndim != 1:
         raise ValueError(f"expected a 1-D signal, got shape {x.shape}")
-    return mfcc_from_emphasized(preemphasize(x, params.preemphasis), params)[0]
+    return mfcc_from_emphasized(preemphasize(x, params.preemphasis), params)
 
 
 def normalize(features: np.ndarray, params: FeatureParams) -> np.ndarray:

@@ -1,0 +1,259 @@
+"""From audio samples to utterance decisions: features → speech gating → model → aggregation.
+
+How windows become decisions (the event semantics):
+
+* MFCC frames are computed once each (:class:`edge.features.StreamingMFCC`) and kept in a ring
+  buffer long enough for the longest utterance piece plus one model window.
+* :class:`edge.vad.EnergyVAD` marks utterances: speech starts after ``vad.onset_ms`` of active
+  frames and ends after ``vad.hangover_ms`` of inactive ones.
+* When an utterance closes (at frame ``decided_at`` = last active frame + hangover), the model
+  scores analysis windows of ``input.frames`` frames (3 s) over it: one ending at
+  ``decided_at`` and, for longer speech, one every ``window_stride_s`` from
+  ``start + input.frames`` on. Window probabilities are averaged into the utterance's scores.
+  Frames before the start of the stream are filled with the training mean (zeros once
+  normalised), as the trainer pads short clips.
+* Speech longer than ``max_utterance_s`` is cut into pieces of that length, each a decision
+  (``final=False`` for all but the last), so a subscriber hears about long speech periodically.
+* Utterances shorter than ``min_utterance_s`` are dropped (counted in ``short_utterances``).
+  A decision below ``confidence_threshold`` is returned with ``publish=False``: counted as an
+  utterance, not published as an event.
+
+Everything is indexed by frame (audio time), so the same audio always yields the same decisions,
+whatever the chunking and however fast it is fed. A decision is produced while processing the
+frame at which the utterance closes, i.e. within one hop of the end of the utterance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.features import FeatureParams, StreamingMFCC, mfcc_with_energy
+from edge.vad import EnergyVAD, Segment, VadParams
+
+Predict = Callable[[np.ndarray], np.ndarray]
+"""Raw MFCC windows float32 ``(n, frames, coefficients)`` -> probabilities ``(n, n_labels)``."""
+
+
+@dataclass(frozen=True)
+class DecisionParams:
+    """How speech becomes decisions; all times in seconds of audio."""
+
+    vad: VadParams = field(default_factory=VadParams)
+    window_stride_s: float = 1.0
+    """Spacing of analysis windows inside an utterance longer than one window."""
+    min_utterance_s: float = 0.3
+    """Shorter speech (clicks, coughs) makes no decision."""
+    max_utterance_s: float = 10.0
+    """Longer speech is cut into pieces of this length, one decision each."""
+    confidence_threshold: float = 0.0
+    """Decisions whose top probability is below this are not published."""
+
+    def __post_init__(self) -> None:
+        if self.window_stride_s <= 0:
+            raise ValueError(f"window_stride_s: expected > 0, got {self.window_stride_s}")
+        if not 0 <= self.min_utterance_s < self.max_utterance_s:
+            raise ValueError(
+                f"min_utterance_s/max_utterance_s: expected 0 <= min < max, got {self.min_utterance_s}/{self.max_utterance_s}"
+            )
+        if not 0 <= self.confidence_threshold <= 1:
+            raise ValueError(f"confidence_threshold: expected 0..1, got {self.confidence_threshold}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One utterance (or piece of one): frames ``[start_frame, end_frame)``, times in seconds from stream start."""
+
+    start_frame: int
+    end_frame: int
+    start_s: float
+    end_s: float
+    scores: np.ndarray  # float32 (n_labels,), sums to ~1, in the manifest's label order
+    windows: int
+    final: bool
+    publish: bool
+
+    @property
+    def top(self) -> int:
+        return int(np.argmax(self.scores))
+
+    @property
+    def confidence(self) -> float:
+        return float(self.scores[self.top])
+
+
+class FrameRing:
+    """The last ``capacity`` frames of a stream, addressed by absolute frame index.
+
+    ``append`` is amortised O(frames); ``window(end, length)`` copies frames ``[end-length, end)``,
+    filling indices below 0 with ``pad`` (float32 ``(coefficients,)``). Raises ``IndexError`` for
+    frames already dropped or not yet seen.
+    """
+
+    def __init__(self, capacity: int, coefficients: int, pad: np.ndarray) -> None:
+        self.capacity = capacity
+        self.pad = np.asarray(pad, dtype=np.float32)
+        self._data = np.zeros((2 * capacity, coefficients), dtype=np.float32)
+        self.reset()
+
+    def reset(self) -> None:
+        self._used = 0  # rows of _data in use
+        self.first = 0  # absolute index of _data[0]
+
+    @property
+    def end(self) -> int:
+        """Absolute index one past the newest frame."""
+        return self.first + self._used
+
+    def append(self, frames: np.ndarray) -> None:
+        n = frames.shape[0]
+        if n >= self.capacity:
+            self._data[: self.capacity] = frames[-self.capacity :]
+            self.first += self._used + n - self.capacity
+            self._used = self.capacity
+            return
+        if self._used + n > self._data.shape[0]:
+            keep = self.capacity - n
+            self._data[:keep] = self._data[self._used - keep : self._used]
+            self.first += self._used - keep
+            self._used = keep
+        self._data[self._used : self._used + n] = frames
+        self._used += n
+
+    def window(self, end: int, length: int) -> np.ndarray:
+        start = end - length
+        if end > self.end or max(start, 0) < self.first:
+            raise IndexError(f"expected frames within [{self.first}, {self.end}), got [{start}, {end})")
+        if start >= 0:
+            return self._data[start - self.first : end - self.first].copy()
+        out = np.empty((length, self._data.shape[1]), dtype=np.float32)
+        out[:-start] = self.pad
+        out[-start:] = self._data[: end - self.first]
+        return out
+
+
+class Pipeline:
+    """Streaming features, speech gating, model windows and utterance aggregation.
+
+    ``predict``: see :data:`Predict` (e.g. ``EmotionModel.predict``). ``features`` must carry the
+    manifest's mean/std (used to pad before the stream start). ``input_frames``: the model's
+    window length in frames. Feed 1-D float32 chunks at ``features.sample_rate_hz`` with
+    :meth:`process`; call :meth:`flush` at the end of the input.
+    """
+
+    def __init__(self, predict: Predict, features: FeatureParams, input_frames: int,
+                 decision: DecisionParams | None = None) -> None:
+        self.predict = predict
+        self.features = features
+        self.input_frames = input_frames
+        self.decision = decision or DecisionParams()
+        hop_s = features.hop_s
+        self.stride_frames = max(1, round(self.decision.window_stride_s / hop_s))
+        self.min_frames = math.ceil(self.decision.min_utterance_s / hop_s)
+        max_frames = round(self.decision.max_utterance_s / hop_s)
+        self.vad = EnergyVAD(self.decision.vad, features, max_utterance_frames=max_frames)
+        # the longest piece, its hangover, one window before it, and one batch of new frames
+        self._batch_frames = input_frames
+        capacity = max_frames + self.vad.hangover_frames + input_frames + self._batch_frames + 1
+        pad = np.asarray(features.mean, dtype=np.float32) if features.mean else np.zeros(features.n_mfcc, np.float32)
+        self.ring = FrameRing(capacity, features.n_mfcc, pad)
+        self.mfcc = StreamingMFCC(features)
+        self.reset()
+
+    @classmethod
+    def for_model(cls, model, decision: DecisionParams | None = None) -> Pipeline:
+        """A pipeline around an :class:`edge.model.EmotionModel` and its manifest."""
+        return cls(model.predict, model.manifest.features, model.manifest.input.frames, decision)
+
+    def reset(self) -> None:
+        self.mfcc.reset()
+        self.vad.reset()
+        self.ring.reset()
+        self.utterances = 0
+        self.short_utterances = 0
+        self.windows_scored = 0
+
+    @property
+    def frames_seen(self) -> int:
+        return self.ring.end
+
+    @property
+    def in_speech(self) -> bool:
+        return self.vad.in_speech
+
+    def process(self, chunk: np.ndarray) -> list[Decision]:
+        """Samples (1-D float32 in [-1, 1] at the manifest's rate) -> decisions they completed."""
+        coefficients, log_energy = self.mfcc.process(chunk)
+        return self.process_frames(coefficients, log_energy)
+
+    def process_frames(self, coefficients: np.ndarray, log_energy: np.ndarray) -> list[Decision]:
+        """Like :meth:`process`, from frames already computed (``(k, n_mfcc)`` and ``(k,)``)."""
+        decisions = []
+        for start in range(0, coefficients.shape[0], self._batch_frames):  # bounded, so the ring keeps what windows need
+            stop = start + self._batch_frames
+            self.ring.append(coefficients[start:stop])
+            decisions += self._decide(self.vad.process(log_energy[start:stop]))
+        return decisions
+
+    def flush(self) -> list[Decision]:
+        """End of input: close an utterance still open."""
+        return self._decide(self.vad.flush())
+
+    def _decide(self, segments: list[Segment]) -> list[Decision]:
+        decisions = []
+        for segment in segments:
+            if segment.end - segment.start < self.min_frames:
+                self.short_utterances += 1
+                continue
+            ends = list(range(segment.start + self.input_frames, segment.decided_at, self.stride_frames))
+            ends.append(segment.decided_at)
+            windows = np.stack([self.ring.window(end, self.input_frames) for end in ends])
+            scores = self.predict(windows).mean(axis=0).astype(np.float32)
+            self.windows_scored += len(ends)
+            self.utterances += 1
+            decisions.append(Decision(
+                start_frame=segment.start,
+                end_frame=segment.end,
+                start_s=self.features.frame_time_s(segment.start),
+                end_s=self.features.frame_end_s(segment.end - 1),
+                scores=scores,
+                windows=len(ends),
+                final=segment.final,
+                publish=float(scores.max()) >= self.decision.confidence_threshold,
+            ))
+        return decisions
+
+
+def classify_features(coefficients: np.ndarray, log_energy: np.ndarray, predict: Predict, features: FeatureParams,
+                      input_frames: int, decision: DecisionParams | None = None) -> np.ndarray:
+    """One decision for a whole clip, through the daemon's own code path.
+
+    ``coefficients``/``log_energy``: the clip's frames, float32 ``(n, n_mfcc)`` and ``(n,)`` from
+    :func:`edge.features.mfcc_with_energy`. Runs :class:`Pipeline` over them and averages the
+    utterances' scores weighted by their number of windows. If no utterance is found (silence or
+    too short), one window ending at the clip's last frame decides. Returns float32 ``(n_labels,)``.
+    """
+    pipeline = Pipeline(predict, features, input_frames, decision)
+    # the ring must hold the whole clip for the fallback window
+    pipeline.ring = FrameRing(max(pipeline.ring.capacity, coefficients.shape[0] + 1), features.n_mfcc, pipeline.ring.pad)
+    decisions = pipeline.process_frames(coefficients, log_energy) + pipeline.flush()
+    if not decisions:
+        return predict(pipeline.ring.window(pipeline.ring.end, input_frames)[None])[0].astype(np.float32)
+    weights = np.array([d.windows for d in decisions], dtype=np.float32)
+    return (np.stack([d.scores for d in decisions]) * weights[:, None]).sum(axis=0) / weights.sum()
+
+
+def classify_clip(samples: np.ndarray, sample_rate_hz: int, model, decision: DecisionParams | None = None) -> np.ndarray:
+    """:func:`classify_features` for samples (1-D float32) at the model's rate; returns ``(n_labels,)``.
+
+    Raises ``ValueError`` if ``sample_rate_hz`` is not the manifest's (resample with
+    :func:`edge.audio.resample` first).
+    """
+    features = model.manifest.features
+    if sample_rate_hz != features.sample_rate_hz:
+        raise ValueError(f"expected samples at {features.sample_rate_hz} Hz, got {sample_rate_hz} Hz")
+    coefficients, log_energy = mfcc_with_energy(samples, features)
+    return classify_features(coefficients, log_energy, model.predict, features, model.manifest.input.frames, decision)

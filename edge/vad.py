@@ -1,0 +1,149 @@
+"""Speech gating: a frame-energy VAD with an adaptive noise floor, onset and hangover.
+
+Method: a frame is *active* when its energy exceeds both an absolute floor
+(``min_energy_dbfs``) and the running noise-floor estimate by ``threshold_db``. The noise floor
+follows the minimum of the frame energy at once and rises slowly with time constant
+``noise_floor_rise_s`` (the minimum-statistics idea of R. Martin, "Noise power spectral density
+estimation based on optimal smoothing and minimum statistics", IEEE TSAP 9(5), 2001, reduced to
+one band). Speech starts after ``onset_ms`` of consecutive active frames and ends after
+``hangover_ms`` without one (the hangover scheme of energy VADs such as ITU-T G.729 Annex B),
+so the short pauses between words stay inside one utterance.
+
+Everything runs on frame indices (audio time), never the wall clock, so replaying the same
+audio gives the same segments.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.features import FeatureParams, analysis_window
+
+
+@dataclass(frozen=True)
+class VadParams:
+    threshold_db: float = 12.0
+    """A frame is active when its energy exceeds the noise floor by this much (dB)."""
+    min_energy_dbfs: float = -65.0
+    """Frames quieter than this are never speech (dB relative to a full-scale sine)."""
+    onset_ms: float = 50.0
+    """Consecutive active audio needed to start an utterance."""
+    hangover_ms: float = 400.0
+    """Inactive audio that ends an utterance (pauses shorter than this stay inside it)."""
+    noise_floor_rise_s: float = 5.0
+    """Time constant with which the noise-floor estimate rises (it falls at once)."""
+
+    def __post_init__(self) -> None:
+        for name in ("threshold_db", "onset_ms", "hangover_ms", "noise_floor_rise_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"vad.{name}: expected > 0, got {getattr(self, name)}")
+
+
+@functools.lru_cache(maxsize=8)
+def full_scale_log_energy(params: FeatureParams) -> float:
+    """Natural-log frame energy (as :func:`edge.features.mfcc_with_energy`) of a full-scale sine.
+
+    Power spectrum ``|X|^2 / n_fft`` summed over the ``n_fft/2 + 1`` bins is, by Parseval, half
+    the windowed frame's energy; a full-scale sine has mean square 1/2, so the reference is
+    ``0.25 * sum(window**2)``. Pre-emphasis is ignored (it scales a tone by its frequency).
+    """
+    window = analysis_window(params.window, params.frame_length).astype(np.float64)
+    return math.log(0.25 * float(np.sum(window**2)))
+
+
+def log_energy_to_dbfs(log_energy: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """Frame log energies (natural log) to dB relative to a full-scale sine; float32."""
+    return ((np.asarray(log_energy, dtype=np.float64) - full_scale_log_energy(params)) * (10 / math.log(10))).astype(
+        np.float32
+    )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Speech between frame ``start`` (inclusive) and ``end`` (exclusive), detected at frame ``decided_at``.
+
+    ``final`` is False for a cut made inside continuing speech (``max_utterance_s``).
+    """
+
+    start: int
+    end: int
+    decided_at: int
+    final: bool = True
+
+
+class EnergyVAD:
+    """Frame-level speech gating with hangover; feed log energies in order, get closed segments.
+
+    ``process(log_energy)`` takes float ``(k,)`` log energies of the next ``k`` frames and returns
+    the segments closed by them. ``flush()`` closes an open utterance at the end of the stream.
+    ``max_utterance_frames`` (0 = never) cuts long speech into pieces of that many frames.
+    """
+
+    def __init__(self, vad: VadParams, features: FeatureParams, max_utterance_frames: int = 0) -> None:
+        self.params = vad
+        self.features = features
+        hop_ms = features.hop_length * 1000 / features.sample_rate_hz
+        self.onset_frames = max(1, math.ceil(vad.onset_ms / hop_ms))
+        self.hangover_frames = max(1, math.ceil(vad.hangover_ms / hop_ms))
+        self.max_utterance_frames = max_utterance_frames
+        self._rise = hop_ms / 1000 / vad.noise_floor_rise_s
+        self.reset()
+
+    def reset(self) -> None:
+        self.frame = 0  # index of the next frame
+        self.noise_floor_db: float | None = None
+        self.in_speech = False
+        self._run_start = -1  # first frame of the current run of active frames
+        self._run_length = 0
+        self._segment_start = -1
+        self._last_active = -1
+
+    @property
+    def segment_start(self) -> int | None:
+        """First frame of the open utterance (or its current piece), None outside speech."""
+        return self._segment_start if self.in_speech else None
+
+    def process(self, log_energy: np.ndarray) -> list[Segment]:
+        closed: list[Segment] = []
+        params = self.params
+        for energy_db in log_energy_to_dbfs(log_energy, self.features).tolist():
+            index = self.frame
+            self.frame += 1
+            if self.noise_floor_db is None or energy_db < self.noise_floor_db:
+                self.noise_floor_db = energy_db
+            else:
+                rate = self._rise if not self.in_speech else self._rise / 10
+                self.noise_floor_db += rate * (energy_db - self.noise_floor_db)
+            active = energy_db > max(self.noise_floor_db + params.threshold_db, params.min_energy_dbfs)
+            if active:
+                if self._run_length == 0:
+                    self._run_start = index
+                self._run_length += 1
+                self._last_active = index
+            else:
+                self._run_length = 0
+            if not self.in_speech:
+                if self._run_length >= self.onset_frames:
+                    self.in_speech = True
+                    self._segment_start = self._run_start
+            elif index - self._last_active >= self.hangover_frames:
+                self.in_speech = False
+                if self._last_active + 1 > self._segment_start:  # else it ended right at a max-length cut
+                    closed.append(Segment(self._segment_start, self._last_active + 1, index + 1))
+            elif self.max_utterance_frames and index + 1 - self._segment_start >= self.max_utterance_frames:
+                closed.append(Segment(self._segment_start, index + 1, index + 1, final=False))
+                self._segment_start = index + 1
+        return closed
+
+    def flush(self) -> list[Segment]:
+        """Close an open utterance at the end of the stream (the input ended mid-speech)."""
+        if not self.in_speech:
+            return []
+        self.in_speech = False
+        self._run_length = 0
+        end = max(self._last_active + 1, self._segment_start + 1)
+        return [Segment(self._segment_start, end, self.frame)]
