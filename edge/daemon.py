@@ -1,0 +1,322 @@
+"""The daemon: wires audio source → resampler → pipeline → events → publisher.
+
+Two drivers share everything after the audio source: :func:`run_microphone` (``ser-edge run``,
+a sounddevice input stream whose callback only enqueues) and :func:`run_replay`
+(``ser-edge replay``, audio files read block by block). Both stop cleanly on SIGTERM/SIGINT:
+the open utterance is flushed, queued events are delivered, ``offline`` is published.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from edge import __version__
+from edge.audio import AudioError, StreamingResampler, check_samples, to_mono
+from edge.events import SCHEMA_VERSION, EmotionEvent, utc_now_rfc3339
+from edge.manifest import ModelManifest
+from edge.model import INTERPRETER, EmotionModel, load_model
+from edge.notify import SystemdNotifier
+from edge.pipeline import Decision, Pipeline
+from edge.publisher import MqttPublisher, StdoutSink
+from edge.settings import AudioSettings, Settings
+
+logger = logging.getLogger(__name__)
+
+FILE_BLOCK_S = 0.5
+"""Replay reads files in blocks of this much audio, so memory stays flat for hour-long files."""
+FLUSH_TIMEOUT_S = 10.0
+"""How long replay waits at the end for the broker to acknowledge every event."""
+
+
+class EventFactory:
+    """Turns decisions into :class:`EmotionEvent` with ``seq`` counting up by one per event."""
+
+    def __init__(self, device_id: str, manifest: ModelManifest) -> None:
+        self.device_id = device_id
+        self.manifest = manifest
+        self.seq = 0
+
+    def make(self, decision: Decision) -> EmotionEvent:
+        labels = self.manifest.labels
+        event = EmotionEvent(
+            schema=SCHEMA_VERSION,
+            device_id=self.device_id,
+            seq=self.seq,
+            time=utc_now_rfc3339(),
+            start_s=decision.start_s,
+            end_s=decision.end_s,
+            label=labels[decision.top],
+            confidence=decision.confidence,
+            scores={label: float(score) for label, score in zip(labels, decision.scores, strict=True)},
+            model=self.manifest.model_id,
+        )
+        self.seq += 1
+        return event
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (installed with :meth:`install`); the loops poll it."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        logger.info("received %s, stopping", signal.Signals(signum).name)
+        self.event.set()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+def make_sink(settings: Settings, kind: str):
+    """``"mqtt"`` -> :class:`MqttPublisher` (not started), ``"stdout"`` -> :class:`StdoutSink`."""
+    if kind == "stdout" or not settings.mqtt.enabled:
+        return StdoutSink()
+    return MqttPublisher(settings.mqtt_settings(), settings.resolved_device_id)
+
+
+class Session:
+    """Model, pipeline, event factory and sink: what both drivers share."""
+
+    def __init__(self, settings: Settings, sink_kind: str) -> None:
+        self.settings = settings
+        self.model: EmotionModel = load_model(settings.model.path, num_threads=settings.model.num_threads)
+        self.pipeline = Pipeline.for_model(self.model, settings.decision)
+        self.events = EventFactory(settings.resolved_device_id, self.model.manifest)
+        self.sink = make_sink(settings, sink_kind)
+        self.rate_hz = self.model.manifest.features.sample_rate_hz
+        self.audio_s = 0.0
+        self.cpu_s = 0.0
+
+    def start(self) -> None:
+        logger.info("ser-edge %s, model %s, interpreter %s, device id %s",
+                    __version__, self.model.manifest.model_id, INTERPRETER, self.events.device_id)
+        self.sink.start()
+
+    def feed(self, samples: np.ndarray) -> None:
+        started = time.process_time()
+        self._emit(self.pipeline.process(samples))
+        self.cpu_s += time.process_time() - started
+        self.audio_s += samples.size / self.rate_hz
+
+    def end_of_input(self) -> None:
+        self._emit(self.pipeline.flush())
+
+    def _emit(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            if not decision.publish:
+                logger.info("utterance %.2f-%.2f s below the confidence threshold (%.2f), not published",
+                            decision.start_s, decision.end_s, decision.confidence)
+                continue
+            event = self.events.make(decision)
+            logger.info("event #%d %s %.2f [%.2f-%.2f s]", event.seq, event.label, event.confidence,
+                        event.start_s, event.end_s)
+            self.sink.publish(event)
+
+    def close(self) -> bool:
+        """Deliver what is queued, publish ``offline``, disconnect. Returns whether all was delivered."""
+        delivered = self.sink.flush(FLUSH_TIMEOUT_S)
+        self.sink.close()
+        rtf = self.audio_s / self.cpu_s if self.cpu_s > 0 else float("inf")
+        logger.info("processed %.1f s of audio: %d utterances, %d events, %.0fx real time (audio s per CPU s)",
+                    self.audio_s, self.pipeline.utterances, self.events.seq, rtf)
+        return delivered
+
+
+def file_blocks(path: Path, rate_hz: int, block_s: float = FILE_BLOCK_S) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of ``path`` resampled to ``rate_hz``; raises :class:`AudioError`."""
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such file") from None
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"{path}: not a readable audio file ({str(exc).splitlines()[0]})") from None
+    with handle:
+        if handle.frames == 0:
+            raise AudioError(f"{path}: expected audio samples, got an empty file")
+        if handle.samplerate < rate_hz:
+            raise AudioError(f"{path}: expected a sample rate of at least {rate_hz} Hz, got {handle.samplerate} Hz "
+                             f"(it lacks the band above {handle.samplerate // 2} Hz that the model uses)")
+        resampler = StreamingResampler(handle.samplerate, rate_hz)
+        block_frames = max(1, round(block_s * handle.samplerate))
+        while True:
+            try:
+                block = handle.read(block_frames, dtype="float32", always_2d=True)
+            except (soundfile.LibsndfileError, RuntimeError) as exc:
+                raise AudioError(f"{path}: truncated or corrupt audio ({exc})") from None
+            if block.shape[0] == 0:
+                break
+            samples = to_mono(block)
+            check_samples(samples, str(path))
+            yield resampler.process(samples)
+        yield resampler.flush()
+
+
+def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag) -> int:
+    """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1."""
+    session = Session(settings, sink_kind)
+    session.start()
+    skipped = 0
+    wall_start = time.monotonic()
+    try:
+        for path in files:
+            if stop:
+                break
+            logger.info("replaying %s", path)
+            try:
+                for block in file_blocks(path, session.rate_hz):
+                    session.feed(block)
+                    if realtime:
+                        ahead = session.audio_s - (time.monotonic() - wall_start)
+                        if ahead > 0:
+                            stop.event.wait(ahead)
+                    if stop:
+                        break
+            except AudioError as exc:
+                skipped += 1
+                logger.error("skipped %s", exc)
+            session.end_of_input()  # a file's end closes its last utterance
+    finally:
+        delivered = session.close()
+    if skipped:
+        logger.error("%d of %d files skipped", skipped, len(files))
+    return 0 if delivered and not skipped else 1
+
+
+class MicSource:
+    """A sounddevice input stream whose callback only copies each block into a queue.
+
+    The device is opened at ``sample_rate_hz`` if set, else at the model's rate if the device
+    supports it, else at its default rate (most USB microphones: 44.1/48 kHz).
+    """
+
+    def __init__(self, audio: AudioSettings, model_rate_hz: int) -> None:
+        import sounddevice  # PortAudio is loaded only when a microphone is used
+
+        self.sd = sounddevice
+        self.audio = audio
+        self.model_rate_hz = model_rate_hz
+        self.queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=200)
+        self.overflows = 0
+        self.dropped_blocks = 0
+        self.stream = None
+        self.rate_hz = 0
+
+    def device(self) -> int | str | None:
+        value = self.audio.device.strip()
+        if not value:
+            return None
+        return int(value) if value.isdigit() else value
+
+    def open(self) -> None:
+        """Open and start the stream; raises ``sounddevice.PortAudioError``/``ValueError`` on failure."""
+        device = self.device()
+        rate = self.audio.sample_rate_hz
+        if not rate:
+            try:
+                self.sd.check_input_settings(device=device, channels=1, samplerate=self.model_rate_hz)
+                rate = self.model_rate_hz
+            except (self.sd.PortAudioError, ValueError):
+                rate = int(self.sd.query_devices(device, "input")["default_samplerate"])
+        self.rate_hz = int(rate)
+        self.stream = self.sd.InputStream(
+            device=device, channels=1, samplerate=self.rate_hz, dtype="float32",
+            blocksize=max(1, round(self.audio.block_ms * self.rate_hz / 1000)), callback=self._callback,
+        )
+        self.stream.start()
+        info = self.sd.query_devices(self.stream.device, "input")
+        logger.info("microphone %r open at %d Hz", info["name"], self.rate_hz)
+
+    def _callback(self, indata, frames, time_info, status) -> None:  # audio thread: copy and return
+        if status.input_overflow:
+            self.overflows += 1
+        try:
+            self.queue.put_nowait(indata[:, 0].copy())
+        except queue.Full:
+            self.dropped_blocks += 1
+
+    def read(self, timeout_s: float) -> np.ndarray | None:
+        try:
+            return self.queue.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    @property
+    def alive(self) -> bool:
+        return self.stream is not None and self.stream.active
+
+    def close(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.close(ignore_errors=True)
+            finally:
+                self.stream = None
+
+
+def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier | None = None,
+                   max_audio_s: float | None = None) -> int:
+    """``ser-edge run``: until stopped (or ``max_audio_s`` of audio, for tests). Exit 0 on a clean stop."""
+    notifier = notifier or SystemdNotifier()
+    session = Session(settings, "mqtt")
+    session.start()
+    mic = MicSource(settings.audio, session.rate_hz)
+    delay_s = settings.audio.reopen_min_s
+    ready = False
+    resampler = None
+    last_watchdog = 0.0
+    watchdog_s = notifier.watchdog_interval_s() or 5.0
+    try:
+        while not stop:
+            now = time.monotonic()
+            if now - last_watchdog >= watchdog_s / 2:
+                notifier.watchdog()
+                last_watchdog = now
+            if not mic.alive:
+                mic.close()
+                try:
+                    mic.open()
+                    resampler = StreamingResampler(mic.rate_hz, session.rate_hz)
+                    delay_s = settings.audio.reopen_min_s
+                    notifier.status(f"listening on {mic.rate_hz} Hz input, model {session.model.manifest.model_id}")
+                except Exception as exc:  # PortAudio reports a missing device in several ways
+                    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    logger.error("microphone unavailable (%s); retrying in %.0f s", message, delay_s)
+                    notifier.status(f"microphone unavailable: {message}")
+                    if not ready:
+                        notifier.ready()  # the daemon is up; it keeps retrying the device
+                        ready = True
+                    stop.event.wait(delay_s)
+                    delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
+                    continue
+                if not ready:
+                    notifier.ready()
+                    ready = True
+            block = mic.read(timeout_s=0.5)
+            if block is None:
+                continue
+            session.feed(resampler.process(block))
+            if max_audio_s is not None and session.audio_s >= max_audio_s:
+                break
+    finally:
+        notifier.stopping()
+        mic.close()
+        if resampler is not None:
+            session.feed(resampler.flush())
+        session.end_of_input()
+        if mic.overflows:
+            logger.warning("%d input overflows", mic.overflows)
+        session.close()
+    return 0
