@@ -1,0 +1,281 @@
+"""``ser-train``: train, evaluate and export the speech emotion model.
+
+    ser-train fit --corpus ravdess=data/ravdess --out models/ravdess8-conv1d
+    ser-train evaluate --model models/ravdess8-conv1d.tflite --corpus ravdess=../shared/data/ravdess-mini
+
+Bad arguments and missing corpora exit with status 2 and one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("trainer")
+
+FRAMES = 300
+"""Model input: 300 frames, 3.015 s at the default 10 ms hop / 25 ms window (the daemon's window)."""
+
+
+class UsageError(Exception):
+    """A bad argument or missing input: printed as one line, exit status 2."""
+
+
+def parse_corpus(value: str) -> tuple[str, Path]:
+    from trainer.corpora import CORPORA
+
+    kind, sep, path = value.partition("=")
+    if not sep or not kind or not path:
+        raise argparse.ArgumentTypeError(f"expected KIND=DIR, got {value!r}")
+    if kind not in CORPORA:
+        raise argparse.ArgumentTypeError(f"unknown corpus kind: expected one of {', '.join(sorted(CORPORA))}, got {kind!r}")
+    return kind, Path(path)
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="ser-train", description="Train and evaluate the speech emotion model (workstation side).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    fit = sub.add_parser(
+        "fit",
+        help="cross-validate speaker-independently, train the final model, write NAME.tflite + NAME.json",
+        description="Speaker-independent cross-validation (int8 through edge and float), then a final model on all "
+        "speakers for the median best epoch count, converted to full-integer int8 TFLite with its manifest.",
+    )
+    fit.add_argument("--corpus", action="append", type=parse_corpus, required=True, metavar="KIND=DIR",
+                     help="corpus to train on, repeatable (kinds: ravdess)")
+    fit.add_argument("--out", type=Path, required=True, metavar="models/NAME",
+                     help="output base path: writes NAME.tflite and NAME.json")
+    fit.add_argument("--epochs", type=positive_int, default=None,
+                     help="maximum epochs per fold (early stopping on validation speakers); default 60, 2 with --quick")
+    fit.add_argument("--folds", default="all", metavar="all|none|0,1,...",
+                     help="which folds to run: all, none (final model only, needs --final-epochs or uses --epochs), or a list")
+    fit.add_argument("--n-folds", type=positive_int, default=6,
+                     help="speaker groups (6: RAVDESS fold k holds out actors 4k+1..4k+4)")
+    fit.add_argument("--final-epochs", type=positive_int, default=None,
+                     help="epochs of the final model; default: median of the folds' best epochs")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (numpy, TensorFlow, Python)")
+    fit.add_argument("--batch-size", type=positive_int, default=32)
+    fit.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup Beta(alpha, alpha); 0 = off")
+    fit.add_argument("--quick", action="store_true", help="tiny budget for smoke tests: 2 epochs, 1 crop per clip")
+    fit.add_argument("--cache-dir", type=Path, default=Path("cache/features"), help="feature cache folder")
+    fit.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the run's config and results go")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a corpus with a model through the edge runtime; print UA, WA, per-class recall, confusion",
+        description="Score every clip through edge.pipeline.classify_features with the int8 model, as the daemon would.",
+    )
+    ev.add_argument("--model", type=Path, required=True, metavar="models/NAME.tflite")
+    ev.add_argument("--corpus", action="append", type=parse_corpus, required=True, metavar="KIND=DIR")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
+    ev.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def load_clips(corpora):
+    from trainer.corpora import load_corpus
+
+    clips = []
+    for kind, root in corpora:
+        loaded = load_corpus(kind, root)
+        logger.info("corpus %s: %d clips, %d speakers from %s", kind, len(loaded), len({c.speaker for c in loaded}), root)
+        clips.extend(loaded)
+    return clips
+
+
+def parse_fold_selection(value: str, n_folds: int) -> list[int]:
+    if value == "all":
+        return list(range(n_folds))
+    if value == "none":
+        return []
+    try:
+        chosen = sorted({int(v) for v in value.split(",")})
+    except ValueError:
+        raise UsageError(f"--folds: expected all, none or a list such as 0,1, got {value!r}") from None
+    if not all(0 <= k < n_folds for k in chosen):
+        raise UsageError(f"--folds: expected fold numbers 0..{n_folds - 1}, got {value!r}")
+    return chosen
+
+
+def fit(args) -> int:
+    from edge.features import FeatureParams
+    from edge.model import load_model
+    from edge.pipeline import DecisionParams
+    from trainer.export import git_commit, write_model
+    from trainer.featurize import featurize
+    from trainer.folds import speaker_folds, validation_split
+    from trainer.labels import SCHEMES
+    from trainer.model import TrainParams
+    from trainer.train import final_epochs, fit_and_convert, pooled_metrics, run_fold
+
+    started = time.monotonic()
+    labels = SCHEMES["native"]
+    progress = not args.no_progress
+    max_epochs = args.epochs or (2 if args.quick else TrainParams.epochs)
+    train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed, mixup_alpha=args.mixup,
+                               crops_per_clip=1 if args.quick else TrainParams.crops_per_clip)
+    features = FeatureParams()
+    decision = DecisionParams()
+    clips = load_clips(args.corpus)
+    speakers = sorted({c.speaker for c in clips})
+    if args.n_folds > len(speakers) or args.n_folds < 2:
+        raise UsageError(f"--n-folds: expected 2..{len(speakers)} (speakers in the corpora), got {args.n_folds}")
+    selected = parse_fold_selection(args.folds, args.n_folds)
+    run_dir = args.runs_dir / f"{args.out.name}-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])
+    config = {"command": command, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "train_params": dataclasses.asdict(train_params), "features": features.to_dict(),
+              "decision": dataclasses.asdict(decision), "frames": FRAMES}
+    config["args"]["corpus"] = [f"{k}={p}" for k, p in args.corpus]
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    logger.info("run config in %s", run_dir / "config.json")
+
+    import keras
+
+    keras.utils.set_random_seed(args.seed)
+    feats = featurize(clips, features, cache_dir=args.cache_dir, progress=progress)
+
+    folds = speaker_folds(speakers, args.n_folds)
+    results = []
+    for k in selected:
+        fold = folds[k]
+        logger.info("fold %d: test %s, validation %s, %d training speakers", k, ",".join(fold.test),
+                    ",".join(fold.validation) or "-", len(fold.train))
+        result = run_fold(fold, feats, labels, features, FRAMES, train_params, decision, progress)
+        row = result.row(labels)
+        logger.info("fold %d: int8 UA %.3f WA %.3f | float UA %.3f WA %.3f | best epoch %d", k, row["ua"], row["wa"],
+                    row["float_ua"], row["float_wa"], row["best_epoch"])
+        results.append(result)
+
+    metrics = {}
+    if results:
+        metrics = pooled_metrics(results, labels)
+        print(format_fold_table(metrics))
+        (run_dir / "cv.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    epochs = args.final_epochs or final_epochs(results, max_epochs)
+    logger.info("final model: all %d speakers, %d epochs, no early stopping", len(speakers), epochs)
+    final_params = dataclasses.replace(train_params, epochs=epochs)
+    _, fitted, _, flatbuffer = fit_and_convert(feats, [], labels, features, FRAMES, final_params, progress, "final")
+    counts: dict[str, dict] = {}
+    for c in clips:
+        entry = counts.setdefault(c.corpus, {"name": c.corpus, "clips": 0, "speakers": set()})
+        entry["clips"] += 1
+        entry["speakers"].add(c.speaker)
+    training = {
+        "corpora": [{"name": e["name"], "clips": e["clips"], "speakers": len(e["speakers"])} for e in counts.values()],
+        "protocol": f"{args.n_folds}-fold actor-held-out" if results else "none",
+        "folds_run": selected,
+        "seed": args.seed,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "git_commit": git_commit(),
+        "command": command,
+        "epochs": epochs,
+        "fold_best_epochs": [r.best_epoch for r in results],
+        "train_params": dataclasses.asdict(final_params),
+        "validation_speakers_example": list(validation_split(speakers)[1]),
+    }
+    tflite_path, json_path = write_model(args.out, flatbuffer, labels, "native", fitted, FRAMES, training, metrics)
+    model = load_model(tflite_path)  # the device's own checks: sha256, shapes, labels
+    size_kb = tflite_path.stat().st_size / 1024
+    elapsed = time.monotonic() - started
+    (run_dir / "result.json").write_text(json.dumps({"model": str(tflite_path), "manifest": str(json_path),
+                                                     "size_kb": size_kb, "wall_time_s": elapsed}, indent=2) + "\n")
+    print(f"wrote {tflite_path} ({size_kb:.1f} KB, {model.manifest.model_id}) and {json_path} in {elapsed / 60:.1f} min")
+    return 0
+
+
+def format_fold_table(metrics: dict) -> str:
+    lines = ["fold  test actors        int8 UA  int8 WA  float UA  float WA  best epoch"]
+    for row in metrics["int8"]["folds"]:
+        actors = ",".join(s.split(":")[-1] for s in row["test_actors"])
+        lines.append(f"{row['fold']:>4}  {actors:<17} {row['ua']:>8.3f} {row['wa']:>8.3f} {row['float_ua']:>9.3f} "
+                     f"{row['float_wa']:>9.3f} {row['best_epoch']:>11d}")
+    i, f = metrics["int8"], metrics["float"]
+    lines.append(f"pooled                  {i['ua']:>8.3f} {i['wa']:>8.3f} {f['ua']:>9.3f} {f['wa']:>9.3f}")
+    lines.append(f"mean of folds           {i['mean_fold_ua']:>8.3f} {i['mean_fold_wa']:>8.3f} "
+                 f"{f['mean_fold_ua']:>9.3f} {f['mean_fold_wa']:>9.3f}")
+    return "\n".join(lines)
+
+
+def evaluate(args) -> int:
+    from edge.model import load_model
+    from edge.pipeline import DecisionParams
+    from trainer.evaluate import format_confusion, score_clips, summarize
+    from trainer.featurize import featurize
+
+    model = load_model(args.model)
+    labels = model.labels
+    clips = load_clips(args.corpus)
+    index = {label: k for k, label in enumerate(labels)}
+    unknown = sorted({c.label for c in clips} - set(index))
+    if unknown:
+        raise UsageError(f"corpus labels not in the model's labels {list(labels)}: {unknown}")
+    feats = featurize(clips, model.manifest.features, cache_dir=args.cache_dir, progress=not args.no_progress)
+    scores = score_clips(feats, model.predict, model.manifest.features, model.manifest.input.frames, DecisionParams(),
+                         progress=not args.no_progress, desc="int8 eval")
+    y_true = np.array([index[c.clip.label] for c in feats])
+    summary = summarize(y_true, scores.argmax(axis=1), labels)
+    summary.update({"model": model.manifest.model_id, "clips": len(feats)})
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"model {summary['model']}, {len(feats)} clips")
+    print(f"UA {summary['ua']:.3f}  WA {summary['wa']:.3f}")
+    for label, recall in summary["recall"].items():
+        print(f"  recall {label:<10} {recall:.3f}")
+    print(format_confusion(summary["confusion"], labels))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from edge.audio import AudioError
+    from edge.manifest import ManifestError
+    from edge.model import ModelError
+    from trainer.corpora import CorpusError
+
+    try:
+        return {"fit": fit, "evaluate": evaluate}[args.command](args)
+    except (UsageError, CorpusError, ManifestError, ModelError, AudioError) as exc:
+        print(f"ser-train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ser-train: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

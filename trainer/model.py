@@ -1,0 +1,184 @@
+"""The compact Conv1D emotion classifier (Keras 3) and its training loop with augmentation.
+
+Input: ``(frames, n_mfcc)`` MFCCs normalised with the training mean/std (zeros where the daemon
+pads frames before the stream start). Output: softmax over the labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Training hyper-parameters; recorded in the manifest's ``training`` block."""
+
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    patience: int = 15
+    seed: int = 0
+    crops_per_clip: int = 2
+    noise_std: float = 0.1
+    time_masks: int = 2
+    time_mask_frames: int = 25
+    coefficient_masks: int = 1
+    coefficient_mask_width: int = 5
+    mixup_alpha: float = 0.0
+    dropout: float = 0.3
+    width: int = 64
+
+
+def build_model(frames: int, coefficients: int, n_labels: int, width: int = 64, dropout: float = 0.3, seed: int = 0):
+    """Conv1D stack: 4 blocks of Conv1D + BatchNorm + ReLU + MaxPool(2), global average and max
+    pooling, dropout, Dense softmax. About 9.5M MACs and 90k parameters for ``(300, 40)``, width 64.
+    """
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((frames, coefficients), name="mfcc")
+    x = inputs
+    for filters, kernel in ((width, 5), (width, 5), (width * 3 // 2, 3), (width * 2, 3)):
+        x = layers.Conv1D(filters, kernel, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling1D(2)(x)
+    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(n_labels, activation="softmax", name="scores")(x)
+    return keras.Model(inputs, outputs, name="ser_conv1d")
+
+
+def window_ending_at(x: np.ndarray, end: int, frames: int) -> np.ndarray:
+    """The ``frames`` rows of normalised ``x`` ending (exclusively) at row ``end``, zero-padded at the
+    start where ``end < frames`` (the daemon pads frames before the stream start with the training
+    mean, which is zero after normalisation). Returns float32 ``(frames, x.shape[1])``."""
+    out = np.zeros((frames, x.shape[1]), dtype=np.float32)
+    start = end - frames
+    if start >= 0:
+        out[:] = x[start:end]
+    else:
+        out[-end:] = x[:end]
+    return out
+
+
+def random_windows(normalized: list[np.ndarray], frames: int, rng: np.random.Generator, min_end: int) -> np.ndarray:
+    """One window per clip ending at a uniformly random frame in ``[min(min_end, n), n]``."""
+    out = np.empty((len(normalized), frames, normalized[0].shape[1]), dtype=np.float32)
+    for i, x in enumerate(normalized):
+        n = x.shape[0]
+        end = int(rng.integers(min(min_end, n), n + 1))
+        out[i] = window_ending_at(x, max(end, 1), frames)
+    return out
+
+
+def augment(batch: np.ndarray, params: TrainParams, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise in normalised feature space and SpecAugment-style masks (Park et al. 2019):
+    ``time_masks`` runs of up to ``time_mask_frames`` frames and ``coefficient_masks`` runs of up to
+    ``coefficient_mask_width`` coefficients set to 0 (the mean). In place; returns ``batch``."""
+    n, frames, coefficients = batch.shape
+    batch += rng.normal(0.0, params.noise_std, batch.shape).astype(np.float32)
+    for i in range(n):
+        for _ in range(params.time_masks):
+            width = int(rng.integers(0, params.time_mask_frames + 1))
+            start = int(rng.integers(0, frames - width + 1))
+            batch[i, start : start + width] = 0.0
+        for _ in range(params.coefficient_masks):
+            width = int(rng.integers(0, params.coefficient_mask_width + 1))
+            start = int(rng.integers(0, coefficients - width + 1))
+            batch[i, :, start : start + width] = 0.0
+    return batch
+
+
+def clip_scores(model, normalized: list[np.ndarray], frames: int, hop: int = 50) -> np.ndarray:
+    """Mean softmax over windows ending every ``hop`` frames back from each clip's end (quick,
+    for validation only; evaluation goes through ``edge.pipeline``). Returns ``(n_clips, n_labels)``."""
+    windows, owner = [], []
+    for i, x in enumerate(normalized):
+        ends = range(x.shape[0], max(frames // 2, 1) - 1, -hop) if x.shape[0] > frames // 2 else [x.shape[0]]
+        for end in ends:
+            windows.append(window_ending_at(x, end, frames))
+            owner.append(i)
+    probs = model.predict(np.stack(windows), batch_size=256, verbose=0)
+    owner = np.asarray(owner)
+    return np.stack([probs[owner == i].mean(axis=0) for i in range(len(normalized))])
+
+
+def class_weights(y: np.ndarray, n_labels: int) -> dict[int, float]:
+    """``n / (n_labels * count)`` per class (sklearn's "balanced")."""
+    counts = np.bincount(y, minlength=n_labels).astype(np.float64)
+    return {k: float(len(y) / (n_labels * c)) if c else 0.0 for k, c in enumerate(counts)}
+
+
+def train(
+    train_x: list[np.ndarray],
+    train_y: np.ndarray,
+    n_labels: int,
+    frames: int,
+    params: TrainParams,
+    val_x: list[np.ndarray] | None = None,
+    val_y: np.ndarray | None = None,
+    progress: bool = True,
+    desc: str = "train",
+):
+    """Train on normalised clips (``train_x``: list of float32 ``(n_frames, n_mfcc)``, ``train_y``: int
+    label indices). With validation clips, stops after ``patience`` epochs without a better validation
+    UA and restores the best weights; without, runs ``params.epochs`` epochs.
+    Returns ``(model, best_epoch, history)``; ``best_epoch`` is 1-based.
+    """
+    import keras
+
+    model = build_model(frames, train_x[0].shape[1], n_labels, params.width, params.dropout, params.seed)
+    steps = math.ceil(len(train_x) * params.crops_per_clip / params.batch_size) * params.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=max(steps, 1), alpha=0.05)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy")
+    rng = np.random.default_rng(params.seed)
+    weights = class_weights(train_y, n_labels)
+    sample_weight_of_class = np.array([weights[k] for k in range(n_labels)], dtype=np.float32)
+    min_end = frames // 2
+    best = (-1.0, 0, None)
+    history = []
+    bar = tqdm(range(1, params.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        xs, ys = [], []
+        for _ in range(params.crops_per_clip):
+            xs.append(random_windows(train_x, frames, rng, min_end))
+            ys.append(train_y)
+        x = augment(np.concatenate(xs), params, rng)
+        y_index = np.concatenate(ys)
+        y = np.eye(n_labels, dtype=np.float32)[y_index]
+        sw = sample_weight_of_class[y_index]
+        if params.mixup_alpha > 0:
+            lam = rng.beta(params.mixup_alpha, params.mixup_alpha, size=len(x)).astype(np.float32)
+            perm = rng.permutation(len(x))
+            x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
+            y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+            sw = lam * sw + (1 - lam) * sw[perm]
+        fit = model.fit(x, y, sample_weight=sw, batch_size=params.batch_size, epochs=1, shuffle=True, verbose=0)
+        record = {"epoch": epoch, "loss": float(fit.history["loss"][0])}
+        if val_x:
+            pred = clip_scores(model, val_x, frames).argmax(axis=1)
+            record["val_ua"] = float(balanced_accuracy_score(val_y, pred))
+            if record["val_ua"] > best[0]:
+                best = (record["val_ua"], epoch, model.get_weights())
+            bar.set_postfix(loss=f"{record['loss']:.3f}", val_ua=f"{record['val_ua']:.3f}", best=best[1])
+            if epoch - best[1] >= params.patience:
+                history.append(record)
+                break
+        else:
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+        history.append(record)
+    bar.close()
+    if val_x and best[2] is not None:
+        model.set_weights(best[2])
+        return model, best[1], history
+    return model, len(history), history

@@ -1,0 +1,138 @@
+"""Speaker-independent cross-validation and the final model: train, convert to int8, score through edge.
+
+Every fold's model is converted to int8, loaded with :func:`edge.model.load_model` and scored
+clip by clip with :func:`edge.pipeline.classify_features` (the daemon's code path); the float
+Keras model is scored through the same function, so int8 and float differ only in the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics as stats
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.features import FeatureParams, normalize
+from edge.model import load_model
+from edge.pipeline import DecisionParams
+from trainer.evaluate import keras_predict, score_clips, summarize
+from trainer.export import REPRESENTATIVE_WINDOWS, to_int8_tflite, write_model
+from trainer.featurize import ClipFeatures, statistics
+from trainer.folds import Fold
+from trainer.model import TrainParams, random_windows, train
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    test_speakers: tuple[str, ...]
+    validation_speakers: tuple[str, ...]
+    best_epoch: int
+    y_true: np.ndarray
+    int8_scores: np.ndarray
+    float_scores: np.ndarray
+
+    def row(self, labels: tuple[str, ...]) -> dict:
+        int8 = summarize(self.y_true, self.int8_scores.argmax(axis=1), labels)
+        flt = summarize(self.y_true, self.float_scores.argmax(axis=1), labels)
+        return {
+            "fold": self.fold,
+            "test_actors": list(self.test_speakers),
+            "validation_actors": list(self.validation_speakers),
+            "clips": int(len(self.y_true)),
+            "best_epoch": self.best_epoch,
+            "ua": int8["ua"],
+            "wa": int8["wa"],
+            "float_ua": flt["ua"],
+            "float_wa": flt["wa"],
+        }
+
+
+def with_statistics(params: FeatureParams, clips: list[ClipFeatures]) -> FeatureParams:
+    mean, std = statistics(clips)
+    return dataclasses.replace(params, mean=mean, std=std)
+
+
+def representative_windows(normalized: list[np.ndarray], frames: int, seed: int) -> np.ndarray:
+    """Up to :data:`REPRESENTATIVE_WINDOWS` training windows, cropped as in training, for int8 calibration."""
+    rng = np.random.default_rng(seed + 1)
+    chosen = rng.permutation(len(normalized))[:REPRESENTATIVE_WINDOWS]
+    return random_windows([normalized[i] for i in chosen], frames, rng, frames // 2)
+
+
+def fit_and_convert(
+    train_clips: list[ClipFeatures],
+    val_clips: list[ClipFeatures],
+    labels: tuple[str, ...],
+    params: FeatureParams,
+    frames: int,
+    train_params: TrainParams,
+    progress: bool,
+    desc: str,
+):
+    """Train on ``train_clips`` (statistics from train + validation clips) and convert to int8.
+
+    Returns ``(keras_model, feature_params_with_stats, best_epoch, flatbuffer)``.
+    """
+    index = {label: k for k, label in enumerate(labels)}
+    fitted = with_statistics(params, train_clips + val_clips)
+    train_x = [normalize(c.mfcc, fitted) for c in train_clips]
+    train_y = np.array([index[c.clip.label] for c in train_clips])
+    val_x = [normalize(c.mfcc, fitted) for c in val_clips] or None
+    val_y = np.array([index[c.clip.label] for c in val_clips]) if val_clips else None
+    model, best_epoch, _ = train(train_x, train_y, len(labels), frames, train_params, val_x, val_y, progress, desc)
+    flatbuffer = to_int8_tflite(model, representative_windows(train_x + (val_x or []), frames, train_params.seed))
+    return model, fitted, best_epoch, flatbuffer
+
+
+def run_fold(
+    fold: Fold,
+    clips: list[ClipFeatures],
+    labels: tuple[str, ...],
+    params: FeatureParams,
+    frames: int,
+    train_params: TrainParams,
+    decision: DecisionParams,
+    progress: bool = True,
+) -> FoldResult:
+    """Train on the fold's training speakers, early-stop on its validation speakers, score its test speakers."""
+    by = {name: [c for c in clips if c.clip.speaker in set(speakers)] for name, speakers in
+          (("train", fold.train), ("val", fold.validation), ("test", fold.test))}
+    model, fitted, best_epoch, flatbuffer = fit_and_convert(
+        by["train"], by["val"], labels, params, frames, train_params, progress, f"fold {fold.index}"
+    )
+    index = {label: k for k, label in enumerate(labels)}
+    y_true = np.array([index[c.clip.label] for c in by["test"]])
+    with tempfile.TemporaryDirectory() as tmp:
+        tflite_path, _ = write_model(Path(tmp) / f"fold{fold.index}", flatbuffer, labels, "native", fitted, frames)
+        int8_model = load_model(tflite_path)
+        int8_scores = score_clips(by["test"], int8_model.predict, fitted, frames, decision, progress, "int8 eval")
+    float_scores = score_clips(by["test"], keras_predict(model, fitted), fitted, frames, decision, progress, "float eval")
+    return FoldResult(fold.index, fold.test, fold.validation, best_epoch, y_true, int8_scores, float_scores)
+
+
+def pooled_metrics(results: list[FoldResult], labels: tuple[str, ...]) -> dict:
+    """Metrics over all folds' test clips pooled, plus the mean of per-fold UA/WA and the fold table."""
+    y_true = np.concatenate([r.y_true for r in results])
+    rows = [r.row(labels) for r in results]
+    out = {}
+    for kind, key in (("int8", "int8_scores"), ("float", "float_scores")):
+        pred = np.concatenate([getattr(r, key).argmax(axis=1) for r in results])
+        summary = summarize(y_true, pred, labels)
+        prefix = "" if kind == "int8" else "float_"
+        summary["mean_fold_ua"] = float(np.mean([row[prefix + "ua"] for row in rows]))
+        summary["mean_fold_wa"] = float(np.mean([row[prefix + "wa"] for row in rows]))
+        out[kind] = summary
+    out["int8"]["folds"] = rows
+    return out
+
+
+def final_epochs(results: list[FoldResult], default: int) -> int:
+    """Median of the folds' best epochs (rounded), or ``default`` without folds."""
+    return int(round(stats.median(r.best_epoch for r in results))) if results else default
