@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(replay)
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
     replay.add_argument("--realtime", action="store_true", help="pace the input at real time, like a microphone")
-    replay.add_argument("--sink", choices=["mqtt", "stdout"], default="mqtt",
-                        help="publish to the broker (default) or print JSON lines (no broker needed)")
+    replay.add_argument("--sink", choices=["mqtt", "stdout", "both"], default="mqtt",
+                        help="publish to the broker (default), print JSON lines (no broker needed), or both")
 
     listen = sub.add_parser("listen", help="print events from all devices (an MQTT subscriber for people)")
     _common(listen)

@@ -81,11 +81,44 @@ class StopFlag:
         return self.event.is_set()
 
 
+class TeeSink:
+    """Every call goes to each of ``sinks`` (``--sink both``: print and publish)."""
+
+    def __init__(self, *sinks) -> None:
+        self.sinks = sinks
+
+    def start(self) -> None:
+        for sink in self.sinks:
+            sink.start()
+
+    def publish(self, event: EmotionEvent) -> None:
+        for sink in self.sinks:
+            sink.publish(event)
+
+    def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> None:
+        for sink in self.sinks:
+            sink.publish_raw(topic, payload, retain=retain, qos=qos)
+
+    def flush(self, timeout_s: float) -> bool:
+        return all([sink.flush(timeout_s) for sink in self.sinks])
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        for sink in self.sinks:
+            sink.close(timeout_s)
+
+
+SINKS = ("mqtt", "stdout", "both")
+
+
 def make_sink(settings: Settings, kind: str):
-    """``"mqtt"`` -> :class:`MqttPublisher` (not started), ``"stdout"`` -> :class:`StdoutSink`."""
+    """A sink, not started: ``"mqtt"`` -> :class:`MqttPublisher`, ``"stdout"`` -> :class:`StdoutSink`,
+    ``"both"`` -> both. With ``mqtt.enabled = false`` in the config, MQTT is replaced by stdout."""
+    if kind not in SINKS:
+        raise ValueError(f"expected a sink in {SINKS}, got {kind!r}")
     if kind == "stdout" or not settings.mqtt.enabled:
         return StdoutSink()
-    return MqttPublisher(settings.mqtt_settings(), settings.resolved_device_id)
+    mqtt = MqttPublisher(settings.mqtt_settings(), settings.resolved_device_id)
+    return TeeSink(StdoutSink(), mqtt) if kind == "both" else mqtt
 
 
 class Session:
