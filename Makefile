@@ -1,0 +1,102 @@
+# ser-edge developer tasks (GNU make). `make` alone lists the targets.
+#
+# On a fresh Debian 12 / Raspberry Pi OS machine:
+#   make demo     system packages, a venv with the device install, one replay of the bundled sample
+#   make test     system packages, a venv with the train and dev extras, the test suite
+# Tests read real audio from ../shared/data (the shared folder beside the repository).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+MODEL ?= models/ravdess8-conv1d.tflite
+SAMPLE := edge/samples/speech-sample.wav
+MQTT_PORT ?= 1883
+BENCH_ARGS ?=
+
+# apt needs root: use sudo only when we are not root already.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+# systemd provides /usr/bin/systemd-analyze on Debian 12 (tests verify the unit file with it).
+APT_PACKAGES := python3 python3-venv mosquitto mosquitto-clients libportaudio2 libsndfile1 \
+	alsa-utils libasound2-plugins systemd espeak-ng sox
+
+PIP := $(VENV)/bin/pip --disable-pip-version-check -q
+
+.PHONY: help deps venv demo test lint bench model corpus sample
+
+help: ## list the targets
+	@echo "ser-edge: make TARGET"
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  \1\t\2/' | expand -t 12
+
+deps: ## install the system packages (apt-get; sudo if not root); skipped when all are installed
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(APT) update -q && $(APT) install -y -q --no-install-recommends $$missing; \
+	else echo "system packages: all installed"; fi
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps, so a second `make test` does not reinstall; editing pyproject.toml reinstalls.
+$(VENV)/.installed-base: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e .
+	@touch $@
+
+$(VENV)/.installed-all: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e '.[train,dev]'
+	@touch $@ $(VENV)/.installed-base
+
+venv: deps $(VENV)/.installed-all ## create .venv with the train and dev extras (editable install)
+
+demo: deps $(VENV)/.installed-base ## replay the bundled speech sample: print events, publish them if a broker is on localhost:1883
+	@test -f $(MODEL) || { echo "no model at $(MODEL): run 'make model' or pass MODEL=path.tflite" >&2; exit 1; }
+	@if $(VENV)/bin/python -c 'import socket, sys; s = socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(("localhost", $(MQTT_PORT))))'; then \
+		sink=both; echo "broker on localhost:$(MQTT_PORT): printing and publishing (watch with: $(VENV)/bin/ser-edge listen)"; \
+	else sink=stdout; echo "no broker on localhost:$(MQTT_PORT): printing only"; fi; \
+	set -x; $(VENV)/bin/ser-edge replay $(SAMPLE) --model $(MODEL) --mqtt-port $(MQTT_PORT) --sink $$sink
+
+test: deps venv ## run the test suite (real mosquitto, real audio from ../shared/data)
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(VENV)/.installed-all ## ruff
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.installed-all ## benchmark the pipeline (BENCH_ARGS='--minutes 10' to shorten)
+	$(VENV)/bin/python tests/benchmarks/bench_pipeline.py --model $(MODEL) $(BENCH_ARGS)
+
+model: $(VENV)/.installed-all ## train the shipped model from the full RAVDESS in data/ravdess (see: make corpus)
+	$(VENV)/bin/ser-train fit --corpus ravdess=data/ravdess --out models/ravdess8-conv1d
+
+corpus: ## how to get the full corpora into data/ (git-ignored)
+	@echo "The full corpora are not in this repository (their licences do not allow it)."
+	@echo "Small real subsets for tests are in ../shared/data (see ../shared/data/README.md)."
+	@echo "For training, bring in the public Git snapshots and extract them, checking every md5:"
+	@echo "  RAVDESS speech (1440 files, 24 actors): snapshot of github:Rahul5430/Speech-Emotion-Recognition-System"
+	@echo "    ../shared/tools/corpus-from-mirror ravdess GIT_DIR data/ravdess"
+	@echo "  TESS (2798 files): snapshot of github:NidupDorji/SpeechEmotionRecognitionSystemUsingPython"
+	@echo "    ../shared/tools/corpus-from-mirror tess GIT_DIR data/tess"
+	@echo "GIT_DIR is the git directory of the snapshot (a bare clone of that repository works)."
+
+# Our own synthetic speech (never corpus audio): four sentences in different deliveries with
+# 1.5 s pauses, 16 kHz mono 16-bit. espeak-ng writes 22.05 kHz; sox trims each sentence's own
+# leading/trailing silence, lowers the gain 3 dB (the loud sentence clips when resampled),
+# resamples without dither (-D, so the output is reproducible) and pads the pauses.
+SAMPLE_TMP := build/sample
+sample: ## regenerate edge/samples/speech-sample.wav with espeak-ng and sox
+	@mkdir -p $(SAMPLE_TMP) $(dir $(SAMPLE))
+	espeak-ng -v en-us -s 150 -p 45 -a 120 -w $(SAMPLE_TMP)/1.wav "Good morning. It is a lovely day today."
+	espeak-ng -v en-us -s 190 -p 70 -a 200 -w $(SAMPLE_TMP)/2.wav "Wow, we won! This is amazing!"
+	espeak-ng -v en-us -s 110 -p 20 -a 70 -w $(SAMPLE_TMP)/3.wav "I miss them so much."
+	espeak-ng -v en-us -s 175 -p 35 -a 180 -w $(SAMPLE_TMP)/4.wav "Stop that right now!"
+	for i in 1 2 3 4; do \
+		sox -D $(SAMPLE_TMP)/$$i.wav -r 16000 -c 1 -b 16 $(SAMPLE_TMP)/$$i-16k.wav \
+			gain -3 silence 1 0.02 -45d reverse silence 1 0.02 -45d reverse pad 0 1.5 || exit 1; \
+	done
+	sox -D $(SAMPLE_TMP)/1-16k.wav $(SAMPLE_TMP)/2-16k.wav $(SAMPLE_TMP)/3-16k.wav $(SAMPLE_TMP)/4-16k.wav \
+		-r 16000 -c 1 -b 16 $(SAMPLE) pad 0.5 0
+	@soxi $(SAMPLE) | grep -E 'Sample Rate|Channels|Precision|Duration|File Size'
