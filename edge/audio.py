@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,6 +21,10 @@ logger = logging.getLogger(__name__)
 
 #: Samples at or above this magnitude count as clipped (a warning, not an error).
 CLIPPING_LEVEL = 0.999
+
+
+FILE_BLOCK_S = 0.5
+"""Files are read in blocks of this much audio, so memory stays flat for hour-long recordings."""
 
 
 class AudioError(ValueError):
@@ -56,23 +61,65 @@ def check_samples(samples: np.ndarray, source: str) -> None:
         logger.warning("%s: %d samples at full scale (clipping); emotion scores may suffer", source, clipped)
 
 
+def open_audio(path: str | Path) -> soundfile.SoundFile:
+    """Open a WAV/FLAC/OGG file with soundfile; raises :class:`AudioError` if missing, unreadable or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"{path}: not a readable audio file ({str(exc).splitlines()[0]})") from None
+    if handle.frames == 0:
+        handle.close()
+        raise AudioError(f"{path}: expected audio samples, got an empty file")
+    return handle
+
+
+def _read_block(handle: soundfile.SoundFile, frames: int, path: Path) -> np.ndarray:
+    try:
+        block = handle.read(frames, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(f"{path}: truncated or corrupt audio ({exc})") from None
+    samples = to_mono(block)
+    check_samples(samples, str(path))
+    return samples
+
+
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Read a WAV/FLAC/OGG file as mono float32 in [-1, 1] (channels averaged) and its rate in Hz.
+    """Read a whole file as mono float32 in [-1, 1] (channels averaged) and its rate in Hz.
 
     Raises :class:`AudioError` for a missing, unreadable, empty or non-finite file.
     """
+    with open_audio(path) as handle:
+        return _read_block(handle, -1, Path(path)), int(handle.samplerate)
+
+
+def _check_rate(path: Path, rate_hz: int, target_rate_hz: int) -> None:
+    if rate_hz < target_rate_hz:
+        raise AudioError(
+            f"{path}: expected a sample rate of at least {target_rate_hz} Hz, got {rate_hz} Hz "
+            f"(it lacks the band above {rate_hz // 2} Hz that the model uses)"
+        )
+
+
+def file_blocks(path: str | Path, target_rate_hz: int, block_s: float = FILE_BLOCK_S) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of a file resampled to ``target_rate_hz`` (the last from the resampler's flush).
+
+    Reads ``block_s`` seconds at a time, so memory stays bounded. Raises :class:`AudioError` as
+    :func:`load_audio` does, possibly after yielding some blocks (a truncated file).
+    """
     path = Path(path)
-    try:
-        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except FileNotFoundError:
-        raise AudioError(f"{path}: no such file") from None
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioError(f"{path}: not a readable audio file ({str(exc).splitlines()[0]})") from None
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: expected audio samples, got an empty file")
-    samples = to_mono(data)
-    check_samples(samples, str(path))
-    return samples, int(rate)
+    with open_audio(path) as handle:
+        _check_rate(path, handle.samplerate, target_rate_hz)
+        resampler = StreamingResampler(handle.samplerate, target_rate_hz)
+        block_frames = max(1, round(block_s * handle.samplerate))
+        while True:
+            samples = _read_block(handle, block_frames, path)
+            if samples.size == 0:
+                break
+            yield resampler.process(samples)
+        yield resampler.flush()
 
 
 def load_audio(path: str | Path, target_rate_hz: int) -> np.ndarray:
@@ -82,11 +129,7 @@ def load_audio(path: str | Path, target_rate_hz: int) -> np.ndarray:
     back the band the model listens to (an 8 kHz telephone recording has nothing above 4 kHz).
     """
     samples, rate = read_audio(path)
-    if rate < target_rate_hz:
-        raise AudioError(
-            f"{path}: expected a sample rate of at least {target_rate_hz} Hz, got {rate} Hz "
-            f"(it lacks the band above {rate // 2} Hz that the model uses)"
-        )
+    _check_rate(Path(path), rate, target_rate_hz)
     return resample(samples, rate, target_rate_hz)
 
 

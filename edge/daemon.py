@@ -13,14 +13,12 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
 from edge import __version__
-from edge.audio import AudioError, StreamingResampler, check_samples, to_mono
+from edge.audio import AudioError, StreamingResampler, file_blocks
 from edge.events import SCHEMA_VERSION, EmotionEvent, utc_now_rfc3339
 from edge.manifest import ModelManifest
 from edge.model import INTERPRETER, EmotionModel, load_model
@@ -31,8 +29,6 @@ from edge.settings import AudioSettings, Settings
 
 logger = logging.getLogger(__name__)
 
-FILE_BLOCK_S = 0.5
-"""Replay reads files in blocks of this much audio, so memory stays flat for hour-long files."""
 FLUSH_TIMEOUT_S = 10.0
 """How long replay waits at the end for the broker to acknowledge every event."""
 
@@ -167,35 +163,6 @@ class Session:
         logger.info("processed %.1f s of audio: %d utterances, %d events, %.0fx real time (audio s per CPU s)",
                     self.audio_s, self.pipeline.utterances, self.events.seq, rtf)
         return delivered
-
-
-def file_blocks(path: Path, rate_hz: int, block_s: float = FILE_BLOCK_S) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of ``path`` resampled to ``rate_hz``; raises :class:`AudioError`."""
-    try:
-        handle = soundfile.SoundFile(str(path))
-    except FileNotFoundError:
-        raise AudioError(f"{path}: no such file") from None
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AudioError(f"{path}: not a readable audio file ({str(exc).splitlines()[0]})") from None
-    with handle:
-        if handle.frames == 0:
-            raise AudioError(f"{path}: expected audio samples, got an empty file")
-        if handle.samplerate < rate_hz:
-            raise AudioError(f"{path}: expected a sample rate of at least {rate_hz} Hz, got {handle.samplerate} Hz "
-                             f"(it lacks the band above {handle.samplerate // 2} Hz that the model uses)")
-        resampler = StreamingResampler(handle.samplerate, rate_hz)
-        block_frames = max(1, round(block_s * handle.samplerate))
-        while True:
-            try:
-                block = handle.read(block_frames, dtype="float32", always_2d=True)
-            except (soundfile.LibsndfileError, RuntimeError) as exc:
-                raise AudioError(f"{path}: truncated or corrupt audio ({exc})") from None
-            if block.shape[0] == 0:
-                break
-            samples = to_mono(block)
-            check_samples(samples, str(path))
-            yield resampler.process(samples)
-        yield resampler.flush()
 
 
 def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag) -> int:

@@ -1,0 +1,18 @@
+"""Where tests find real audio (../shared/data beside the repository) and the shipped model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+RAVDESS_MINI = SHARED_DATA / "ravdess-mini"
+RAVDESS_48K = SHARED_DATA / "ravdess-48k"
+TESS_MINI = SHARED_DATA / "tess-mini"
+SHIPPED_MODEL = Path(os.environ.get("SER_EDGE_TEST_MODEL", REPO / "models" / "ravdess8-conv1d.tflite"))
+SAMPLE = REPO / "edge" / "samples" / "speech-sample.wav"
+
+
+def ravdess_mini_clips() -> list[Path]:
+    return sorted(RAVDESS_MINI.glob("Actor_*/*.flac"))

@@ -1,0 +1,117 @@
+"""Audio input: resampling to the model's rate, streaming resampler, and bad files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal
+import soundfile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from paths import RAVDESS_48K, TESS_MINI
+
+from edge.audio import AudioError, StreamingResampler, file_blocks, load_audio, rate_ratio, read_audio, resample
+
+ANGRY_48K = RAVDESS_48K / "03-01-05-02-01-01-03.wav"
+
+
+def test_48k_original_is_resampled_with_resample_poly():
+    samples, rate = read_audio(ANGRY_48K)
+    assert rate == 48000
+    out = load_audio(ANGRY_48K, 16000)
+    np.testing.assert_array_equal(out, scipy.signal.resample_poly(samples, 1, 3).astype(np.float32))
+    assert out.size == -(-samples.size // 3)
+
+
+def test_tess_odd_rate_is_resampled():
+    path = sorted((TESS_MINI / "OAF_angry").glob("*.wav"))[0]
+    samples, rate = read_audio(path)
+    assert rate == 24414
+    assert rate_ratio(rate, 16000) == (8000, 12207)
+    assert abs(load_audio(path, 16000).size - samples.size * 16000 / rate) <= 1
+
+
+@pytest.mark.parametrize("from_hz", [48000, 44100, 24414, 16000])
+def test_streaming_resampler_equals_whole_signal(from_hz):
+    samples = resample(read_audio(ANGRY_48K)[0], 48000, from_hz)
+    whole = resample(samples, from_hz, 16000)
+    for chunk in (160, 1024, 4000):
+        resampler = StreamingResampler(from_hz, 16000)
+        out = np.concatenate([resampler.process(samples[i : i + chunk]) for i in range(0, samples.size, chunk)]
+                             + [resampler.flush()])
+        np.testing.assert_allclose(out, whole, rtol=0, atol=1e-6)
+        assert out.size == whole.size
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(0, 3000), chunk=st.integers(1, 900))
+def test_fuzz_streaming_resampler_length_and_values(n, chunk):
+    rng = np.random.default_rng(n)
+    samples = rng.uniform(-1, 1, n).astype(np.float32)
+    resampler = StreamingResampler(44100, 16000)
+    parts = [resampler.process(samples[i : i + chunk]) for i in range(0, n, chunk)] + [resampler.flush()]
+    out = np.concatenate(parts)
+    whole = resample(samples, 44100, 16000) if n else np.zeros(0, np.float32)
+    assert out.size == whole.size
+    np.testing.assert_allclose(out, whole, rtol=0, atol=1e-5)
+
+
+def _bytes(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _write(path, data, rate, subtype):
+    soundfile.write(str(path), data, rate, subtype=subtype)
+    return path
+
+
+def test_8bit_and_float_wav_are_read_like_16bit(tmp_path):
+    samples, rate = read_audio(ANGRY_48K)
+    for subtype, tolerance in (("PCM_U8", 1 / 64), ("FLOAT", 1e-6), ("PCM_16", 1e-4)):
+        path = _write(tmp_path / f"{subtype}.wav", samples, rate, subtype)
+        got, got_rate = read_audio(path)
+        assert got_rate == rate
+        np.testing.assert_allclose(got, samples, atol=tolerance)
+
+
+def test_stereo_is_mixed_to_mono(tmp_path):
+    samples, rate = read_audio(ANGRY_48K)
+    path = _write(tmp_path / "stereo.wav", np.stack([samples, samples * 0.5], axis=1), rate, "FLOAT")
+    np.testing.assert_allclose(read_audio(path)[0], samples * 0.75, atol=1e-6)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.wav", "no such file"),
+    (lambda d: _bytes(d / "empty.wav", b""), "not a readable audio file"),
+    (lambda d: _bytes(d / "text.wav", b"hello, not audio\n"), "not a readable audio file"),
+    (lambda d: _write(d / "silent0.wav", np.zeros((0,), np.float32), 16000, "PCM_16"), "empty file"),
+    (lambda d: _write(d / "nan.wav", np.array([0.1, np.nan, 0.2] * 1000, np.float32), 16000, "FLOAT"), "NaN/inf"),
+    (lambda d: _write(d / "inf.wav", np.array([0.1, np.inf] * 1000, np.float32), 16000, "FLOAT"), "NaN/inf"),
+    (lambda d: _write(d / "8k.wav", np.zeros(8000, np.float32), 8000, "PCM_16"), "at least 16000 Hz"),
+])
+def test_bad_files_raise_one_line_audio_error(tmp_path, make, message):
+    path = make(tmp_path)
+    with pytest.raises(AudioError, match=message) as info:
+        list(file_blocks(path, 16000))
+    assert "\n" not in str(info.value)
+    if "8k" not in path.name:
+        with pytest.raises(AudioError, match=message):
+            load_audio(path, 16000)
+
+
+def test_truncated_wav_reads_what_is_there(tmp_path):
+    samples, rate = read_audio(ANGRY_48K)
+    path = _write(tmp_path / "full.wav", samples, rate, "PCM_16")
+    data = path.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    blocks = list(file_blocks(cut, 16000))
+    total = sum(b.size for b in blocks)
+    assert 0 < total < samples.size // 3
+
+
+def test_clipping_is_a_warning_not_an_error(tmp_path, caplog):
+    path = _write(tmp_path / "clipped.wav", np.clip(np.sin(np.arange(16000) / 5) * 2, -1, 1), 16000, "FLOAT")
+    assert read_audio(path)[0].size == 16000
+    assert "clipping" in caplog.text

@@ -1,0 +1,127 @@
+"""MFCC: agreement with python_speech_features on real speech, streaming chunk invariance, fuzzing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from paths import RAVDESS_48K, RAVDESS_MINI, TESS_MINI
+from python_speech_features import mfcc as psf_mfcc
+
+from edge.audio import load_audio
+from edge.features import FeatureParams, StreamingMFCC, analysis_window, mfcc, mfcc_with_energy
+
+REAL_CLIPS = [
+    RAVDESS_MINI / "Actor_01" / "03-01-05-02-01-01-01.flac",  # angry, strong, male, 16 kHz FLAC
+    RAVDESS_MINI / "Actor_02" / "03-01-04-01-02-02-02.flac",  # sad, female
+    RAVDESS_48K / "03-01-08-02-01-01-03.wav",  # surprised, 48 kHz original
+    TESS_MINI / "YAF_happy" ,  # a directory: first file in it, 24 414 Hz original
+]
+
+
+def _clip(path):
+    if path.is_dir():
+        path = sorted(path.glob("*.wav"))[0]
+    return load_audio(path, 16000)
+
+
+def _reference(signal: np.ndarray, p: FeatureParams) -> np.ndarray:
+    return psf_mfcc(
+        signal.astype(np.float64), samplerate=p.sample_rate_hz, winlen=p.window_ms / 1000, winstep=p.hop_ms / 1000,
+        numcep=p.n_mfcc, nfilt=p.n_mels, nfft=p.n_fft, lowfreq=p.low_hz, highfreq=p.high_hz,
+        preemph=p.preemphasis, ceplifter=p.lifter, appendEnergy=p.append_energy,
+        winfunc=lambda n: analysis_window(p.window, n).astype(np.float64),
+    )
+
+
+@pytest.mark.parametrize("path", REAL_CLIPS, ids=lambda p: p.name)
+@pytest.mark.parametrize("params", [
+    FeatureParams(),  # the shipped configuration
+    FeatureParams(n_mels=26, n_mfcc=13, window="boxcar"),  # python_speech_features' own defaults
+    FeatureParams(n_mels=40, n_mfcc=20, append_energy=False, lifter=0, window="hann", low_hz=60, high_hz=7600),
+], ids=["shipped", "psf-defaults", "variant"])
+def test_mfcc_agrees_with_python_speech_features(path, params):
+    signal = _clip(path)
+    ours = mfcc(signal, params)
+    reference = _reference(signal, params)
+    # python_speech_features zero-pads one last partial frame; we emit complete frames only
+    assert ours.shape == (params.n_frames(signal.size), params.n_mfcc)
+    assert reference.shape[0] - ours.shape[0] in (0, 1)
+    np.testing.assert_allclose(ours, reference[: ours.shape[0]], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("path", REAL_CLIPS[:3], ids=lambda p: p.name)
+def test_streaming_chunks_equal_whole_signal(path):
+    signal = _clip(path)
+    params = FeatureParams()
+    whole, whole_energy = mfcc_with_energy(signal, params)
+    stream = StreamingMFCC(params)
+    for chunk in (160, 1024, 4000):
+        stream.reset()
+        parts = [stream.process(signal[i : i + chunk]) for i in range(0, signal.size, chunk)]
+        coefficients = np.concatenate([p[0] for p in parts])
+        energy = np.concatenate([p[1] for p in parts])
+        np.testing.assert_array_equal(coefficients, whole)  # bit-identical, not merely close
+        np.testing.assert_array_equal(energy, whole_energy)
+        assert stream.frames_emitted == whole.shape[0]
+
+
+def test_silence_is_finite():
+    params = FeatureParams()
+    out = mfcc(np.zeros(16000, dtype=np.float32), params)
+    assert out.shape == (98, 40)
+    assert np.all(np.isfinite(out))
+
+
+def test_short_signal_gives_no_frames():
+    params = FeatureParams()
+    assert mfcc(np.zeros(params.frame_length - 1, dtype=np.float32), params).shape == (0, 40)
+    assert mfcc(np.zeros(params.frame_length, dtype=np.float32), params).shape == (1, 40)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"hop_ms": 30.0}, "hop_ms"),
+    ({"n_fft": 256}, "n_fft"),
+    ({"n_mfcc": 41}, "n_mfcc"),
+    ({"high_hz": 9000.0}, "high_hz"),
+    ({"window": "no-such-window"}, "window"),
+    ({"mean": (0.0,), "std": (1.0,)}, "mean/std"),
+])
+def test_feature_params_reject_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FeatureParams(**kwargs)
+
+
+def test_feature_params_round_trip():
+    params = FeatureParams(mean=tuple(float(i) for i in range(40)), std=tuple(1.0 + i for i in range(40)))
+    assert FeatureParams.from_dict(params.to_dict()) == params
+    with pytest.raises(ValueError, match="unknown feature parameter"):
+        FeatureParams.from_dict({**params.to_dict(), "n_melz": 3})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    samples=st.lists(st.floats(-1.0, 1.0, width=32), min_size=0, max_size=3000),
+    chunks=st.lists(st.integers(1, 700), min_size=1, max_size=20),
+)
+def test_fuzz_streaming_matches_batch(samples, chunks):
+    params = FeatureParams()
+    signal = np.asarray(samples, dtype=np.float32)
+    whole = mfcc(signal, params)
+    stream = StreamingMFCC(params)
+    parts, position, i = [], 0, 0
+    while position < signal.size:
+        size = chunks[i % len(chunks)]
+        parts.append(stream.process(signal[position : position + size])[0])
+        position += size
+        i += 1
+    got = np.concatenate(parts) if parts else np.zeros((0, 40), np.float32)
+    assert got.shape == whole.shape == (params.n_frames(signal.size), 40)
+    np.testing.assert_array_equal(got, whole)
+    assert np.all(np.isfinite(got))
+
+
+def test_rejects_multichannel_input():
+    with pytest.raises(ValueError, match="expected a 1-D signal"):
+        mfcc(np.zeros((100, 2), dtype=np.float32), FeatureParams())
