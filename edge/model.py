@@ -134,9 +134,10 @@ def load_model(path: str | Path, num_threads: int = 1) -> EmotionModel:
     if len(inputs) != 1 or len(outputs) != 1:
         raise ModelError(f"{tflite_path}: expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}")
     expected_input = [1, manifest.input.frames, manifest.input.coefficients]
-    if list(inputs[0]["shape"]) != expected_input:
+    actual_input = [int(n) for n in inputs[0]["shape"]]
+    if actual_input != expected_input:
         raise ModelError(
-            f"{tflite_path}: input shape {list(inputs[0]['shape'])} does not match the manifest's "
+            f"{tflite_path}: input shape {actual_input} does not match the manifest's "
             f"{expected_input} (input.frames, features.n_mfcc)"
         )
     n_outputs = int(np.prod(outputs[0]["shape"][1:]))

@@ -1,0 +1,105 @@
+"""The model + manifest contract: every mismatch is refused with one line naming both values."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from paths import RAVDESS_48K, SHIPPED_MODEL
+
+from edge.manifest import ManifestError, load_manifest, sha256_file
+from edge.model import ModelError, load_model
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    """The shipped model and manifest copied to tmp_path as m.tflite / m.json."""
+    tflite = tmp_path / "m.tflite"
+    shutil.copy(SHIPPED_MODEL, tflite)
+    manifest = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())
+    manifest["model_file"] = "m.tflite"
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    return tflite
+
+
+def _edit(tflite, change):
+    path = tflite.with_suffix(".json")
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_shipped_model_loads_with_its_manifest():
+    model = load_model(SHIPPED_MODEL)
+    manifest = model.manifest
+    assert manifest.sha256 == sha256_file(SHIPPED_MODEL)
+    assert len(manifest.labels) == len(set(manifest.labels)) >= 2
+    assert manifest.input.coefficients == manifest.features.n_mfcc
+    window = np.zeros((manifest.input.frames, manifest.input.coefficients), np.float32) + np.asarray(
+        manifest.features.mean, np.float32)
+    probabilities = model.predict(window)
+    assert probabilities.shape == (len(manifest.labels),)
+    assert abs(float(probabilities.sum()) - 1) < 0.05
+    assert manifest.model_id == f"{manifest.name}@{manifest.sha256[:12]}"
+
+
+@pytest.mark.parametrize("change, error, message", [
+    (lambda d: d.update(sha256="0" * 64), ModelError, "sha256 mismatch: file has [0-9a-f]+…, manifest m.json expects 0000"),
+    (lambda d: d.update(labels=d["labels"][:-1]), ModelError, r"output has \d+ values but the manifest lists \d+ labels"),
+    (lambda d: d["input"].update(frames=d["input"]["frames"] + 10, window_s=d["input"]["window_s"] + 0.1),
+     ModelError, r"input shape \[1, \d+, \d+\] does not match the manifest's \[1, \d+, \d+\]"),
+    (lambda d: d["input"].update(coefficients=13), ManifestError, "input.coefficients 13 != features.n_mfcc"),
+    (lambda d: d["input"].update(window_s=9.0), ManifestError, "manifest says window_s 9.0"),
+    (lambda d: d.update(schema=99), ManifestError, "unknown manifest schema: expected 1, got 99"),
+    (lambda d: d.update(model_file="other.tflite"), ManifestError, "manifest for another model: model_file 'other.tflite', expected 'm.tflite'"),
+    (lambda d: d.pop("labels"), ManifestError, "missing field"),
+    (lambda d: d["features"].update(n_melz=40), ManifestError, "unknown feature parameter"),
+    (lambda d: d["features"].update(mean=[]), ManifestError, "mean/std"),
+])
+def test_mismatches_are_refused(model_copy, change, error, message):
+    _edit(model_copy, change)
+    with pytest.raises(error, match=message) as info:
+        load_model(model_copy)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_manifest_and_model(tmp_path, model_copy):
+    with pytest.raises(ManifestError, match="model manifest not found"):
+        load_model(tmp_path / "nothing.tflite")
+    model_copy.unlink()
+    with pytest.raises(ModelError, match="model file not found"):
+        load_model(model_copy)
+
+
+def test_manifest_that_is_not_json(model_copy):
+    model_copy.with_suffix(".json").write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        load_manifest(model_copy)
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda data: data[: len(data) // 2],  # truncated
+    lambda data: bytes(np.random.default_rng(0).integers(0, 256, len(data), dtype=np.uint8)),  # garbage
+    lambda data: b"",  # empty
+])
+def test_corrupt_tflite_with_matching_sha_is_refused(model_copy, corrupt):
+    model_copy.write_bytes(corrupt(model_copy.read_bytes()))
+    _edit(model_copy, lambda d: d.update(sha256=sha256_file(model_copy)))
+    with pytest.raises(ModelError, match="not a loadable TFLite model") as info:
+        load_model(model_copy)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_reports_a_bad_model_in_one_line(model_copy):
+    _edit(model_copy, lambda d: d.update(sha256="f" * 64))
+    clip = sorted(RAVDESS_48K.glob("*.wav"))[0]
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(clip), "--sink", "stdout",
+                             "--model", str(model_copy)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "sha256 mismatch" in result.stderr and "Traceback" not in result.stderr
