@@ -1,0 +1,109 @@
+"""End to end: the installed ``ser-edge replay`` on real 48 kHz RAVDESS originals, a real mosquitto,
+a real subscriber (paho) receiving schema-valid events; and ``mosquitto_sub`` as a second subscriber."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from paths import RAVDESS_48K, SHIPPED_MODEL
+
+from edge.events import EVENT_FIELDS, EmotionEvent
+from edge.manifest import load_manifest
+
+SER_EDGE = [sys.executable, "-m", "edge.cli"]
+CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
+
+
+def _replay(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
+    installed = shutil.which("ser-edge", path=str(Path(sys.executable).parent))
+    command = [installed] if installed else SER_EDGE
+    return subprocess.run([*command, "replay", *args, "--model", str(SHIPPED_MODEL)], capture_output=True,
+                          text=True, timeout=timeout_s, check=False)
+
+
+def test_replay_publishes_schema_valid_events_to_mosquitto(mosquitto, mqtt_subscriber):
+    manifest = load_manifest(SHIPPED_MODEL)
+    subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, ["ser/+/emotion", "ser/+/status"])
+    sub_process = subprocess.Popen(["mosquitto_sub", "-h", mosquitto.host, "-p", str(mosquitto.port), "-q", "1",
+                                    "-t", "ser/replay-test/emotion", "-C", "8", "-W", "60"],
+                                   stdout=subprocess.PIPE, text=True)
+    result = _replay(*map(str, CLIPS), "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port),
+                     "--device-id", "replay-test")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    statuses = subscriber.wait_for(2, 10, topic="ser/replay-test/status")
+    assert [m.payload for m in statuses][-2:] == [b"online", b"offline"]
+    n_events = result.stderr.count("edge.daemon: event #")
+    assert n_events >= len(CLIPS)
+    received = subscriber.wait_for(n_events, 10, topic="ser/replay-test/emotion")
+    events = [EmotionEvent.from_json(m.payload) for m in received]
+    assert [e.seq for e in events] == list(range(n_events))
+    assert all(m.qos == 1 for m in received)
+    for event in events:
+        assert list(json.loads(event.to_json())) == list(EVENT_FIELDS)
+        assert event.device_id == "replay-test"
+        assert set(event.scores) == set(manifest.labels)
+        assert event.model == manifest.model_id
+        assert 0 <= event.start_s < event.end_s
+    assert [e.start_s for e in events] == sorted(e.start_s for e in events)
+    out, _ = sub_process.communicate(timeout=60)
+    lines = out.strip().splitlines()
+    assert len(lines) == 8
+    assert [EmotionEvent.from_json(line).seq for line in lines] == list(range(8))
+
+
+def test_retained_online_and_offline_for_late_subscribers(mosquitto, mqtt_subscriber):
+    result = _replay(str(CLIPS[0]), "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port),
+                     "--device-id", "late")
+    assert result.returncode == 0, result.stderr
+    late = mqtt_subscriber(mosquitto.host, mosquitto.port, "ser/late/status")
+    message = late.wait_for(1, 10)[0]
+    assert message.retain and message.payload == b"offline"
+
+
+def test_stdout_sink_needs_no_broker_and_is_deterministic():
+    first = _replay(*map(str, CLIPS[:3]), "--sink", "stdout", "--device-id", "x")
+    second = _replay(*map(str, CLIPS[:3]), "--sink", "stdout", "--device-id", "x")
+    assert first.returncode == second.returncode == 0, first.stderr
+
+    def strip_time(text):
+        return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in text.splitlines()]
+
+    events = strip_time(first.stdout)
+    assert len(events) >= 3
+    assert events == strip_time(second.stdout)
+
+
+def test_unusable_files_are_skipped_with_a_reason(tmp_path):
+    bad = tmp_path / "not-audio.wav"
+    bad.write_text("this is not audio\n")
+    result = _replay(str(bad), str(CLIPS[0]), "--sink", "stdout")
+    assert result.returncode == 1
+    assert "skipped" in result.stderr and "not-audio.wav: not a readable audio file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stdout.splitlines()) >= 1  # the good file was still processed
+
+
+def test_broker_unreachable_at_the_end_is_a_failure_not_a_hang(tmp_path):
+    from mqtt_helpers import free_port
+
+    config = tmp_path / "c.toml"
+    config.write_text("[mqtt]\nreconnect_min_s = 0.2\nreconnect_max_s = 0.5\n")
+    result = _replay(str(CLIPS[0]), "--config", str(config), "--mqtt-port", str(free_port()), timeout_s=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (["replay", "x.wav", "--sink", "nowhere"], 2, "invalid choice"),
+    (["replay", "x.wav", "--mqtt-port", "abc"], 2, "invalid int value"),
+])
+def test_usage_errors(argv, status, message):
+    result = subprocess.run([*SER_EDGE, *argv], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == status
+    assert message in result.stderr
