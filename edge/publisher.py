@@ -1,0 +1,709 @@
+"""Publishers of emotion events: MQTT (QoS 1, availability, queue while offline) and stdout.
+
+Both publishers share one interface (:class:`EventSink`): ``start()``, ``publish(event)``,
+``flush(timeout_s)``, ``close(timeout_s)``, ``publish_raw(...)`` and the counters ``connected``,
+``published_events``, ``dropped_events``, ``pending``; both are context managers.
+
+MQTT delivery is at-least-once. An event leaves :class:`MqttPublisher`'s queue only when the
+broker's PUBACK arrives; after a reconnect, unacknowledged events are sent again in ``seq`` order,
+so a subscriber may see an event twice (e.g. after a broker restart) and can dedupe by
+``(device_id, seq)``.
+
+:func:`listen` is the other side: it subscribes to all devices under a prefix and prints events and
+availability changes (``ser-edge listen``).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import IO, Protocol, Self
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.events import (
+    EMOTION_QOS,
+    EMOTION_SUBTOPIC,
+    STATUS_OFFLINE,
+    STATUS_ONLINE,
+    STATUS_SUBTOPIC,
+    STATUS_VALUES,
+    EmotionEvent,
+    emotion_topic,
+    status_topic,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class _DemotePahoRetryNoise(logging.Filter):
+    """paho 2.2 logs ERROR "Client is not connected" after every failed reconnect attempt; while the
+    broker is down that would be an error line every backoff period. Demote it to DEBUG: the
+    publisher logs one warning per outage itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG and str(record.msg).startswith("Client is not connected"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logger.isEnabledFor(logging.DEBUG)
+        return True
+
+
+logger.addFilter(_DemotePahoRetryNoise())
+
+MAX_INFLIGHT_EVENTS = 20
+"""Events handed to paho and not yet acknowledged (PUBACK) at any time; paho's own default."""
+
+MIN_OFFLINE_WAIT_S = 1.0
+"""``close()`` waits at least this long for the PUBACK of the retained ``offline``."""
+
+LISTEN_QOS = 1
+"""QoS of the subscriptions made by :func:`listen`."""
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+class EventSink(Protocol):
+    """What the daemon needs from a publisher; implemented by :class:`MqttPublisher` and :class:`StdoutSink`."""
+
+    def start(self) -> None: ...
+    def publish(self, event: EmotionEvent) -> None: ...
+    def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> object: ...
+    def flush(self, timeout_s: float) -> bool: ...
+    def close(self, timeout_s: float = 5.0) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------- stdout
+
+
+class StdoutSink:
+    """Writes each event as one line of compact JSON (``EmotionEvent.to_json()``) to a text stream.
+
+    For running without a broker (``ser-edge run --stdout``) and for piping into ``jq``.
+    Not thread-safe beyond what the stream offers; the daemon publishes from one thread.
+    """
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        """:param stream: text stream to write to; ``None`` means ``sys.stdout`` at publish time."""
+        self._stream = stream
+        self._published = 0
+
+    @property
+    def _out(self) -> IO[str]:
+        return self._stream if self._stream is not None else sys.stdout
+
+    @property
+    def connected(self) -> bool:
+        """Always ``True``: a stream needs no connection."""
+        return True
+
+    @property
+    def published_events(self) -> int:
+        """Events written so far."""
+        return self._published
+
+    @property
+    def dropped_events(self) -> int:
+        """Always 0: writes are synchronous."""
+        return 0
+
+    @property
+    def pending(self) -> int:
+        """Always 0: writes are synchronous."""
+        return 0
+
+    def start(self) -> None:
+        """No-op (interface parity with :class:`MqttPublisher`)."""
+
+    def publish(self, event: EmotionEvent) -> None:
+        """Write ``event.to_json()`` and a newline, then flush the stream.
+
+        :raises OSError: if the stream cannot be written (e.g. a closed pipe).
+        """
+        out = self._out
+        out.write(event.to_json() + "\n")
+        out.flush()
+        self._published += 1
+
+    def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> None:
+        """Ignored (logged at debug): stdout carries events only, so it stays one JSON object a line."""
+        logger.debug("stdout sink ignores raw message for %s (%d bytes)", topic, len(payload))
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Flush the stream; returns ``True``."""
+        self._out.flush()
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush the stream (it is not closed: it usually is ``sys.stdout``)."""
+        self._out.flush()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------------- MQTT
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """Broker connection settings, validated on construction (``ValueError("expected ..., got ...")``)."""
+
+    host: str = "localhost"
+    port: int = 1883
+    topic_prefix: str = "ser"
+    """First topic level(s): events go to ``{topic_prefix}/{device_id}/emotion``."""
+    client_id: str | None = None
+    """MQTT client id; ``None`` makes a unique one (``ser-edge-{device_id}-{6 hex}``), so two
+    processes never take over each other's connection."""
+    keepalive_s: int = 60
+    """MQTT keep-alive; the broker sends the last will about 1.5 x this after the device vanishes
+    without closing its TCP connection (power loss)."""
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    """Use TLS. With no ``tls_ca_file`` the system's CA certificates verify the broker. TLS is also
+    used whenever any ``tls_*`` file is given."""
+    tls_ca_file: str | None = None
+    tls_certfile: str | None = None
+    """Client certificate (PEM) for mutual TLS; ``tls_keyfile`` is its key if not inside it."""
+    tls_keyfile: str | None = None
+    queue_size: int = 1000
+    """Events kept while the broker is unreachable (not yet handed to paho); on overflow the oldest
+    is dropped. Up to :data:`MAX_INFLIGHT_EVENTS` more may be in flight."""
+    reconnect_min_s: float = 1.0
+    """First reconnect delay; doubled after each failure up to ``reconnect_max_s``."""
+    reconnect_max_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host:
+            raise ValueError(f"expected a broker host name, got {self.host!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
+            raise ValueError(f"expected port in 1..65535, got {self.port!r}")
+        emotion_topic(self.topic_prefix, "x")  # raises ValueError for a bad prefix
+        if self.client_id is not None and not self.client_id:
+            raise ValueError("expected client_id to be None or non-empty, got ''")
+        if isinstance(self.keepalive_s, bool) or not isinstance(self.keepalive_s, int) or self.keepalive_s < 1:
+            raise ValueError(f"expected keepalive_s >= 1 (integer seconds), got {self.keepalive_s!r}")
+        if self.password is not None and self.username is None:
+            raise ValueError("expected a username with the password, got a password only")
+        if self.tls_keyfile is not None and self.tls_certfile is None:
+            raise ValueError("expected tls_certfile with tls_keyfile, got tls_keyfile only")
+        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 1:
+            raise ValueError(f"expected queue_size >= 1, got {self.queue_size!r}")
+        if not self.reconnect_min_s > 0:
+            raise ValueError(f"expected reconnect_min_s > 0, got {self.reconnect_min_s!r}")
+        if not self.reconnect_max_s >= self.reconnect_min_s:
+            raise ValueError(f"expected reconnect_max_s >= reconnect_min_s ({self.reconnect_min_s}), "
+                             f"got {self.reconnect_max_s!r}")
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the connection is TLS: ``tls`` or any ``tls_*`` file set."""
+        return self.tls or any(f is not None for f in (self.tls_ca_file, self.tls_certfile, self.tls_keyfile))
+
+
+def _make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
+    """A paho client (MQTT 3.1.1, clean session, callback API v2) with auth/TLS from ``settings``.
+
+    :raises ValueError: if a TLS file named in ``settings`` does not exist.
+    """
+    for name in ("tls_ca_file", "tls_certfile", "tls_keyfile"):
+        path = getattr(settings, name)
+        if path is not None and not os.path.isfile(path):
+            raise ValueError(f"expected an existing file for {name}, got {path!r}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                         protocol=mqtt.MQTTv311)
+    client.enable_logger(logger)
+    # An exception in one of our callbacks is logged by paho instead of killing its network thread.
+    client.suppress_exceptions = True
+    if settings.username is not None:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.uses_tls:
+        client.tls_set(ca_certs=settings.tls_ca_file, certfile=settings.tls_certfile,
+                       keyfile=settings.tls_keyfile)
+    client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
+    return client
+
+
+@dataclass
+class _Entry:
+    """A queued event with its encoded payload."""
+
+    event: EmotionEvent
+    payload: bytes
+
+
+class MqttPublisher:
+    """Publishes emotion events to ``{prefix}/{device_id}/emotion`` with QoS 1, never blocking the caller.
+
+    Availability: a retained ``online`` (QoS 1) on ``{prefix}/{device_id}/status`` after every
+    connect (birth message), a retained ``offline`` on :meth:`close`, and ``offline`` as last will
+    (QoS 1, retained) when the connection dies without a clean disconnect.
+
+    Queueing: :meth:`publish` appends to a bounded in-order queue (``settings.queue_size``; on
+    overflow the oldest waiting event is dropped and counted in :attr:`dropped_events`). A sender
+    thread hands events to paho only while connected, in ``seq`` order, at most
+    :data:`MAX_INFLIGHT_EVENTS` unacknowledged at a time. An event is done only when its PUBACK
+    arrives. If the connection drops, paho re-sends the unacknowledged events after reconnecting
+    (before any newer event), so delivery is at-least-once and in order; a subscriber may see
+    duplicates after a broker restart and can dedupe by ``seq``.
+
+    Session: clean session (MQTT 3.1.1). The publisher subscribes to nothing, so a persistent
+    session would only make the broker keep state for a device that might never return; resending
+    unacknowledged messages is done by the client, which keeps them in memory across reconnects.
+
+    Threads: paho's network thread runs the callbacks; a sender thread calls ``client.publish``;
+    :meth:`publish` may be called from any thread. One condition variable guards the queue and the
+    counters, and it is never held while calling into paho (paho holds its own lock while calling
+    ``on_publish``, so holding ours around ``client.publish`` could deadlock).
+    """
+
+    def __init__(self, settings: MqttSettings, device_id: str) -> None:
+        """:raises ValueError: for a ``device_id`` unusable as a topic level or a missing TLS file."""
+        self._settings = settings
+        self._device_id = device_id
+        self._emotion_topic = emotion_topic(settings.topic_prefix, device_id)
+        self._status_topic = status_topic(settings.topic_prefix, device_id)
+        self._client_id = settings.client_id or f"ser-edge-{device_id}-{secrets.token_hex(3)}"
+        self._client = _make_client(settings, self._client_id)
+        self._client.will_set(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
+        self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+
+        self._cond = threading.Condition()
+        self._waiting: collections.deque[_Entry] = collections.deque()
+        self._inflight: dict[int, _Entry] = {}  # mid -> entry, insertion (= seq) order
+        self._handing: _Entry | None = None  # popped from _waiting, client.publish() not returned yet
+        self._early_acks: set[int] = set()  # PUBACKs that beat the registration of their mid
+        self._resend_barrier = False  # paho re-sends old in-flight events; hand no new ones until acked
+        self._connected = False
+        self._started = False
+        self._closing = False
+        self._stopping = False
+        self._closed = False
+        self._last_seq: int | None = None
+        self._published = 0
+        self._dropped = 0
+        self._connect_failures = 0
+        self._sender: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def device_id(self) -> str:
+        return self._device_id
+
+    @property
+    def settings(self) -> MqttSettings:
+        return self._settings
+
+    @property
+    def connected(self) -> bool:
+        """Whether a broker connection is up (CONNACK received, no disconnect since)."""
+        with self._cond:
+            return self._connected
+
+    @property
+    def published_events(self) -> int:
+        """Events acknowledged by the broker (PUBACK) so far."""
+        with self._cond:
+            return self._published
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped so far: queue overflow, or still undelivered at :meth:`close`."""
+        with self._cond:
+            return self._dropped
+
+    @property
+    def pending(self) -> int:
+        """Events not yet acknowledged: queued plus in flight."""
+        with self._cond:
+            return self._pending_locked()
+
+    def _pending_locked(self) -> int:
+        return len(self._waiting) + len(self._inflight) + (self._handing is not None)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start connecting in the background; returns at once and never raises if the broker is down.
+
+        A failed connection is logged once as a warning and retried with capped exponential
+        backoff (``reconnect_min_s`` doubling up to ``reconnect_max_s``). Calling it again is a no-op.
+
+        :raises RuntimeError: if the publisher was closed.
+        """
+        with self._cond:
+            if self._closed or self._closing:
+                raise RuntimeError("expected an open publisher, got start() after close()")
+            if self._started:
+                return
+            self._started = True
+        self._sender = threading.Thread(target=self._sender_main, name=f"mqtt-sender-{self._device_id}",
+                                        daemon=True)
+        self._sender.start()
+        s = self._settings
+        logger.info("connecting to MQTT broker %s:%d as %r (events on %s)", s.host, s.port,
+                    self._client_id, self._emotion_topic)
+        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
+        self._client.loop_start()
+
+    def publish(self, event: EmotionEvent) -> None:
+        """Queue an event for delivery; returns at once.
+
+        :param event: an event of this publisher's device, ``seq`` greater than the previous one.
+        :raises ValueError: if ``event.device_id`` differs from the publisher's or ``seq`` does not
+            increase.
+        :raises RuntimeError: after :meth:`close`.
+        """
+        if not isinstance(event, EmotionEvent):
+            raise ValueError(f"expected an EmotionEvent, got {type(event).__name__}")
+        if event.device_id != self._device_id:
+            raise ValueError(f"expected device_id {self._device_id!r}, got {event.device_id!r}")
+        entry = _Entry(event, event.to_json().encode("utf-8"))
+        dropped: EmotionEvent | None = None
+        with self._cond:
+            if self._closing or self._closed:
+                raise RuntimeError("expected an open publisher, got publish() after close()")
+            if self._last_seq is not None and event.seq <= self._last_seq:
+                raise ValueError(f"expected seq > {self._last_seq}, got {event.seq}")
+            self._last_seq = event.seq
+            if len(self._waiting) >= self._settings.queue_size:
+                dropped = self._waiting.popleft().event
+                self._dropped += 1
+            self._waiting.append(entry)
+            self._cond.notify_all()
+        if dropped is not None:
+            logger.warning("event queue full (%d events); dropped the oldest, seq %d",
+                           self._settings.queue_size, dropped.seq)
+
+    def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False,
+                    qos: int = 1) -> mqtt.MQTTMessageInfo:
+        """Publish any message directly through paho (stats, Home Assistant discovery).
+
+        Not queued by this class: while disconnected, paho keeps QoS 1/2 messages in memory
+        (unbounded) and sends them after reconnecting; QoS 0 messages are lost.
+
+        :returns: paho's ``MQTTMessageInfo`` (``wait_for_publish(timeout)`` to block on the PUBACK).
+        :raises ValueError: for an invalid topic (empty, wildcards) or ``qos`` not in 0..2.
+        """
+        return self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every queued event is acknowledged by the broker.
+
+        :returns: ``True`` if nothing is pending, ``False`` after ``timeout_s`` seconds (logs how many
+            events remain).
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._pending_locked():
+                remaining_s = deadline - time.monotonic()
+                if remaining_s <= 0:
+                    logger.warning("%d events still unacknowledged after %.1f s (broker %s)",
+                                   self._pending_locked(), timeout_s,
+                                   "connected" if self._connected else "unreachable")
+                    return False
+                self._cond.wait(remaining_s)
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush, publish the retained ``offline``, disconnect cleanly and stop the threads.
+
+        Takes at most about ``timeout_s`` (plus :data:`MIN_OFFLINE_WAIT_S` for the ``offline``).
+        Events still undelivered are counted in :attr:`dropped_events`. Idempotent.
+        """
+        with self._cond:
+            if self._closed or self._closing:
+                return
+            started = self._started
+        deadline = time.monotonic() + timeout_s
+        if started:
+            self.flush(timeout_s)
+        with self._cond:
+            self._closing = True
+            connected = self._connected
+        if started and connected:
+            info = self._client.publish(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
+            try:
+                info.wait_for_publish(max(deadline - time.monotonic(), MIN_OFFLINE_WAIT_S))
+            except (RuntimeError, ValueError) as err:
+                logger.warning("could not publish %r on %s: %s", STATUS_OFFLINE, self._status_topic, err)
+            if not info.is_published():
+                logger.warning("no PUBACK for %r on %s; subscribers rely on the last will",
+                               STATUS_OFFLINE, self._status_topic)
+        if started:
+            self._client.disconnect()
+            self._client.loop_stop()
+        with self._cond:
+            self._stopping = True
+            lost = self._pending_locked()
+            self._dropped += lost
+            self._waiting.clear()
+            self._cond.notify_all()
+        if self._sender is not None:
+            self._sender.join(timeout=MIN_OFFLINE_WAIT_S)
+        with self._cond:
+            self._closed = True
+        if lost:
+            logger.warning("closed with %d undelivered events (dropped)", lost)
+        logger.info("MQTT publisher closed: %d events acknowledged, %d dropped",
+                    self._published, self._dropped)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ sender thread
+
+    def _can_hand_locked(self) -> bool:
+        return (self._connected and not self._resend_barrier and bool(self._waiting)
+                and self._handing is None and len(self._inflight) < MAX_INFLIGHT_EVENTS)
+
+    def _sender_main(self) -> None:
+        """Hand waiting events to paho, one at a time, in queue order; the only caller of
+        ``client.publish`` for events, which keeps them in ``seq`` order."""
+        while True:
+            with self._cond:
+                while not self._stopping and not self._can_hand_locked():
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                entry = self._waiting.popleft()
+                self._handing = entry
+            try:
+                info = self._client.publish(self._emotion_topic, entry.payload, qos=EMOTION_QOS)
+            except Exception:  # noqa: BLE001 - never let the sender thread die
+                logger.exception("paho refused event seq %d; dropped", entry.event.seq)
+                with self._cond:
+                    self._handing = None
+                    self._dropped += 1
+                    self._cond.notify_all()
+                continue
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho did not keep the message
+                logger.error("paho's queue is full; event seq %d dropped", entry.event.seq)
+                with self._cond:
+                    self._handing = None
+                    self._dropped += 1
+                    self._cond.notify_all()
+                continue
+            with self._cond:
+                self._handing = None
+                if info.mid in self._early_acks:
+                    self._published += 1
+                else:
+                    self._inflight[info.mid] = entry
+                self._early_acks.clear()  # any other early mid was a publish_raw/status message
+                if not self._inflight:
+                    self._resend_barrier = False
+                self._cond.notify_all()
+
+    # ------------------------------------------------------------------ paho callbacks (network thread)
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
+        s = self._settings
+        if reason_code.is_failure:
+            logger.error("MQTT broker %s:%d refused the connection: %s; retrying", s.host, s.port,
+                         reason_code)
+            return
+        # Birth message first: it goes out before paho re-sends unacknowledged events and before
+        # the sender thread sees `connected`.
+        client.publish(self._status_topic, STATUS_ONLINE, qos=EMOTION_QOS, retain=True)
+        with self._cond:
+            self._connected = True
+            self._connect_failures = 0
+            pending = self._pending_locked()
+            self._cond.notify_all()
+        logger.info("connected to MQTT broker %s:%d; %d events pending", s.host, s.port, pending)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        s = self._settings
+        with self._cond:
+            self._connect_failures += 1
+            first = self._connect_failures == 1
+            pending = self._pending_locked()
+        if first:
+            logger.warning("MQTT broker %s:%d unreachable; queueing events (%d pending) and retrying "
+                           "every %g..%g s", s.host, s.port, pending, s.reconnect_min_s, s.reconnect_max_s)
+        else:
+            logger.debug("MQTT broker %s:%d still unreachable (attempt %d)", s.host, s.port,
+                         self._connect_failures)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
+                       reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
+        with self._cond:
+            was_connected = self._connected
+            self._connected = False
+            if self._inflight or self._handing is not None:
+                self._resend_barrier = True
+            if was_connected:  # the warning below stands for this outage; failed retries log at debug
+                self._connect_failures = max(self._connect_failures, 1)
+            pending = self._pending_locked()
+            closing = self._closing
+            self._cond.notify_all()
+        if was_connected and not closing:
+            logger.warning("lost connection to MQTT broker %s:%d (%s); %d events pending, reconnecting",
+                           self._settings.host, self._settings.port, reason_code, pending)
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int,
+                    reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
+        # Called by paho with its message lock held: only bookkeeping here, no calls into paho.
+        with self._cond:
+            entry = self._inflight.pop(mid, None)
+            if entry is None:
+                if self._handing is not None:
+                    self._early_acks.add(mid)
+                return
+            self._published += 1
+            if not self._inflight and self._handing is None:
+                self._resend_barrier = False
+            self._cond.notify_all()
+        if reason_code.is_failure:  # MQTT 5 only; 3.1.1 PUBACKs carry no reason
+            logger.warning("broker rejected event seq %d: %s", entry.event.seq, reason_code)
+
+
+# ---------------------------------------------------------------------------------------------- listen
+
+
+def format_event_line(event: EmotionEvent) -> str:
+    """One human-readable line for an event, other labels in the model's order::
+
+        2026-11-21T14:03:07.120Z kitchen-pi  #42  angry 0.71  [812.34-815.90 s]  (neutral 0.03, ...)
+    """
+    others = ", ".join(f"{name} {p:.2f}" for name, p in event.scores.items() if name != event.label)
+    return (f"{event.time} {event.device_id}  #{event.seq}  {event.label} {event.confidence:.2f}  "
+            f"[{event.start_s:.2f}-{event.end_s:.2f} s]  ({others})")
+
+
+def _split_topic(prefix: str, topic: str) -> tuple[str, str]:
+    """``"{prefix}/{device_id}/{subtopic}"`` -> ``(device_id, subtopic)``; ValueError otherwise."""
+    head = prefix + "/"
+    parts = topic[len(head):].split("/") if topic.startswith(head) else []
+    if len(parts) != 2 or not parts[0]:
+        raise ValueError(f"expected a topic {prefix}/DEVICE/SUBTOPIC, got {topic!r}")
+    return parts[0], parts[1]
+
+
+def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
+           stop_after: int | None = None, timeout_s: float | None = None) -> int:
+    """Print the emotion events and availability of every device under ``settings.topic_prefix``.
+
+    Subscribes (QoS 1, again after every reconnect) to ``{prefix}/+/emotion`` and
+    ``{prefix}/+/status``. Events are printed with :func:`format_event_line`, or as their compact
+    JSON with ``as_json``; availability as ``kitchen-pi is online``, or with ``as_json`` as
+    ``{"device_id":"kitchen-pi","status":"online"}``, so the output stays one JSON object a line.
+    Malformed payloads are logged as warnings and skipped. An unreachable broker is retried.
+
+    :param out: text stream for the lines; ``None`` means ``sys.stdout``.
+    :param stop_after: return after this many events (status lines do not count); ``None``: never.
+    :param timeout_s: return after this many seconds; ``None``: never.
+    :returns: exit status: 0 when ``stop_after`` events arrived, on timeout without ``stop_after``,
+        or on Ctrl-C; 1 if the timeout expired before ``stop_after`` events, or the broker refused
+        the connection (bad credentials).
+    :raises ValueError: if ``stop_after`` < 1 or ``timeout_s`` <= 0.
+    """
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"expected stop_after >= 1 or None, got {stop_after!r}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ValueError(f"expected timeout_s > 0 or None, got {timeout_s!r}")
+    stream = out if out is not None else sys.stdout
+    prefix = settings.topic_prefix
+    filters = [(f"{prefix}/+/{EMOTION_SUBTOPIC}", LISTEN_QOS), (f"{prefix}/+/{STATUS_SUBTOPIC}", LISTEN_QOS)]
+    done = threading.Event()
+    lock = threading.Lock()
+    state = {"events": 0, "refused": False, "failures": 0}
+
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    def on_connect(client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                   reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
+        if reason_code.is_failure:
+            logger.error("MQTT broker %s:%d refused the connection: %s", settings.host, settings.port,
+                         reason_code)
+            state["refused"] = True
+            done.set()
+            return
+        state["failures"] = 0
+        client.subscribe(filters)
+        logger.info("listening on %s:%d to %s", settings.host, settings.port, ", ".join(f for f, _ in filters))
+
+    def on_connect_fail(client: mqtt.Client, userdata: object) -> None:
+        state["failures"] += 1
+        level = logging.WARNING if state["failures"] == 1 else logging.DEBUG
+        logger.log(level, "MQTT broker %s:%d unreachable; retrying", settings.host, settings.port)
+
+    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        try:
+            device_id, subtopic = _split_topic(prefix, message.topic)
+            if subtopic == STATUS_SUBTOPIC:
+                if not message.payload:  # a retained status being cleared
+                    return
+                status = message.payload.decode("utf-8", errors="replace")
+                if status not in STATUS_VALUES:
+                    raise ValueError(f"expected one of {list(STATUS_VALUES)}, got {status!r}")
+                line = (json.dumps({"device_id": device_id, "status": status}, separators=(",", ":"))
+                        if as_json else f"{device_id} is {status}")
+                with lock:
+                    if not done.is_set():
+                        write(line)
+                return
+            event = EmotionEvent.from_json(message.payload)
+            if event.device_id != device_id:
+                raise ValueError(f"expected device_id {device_id!r} as in the topic, got {event.device_id!r}")
+            with lock:
+                if done.is_set():
+                    return
+                write(event.to_json() if as_json else format_event_line(event))
+                state["events"] += 1
+                if stop_after is not None and state["events"] >= stop_after:
+                    done.set()
+        except ValueError as err:
+            logger.warning("skipping malformed message on %s: %s", message.topic, err)
+        except OSError as err:  # output closed (e.g. `| head`): stop listening
+            logger.debug("output closed: %s", err)
+            done.set()
+
+    client = _make_client(settings, settings.client_id or f"ser-edge-listen-{secrets.token_hex(3)}")
+    client.on_connect = on_connect
+    client.on_connect_fail = on_connect_fail
+    client.on_message = on_message
+    client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
+    client.loop_start()
+    try:
+        finished = done.wait(timeout_s)
+    except KeyboardInterrupt:
+        finished = True
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if state["refused"]:
+        return EXIT_FAILURE
+    if not finished and stop_after is not None:
+        logger.warning("timed out after %g s with %d of %d events", timeout_s, state["events"], stop_after)
+        return EXIT_FAILURE
+    return EXIT_OK

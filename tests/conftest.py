@@ -1,0 +1,59 @@
+"""Shared fixtures: a real mosquitto broker on a free loopback port, and MQTT subscribers."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # `import mqtt_helpers` also when tests/ is a package
+
+from mqtt_helpers import MosquittoBroker, Subscriber, find_mosquitto  # noqa: E402
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
+    """Factory ``make(persistence=False, start=True) -> MosquittoBroker``; every broker is killed at teardown.
+
+    Skips the test if the mosquitto binary is absent.
+    """
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.skip("mosquitto binary not found (apt-get install mosquitto); MQTT tests need a real broker")
+    brokers: list[MosquittoBroker] = []
+
+    def make(persistence: bool = False, start: bool = True) -> MosquittoBroker:
+        workdir = tmp_path / f"mosquitto{len(brokers)}"
+        workdir.mkdir()
+        broker = MosquittoBroker(binary, workdir, persistence=persistence)
+        brokers.append(broker)
+        if start:
+            broker.start()
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto(mosquitto_factory: Callable[..., MosquittoBroker]) -> MosquittoBroker:
+    """A running mosquitto (anonymous, no persistence) with ``.host``, ``.port``, ``.stop()``, ``.start()``."""
+    return mosquitto_factory()
+
+
+@pytest.fixture
+def mqtt_subscriber() -> Iterator[Callable[..., Subscriber]]:
+    """Factory ``make(host, port, topics, **kwargs) -> Subscriber``; all are closed at teardown."""
+    subscribers: list[Subscriber] = []
+
+    def make(host: str, port: int, topics: list[str] | str, **kwargs: object) -> Subscriber:
+        subscriber = Subscriber(host, port, topics, **kwargs)  # type: ignore[arg-type]
+        subscribers.append(subscriber)
+        return subscriber
+
+    yield make
+    for subscriber in subscribers:
+        subscriber.close()
