@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     _setup_logging(settings.log_level)
     try:
+        if args.command in ("check-config", "run", "replay", "info"):
+            settings.check_files()
         if args.command == "check-config":
-            settings.mqtt_settings()
             print(f"config OK: device_id={settings.resolved_device_id}, model={settings.model.path}, "
                   f"broker={settings.mqtt.host}:{settings.mqtt.port}")
             return 0

@@ -87,6 +87,14 @@ class Settings:
     def resolved_device_id(self) -> str:
         return self.device_id or socket.gethostname().split(".")[0]
 
+    def check_files(self) -> None:
+        """Raise :class:`ConfigError` naming the key if a file the settings point at is missing."""
+        model = Path(self.model.path)
+        for path in (model, model.with_suffix(".json")):
+            if not path.is_file():
+                raise ConfigError(f"model.path: no such file: {path}")
+        self.mqtt_settings(environ={})
+
     def mqtt_settings(self, environ: typing.Mapping[str, str] | None = None) -> MqttSettings:
         """The broker connection, with the password from the environment or ``password_file``.
 
