@@ -14,7 +14,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import scipy.signal
 import soundfile
 
 logger = logging.getLogger(__name__)
@@ -41,6 +40,8 @@ def resample(samples: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
     """Resample 1-D float samples with ``scipy.signal.resample_poly``; float32, ``ceil(n * to / from)`` samples."""
     if from_hz == to_hz:
         return np.asarray(samples, dtype=np.float32)
+    import scipy.signal  # imported on first use: it is slow to import, and 16 kHz input never needs it
+
     up, down = rate_ratio(from_hz, to_hz)
     return scipy.signal.resample_poly(np.asarray(samples, dtype=np.float32), up, down).astype(np.float32)
 
@@ -187,6 +188,8 @@ class StreamingResampler:
     def _emit(self, n_in: int, right: int) -> np.ndarray:
         start = self._position - self.context
         segment = self._buffer[start : self._position + n_in + min(right, self.context)]
+        import scipy.signal  # see resample()
+
         y = scipy.signal.resample_poly(segment, self.up, self.down)
         first = self.context * self.up // self.down
         out = y[first : first + n_in * self.up // self.down].astype(np.float32)

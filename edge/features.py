@@ -39,7 +39,12 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import scipy.fft
-import scipy.signal
+
+# numpy's symmetric windows of length N + 1 without the last sample are the periodic (DFT-even)
+# windows of scipy.signal.get_window(name, N, fftbins=True); other names go to scipy.signal,
+# imported only then (it takes ~0.5 s to import on a Raspberry Pi, which would delay READY=1).
+_NUMPY_WINDOWS = {"hamming": np.hamming, "hann": np.hanning, "hanning": np.hanning, "blackman": np.blackman,
+                  "boxcar": np.ones, "rectangular": np.ones, "ones": np.ones}
 
 #: Replaces exact zeros before the log (python_speech_features uses ``numpy.finfo(float).eps``).
 LOG_FLOOR = float(np.finfo(np.float64).eps)
@@ -96,7 +101,7 @@ class FeatureParams:
         elif any(s <= 0 or not math.isfinite(s) for s in self.std):
             problems.append("std: expected finite values > 0")
         try:
-            scipy.signal.get_window(self.window, 8)
+            analysis_window(self.window, 8)
         except ValueError as exc:
             problems.append(f"window: expected a scipy.signal.get_window name, got {self.window!r} ({exc})")
         if problems:
@@ -196,8 +201,17 @@ def lifter_weights(n_mfcc: int, lifter: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def analysis_window(name: str, frame_length: int) -> np.ndarray:
-    """``scipy.signal.get_window(name, frame_length, fftbins=True)`` as read-only float32."""
-    out = scipy.signal.get_window(name, frame_length, fftbins=True).astype(np.float32)
+    """``scipy.signal.get_window(name, frame_length, fftbins=True)`` as read-only float32.
+
+    Raises ``ValueError`` for a name scipy does not know.
+    """
+    if name in _NUMPY_WINDOWS:
+        window = _NUMPY_WINDOWS[name](frame_length + 1)[:-1]
+    else:
+        import scipy.signal
+
+        window = scipy.signal.get_window(name, frame_length, fftbins=True)
+    out = np.asarray(window).astype(np.float32)
     out.flags.writeable = False
     return out
 
