@@ -1,0 +1,415 @@
+"""``ser-edge run`` through the real sounddevice → PortAudio → ALSA stack, on a machine without a sound card.
+
+Approach: a test-local ALSA configuration (``$HOME/.asoundrc`` in a temporary HOME, read by
+alsa-lib when PortAudio initialises in the daemon subprocess) defines a capture PCM with the
+ALSA ``file`` plugin whose ``infile`` is a named pipe (FIFO). A writer thread in the test plays
+a real RAVDESS clip into the pipe at real-time pace, so the daemon reads genuine speech through
+its unmodified microphone path (``MicSource``: PortAudio callback → queue → resampler →
+pipeline → MQTT) with a real mosquitto broker and a real subscriber. Nothing is mocked.
+
+What was found out about the ``file`` plugin (alsa-lib 1.2.8, PortAudio 19.6):
+
+* Its slave is the ``null`` PCM, which has no clock: capture from a *regular* infile runs at
+  CPU speed (about 200 s of audio per wall-clock second here) instead of real time.
+* At the end of a regular infile, ``read()`` returns 0 and the plugin keeps delivering the stale
+  contents of the ring buffer, still unpaced: it neither blocks nor loops the file. A regular
+  file therefore cannot stand in for a microphone; a FIFO can: ``read()`` blocks until the writer
+  delivers, which paces the capture at the writer's real-time rate.
+* The plugin copies infile bytes verbatim in the format the client negotiated; it never converts.
+  The daemon asks PortAudio for float32 and ``null`` accepts any format, so ALSA negotiates
+  FLOAT_LE and the pipe carries float32 samples. (Putting a ``plug`` in front to pin S16_LE makes
+  ALSA convert through the mmap path, which bypasses the infile after the first buffer: the
+  data were garbage.) ``null`` also accepts any rate, so the test config pins
+  ``audio.sample_rate_hz = 48000`` (a 48 kHz USB microphone) and the daemon resamples to the
+  model's rate itself; at the default (0) the daemon would open at the model's rate and read the
+  48 kHz samples as 16 kHz ones.
+* A short ``read()`` corrupts the stream: the plugin first advances the ``null`` slave by a whole
+  period, then fills only what ``read()`` returned, leaving the rest of the period stale (NaN
+  here). So the writer puts exactly one reader period (``audio.block_ms``) into the pipe per write,
+  and only when the pipe has room for all of it; every read then finds whole periods.
+* alsa-lib opens the infile when the PCM is opened, and PortAudio opens every PCM while it
+  enumerates devices, so the writer must already be waiting on the pipe (``open`` of a FIFO for
+  reading blocks until there is a writer). The writer restarts its programme for each new reader.
+
+Needs the Debian packages libportaudio2 and libasound2 (and mosquitto for the broker). The model
+comes from the ``model_path`` fixture: ``models/ravdess8-conv1d.tflite`` if present, else the
+environment variable ``SER_EDGE_TEST_MODEL``.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from edge.events import STATUS_OFFLINE, STATUS_ONLINE, EmotionEvent, emotion_topic, status_topic
+from edge.manifest import load_manifest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_MODEL = REPO_ROOT / "models" / "ravdess8-conv1d.tflite"
+MODEL_ENV = "SER_EDGE_TEST_MODEL"
+CLIP = Path("/work/shared/data/ravdess-48k/03-01-05-02-01-01-03.wav")
+"""A real RAVDESS recording at 48 kHz; read at test time, never copied into the repository."""
+
+PCM_NAME = "ser_test_mic"
+"""The ALSA PCM (and so the PortAudio device name) defined by the test's .asoundrc."""
+PREFIX = "ser"
+MIC_RATE_HZ = 48000
+LEAD_SILENCE_S = 1.0
+"""Silence before the first utterance, so the VAD has a floor and a reader that opens late misses none of it."""
+GAP_SILENCE_S = 1.5
+"""Silence after each repetition of the clip; longer than the VAD hangover, so each one is an utterance."""
+BLOCK_MS = 100
+"""``audio.block_ms`` of the daemon under test; PortAudio reads the PCM in periods of this length."""
+PERIOD_FRAMES = MIC_RATE_HZ * BLOCK_MS // 1000
+"""Frames per write to the pipe: exactly one period of the reader (see the module docstring)."""
+OPEN_POLL_S = 0.02
+
+EVENT_TIMEOUT_S = 25.0
+"""Upper bound for the first event: model load + 1 s lead + 4.4 s clip + hangover, with slack."""
+LOG_TIMEOUT_S = 15.0
+EXIT_TIMEOUT_S = 15.0
+BROKER_TIMEOUT_S = 10.0
+DURATION_TOLERANCE_S = 0.3
+"""How far the utterance heard through ALSA may differ in length from the clip's replayed one."""
+
+
+@pytest.fixture
+def model_path() -> Path:
+    """The model under test: the repository's trained model, else ``$SER_EDGE_TEST_MODEL``; skips if neither."""
+    if REPO_MODEL.is_file():
+        return REPO_MODEL
+    env = os.environ.get(MODEL_ENV)
+    if env and Path(env).is_file():
+        return Path(env)
+    pytest.skip(f"no model: {REPO_MODEL.relative_to(REPO_ROOT)} is absent and {MODEL_ENV} is not set")
+
+
+@pytest.fixture(scope="module")
+def clip_48k() -> np.ndarray:
+    """The RAVDESS clip as mono float32 at 48 kHz, shape (frames,)."""
+    if not CLIP.is_file():
+        pytest.skip(f"corpus clip not available: {CLIP}")
+    samples, rate_hz = soundfile.read(str(CLIP), dtype="float32", always_2d=True)
+    assert rate_hz == MIC_RATE_HZ, f"expected a {MIC_RATE_HZ} Hz clip, got {rate_hz} Hz"
+    return samples.mean(axis=1).astype("<f4")
+
+
+def _require_portaudio() -> None:
+    probe = subprocess.run([sys.executable, "-c", "import sounddevice"], capture_output=True, text=True,
+                           timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"PortAudio not loadable (apt-get install libportaudio2 libasound2): "
+                    f"{probe.stderr.strip().splitlines()[-1:]}")
+
+
+class FifoMicrophone:
+    """Plays a programme of float32 samples into a FIFO at real-time pace, as a microphone would.
+
+    Each time a reader opens the FIFO the programme starts again: ``LEAD_SILENCE_S`` of silence,
+    then the clip followed by ``GAP_SILENCE_S`` of silence, repeated. Every wait is bounded, so
+    :meth:`stop` returns promptly whatever the reader does.
+    """
+
+    def __init__(self, fifo: Path, clip: np.ndarray, rate_hz: int, period_frames: int) -> None:
+        self.fifo = fifo
+        self.rate_hz = rate_hz
+        self.period_frames = period_frames
+        gap = np.zeros(round(GAP_SILENCE_S * rate_hz), dtype="<f4")
+        self._lead = np.zeros(round(LEAD_SILENCE_S * rate_hz), dtype="<f4")
+        self._cycle = np.concatenate([clip.astype("<f4"), gap])
+        self.readers = 0
+        self._stop = threading.Event()
+        os.mkfifo(fifo)
+        self._thread = threading.Thread(target=self._main, name="fifo-microphone", daemon=True)
+        self._thread.start()
+
+    def _programme(self) -> Iterator[bytes]:
+        position = 0
+        lead_frames = self._lead.size
+        while True:
+            if position < lead_frames:
+                chunk = self._lead[position:position + self.period_frames]
+            else:
+                offset = (position - lead_frames) % self._cycle.size
+                chunk = self._cycle[offset:offset + self.period_frames]
+            if chunk.size < self.period_frames:  # the end of the lead or of a repetition: fill from the cycle
+                chunk = np.concatenate([chunk, self._cycle[:self.period_frames - chunk.size]])
+            position += self.period_frames
+            yield chunk.tobytes()
+
+    def _open_for_writing(self) -> int | None:
+        while not self._stop.is_set():
+            try:
+                return os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                    raise
+                self._stop.wait(OPEN_POLL_S)
+        return None
+
+    def _wait_for_room(self, fd: int, nbytes: int) -> bool:
+        """Wait (bounded by :meth:`stop`) until the pipe can take ``nbytes`` in one write; False if stopped."""
+        capacity = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+        while not self._stop.is_set():
+            queued = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            if capacity - queued >= nbytes:
+                return True
+            self._stop.wait(OPEN_POLL_S)
+        return False
+
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            fd = self._open_for_writing()
+            if fd is None:
+                return
+            self.readers += 1
+            started = time.monotonic()
+            written_frames = 0
+            try:
+                for chunk in self._programme():
+                    if not self._wait_for_room(fd, len(chunk)):
+                        return
+                    os.write(fd, chunk)  # fits: the whole period lands at once
+                    written_frames += self.period_frames
+                    ahead_s = started + written_frames / self.rate_hz - time.monotonic()
+                    if ahead_s > 0 and self._stop.wait(ahead_s):
+                        return
+            except BrokenPipeError:
+                pass  # the reader closed the PCM; wait for the next one
+            finally:
+                os.close(fd)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        assert not self._thread.is_alive(), "FIFO writer did not stop"
+
+
+def _asoundrc(infile: Path) -> str:
+    return (
+        f"pcm.{PCM_NAME} {{\n"
+        f"    type file\n"
+        f"    slave.pcm \"null\"\n"
+        f"    file \"/dev/null\"\n"
+        f"    infile \"{infile}\"\n"
+        f"    format \"raw\"\n"
+        f"    hint.description \"ser-edge test microphone (ALSA file plugin)\"\n"
+        f"}}\n"
+    )
+
+
+@pytest.fixture
+def alsa_mic(tmp_path: Path, clip_48k: np.ndarray) -> Iterator[tuple[dict[str, str], FifoMicrophone]]:
+    """``(env, microphone)``: an environment whose HOME holds the .asoundrc, and the running FIFO writer."""
+    _require_portaudio()
+    home = tmp_path / "home"
+    home.mkdir()
+    mic = FifoMicrophone(tmp_path / "mic.f32le", clip_48k, MIC_RATE_HZ, PERIOD_FRAMES)
+    (home / ".asoundrc").write_text(_asoundrc(mic.fifo))
+    env = {**os.environ, "HOME": str(home)}
+    try:
+        yield env, mic
+    finally:
+        mic.stop()
+
+
+def _ser_edge() -> list[str]:
+    installed = Path(sys.executable).parent / "ser-edge"
+    return [str(installed)] if installed.is_file() else [sys.executable, "-m", "edge.cli"]
+
+
+class Daemon:
+    """``ser-edge run`` as a subprocess whose stderr lines are collected by a thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.proc = subprocess.Popen([*_ser_edge(), "run", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for_lines(self, pattern: str, count: int, timeout_s: float) -> list[str]:
+        """At least ``count`` stderr lines matching ``pattern`` (regex search), else AssertionError."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                found = [line for line in self.lines if regex.search(line)]
+                remaining_s = deadline - time.monotonic()
+                if len(found) >= count or remaining_s <= 0 or self.proc.poll() is not None:
+                    break
+                self._cond.wait(min(remaining_s, 0.5))
+        assert len(found) >= count, (f"expected {count} lines matching {pattern!r} within {timeout_s} s "
+                                     f"(exit status {self.proc.poll()}); stderr:\n{self.log()}")
+        return found
+
+    def terminate(self, timeout_s: float = EXIT_TIMEOUT_S) -> int:
+        """SIGTERM, then the exit status (SIGKILL and AssertionError if it does not exit in time)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"ser-edge did not exit within {timeout_s} s of SIGTERM; stderr:\n{self.log()}") from None
+        finally:
+            self._reader.join(timeout=5.0)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5.0)
+
+    def log(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines[-60:])
+
+
+def _replayed_durations_s(model: Path, clip: Path) -> list[float]:
+    """Utterance lengths ``end_s - start_s`` (s) of ``clip`` through ``ser-edge replay --sink stdout``."""
+    done = subprocess.run([*_ser_edge(), "replay", str(clip), "--sink", "stdout", "--model", str(model),
+                           "--device-id", "reference"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr
+    events = [EmotionEvent.from_json(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return [e.end_s - e.start_s for e in events]
+
+
+def _assert_offline_retained(mqtt_subscriber: Callable, host: str, port: int, device_id: str) -> None:
+    """A new subscriber receives the retained ``offline`` on the status topic."""
+    topic = status_topic(PREFIX, device_id)
+    late = mqtt_subscriber(host, port, topic)
+    (status,) = late.wait_for(1, BROKER_TIMEOUT_S, topic=topic)
+    assert status.payload.decode() == STATUS_OFFLINE
+    assert status.retain, "expected the offline status to be retained"
+
+
+def test_devices_lists_the_alsa_file_microphone(alsa_mic) -> None:
+    env, mic = alsa_mic
+    done = subprocess.run([*_ser_edge(), "devices"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert re.search(rf"^\s*\d+\s+{PCM_NAME}\s+\(\d+ ch, default \d+ Hz\)$", done.stdout, re.MULTILINE), done.stdout
+    assert mic.readers >= 1, "PortAudio's enumeration should have opened the PCM (and so the FIFO)"
+
+
+def test_run_publishes_events_heard_through_alsa(alsa_mic, model_path: Path, mosquitto, mqtt_subscriber,
+                                                 tmp_path: Path) -> None:
+    env, mic = alsa_mic
+    device_id = "alsa-mic-test"
+    labels = load_manifest(model_path).labels
+    expected_s = _replayed_durations_s(model_path, CLIP)
+    assert len(expected_s) == 1, f"expected the clip to replay as one utterance, got {expected_s}"
+    config = tmp_path / "ser-edge.toml"
+    config.write_text(f"[audio]\nsample_rate_hz = {MIC_RATE_HZ}\nblock_ms = {BLOCK_MS}\n")
+    subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, f"{PREFIX}/{device_id}/#")
+    events_topic = emotion_topic(PREFIX, device_id)
+
+    daemon = Daemon(["--config", str(config), "--device", PCM_NAME, "--model", str(model_path),
+                     "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port), "--device-id", device_id],
+                    env, cwd=tmp_path)
+    try:
+        daemon.wait_for_lines(rf"microphone '{PCM_NAME}' open at {MIC_RATE_HZ} Hz", 1, LOG_TIMEOUT_S)
+        received = subscriber.wait_for(1, EVENT_TIMEOUT_S, topic=events_topic)
+        status = daemon.terminate()
+    finally:
+        daemon.kill()
+    assert status == 0, daemon.log()
+
+    events = [EmotionEvent.from_json(m.payload) for m in subscriber.messages(events_topic)]
+    assert len(events) >= len(received) >= 1
+    first = events[0]
+    assert (first.device_id, first.seq) == (device_id, 0)
+    assert first.label in labels and set(first.scores) == set(labels)
+    # The same speech at the right rate: as long as when the file is replayed.
+    assert abs((first.end_s - first.start_s) - expected_s[0]) <= DURATION_TOLERANCE_S, (first, expected_s)
+    assert first.start_s >= LEAD_SILENCE_S - DURATION_TOLERANCE_S, first
+    assert [e.seq for e in events] == list(range(len(events)))
+    statuses = [m.payload.decode() for m in subscriber.messages(status_topic(PREFIX, device_id))]
+    assert statuses[0] == STATUS_ONLINE and statuses[-1] == STATUS_OFFLINE, statuses
+    assert not any("Traceback" in line for line in daemon.lines), daemon.log()
+    _assert_offline_retained(mqtt_subscriber, mosquitto.host, mosquitto.port, device_id)
+
+
+def test_run_survives_a_microphone_that_cannot_be_opened(model_path: Path, mosquitto, mqtt_subscriber,
+                                                         tmp_path: Path) -> None:
+    _require_portaudio()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home)}  # no .asoundrc: only the system's PCMs, none of them this one
+    device_id = "missing-mic-test"
+    config = tmp_path / "ser-edge.toml"
+    config.write_text("[audio]\nreopen_min_s = 0.2\nreopen_max_s = 0.4\n")
+    subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, status_topic(PREFIX, device_id))
+
+    daemon = Daemon(["--config", str(config), "--device", "nonexistent-device-xyz", "--model", str(model_path),
+                     "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port), "--device-id", device_id],
+                    env, cwd=tmp_path)
+    try:
+        failures = daemon.wait_for_lines(r"microphone unavailable \(", 3, LOG_TIMEOUT_S)
+        subscriber.wait_for(1, BROKER_TIMEOUT_S, topic=status_topic(PREFIX, device_id))
+        assert daemon.proc.poll() is None, "the daemon should keep running and retrying"
+        status = daemon.terminate()
+    finally:
+        daemon.kill()
+    assert status == 0, daemon.log()
+    for line in failures:  # one line each, naming the device; no traceback
+        assert "nonexistent-device-xyz" in line, line
+    assert not any("Traceback" in line for line in daemon.lines), daemon.log()
+    statuses = [m.payload.decode() for m in subscriber.messages()]
+    assert statuses[0] == STATUS_ONLINE and statuses[-1] == STATUS_OFFLINE, statuses
+    _assert_offline_retained(mqtt_subscriber, mosquitto.host, mosquitto.port, device_id)
+
+
+def test_fifo_microphone_delivers_the_clip_exactly_through_portaudio(alsa_mic, clip_48k: np.ndarray) -> None:
+    """The fake device is faithful: PortAudio at 48 kHz float32 mono returns the clip bit for bit, at real time."""
+    env, _ = alsa_mic
+    script = (
+        "import json, sys, time, numpy as np, sounddevice as sd\n"
+        f"sd.check_input_settings(device={PCM_NAME!r}, channels=1, samplerate={MIC_RATE_HZ}, dtype='float32')\n"
+        "blocks = []\n"
+        f"stream = sd.InputStream(device={PCM_NAME!r}, channels=1, samplerate={MIC_RATE_HZ}, dtype='float32',\n"
+        f"                        blocksize={PERIOD_FRAMES}, callback=lambda d, f, t, s: blocks.append(d[:, 0].copy()))\n"
+        "started = time.monotonic(); stream.start(); time.sleep(float(sys.argv[2])); stream.close()\n"
+        "elapsed = time.monotonic() - started\n"
+        "np.concatenate(blocks).astype('<f4').tofile(sys.argv[1])\n"
+        "print(json.dumps({'elapsed_s': elapsed}))\n"
+    )
+    out = Path(env["HOME"]).parent / "captured.f32le"
+    listen_s = LEAD_SILENCE_S + clip_48k.size / MIC_RATE_HZ + 0.5
+    done = subprocess.run([sys.executable, "-c", script, str(out), str(listen_s)], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    elapsed_s = json.loads(done.stdout)["elapsed_s"]
+    captured = np.fromfile(out, dtype="<f4")
+    # Paced like a microphone (a regular infile would give ~200x real time here), not an exact timing check.
+    assert captured.size / MIC_RATE_HZ <= 2 * elapsed_s, (captured.size, elapsed_s)
+    lead = round(LEAD_SILENCE_S * MIC_RATE_HZ)
+    assert captured.size >= lead + clip_48k.size, captured.size
+    # The writer may have lost up to a pipe's worth of the lead to an earlier reader; find the clip's onset.
+    start = int(np.flatnonzero(captured)[0]) - int(np.flatnonzero(clip_48k)[0])
+    np.testing.assert_array_equal(captured[start:start + clip_48k.size], clip_48k)
