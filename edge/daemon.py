@@ -19,13 +19,15 @@ import numpy as np
 
 from edge import __version__
 from edge.audio import AudioError, StreamingResampler, file_blocks
-from edge.events import SCHEMA_VERSION, EmotionEvent, utc_now_rfc3339
+from edge.events import EMOTION_QOS, SCHEMA_VERSION, EmotionEvent, stats_topic, utc_now_rfc3339
 from edge.manifest import ModelManifest
 from edge.model import INTERPRETER, EmotionModel, load_model
 from edge.notify import SystemdNotifier
 from edge.pipeline import Decision, Pipeline
 from edge.publisher import MqttPublisher, StdoutSink
 from edge.settings import AudioSettings, Settings
+from edge.stats import Stats
+from edge.stats import to_json as stats_to_json
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,18 @@ class TeeSink:
     def flush(self, timeout_s: float) -> bool:
         return all([sink.flush(timeout_s) for sink in self.sinks])
 
+    @property
+    def connected(self) -> bool:
+        return all(sink.connected for sink in self.sinks)
+
+    @property
+    def dropped_events(self) -> int:
+        return max(sink.dropped_events for sink in self.sinks)
+
+    @property
+    def pending(self) -> int:
+        return max(sink.pending for sink in self.sinks)
+
     def close(self, timeout_s: float = 5.0) -> None:
         for sink in self.sinks:
             sink.close(timeout_s)
@@ -118,7 +132,12 @@ def make_sink(settings: Settings, kind: str):
 
 
 class Session:
-    """Model, pipeline, event factory and sink: what both drivers share."""
+    """Model, pipeline, event factory, sink and statistics: what both drivers share.
+
+    The drivers call :meth:`feed` for every block (and :meth:`tick` while no audio arrives);
+    every ``mqtt.stats_interval_s`` of wall-clock time a retained stats message
+    (:mod:`edge.stats`) is published, and once more by :meth:`close`.
+    """
 
     def __init__(self, settings: Settings, sink_kind: str) -> None:
         self.settings = settings
@@ -127,19 +146,58 @@ class Session:
         self.events = EventFactory(settings.resolved_device_id, self.model.manifest)
         self.sink = make_sink(settings, sink_kind)
         self.rate_hz = self.model.manifest.features.sample_rate_hz
-        self.audio_s = 0.0
-        self.cpu_s = 0.0
+        self.stats = Stats()
+        self.stats_interval_s = settings.mqtt.stats_interval_s if settings.mqtt.enabled else 0.0
+        self.stats_topic = stats_topic(settings.mqtt.topic_prefix, settings.resolved_device_id)
+        self._next_stats_at = float("inf")
+
+    @property
+    def audio_s(self) -> float:
+        """Seconds of audio fed so far."""
+        return self.stats.audio_s
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds spent processing it."""
+        return self.stats.cpu_s
 
     def start(self) -> None:
         logger.info("ser-edge %s, model %s, interpreter %s, device id %s",
                     __version__, self.model.manifest.model_id, INTERPRETER, self.events.device_id)
+        self.stats.reset()
+        if self.stats_interval_s > 0:
+            self._next_stats_at = time.monotonic() + self.stats_interval_s
         self.sink.start()
 
     def feed(self, samples: np.ndarray) -> None:
         started = time.process_time()
         self._emit(self.pipeline.process(samples))
-        self.cpu_s += time.process_time() - started
-        self.audio_s += samples.size / self.rate_hz
+        self.stats.record_block(samples.size / self.rate_hz, time.process_time() - started)
+        self.tick()
+
+    def tick(self) -> None:
+        """Publish the stats message if ``stats_interval_s`` has passed since the last one (wall clock)."""
+        now = time.monotonic()
+        if now >= self._next_stats_at:
+            self._next_stats_at = now + self.stats_interval_s
+            self.publish_stats()
+
+    def stats_payload(self) -> dict:
+        """The current stats message (:data:`edge.stats.STATS_FIELDS`)."""
+        return self.stats.payload(
+            events=self.events.seq, utterances=self.pipeline.utterances,
+            short_utterances=self.pipeline.short_utterances, dropped_events=self.sink.dropped_events,
+            pending=self.sink.pending, interpreter=INTERPRETER, model=self.model.manifest.model_id,
+            version=__version__,
+        )
+
+    def publish_stats(self) -> None:
+        """Publish the retained stats message now; skipped while the broker is unreachable (a stale
+        snapshot queued during an outage is worth nothing, and paho's queue for it is unbounded)."""
+        if not self.sink.connected:
+            logger.debug("broker unreachable; stats not published")
+            return
+        self.sink.publish_raw(self.stats_topic, stats_to_json(self.stats_payload()), retain=True, qos=EMOTION_QOS)
 
     def end_of_input(self) -> None:
         self._emit(self.pipeline.flush())
@@ -158,6 +216,8 @@ class Session:
     def close(self) -> bool:
         """Deliver what is queued, publish ``offline``, disconnect. Returns whether all was delivered."""
         delivered = self.sink.flush(FLUSH_TIMEOUT_S)
+        if self.stats_interval_s > 0:
+            self.publish_stats()  # the last word; close() then waits for the PUBACK of "offline" after it
         self.sink.close()
         rtf = self.audio_s / self.cpu_s if self.cpu_s > 0 else float("inf")
         logger.info("processed %.1f s of audio: %d utterances, %d events, %.0fx real time (audio s per CPU s)",
@@ -214,6 +274,8 @@ class MicSource:
         self.dropped_blocks = 0
         self.stream = None
         self.rate_hz = 0
+        self.last_block_at = 0.0
+        self.blocks = 0
 
     def device(self) -> int | str | None:
         value = self.audio.device.strip()
@@ -222,25 +284,35 @@ class MicSource:
         return int(value) if value.isdigit() else value
 
     def open(self) -> None:
-        """Open and start the stream; raises ``sounddevice.PortAudioError``/``ValueError`` on failure."""
+        """Open and start the stream; raises ``sounddevice.PortAudioError``/``ValueError`` on failure.
+
+        With ``sample_rate_hz = 0`` the device's default rate is used when it is at least the
+        model's (our resample_poly then does the conversion, not ALSA's linear ``plug``
+        resampler, which aliases); otherwise the model's rate if the device accepts it.
+        """
+        while not self.queue.empty():  # blocks of an earlier stream, maybe at another rate
+            self.queue.get_nowait()
         device = self.device()
         rate = self.audio.sample_rate_hz
         if not rate:
-            try:
+            rate = int(self.sd.query_devices(device, "input")["default_samplerate"])
+            if rate < self.model_rate_hz:
                 self.sd.check_input_settings(device=device, channels=1, samplerate=self.model_rate_hz)
                 rate = self.model_rate_hz
-            except (self.sd.PortAudioError, ValueError):
-                rate = int(self.sd.query_devices(device, "input")["default_samplerate"])
         self.rate_hz = int(rate)
         self.stream = self.sd.InputStream(
             device=device, channels=1, samplerate=self.rate_hz, dtype="float32",
             blocksize=max(1, round(self.audio.block_ms * self.rate_hz / 1000)), callback=self._callback,
         )
+        self.blocks = 0
+        self.last_block_at = time.monotonic()
         self.stream.start()
         info = self.sd.query_devices(self.stream.device, "input")
         logger.info("microphone %r open at %d Hz", info["name"], self.rate_hz)
 
     def _callback(self, indata, frames, time_info, status) -> None:  # audio thread: copy and return
+        self.last_block_at = time.monotonic()
+        self.blocks += 1
         if status.input_overflow:
             self.overflows += 1
         try:
@@ -255,8 +327,18 @@ class MicSource:
             return None
 
     @property
+    def stall_timeout_s(self) -> float:
+        return max(2.0, 10 * self.audio.block_ms / 1000)
+
+    @property
     def alive(self) -> bool:
-        return self.stream is not None and self.stream.active
+        """Open, active, and delivering: a stream silent for ``stall_timeout_s`` (a hung USB mic) is dead."""
+        if self.stream is None or not self.stream.active:
+            return False
+        if time.monotonic() - self.last_block_at > self.stall_timeout_s:
+            logger.error("microphone stalled: no audio for %.1f s, reopening", self.stall_timeout_s)
+            return False
+        return True
 
     def close(self) -> None:
         if self.stream is not None:
@@ -285,15 +367,22 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                 notifier.watchdog()
                 last_watchdog = now
             if not mic.alive:
-                mic.close()
+                if mic.stream is not None:  # it was open and died: back off before reopening
+                    mic.close()
+                    notifier.status("microphone lost, reopening")
+                    stop.event.wait(delay_s)
+                    delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
+                    if stop:
+                        break
                 try:
                     mic.open()
+                    if resampler is not None:
+                        session.feed(resampler.flush())  # the end of the previous stream's audio
                     resampler = StreamingResampler(mic.rate_hz, session.rate_hz)
-                    delay_s = settings.audio.reopen_min_s
                     notifier.status(f"listening on {mic.rate_hz} Hz input, model {session.model.manifest.model_id}")
                 except Exception as exc:  # PortAudio reports a missing device in several ways
                     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    logger.error("microphone unavailable (%s); retrying in %.0f s", message, delay_s)
+                    logger.error("microphone unavailable (%s); retrying in %.1f s", message, delay_s)
                     notifier.status(f"microphone unavailable: {message}")
                     if not ready:
                         notifier.ready()  # the daemon is up; it keeps retrying the device
@@ -305,8 +394,12 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                     notifier.ready()
                     ready = True
             block = mic.read(timeout_s=0.5)
+            session.stats.overflows = mic.overflows + mic.dropped_blocks
             if block is None:
+                session.tick()
                 continue
+            if mic.blocks > 1:
+                delay_s = settings.audio.reopen_min_s  # delivering again: the next failure starts the backoff anew
             session.feed(resampler.process(block))
             if max_audio_s is not None and session.audio_s >= max_audio_s:
                 break
@@ -314,6 +407,8 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
         notifier.stopping()
         mic.close()
         if resampler is not None:
+            while (block := mic.read(0)) is not None:  # audio captured before the stop
+                session.feed(resampler.process(block))
             session.feed(resampler.flush())
         session.end_of_input()
         if mic.overflows:
