@@ -71,6 +71,28 @@ class MqttFileSettings:
     queue_size: int = 1000
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
+    stats_interval_s: float = 60.0
+    """Wall-clock seconds between retained messages on ``<topic_prefix>/<device_id>/stats``; 0 = none."""
+
+    def __post_init__(self) -> None:
+        if not self.stats_interval_s >= 0:
+            raise ValueError(f"stats_interval_s: expected >= 0 (0 = off), got {self.stats_interval_s!r}")
+
+
+@dataclass(frozen=True)
+class HomeAssistantSettings:
+    """The ``[homeassistant]`` table: MQTT discovery (https://www.home-assistant.io/integrations/mqtt/)."""
+
+    enabled: bool = True
+    """Publish retained discovery configs so Home Assistant creates the device's sensors by itself."""
+    discovery_prefix: str = "homeassistant"
+    """Home Assistant's discovery prefix; its birth message is expected on ``<discovery_prefix>/status``."""
+
+    def __post_init__(self) -> None:
+        prefix = self.discovery_prefix
+        if not prefix or prefix.startswith("/") or prefix.endswith("/") or any(c in prefix for c in "+#\x00"):
+            raise ValueError(f"discovery_prefix: expected a non-empty topic without leading/trailing '/', "
+                             f"'+', '#' or NUL, got {prefix!r}")
 
 
 @dataclass(frozen=True)
@@ -81,6 +103,7 @@ class Settings:
     model: ModelSettings = field(default_factory=ModelSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     mqtt: MqttFileSettings = field(default_factory=MqttFileSettings)
+    homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
     decision: DecisionParams = field(default_factory=DecisionParams)
 
     @property
@@ -129,7 +152,7 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # [decision] holds DecisionParams' scalar fields; its vad field is the [vad] table.
 _TABLES: dict[str, type] = {
     "model": ModelSettings, "audio": AudioSettings, "mqtt": MqttFileSettings,
-    "decision": DecisionParams, "vad": VadParams,
+    "homeassistant": HomeAssistantSettings, "decision": DecisionParams, "vad": VadParams,
 }
 
 
@@ -191,6 +214,7 @@ def parse_settings(data: dict, overrides: dict | None = None) -> Settings:
         model=_build(ModelSettings, data.get("model", {}), "model"),
         audio=_build(AudioSettings, data.get("audio", {}), "audio"),
         mqtt=_build(MqttFileSettings, data.get("mqtt", {}), "mqtt"),
+        homeassistant=_build(HomeAssistantSettings, data.get("homeassistant", {}), "homeassistant"),
         decision=decision,
     )
     settings.mqtt_settings(environ={})  # validate the connection settings now, not at connect time

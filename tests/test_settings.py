@@ -22,7 +22,7 @@ def test_example_config_documents_every_key_with_its_default():
     defaults = parse_settings({"model": {"path": data["model"]["path"]}})
     assert parsed == defaults  # the example shows the defaults
     documented = {f"{table}.{key}" for table, values in data.items() if isinstance(values, dict) for key in values}
-    for table in ("model", "audio", "mqtt", "vad"):
+    for table in ("model", "audio", "mqtt", "homeassistant", "vad"):
         for key in getattr(parsed, table if table != "vad" else "decision").__dataclass_fields__:
             if table == "vad":
                 continue
@@ -63,6 +63,9 @@ def test_password_comes_from_environment_or_file(tmp_path):
     ("[audio]\nblock_ms = true\n", "audio.block_ms: expected float, got bool"),
     ("mqtt = 3\n", "mqtt: expected a table"),
     ("[mqtt\n", "invalid TOML"),
+    ("[mqtt]\nstats_interval_s = -1\n", "mqtt: stats_interval_s: expected >= 0"),
+    ("[homeassistant]\ndiscovery_prefix = \"ha/#\"\n", "homeassistant: discovery_prefix: expected"),
+    ("[homeassistant]\nenabled = \"yes\"\n", "homeassistant.enabled: expected bool"),
 ])
 def test_config_errors_are_one_line_exit_78(tmp_path, text, message):
     config = tmp_path / "bad.toml"
