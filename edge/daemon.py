@@ -274,6 +274,8 @@ class MicSource:
         self.dropped_blocks = 0
         self.stream = None
         self.rate_hz = 0
+        self.last_block_at = 0.0
+        self.blocks = 0
 
     def device(self) -> int | str | None:
         value = self.audio.device.strip()
@@ -282,25 +284,35 @@ class MicSource:
         return int(value) if value.isdigit() else value
 
     def open(self) -> None:
-        """Open and start the stream; raises ``sounddevice.PortAudioError``/``ValueError`` on failure."""
+        """Open and start the stream; raises ``sounddevice.PortAudioError``/``ValueError`` on failure.
+
+        With ``sample_rate_hz = 0`` the device's default rate is used when it is at least the
+        model's (our resample_poly then does the conversion, not ALSA's linear ``plug``
+        resampler, which aliases); otherwise the model's rate if the device accepts it.
+        """
+        while not self.queue.empty():  # blocks of an earlier stream, maybe at another rate
+            self.queue.get_nowait()
         device = self.device()
         rate = self.audio.sample_rate_hz
         if not rate:
-            try:
+            rate = int(self.sd.query_devices(device, "input")["default_samplerate"])
+            if rate < self.model_rate_hz:
                 self.sd.check_input_settings(device=device, channels=1, samplerate=self.model_rate_hz)
                 rate = self.model_rate_hz
-            except (self.sd.PortAudioError, ValueError):
-                rate = int(self.sd.query_devices(device, "input")["default_samplerate"])
         self.rate_hz = int(rate)
         self.stream = self.sd.InputStream(
             device=device, channels=1, samplerate=self.rate_hz, dtype="float32",
             blocksize=max(1, round(self.audio.block_ms * self.rate_hz / 1000)), callback=self._callback,
         )
+        self.blocks = 0
+        self.last_block_at = time.monotonic()
         self.stream.start()
         info = self.sd.query_devices(self.stream.device, "input")
         logger.info("microphone %r open at %d Hz", info["name"], self.rate_hz)
 
     def _callback(self, indata, frames, time_info, status) -> None:  # audio thread: copy and return
+        self.last_block_at = time.monotonic()
+        self.blocks += 1
         if status.input_overflow:
             self.overflows += 1
         try:
@@ -315,8 +327,18 @@ class MicSource:
             return None
 
     @property
+    def stall_timeout_s(self) -> float:
+        return max(2.0, 10 * self.audio.block_ms / 1000)
+
+    @property
     def alive(self) -> bool:
-        return self.stream is not None and self.stream.active
+        """Open, active, and delivering: a stream silent for ``stall_timeout_s`` (a hung USB mic) is dead."""
+        if self.stream is None or not self.stream.active:
+            return False
+        if time.monotonic() - self.last_block_at > self.stall_timeout_s:
+            logger.error("microphone stalled: no audio for %.1f s, reopening", self.stall_timeout_s)
+            return False
+        return True
 
     def close(self) -> None:
         if self.stream is not None:
@@ -345,15 +367,22 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                 notifier.watchdog()
                 last_watchdog = now
             if not mic.alive:
-                mic.close()
+                if mic.stream is not None:  # it was open and died: back off before reopening
+                    mic.close()
+                    notifier.status("microphone lost, reopening")
+                    stop.event.wait(delay_s)
+                    delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
+                    if stop:
+                        break
                 try:
                     mic.open()
+                    if resampler is not None:
+                        session.feed(resampler.flush())  # the end of the previous stream's audio
                     resampler = StreamingResampler(mic.rate_hz, session.rate_hz)
-                    delay_s = settings.audio.reopen_min_s
                     notifier.status(f"listening on {mic.rate_hz} Hz input, model {session.model.manifest.model_id}")
                 except Exception as exc:  # PortAudio reports a missing device in several ways
                     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    logger.error("microphone unavailable (%s); retrying in %.0f s", message, delay_s)
+                    logger.error("microphone unavailable (%s); retrying in %.1f s", message, delay_s)
                     notifier.status(f"microphone unavailable: {message}")
                     if not ready:
                         notifier.ready()  # the daemon is up; it keeps retrying the device
@@ -369,6 +398,8 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
             if block is None:
                 session.tick()
                 continue
+            if mic.blocks > 1:
+                delay_s = settings.audio.reopen_min_s  # delivering again: the next failure starts the backoff anew
             session.feed(resampler.process(block))
             if max_audio_s is not None and session.audio_s >= max_audio_s:
                 break
@@ -376,6 +407,8 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
         notifier.stopping()
         mic.close()
         if resampler is not None:
+            while (block := mic.read(0)) is not None:  # audio captured before the stop
+                session.feed(resampler.process(block))
             session.feed(resampler.flush())
         session.end_of_input()
         if mic.overflows:
