@@ -20,6 +20,7 @@ import numpy as np
 from edge import __version__
 from edge.audio import AudioError, StreamingResampler, file_blocks
 from edge.events import EMOTION_QOS, SCHEMA_VERSION, EmotionEvent, stats_topic, utc_now_rfc3339
+from edge.homeassistant import HomeAssistantDiscovery
 from edge.manifest import ModelManifest
 from edge.model import INTERPRETER, EmotionModel, load_model
 from edge.notify import SystemdNotifier
@@ -120,6 +121,13 @@ class TeeSink:
 SINKS = ("mqtt", "stdout", "both")
 
 
+def mqtt_publisher_of(sink) -> MqttPublisher | None:
+    """The :class:`MqttPublisher` in ``sink`` (itself or inside a :class:`TeeSink`), or ``None``."""
+    if isinstance(sink, MqttPublisher):
+        return sink
+    return next((s for s in getattr(sink, "sinks", ()) if isinstance(s, MqttPublisher)), None)
+
+
 def make_sink(settings: Settings, kind: str):
     """A sink, not started: ``"mqtt"`` -> :class:`MqttPublisher`, ``"stdout"`` -> :class:`StdoutSink`,
     ``"both"`` -> both. With ``mqtt.enabled = false`` in the config, MQTT is replaced by stdout."""
@@ -150,6 +158,13 @@ class Session:
         self.stats_interval_s = settings.mqtt.stats_interval_s if settings.mqtt.enabled else 0.0
         self.stats_topic = stats_topic(settings.mqtt.topic_prefix, settings.resolved_device_id)
         self._next_stats_at = float("inf")
+        self.homeassistant: HomeAssistantDiscovery | None = None
+        publisher = mqtt_publisher_of(self.sink)
+        if publisher is not None and settings.homeassistant.enabled:
+            self.homeassistant = HomeAssistantDiscovery(
+                settings.homeassistant.discovery_prefix, settings.mqtt.topic_prefix, settings.resolved_device_id,
+                self.model.manifest.model_id, __version__)
+            self.homeassistant.attach(publisher)  # before start(): configs follow every connect
 
     @property
     def audio_s(self) -> float:

@@ -23,6 +23,7 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Protocol, Self
@@ -267,6 +268,11 @@ class MqttPublisher:
     session would only make the broker keep state for a device that might never return; resending
     unacknowledged messages is done by the client, which keeps them in memory across reconnects.
 
+    Hooks for other messages (Home Assistant discovery): :meth:`add_on_connected` registers a
+    function run after every (re)connect, and :meth:`subscribe` a topic filter whose messages go to
+    a function; subscriptions are made again on every connect (the session is clean, so the broker
+    forgets them with the connection).
+
     Threads: paho's network thread runs the callbacks; a sender thread calls ``client.publish``;
     :meth:`publish` may be called from any thread. One condition variable guards the queue and the
     counters, and it is never held while calling into paho (paho holds its own lock while calling
@@ -303,6 +309,8 @@ class MqttPublisher:
         self._dropped = 0
         self._connect_failures = 0
         self._sender: threading.Thread | None = None
+        self._connected_hooks: list[Callable[[], None]] = []
+        self._subscriptions: dict[str, int] = {}  # topic filter -> QoS
 
     # ------------------------------------------------------------------ properties
 
@@ -406,6 +414,44 @@ class MqttPublisher:
         :raises ValueError: for an invalid topic (empty, wildcards) or ``qos`` not in 0..2.
         """
         return self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    def add_on_connected(self, hook: Callable[[], None]) -> None:
+        """Run ``hook()`` after every successful (re)connect, after the birth message and the
+        subscriptions. It runs on paho's network thread: it must not block, and may call
+        :meth:`publish_raw`. An exception in it is logged, not raised."""
+        with self._cond:
+            self._connected_hooks.append(hook)
+
+    def subscribe(self, topic_filter: str, on_message: Callable[[str, bytes], None],
+                  qos: int = LISTEN_QOS) -> None:
+        """Deliver messages matching ``topic_filter`` to ``on_message(topic, payload)``.
+
+        The subscription is made now if connected and again after every reconnect. The function
+        runs on paho's network thread (must not block); an exception in it is logged.
+
+        :raises ValueError: for an empty filter, a misplaced wildcard, or ``qos`` not in 0..2.
+        """
+        if not isinstance(topic_filter, str) or not topic_filter or "\x00" in topic_filter:
+            raise ValueError(f"expected a non-empty topic filter, got {topic_filter!r}")
+        levels = topic_filter.split("/")
+        if any(("#" in lv and (lv != "#" or i != len(levels) - 1)) or ("+" in lv and lv != "+")
+               for i, lv in enumerate(levels)):
+            raise ValueError(f"expected '+' and '#' as whole levels ('#' last), got {topic_filter!r}")
+        if qos not in (0, 1, 2):
+            raise ValueError(f"expected qos 0, 1 or 2, got {qos!r}")
+
+        def dispatch(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+            try:
+                on_message(message.topic, bytes(message.payload))
+            except Exception:  # noqa: BLE001 - a handler must not break the network thread
+                logger.exception("handler for %s failed on a message on %s", topic_filter, message.topic)
+
+        self._client.message_callback_add(topic_filter, dispatch)
+        with self._cond:
+            self._subscriptions[topic_filter] = qos
+            connected = self._connected
+        if connected:
+            self._client.subscribe(topic_filter, qos)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until every queued event is acknowledged by the broker.
@@ -536,8 +582,18 @@ class MqttPublisher:
             self._connected = True
             self._connect_failures = 0
             pending = self._pending_locked()
+            # taken with `connected` set, so a concurrent subscribe() is made either here or there
+            subscriptions = list(self._subscriptions.items())
+            hooks = list(self._connected_hooks)
             self._cond.notify_all()
+        if subscriptions:  # a clean session starts with none: (re)subscribe on every connect
+            client.subscribe(subscriptions)
         logger.info("connected to MQTT broker %s:%d; %d events pending", s.host, s.port, pending)
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - a hook must not break the network thread
+                logger.exception("on-connected hook %r failed", hook)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         s = self._settings
