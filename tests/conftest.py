@@ -15,7 +15,8 @@ from mqtt_helpers import MosquittoBroker, Subscriber, find_mosquitto  # noqa: E4
 
 @pytest.fixture
 def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
-    """Factory ``make(persistence=False, start=True) -> MosquittoBroker``; every broker is killed at teardown.
+    """Factory ``make(persistence=False, start=True, autosave=False) -> MosquittoBroker``; every broker is
+    stopped at teardown.
 
     Skips the test if the mosquitto binary is absent.
     """
@@ -24,10 +25,10 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]
         pytest.skip("mosquitto binary not found (apt-get install mosquitto); MQTT tests need a real broker")
     brokers: list[MosquittoBroker] = []
 
-    def make(persistence: bool = False, start: bool = True) -> MosquittoBroker:
+    def make(persistence: bool = False, start: bool = True, autosave: bool = False) -> MosquittoBroker:
         workdir = tmp_path / f"mosquitto{len(brokers)}"
         workdir.mkdir()
-        broker = MosquittoBroker(binary, workdir, persistence=persistence)
+        broker = MosquittoBroker(binary, workdir, persistence=persistence, autosave=autosave)
         brokers.append(broker)
         if start:
             broker.start()

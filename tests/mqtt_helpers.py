@@ -47,10 +47,12 @@ class MosquittoBroker:
 
     ``stop()``/``start()`` restart it on the same port (broker-restart tests). With
     ``persistence=True`` the broker saves sessions and queued QoS 1 messages to ``workdir`` on
-    ``stop()`` and restores them on ``start()``.
+    ``stop()`` and restores them on ``start()``; with ``autosave=True`` as well, it saves them after
+    every change, so they also survive ``kill()`` (SIGKILL, no chance to save).
     """
 
-    def __init__(self, binary: str, workdir: Path, port: int | None = None, persistence: bool = False) -> None:
+    def __init__(self, binary: str, workdir: Path, port: int | None = None, persistence: bool = False,
+                 autosave: bool = False) -> None:
         self.binary = binary
         self.host = "127.0.0.1"
         self.port = port if port is not None else free_port()
@@ -65,6 +67,7 @@ class MosquittoBroker:
             f"persistence_location {workdir}/",
             "log_dest stderr",
             "log_type all",
+            *(["autosave_on_changes true", "autosave_interval 1"] if autosave else []),
             "max_queued_messages 100000",  # per offline persistent session; mosquitto's default is 1000
             # As root, mosquitto drops to user 'mosquitto', which cannot write workdir; stay ourselves.
             f"user {pwd.getpwuid(os.geteuid()).pw_name}",
@@ -114,6 +117,14 @@ class MosquittoBroker:
             proc.kill()
             proc.wait(BROKER_STOP_TIMEOUT_S)
 
+    def kill(self) -> None:
+        """SIGKILL the broker: no DISCONNECT to clients, no last save of its persistence file."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.kill()
+        proc.wait(BROKER_STOP_TIMEOUT_S)
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -147,6 +158,7 @@ class Subscriber:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                    clean_session=clean_session)
         self._client.enable_logger(logger)
+        self._client.reconnect_delay_set(0.1, 1.0)  # after a broker restart, be back within a second
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message

@@ -1,0 +1,335 @@
+"""The daemon as people run it, against a real mosquitto on loopback: broker down at start, broker
+killed mid-stream, what leaves the device (privacy), the retained stats, Home Assistant discovery.
+
+Delivery is at least once: an event may arrive twice (paho re-sends what the dead broker never
+acknowledged), never zero times, and first arrivals are in ``seq`` order. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.publish as mqtt_publish
+import pytest
+from paths import RAVDESS_48K, SHIPPED_MODEL
+
+from edge import __version__
+from edge.daemon import StopFlag, run_replay
+from edge.events import EVENT_FIELDS, EmotionEvent, emotion_topic, stats_topic, status_topic
+from edge.homeassistant import CONFIDENCE_TEMPLATE, LABEL_TEMPLATE
+from edge.manifest import load_manifest
+from edge.model import INTERPRETER
+from edge.settings import Settings, parse_settings
+from edge.stats import STATS_FIELDS
+
+CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
+WAIT_S = 20.0
+"""Upper bound of every wait; on loopback things take milliseconds to a second or two."""
+FAST_RECONNECT = {"reconnect_min_s": 0.2, "reconnect_max_s": 0.5}
+
+
+@pytest.fixture(autouse=True)
+def _clips_present():
+    if len(CLIPS) != 8:
+        pytest.skip(f"expected 8 clips in {RAVDESS_48K}, got {len(CLIPS)}")
+
+
+def make_settings(broker, device_id: str, **mqtt: object) -> Settings:
+    return parse_settings({
+        "device_id": device_id,
+        "model": {"path": str(SHIPPED_MODEL)},
+        "mqtt": {"host": broker.host, "port": broker.port, **FAST_RECONNECT, **mqtt},
+    })
+
+
+class Daemon:
+    """``run_replay`` in a thread (the in-process daemon); :meth:`stop` is its SIGTERM."""
+
+    def __init__(self, settings: Settings, files: list[Path], realtime: bool) -> None:
+        self.stop_flag = StopFlag()
+        self.rc: int | None = None
+        self.thread = threading.Thread(target=self._run, args=(settings, files, realtime), daemon=True)
+        self.thread.start()
+
+    def _run(self, settings: Settings, files: list[Path], realtime: bool) -> None:
+        self.rc = run_replay(settings, files, "mqtt", realtime, self.stop_flag)
+
+    def stop(self) -> None:
+        self.stop_flag.event.set()
+
+    def join(self, timeout_s: float = WAIT_S) -> int | None:
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), f"the daemon did not finish within {timeout_s} s"
+        return self.rc
+
+
+def events_logged(caplog) -> list[int]:
+    return [int(m.group(1)) for r in caplog.records if r.name == "edge.daemon"
+            and (m := re.match(r"event #(\d+) ", r.getMessage()))]
+
+
+def wait_until(predicate, timeout_s: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def first_arrivals(messages) -> list[int]:
+    """Seqs of the events in order of first arrival (duplicates of at-least-once delivery dropped)."""
+    return list(dict.fromkeys(EmotionEvent.from_json(m.payload).seq for m in messages))
+
+
+def persistent_session(broker, mqtt_subscriber, topic: str, client_id: str):
+    """A subscriber with a persistent session: the broker queues QoS 1 messages while it is away."""
+    return mqtt_subscriber(broker.host, broker.port, topic, client_id=client_id, clean_session=False)
+
+
+# ----------------------------------------------------------------------------------------- faults
+
+
+def test_broker_down_at_start_events_are_queued_and_delivered_in_order(mosquitto_factory, mqtt_subscriber,
+                                                                       caplog):
+    """The daemon starts with the broker stopped, keeps processing (events are made and queued), and
+    delivers every event in seq order once the broker starts a few seconds later."""
+    caplog.set_level(logging.INFO, logger="edge.daemon")
+    broker = mosquitto_factory(persistence=True)
+    topic = emotion_topic("ser", "down-at-start")
+    persistent_session(broker, mqtt_subscriber, topic, "sub-down-at-start").close()
+    broker.stop()
+
+    started = time.monotonic()
+    daemon = Daemon(make_settings(broker, "down-at-start"), CLIPS, realtime=False)
+    # keeps processing without a broker: an event (at least) per clip is made while it is down
+    assert wait_until(lambda: len(events_logged(caplog)) >= len(CLIPS))
+    assert daemon.thread.is_alive()  # waiting for the broker to acknowledge
+    time.sleep(max(0.0, 2.0 - (time.monotonic() - started)))
+    broker.start()
+    assert daemon.join() == 0
+    n_events = len(events_logged(caplog))
+    assert events_logged(caplog) == list(range(n_events))
+
+    received = persistent_session(broker, mqtt_subscriber, topic, "sub-down-at-start").wait_for(n_events, WAIT_S)
+    seqs = [EmotionEvent.from_json(m.payload).seq for m in received]
+    assert first_arrivals(received) == list(range(n_events))
+    assert seqs == sorted(seqs)  # in order; at least once (a duplicate would sit next to its first copy)
+
+
+def _ser_edge() -> list[str]:
+    installed = shutil.which("ser-edge", path=str(Path(sys.executable).parent))
+    return [installed] if installed else [sys.executable, "-m", "edge.cli"]
+
+
+def test_broker_killed_and_restarted_mid_replay_loses_no_event(mosquitto_factory, mqtt_subscriber, tmp_path):
+    """``ser-edge replay --realtime --sink both`` while the broker is SIGKILLed after the first event and
+    restarted two seconds later, mid-stream. At least once: every event printed on stdout reaches a
+    persistent-session subscriber (clean_session=False, fixed client id) one or more times, first
+    arrivals in seq order, none lost."""
+    broker = mosquitto_factory(persistence=True, autosave=True)  # the subscriber's session survives SIGKILL
+    topic = emotion_topic("ser", "killed")
+    subscriber = persistent_session(broker, mqtt_subscriber, topic, "sub-killed")
+    config = tmp_path / "ser-edge.toml"
+    config.write_text("[mqtt]\nreconnect_min_s = 0.2\nreconnect_max_s = 0.5\nstats_interval_s = 1.0\n")
+    stderr_path = tmp_path / "stderr.log"
+    clips = CLIPS[:3]  # 11.8 s of audio at real time
+    with open(stderr_path, "w") as stderr:
+        proc = subprocess.Popen([*_ser_edge(), "replay", *map(str, clips), "--realtime", "--sink", "both",
+                                 "--config", str(config), "--model", str(SHIPPED_MODEL), "--device-id", "killed",
+                                 "--mqtt-host", broker.host, "--mqtt-port", str(broker.port)],
+                                stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the first event, about 2.6 s into the stream
+        assert EmotionEvent.from_json(first).seq == 0, stderr_path.read_text()
+        broker.kill()
+        time.sleep(2.0)  # events made meanwhile wait in the daemon's queue
+        broker.start()
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    log = stderr_path.read_text()
+    assert proc.returncode == 0, log
+    assert "Traceback" not in log
+    assert "lost connection to MQTT broker" in log  # the outage happened while the daemon ran
+    printed = [EmotionEvent.from_json(line).seq for line in [first, *rest.splitlines()]]
+    assert printed == list(range(len(printed))) and len(printed) >= len(clips)
+    assert log.count("edge.daemon: event #") == len(printed)
+    received = subscriber.wait_for(len(printed), WAIT_S)
+    assert first_arrivals(received) == printed
+
+
+# ----------------------------------------------------------------------------------------- privacy
+
+HA_CONFIG_KEYS = {"name", "unique_id", "state_topic", "value_template", "json_attributes_topic",
+                  "json_attributes_template", "availability_topic", "payload_available", "payload_not_available",
+                  "unit_of_measurement", "state_class", "icon", "qos", "device"}
+HA_DEVICE_KEYS = {"identifiers", "name", "model", "manufacturer", "sw_version"}
+MAX_PAYLOAD_BYTES = 1024
+"""Every message is a few hundred bytes; a second of 16-bit audio would be 32 000."""
+SUSPICIOUS = re.compile(r"sample|feature|mfcc|audio|pcm|wav|frame|spectr", re.IGNORECASE)
+
+
+def _walk(value, path=""):
+    """(path, value) for every value nested in a JSON document."""
+    yield path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _walk(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk(item, f"{path}[{index}]")
+
+
+def test_only_documented_payloads_leave_the_device(mosquitto, mqtt_subscriber, caplog):
+    """Everything published during a replay, on any topic: events (exactly EVENT_FIELDS), online/offline,
+    stats (exactly STATS_FIELDS, scalars only), Home Assistant configs. No arrays longer than the label
+    count, no keys that name samples or features, no large payloads."""
+    caplog.set_level(logging.INFO, logger="edge.daemon")
+    labels = list(load_manifest(SHIPPED_MODEL).labels)
+    everything = mqtt_subscriber(mosquitto.host, mosquitto.port, "#")
+    daemon = Daemon(make_settings(mosquitto, "private", stats_interval_s=0.05), CLIPS, realtime=False)
+    assert daemon.join() == 0
+    n_events = len(events_logged(caplog))
+    assert n_events >= len(CLIPS)
+    everything.wait_for(n_events + 2 + 2 + 1, WAIT_S)  # events, online/offline, 2 configs, final stats
+    time.sleep(0.2)  # let anything else published arrive too
+    kinds: dict[str, int] = {}
+    for message in everything.messages():
+        assert len(message.payload) <= MAX_PAYLOAD_BYTES, message
+        text = message.payload.decode("utf-8")
+        if message.topic == status_topic("ser", "private"):
+            assert text in ("online", "offline")
+            kinds["status"] = kinds.get("status", 0) + 1
+            continue
+        data = json.loads(text)
+        if message.topic == emotion_topic("ser", "private"):
+            assert list(data) == list(EVENT_FIELDS)
+            assert list(EmotionEvent.from_json(text).scores) == labels
+            kind = "event"
+        elif message.topic == stats_topic("ser", "private"):
+            assert list(data) == list(STATS_FIELDS)
+            assert all(v is None or isinstance(v, int | float | str) for v in data.values()), data
+            kind = "stats"
+        elif re.fullmatch(r"homeassistant/sensor/private/[a-z_]+/config", message.topic):
+            assert set(data) <= HA_CONFIG_KEYS and set(data["device"]) <= HA_DEVICE_KEYS, data
+            kind = "config"
+        else:
+            raise AssertionError(f"unexpected topic {message.topic!r}: {text[:200]!r}")
+        kinds[kind] = kinds.get(kind, 0) + 1
+        for path, value in _walk(data):
+            if isinstance(value, list):
+                assert len(value) <= len(labels), (message.topic, path)
+            if isinstance(value, dict):
+                for key in value:
+                    assert key in labels or key == "audio_s" or not SUSPICIOUS.search(key), (message.topic, path, key)
+    assert kinds["event"] >= n_events and kinds["status"] == 2 and kinds["config"] == 2 and kinds["stats"] >= 1
+
+
+# ----------------------------------------------------------------------------------------- stats
+
+
+def test_stats_are_periodic_retained_and_documented(mosquitto, mqtt_subscriber, caplog):
+    caplog.set_level(logging.INFO, logger="edge.daemon")
+    manifest = load_manifest(SHIPPED_MODEL)
+    topic = stats_topic("ser", "stats-pi")
+    live = mqtt_subscriber(mosquitto.host, mosquitto.port, topic)
+    daemon = Daemon(make_settings(mosquitto, "stats-pi", stats_interval_s=0.5), CLIPS, realtime=True)
+    periodic = live.wait_for(3, WAIT_S)  # every 0.5 s of wall clock while the audio plays
+    daemon.stop()  # SIGTERM: one last stats message at the clean shutdown
+    assert daemon.join() == 0
+    n_events = len(events_logged(caplog))
+    late = mqtt_subscriber(mosquitto.host, mosquitto.port, topic)
+    [retained] = late.wait_for(1, WAIT_S)
+    assert retained.retain
+    final = json.loads(retained.payload)
+    assert list(final) == list(STATS_FIELDS)
+    assert final["schema"] == 1 and final["events"] == n_events and final["pending"] == 0
+    assert final["dropped_events"] == 0 and final["overflows"] == 0
+    assert final["utterances"] >= final["events"] and final["short_utterances"] >= 0
+    assert 1.0 < final["audio_s"] <= final["uptime_s"] + 0.5  # real time: no more audio than wall clock
+    assert 0 < final["processing_ms_per_s_mean"] and final["processing_ms_per_s_mean"] <= final["processing_ms_per_s_p95"]
+    assert (final["interpreter"], final["model"], final["version"]) == (INTERPRETER, manifest.model_id, __version__)
+    uptimes = [json.loads(m.payload)["uptime_s"] for m in periodic]
+    assert uptimes == sorted(uptimes)
+    assert all(list(json.loads(m.payload)) == list(STATS_FIELDS) for m in periodic)
+
+
+def test_stats_interval_zero_publishes_no_stats(mosquitto, mqtt_subscriber):
+    everything = mqtt_subscriber(mosquitto.host, mosquitto.port, "ser/#")
+    daemon = Daemon(make_settings(mosquitto, "quiet-pi", stats_interval_s=0), CLIPS[:1], realtime=False)
+    assert daemon.join() == 0
+    everything.wait_for(2, WAIT_S, topic=status_topic("ser", "quiet-pi"))
+    assert not everything.messages(stats_topic("ser", "quiet-pi"))
+
+
+# ----------------------------------------------------------------------------------------- Home Assistant
+
+
+def _configs(messages) -> dict[str, dict]:
+    return {m.topic: json.loads(m.payload) for m in messages}
+
+
+def test_home_assistant_discovery_is_retained_and_republished(mosquitto, mqtt_subscriber):
+    """Retained configs with availability on the status topic; sent again after a broker restart
+    (a broker without persistence forgot them) and when Home Assistant announces ``online``."""
+    manifest = load_manifest(SHIPPED_MODEL)
+    status = mqtt_subscriber(mosquitto.host, mosquitto.port, status_topic("ser", "kitchen.pi"))
+    daemon = Daemon(make_settings(mosquitto, "kitchen.pi"), CLIPS, realtime=True)
+    try:
+        assert status.wait_for(1, WAIT_S)[0].payload == b"online"  # connected: configs sent right after
+        late = mqtt_subscriber(mosquitto.host, mosquitto.port, "homeassistant/#")
+        configs = late.wait_for(2, WAIT_S)
+        assert all(m.retain for m in configs)
+        by_topic = _configs(configs)
+        assert set(by_topic) == {"homeassistant/sensor/kitchen_pi/emotion/config",
+                                 "homeassistant/sensor/kitchen_pi/emotion_confidence/config"}
+        label = by_topic["homeassistant/sensor/kitchen_pi/emotion/config"]
+        confidence = by_topic["homeassistant/sensor/kitchen_pi/emotion_confidence/config"]
+        for config in (label, confidence):
+            assert config["state_topic"] == emotion_topic("ser", "kitchen.pi")
+            assert config["availability_topic"] == status_topic("ser", "kitchen.pi")
+            assert (config["payload_available"], config["payload_not_available"]) == ("online", "offline")
+            assert config["device"]["identifiers"] == ["ser-edge-kitchen_pi"]
+            assert config["device"]["model"] == manifest.model_id and config["device"]["sw_version"] == __version__
+        assert label["value_template"] == LABEL_TEMPLATE == "{{ value_json.label }}"
+        assert label["json_attributes_topic"] == emotion_topic("ser", "kitchen.pi")
+        assert confidence["value_template"] == CONFIDENCE_TEMPLATE
+        assert confidence["unit_of_measurement"] == "%"
+        assert label["unique_id"] != confidence["unique_id"]
+
+        live = mqtt_subscriber(mosquitto.host, mosquitto.port, "homeassistant/sensor/#")
+        live.wait_for(2, WAIT_S)  # the retained copies
+        mqtt_publish.single("homeassistant/status", "online", hostname=mosquitto.host, port=mosquitto.port)
+        again = live.wait_for(4, WAIT_S)[2:]
+        assert _configs(again) == by_topic and not any(m.retain for m in again)  # live, not the retained copy
+
+        mosquitto.stop()  # no persistence: the restarted broker has no retained configs...
+        mosquitto.start()
+        after_restart = mqtt_subscriber(mosquitto.host, mosquitto.port, "homeassistant/sensor/#")
+        assert _configs(after_restart.wait_for(2, WAIT_S)) == by_topic  # ...until the daemon reconnects
+        mqtt_publish.single("homeassistant/status", "online", hostname=mosquitto.host, port=mosquitto.port)
+        after_restart.wait_for(4, WAIT_S)  # the HA status subscription was made again on reconnect
+    finally:
+        daemon.stop()
+        daemon.join()
+
+
+def test_home_assistant_disabled_publishes_no_config(mosquitto, mqtt_subscriber):
+    everything = mqtt_subscriber(mosquitto.host, mosquitto.port, "#")
+    settings = parse_settings({"device_id": "no-ha", "model": {"path": str(SHIPPED_MODEL)},
+                               "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
+                               "homeassistant": {"enabled": False}})
+    assert Daemon(settings, CLIPS[:1], realtime=False).join() == 0
+    everything.wait_for(2, WAIT_S, topic=status_topic("ser", "no-ha"))
+    assert not [m for m in everything.messages() if m.topic.startswith("homeassistant/")]
