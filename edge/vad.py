@@ -108,35 +108,42 @@ class EnergyVAD:
         return self._segment_start if self.in_speech else None
 
     def process(self, log_energy: np.ndarray) -> list[Segment]:
+        # The per-frame recursion (noise floor, onset, hangover) is inherently sequential; it runs
+        # on plain Python floats held in locals, which is ~3x faster than on attributes.
         closed: list[Segment] = []
-        params = self.params
+        threshold_db, min_energy_dbfs = self.params.threshold_db, self.params.min_energy_dbfs
+        rise_silence, rise_speech = self._rise, self._rise / 10
+        onset, hangover, max_frames = self.onset_frames, self.hangover_frames, self.max_utterance_frames
+        index, floor, in_speech = self.frame, self.noise_floor_db, self.in_speech
+        run_start, run_length = self._run_start, self._run_length
+        segment_start, last_active = self._segment_start, self._last_active
         for energy_db in log_energy_to_dbfs(log_energy, self.features).tolist():
-            index = self.frame
-            self.frame += 1
-            if self.noise_floor_db is None or energy_db < self.noise_floor_db:
-                self.noise_floor_db = energy_db
+            if floor is None or energy_db < floor:
+                floor = energy_db
             else:
-                rate = self._rise if not self.in_speech else self._rise / 10
-                self.noise_floor_db += rate * (energy_db - self.noise_floor_db)
-            active = energy_db > max(self.noise_floor_db + params.threshold_db, params.min_energy_dbfs)
-            if active:
-                if self._run_length == 0:
-                    self._run_start = index
-                self._run_length += 1
-                self._last_active = index
+                floor += (rise_speech if in_speech else rise_silence) * (energy_db - floor)
+            if energy_db > floor + threshold_db and energy_db > min_energy_dbfs:
+                if run_length == 0:
+                    run_start = index
+                run_length += 1
+                last_active = index
             else:
-                self._run_length = 0
-            if not self.in_speech:
-                if self._run_length >= self.onset_frames:
-                    self.in_speech = True
-                    self._segment_start = self._run_start
-            elif index - self._last_active >= self.hangover_frames:
-                self.in_speech = False
-                if self._last_active + 1 > self._segment_start:  # else it ended right at a max-length cut
-                    closed.append(Segment(self._segment_start, self._last_active + 1, index + 1))
-            elif self.max_utterance_frames and index + 1 - self._segment_start >= self.max_utterance_frames:
-                closed.append(Segment(self._segment_start, index + 1, index + 1, final=False))
-                self._segment_start = index + 1
+                run_length = 0
+            if not in_speech:
+                if run_length >= onset:
+                    in_speech = True
+                    segment_start = run_start
+            elif index - last_active >= hangover:
+                in_speech = False
+                if last_active + 1 > segment_start:  # else it ended right at a max-length cut
+                    closed.append(Segment(segment_start, last_active + 1, index + 1))
+            elif max_frames and index + 1 - segment_start >= max_frames:
+                closed.append(Segment(segment_start, index + 1, index + 1, final=False))
+                segment_start = index + 1
+            index += 1
+        self.frame, self.noise_floor_db, self.in_speech = index, floor, in_speech
+        self._run_start, self._run_length = run_start, run_length
+        self._segment_start, self._last_active = segment_start, last_active
         return closed
 
     def flush(self) -> list[Segment]:
