@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", type=Path, required=True, metavar="models/NAME",
                      help="output base path: writes NAME.tflite and NAME.json")
     fit.add_argument("--epochs", type=positive_int, default=None,
-                     help="maximum epochs per fold (early stopping on validation speakers); default 60, 2 with --quick")
+                     help="maximum epochs per fold (early stopping on validation speakers); default 40, 2 with --quick")
     fit.add_argument("--folds", default="all", metavar="all|none|0,1,...",
                      help="which folds to run: all, none (final model only, needs --final-epochs or uses --epochs), or a list")
     fit.add_argument("--n-folds", type=positive_int, default=6,
@@ -132,7 +132,7 @@ def fit(args) -> int:
     from edge.pipeline import DecisionParams
     from trainer.export import git_commit, write_model
     from trainer.featurize import featurize
-    from trainer.folds import speaker_folds, validation_split
+    from trainer.folds import speaker_folds
     from trainer.labels import SCHEMES
     from trainer.model import TrainParams
     from trainer.train import final_epochs, fit_and_convert, pooled_metrics, run_fold
@@ -203,7 +203,6 @@ def fit(args) -> int:
         "epochs": epochs,
         "fold_best_epochs": [r.best_epoch for r in results],
         "train_params": dataclasses.asdict(final_params),
-        "validation_speakers_example": list(validation_split(speakers)[1]),
     }
     tflite_path, json_path = write_model(args.out, flatbuffer, labels, "native", fitted, FRAMES, training, metrics)
     model = load_model(tflite_path)  # the device's own checks: sha256, shapes, labels

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 class TrainParams:
     """Training hyper-parameters; recorded in the manifest's ``training`` block."""
 
-    epochs: int = 60
+    epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 2e-3
     patience: int = 15
