@@ -88,7 +88,7 @@ def test_fit_end_to_end(tmp_path, capsys):
     assert list((tmp_path / "runs").glob("mini-*/config.json"))
 
     model = load_model(out.with_suffix(".tflite"))
-    assert model._input["dtype"] == np.int8 and model._output["dtype"] == np.int8
+    assert model.input_dtype == np.int8 and model.output_dtype == np.int8
     assert model.labels == tuple(RAVDESS8)
     features = model.manifest.features
     coefficients = mfcc(load_audio(MINI / "Actor_01" / "03-01-05-02-01-01-01.flac", features.sample_rate_hz), features)

@@ -1,0 +1,45 @@
+"""Golden test: known clips through the shipped int8 model give the recorded decisions.
+
+The recording (tests/golden/<model>.json, made by tests/record_golden.py) pins the model's sha256:
+retraining the model means re-recording, on purpose, never silently.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from paths import RAVDESS_48K, REPO, SHIPPED_MODEL
+from record_golden import main_decision
+
+from edge.model import load_model
+
+GOLDEN = json.loads((REPO / "tests" / "golden" / f"{SHIPPED_MODEL.stem}.json").read_text())
+# RAVDESS file names carry the acted emotion (Livingstone & Russo 2018): 03-01-EE-...
+RAVDESS_EMOTION = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
+                   "07": "disgust", "08": "surprised"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(SHIPPED_MODEL)
+
+
+def test_golden_file_is_for_the_shipped_model(model):
+    assert GOLDEN["sha256"] == model.manifest.sha256, "model changed: run tests/record_golden.py and review"
+    assert GOLDEN["model"] == model.manifest.model_id
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN["clips"]))
+def test_known_clip_gives_the_recorded_decision(model, name):
+    expected = GOLDEN["clips"][name]
+    decision = main_decision(model, RAVDESS_48K / name)
+    assert model.labels[decision.top] == expected["label"]
+    assert decision.confidence == pytest.approx(expected["confidence"], abs=0.01)
+    assert (round(decision.start_s, 3), round(decision.end_s, 3)) == (expected["start_s"], expected["end_s"])
+
+
+def test_recorded_labels_are_the_acted_emotions():
+    # actor 03 is in the shipped model's training data: these are sanity checks, not an evaluation
+    for name, expected in GOLDEN["clips"].items():
+        assert expected["label"] == RAVDESS_EMOTION[name.split("-")[2]]
