@@ -206,6 +206,13 @@ class Session:
             version=__version__,
         )
 
+    def set_source_state(self, state: str) -> None:
+        """Record the audio source's state; a change is published in the stats message at once."""
+        if state != self.stats.source_state:
+            self.stats.source_state = state
+            if self.stats_interval_s > 0:
+                self.publish_stats()
+
     def publish_stats(self) -> None:
         """Publish the retained stats message now; skipped while the broker is unreachable (a stale
         snapshot queued during an outage is worth nothing, and paho's queue for it is unbounded)."""
@@ -244,6 +251,7 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
     """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1."""
     session = Session(settings, sink_kind)
     session.start()
+    session.stats.source_state = "file"
     skipped = 0
     wall_start = time.monotonic()
     try:
@@ -391,6 +399,7 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                         break
                 try:
                     mic.open()
+                    session.set_source_state("ok")
                     if resampler is not None:
                         session.feed(resampler.flush())  # the end of the previous stream's audio
                     resampler = StreamingResampler(mic.rate_hz, session.rate_hz)
@@ -399,6 +408,7 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     logger.error("microphone unavailable (%s); retrying in %.1f s", message, delay_s)
                     notifier.status(f"microphone unavailable: {message}")
+                    session.set_source_state(f"unavailable: {message}")
                     if not ready:
                         notifier.ready()  # the daemon is up; it keeps retrying the device
                         ready = True

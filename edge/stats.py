@@ -5,7 +5,7 @@ time (0 = never) and once more at a clean shutdown. Compact JSON with exactly
 :data:`STATS_FIELDS`::
 
     {"schema":1,"uptime_s":3600.2,"audio_s":3598.4,"events":412,"utterances":415,
-     "short_utterances":37,"overflows":0,"dropped_events":0,"pending":0,
+     "short_utterances":37,"overflows":0,"source":"ok","dropped_events":0,"pending":0,
      "processing_ms_per_s_mean":21.4,"processing_ms_per_s_p95":48.9,
      "interpreter":"ai-edge-litert 1.2.0","model":"ravdess8-conv1d@3f9a1c2b7d10","version":"0.1.0"}
 
@@ -32,6 +32,7 @@ STATS_FIELDS = (
     "utterances",
     "short_utterances",
     "overflows",
+    "source",
     "dropped_events",
     "pending",
     "processing_ms_per_s_mean",
@@ -48,6 +49,9 @@ STATS_FIELDS = (
   those below the confidence threshold); ``short_utterances``: speech too short to score.
 * ``overflows``: audio blocks lost on input (sound-card overflows plus blocks dropped because
   processing fell behind); always 0 for file replay.
+* ``source``: the audio source's state: ``"ok"``, ``"file"`` (replay), ``"starting"``, or
+  ``"unavailable: <reason>"`` while a microphone that failed or disappeared is being retried
+  (the daemon publishes the stats at once when this changes).
 * ``dropped_events``: events the publisher dropped (queue overflow, undelivered at close);
   ``pending``: events queued or in flight, not yet acknowledged by the broker.
 * ``processing_ms_per_s_mean``/``_p95``: milliseconds of CPU per second of audio over the last
@@ -84,6 +88,8 @@ class Stats:
         self.cpu_s = 0.0
         """CPU seconds spent processing it."""
         self.overflows = 0
+        self.source_state = "starting"
+        """The audio source's state, see :data:`STATS_FIELDS` ``source``."""
         """Audio blocks lost on input; set by the microphone driver."""
         self._blocks.clear()
 
@@ -124,6 +130,7 @@ class Stats:
             "utterances": utterances,
             "short_utterances": short_utterances,
             "overflows": self.overflows,
+            "source": self.source_state,
             "dropped_events": dropped_events,
             "pending": pending,
             "processing_ms_per_s_mean": None if mean is None else round(mean, STATS_DECIMALS),

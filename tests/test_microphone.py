@@ -57,7 +57,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from edge.events import STATUS_OFFLINE, STATUS_ONLINE, EmotionEvent, emotion_topic, status_topic
+from edge.events import STATUS_OFFLINE, STATUS_ONLINE, EmotionEvent, emotion_topic, stats_topic, status_topic
 from edge.manifest import load_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -364,7 +364,8 @@ def test_run_survives_a_microphone_that_cannot_be_opened(model_path: Path, mosqu
     device_id = "missing-mic-test"
     config = tmp_path / "ser-edge.toml"
     config.write_text("[audio]\nreopen_min_s = 0.2\nreopen_max_s = 0.4\n")
-    subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, status_topic(PREFIX, device_id))
+    subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port,
+                                 [status_topic(PREFIX, device_id), stats_topic(PREFIX, device_id)])
 
     daemon = Daemon(["--config", str(config), "--device", "nonexistent-device-xyz", "--model", str(model_path),
                      "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port), "--device-id", device_id],
@@ -380,9 +381,12 @@ def test_run_survives_a_microphone_that_cannot_be_opened(model_path: Path, mosqu
     for line in failures:  # one line each, naming the device; no traceback
         assert "nonexistent-device-xyz" in line, line
     assert not any("Traceback" in line for line in daemon.lines), daemon.log()
-    statuses = [m.payload.decode() for m in subscriber.messages()]
+    statuses = [m.payload.decode() for m in subscriber.messages(status_topic(PREFIX, device_id))]
     assert statuses[0] == STATUS_ONLINE and statuses[-1] == STATUS_OFFLINE, statuses
     _assert_offline_retained(mqtt_subscriber, mosquitto.host, mosquitto.port, device_id)
+    # the operator sees why in the retained stats message, not only in the journal
+    stats = [json.loads(m.payload) for m in subscriber.messages(stats_topic(PREFIX, device_id))]
+    assert stats and stats[0]["source"].startswith("unavailable: No input device matching"), stats
 
 
 def test_fifo_microphone_delivers_the_clip_exactly_through_portaudio(alsa_mic, clip_48k: np.ndarray) -> None:
