@@ -2,6 +2,8 @@
 
     ser-train fit --corpus ravdess=data/ravdess --out models/ravdess8-conv1d
     ser-train evaluate --model models/ravdess8-conv1d.tflite --corpus ravdess=../shared/data/ravdess-mini
+    ser-train evaluate --model models/ravdess8-conv1d.tflite --corpus tess=data/tess \
+        --labels neutral,happy,sad,angry,fearful,disgust,surprised
 
 Bad arguments and missing corpora exit with status 2 and one line on stderr, never a traceback.
 """
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.labels import SCHEMES
+
 logger = logging.getLogger("trainer")
 
 FRAMES = 300
@@ -36,10 +40,20 @@ def parse_corpus(value: str) -> tuple[str, Path]:
 
     kind, sep, path = value.partition("=")
     if not sep or not kind or not path:
-        raise argparse.ArgumentTypeError(f"expected KIND=DIR, got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected KIND=PATH, got {value!r}")
     if kind not in CORPORA:
         raise argparse.ArgumentTypeError(f"unknown corpus kind: expected one of {', '.join(sorted(CORPORA))}, got {kind!r}")
     return kind, Path(path)
+
+
+CORPUS_KINDS = "ravdess, ravdess-song, crema-d, crema-d-perceived, tess, savee, dusha, csv"
+LABEL_SCHEMES = tuple(SCHEMES)
+
+
+def parse_scheme(value: str) -> str:
+    if value not in LABEL_SCHEMES:
+        raise argparse.ArgumentTypeError(f"expected a label scheme ({', '.join(LABEL_SCHEMES)}), got {value!r}")
+    return value
 
 
 def positive_int(value: str) -> int:
@@ -68,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Speaker-independent cross-validation (int8 through edge and float), then a final model on all "
         "speakers for the median best epoch count, converted to full-integer int8 TFLite with its manifest.",
     )
-    fit.add_argument("--corpus", action="append", type=parse_corpus, required=True, metavar="KIND=DIR",
-                     help="corpus to train on, repeatable (kinds: ravdess)")
+    fit.add_argument("--corpus", action="append", type=parse_corpus, required=True, metavar="KIND=PATH",
+                     help=f"corpus to train on, repeatable (kinds: {CORPUS_KINDS})")
+    fit.add_argument("--labels", default="native", metavar="SCHEME", type=parse_scheme,
+                     help=f"label scheme ({', '.join(LABEL_SCHEMES)}); default native, which needs corpora with "
+                     "one native label set")
     fit.add_argument("--out", type=Path, required=True, metavar="models/NAME",
                      help="output base path: writes NAME.tflite and NAME.json")
     fit.add_argument("--epochs", type=positive_int, default=None,
@@ -94,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score every clip through edge.pipeline.classify_features with the int8 model, as the daemon would.",
     )
     ev.add_argument("--model", type=Path, required=True, metavar="models/NAME.tflite")
-    ev.add_argument("--corpus", action="append", type=parse_corpus, required=True, metavar="KIND=DIR")
+    ev.add_argument("--corpus", action="append", type=parse_corpus, required=True, metavar="KIND=PATH",
+                    help=f"corpus to score, repeatable (kinds: {CORPUS_KINDS}); labels are mapped to the model's scheme")
+    ev.add_argument("--labels", default=None, metavar="a,b,...",
+                    help="decide among these model labels only (argmax over their scores); clips of other labels "
+                    "are excluded and counted")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
     ev.add_argument("--no-progress", action="store_true")
@@ -133,19 +154,20 @@ def fit(args) -> int:
     from trainer.export import git_commit, write_model
     from trainer.featurize import featurize
     from trainer.folds import speaker_folds
-    from trainer.labels import SCHEMES
+    from trainer.labels import apply_scheme
     from trainer.model import TrainParams
     from trainer.train import final_epochs, fit_and_convert, pooled_metrics, run_fold
 
     started = time.monotonic()
-    labels = SCHEMES["native"]
     progress = not args.no_progress
     max_epochs = args.epochs or (2 if args.quick else TrainParams.epochs)
     train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed, mixup_alpha=args.mixup,
                                crops_per_clip=1 if args.quick else TrainParams.crops_per_clip)
     features = FeatureParams()
     decision = DecisionParams()
-    clips = load_clips(args.corpus)
+    clips, labels, excluded = apply_scheme(load_clips(args.corpus), args.labels)
+    if excluded:
+        logger.info("label scheme %s excludes %s", args.labels, ", ".join(f"{n} {k}" for k, n in excluded.items()))
     speakers = sorted({c.speaker for c in clips})
     if args.n_folds > len(speakers) or args.n_folds < 2:
         raise UsageError(f"--n-folds: expected 2..{len(speakers)} (speakers in the corpora), got {args.n_folds}")
@@ -204,7 +226,9 @@ def fit(args) -> int:
         "fold_best_epochs": [r.best_epoch for r in results],
         "train_params": dataclasses.asdict(final_params),
     }
-    tflite_path, json_path = write_model(args.out, flatbuffer, labels, "native", fitted, FRAMES, training, metrics)
+    training["label_scheme"] = args.labels
+    training["excluded_clips"] = excluded
+    tflite_path, json_path = write_model(args.out, flatbuffer, labels, args.labels, fitted, FRAMES, training, metrics)
     model = load_model(tflite_path)  # the device's own checks: sha256, shapes, labels
     size_kb = tflite_path.stat().st_size / 1024
     elapsed = time.monotonic() - started
@@ -230,30 +254,51 @@ def format_fold_table(metrics: dict) -> str:
 def evaluate(args) -> int:
     from edge.model import load_model
     from edge.pipeline import DecisionParams
-    from trainer.evaluate import format_confusion, score_clips, summarize
+    from trainer.evaluate import format_confusion, restricted_argmax, score_clips, summarize
     from trainer.featurize import featurize
+    from trainer.labels import to_model_label
 
     model = load_model(args.model)
-    labels = model.labels
-    clips = load_clips(args.corpus)
-    index = {label: k for k, label in enumerate(labels)}
-    unknown = sorted({c.label for c in clips} - set(index))
-    if unknown:
-        raise UsageError(f"corpus labels not in the model's labels {list(labels)}: {unknown}")
+    scheme = model.manifest.label_scheme
+    decide = model.labels
+    if args.labels is not None:
+        decide = tuple(dict.fromkeys(v.strip() for v in args.labels.split(",") if v.strip()))
+        unknown = [v for v in decide if v not in model.labels]
+        if len(decide) < 2 or unknown:
+            raise UsageError(f"--labels: expected at least 2 of the model's labels {','.join(model.labels)}, "
+                             f"got {args.labels!r}")
+    loaded = load_clips(args.corpus)
+    clips, excluded = [], {}
+    for clip in loaded:
+        label = to_model_label(clip, scheme, model.labels)
+        reason = (f"{clip.corpus}:{clip.label} not in the model's {scheme} labels" if label is None
+                  else f"{clip.corpus}:{clip.label} outside --labels" if label not in decide else None)
+        if reason:
+            excluded[reason] = excluded.get(reason, 0) + 1
+        else:
+            clips.append(dataclasses.replace(clip, label=label))
+    if not clips:
+        raise UsageError(f"no clip has a label among {','.join(decide)} (excluded: {excluded})")
     feats = featurize(clips, model.manifest.features, cache_dir=args.cache_dir, progress=not args.no_progress)
     scores = score_clips(feats, model.predict, model.manifest.features, model.manifest.input.frames, DecisionParams(),
                          progress=not args.no_progress, desc="int8 eval")
+    index = {label: k for k, label in enumerate(decide)}
     y_true = np.array([index[c.clip.label] for c in feats])
-    summary = summarize(y_true, scores.argmax(axis=1), labels)
-    summary.update({"model": model.manifest.model_id, "clips": len(feats)})
+    y_pred = restricted_argmax(scores, [model.labels.index(label) for label in decide])
+    summary = summarize(y_true, y_pred, decide)
+    summary.update({"model": model.manifest.model_id, "label_scheme": scheme, "labels": list(decide),
+                    "clips": len(feats), "loaded": len(loaded), "excluded": sum(excluded.values()),
+                    "excluded_by_reason": excluded})
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    print(f"model {summary['model']}, {len(feats)} clips")
-    print(f"UA {summary['ua']:.3f}  WA {summary['wa']:.3f}")
-    for label, recall in summary["recall"].items():
-        print(f"  recall {label:<10} {recall:.3f}")
-    print(format_confusion(summary["confusion"], labels))
+    print(f"model {summary['model']} ({scheme}), {len(feats)} clips scored of {len(loaded)} loaded")
+    for reason, n in excluded.items():
+        print(f"  excluded {n:>5}  {reason}")
+    print(f"UA {summary['ua']:.3f}  WA {summary['wa']:.3f}  macro-F1 {summary['macro_f1']:.3f}")
+    for label, row in summary["per_class"].items():
+        print(f"  recall {label:<18} {row['recall']:.3f}  (n={row['support']})")
+    print(format_confusion(summary["confusion"], decide))
     return 0
 
 
@@ -265,10 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     from edge.manifest import ManifestError
     from edge.model import ModelError
     from trainer.corpora import CorpusError
+    from trainer.labels import LabelSchemeError
 
     try:
         return {"fit": fit, "evaluate": evaluate}[args.command](args)
-    except (UsageError, CorpusError, ManifestError, ModelError, AudioError) as exc:
+    except (UsageError, CorpusError, LabelSchemeError, ManifestError, ModelError, AudioError) as exc:
         print(f"ser-train: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,10 +1,38 @@
 """Label schemes and per-corpus label maps: the one place where emotion names are spelled.
 
-The model's output order is the order of the scheme's tuple; the manifest records it, and the
-device reads labels from the manifest only.
+Every corpus loader gives a clip its corpus's *native* label, in the corpus's own words
+(TESS ``pleasant_surprise``, SAVEE ``happiness``, CREMA-D ``ANG`` spelled ``angry``, Dusha
+``positive``). :data:`CANONICAL` translates each native label to one shared emotion vocabulary
+(RAVDESS's words, plus Dusha's ``positive`` and ``other``), and each scheme maps that vocabulary
+to its own labels:
+
+``native``
+    The corpus's own labels, unchanged; needs all corpora to share one native label set (or
+    subsets of it, as RAVDESS song's six emotions of RAVDESS speech's eight).
+``emotion6``
+    neutral, happy, sad, angry, fearful, disgust: the emotions RAVDESS, CREMA-D, TESS and SAVEE
+    share. RAVDESS ``calm`` merges into ``neutral``; ``surprised`` clips are excluded; Dusha
+    ``positive`` is taken as ``happy`` and ``other`` is excluded.
+``emotion4``
+    neutral, happy, sad, angry: Dusha's set (``positive`` -> ``happy``, ``other`` excluded);
+    calm -> neutral; fearful, disgust and surprised clips are excluded.
+``valence``
+    negative, neutral, positive. angry, sad, fearful, disgust -> negative; neutral, calm ->
+    neutral; happy, surprised and Dusha's positive -> positive; Dusha's other is excluded.
+    Surprise is ambiguous in valence (it can be pleasant or not); RAVDESS and SAVEE do not say
+    which, TESS's is explicitly *pleasant* surprise. We follow TESS and call it positive.
+``gender_emotion``
+    ``female_<emotion6>`` then ``male_<emotion6>`` (12 labels), the emotion6 label prefixed with
+    the speaker's gender from the corpus metadata (RAVDESS odd actor = male, TESS female, SAVEE
+    male, CREMA-D from ``VideoDemographics.csv``). Clips of unknown gender are excluded.
+
+The model's output order is the order of the scheme's tuple; the manifest records it (labels and
+``label_scheme``), and the device reads labels from the manifest only.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 #: RAVDESS emotion code (third field of ``03-01-EE-II-SS-RR-AA``) -> label
 #: (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391).
@@ -19,7 +47,181 @@ RAVDESS_EMOTIONS: dict[str, str] = {
     "08": "surprised",
 }
 
-#: Label schemes: name -> labels in model output order.
-SCHEMES: dict[str, tuple[str, ...]] = {
-    "native": tuple(RAVDESS_EMOTIONS.values()),
+#: CREMA-D emotion code (third field of ``1001_DFA_ANG_XX``) -> label (Cao et al. 2014, IEEE Trans.
+#: Affective Computing 5(4); github.com/CheyneyComputerScience/CREMA-D README).
+CREMA_D_EMOTIONS: dict[str, str] = {
+    "NEU": "neutral",
+    "HAP": "happy",
+    "SAD": "sad",
+    "ANG": "angry",
+    "FEA": "fearful",
+    "DIS": "disgust",
 }
+
+#: TESS folder/file suffix -> label (Dupuis & Pichora-Fuller 2010); file names end ``_ps`` for
+#: pleasant surprise while the folders say ``pleasant_surprise``.
+TESS_EMOTIONS: dict[str, str] = {
+    "neutral": "neutral",
+    "happy": "happy",
+    "sad": "sad",
+    "angry": "angry",
+    "fear": "fear",
+    "disgust": "disgust",
+    "pleasant_surprise": "pleasant_surprise",
+    "ps": "pleasant_surprise",
+}
+
+#: SAVEE file prefix -> label (Haq & Jackson 2009; kahlan.eps.surrey.ac.uk/savee: a anger,
+#: d disgust, f fear, h happiness, n neutral, sa sadness, su surprise).
+SAVEE_EMOTIONS: dict[str, str] = {
+    "n": "neutral",
+    "h": "happiness",
+    "sa": "sadness",
+    "a": "anger",
+    "f": "fear",
+    "d": "disgust",
+    "su": "surprise",
+}
+
+#: Dusha's aggregated ``emotion`` / per-annotator ``annotator_emo`` values (salute-developers/golos
+#: ``dusha/README.md`` and ``dusha/data_processing/utils/aggregation.py``).
+DUSHA_EMOTIONS: tuple[str, ...] = ("neutral", "angry", "positive", "sad", "other")
+
+#: Native label order per corpus kind (``csv`` has none: its labels are sorted).
+NATIVE: dict[str, tuple[str, ...]] = {
+    "ravdess": tuple(RAVDESS_EMOTIONS.values()),
+    "ravdess-song": ("neutral", "calm", "happy", "sad", "angry", "fearful"),  # the song release has no disgust/surprise
+    "crema-d": tuple(CREMA_D_EMOTIONS.values()),
+    "tess": ("neutral", "happy", "sad", "angry", "fear", "disgust", "pleasant_surprise"),
+    "savee": tuple(SAVEE_EMOTIONS.values()),
+    "dusha": DUSHA_EMOTIONS,
+}
+
+#: Native label -> the shared emotion vocabulary (RAVDESS's words + Dusha's positive/other).
+#: Labels not listed (RAVDESS's, CREMA-D's, most of TESS's) are already in it.
+CANONICAL: dict[str, str] = {
+    "fear": "fearful",
+    "pleasant_surprise": "surprised",
+    "happiness": "happy",
+    "sadness": "sad",
+    "anger": "angry",
+    "surprise": "surprised",
+    "disgusted": "disgust",
+    "fearful": "fearful",
+}
+
+EMOTION6 = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
+EMOTION4 = ("neutral", "happy", "sad", "angry")
+VALENCE = ("negative", "neutral", "positive")
+GENDERS = ("female", "male")
+
+#: canonical emotion -> scheme label; emotions not listed are excluded from that scheme.
+_SCHEME_MAPS: dict[str, dict[str, str]] = {
+    "emotion6": {"neutral": "neutral", "calm": "neutral", "happy": "happy", "positive": "happy", "sad": "sad",
+                 "angry": "angry", "fearful": "fearful", "disgust": "disgust"},
+    "emotion4": {"neutral": "neutral", "calm": "neutral", "happy": "happy", "positive": "happy", "sad": "sad",
+                 "angry": "angry"},
+    "valence": {"angry": "negative", "sad": "negative", "fearful": "negative", "disgust": "negative",
+                "neutral": "neutral", "calm": "neutral", "happy": "positive", "surprised": "positive",
+                "positive": "positive"},
+}
+
+#: Label schemes: name -> labels in model output order (``native`` is RAVDESS's; see :func:`scheme_labels`).
+SCHEMES: dict[str, tuple[str, ...]] = {
+    "native": NATIVE["ravdess"],
+    "emotion6": EMOTION6,
+    "emotion4": EMOTION4,
+    "valence": VALENCE,
+    "gender_emotion": tuple(f"{g}_{e}" for g in GENDERS for e in EMOTION6),
+}
+
+
+class LabelSchemeError(ValueError):
+    """An unknown scheme, or corpora that cannot share the requested one. One-line message."""
+
+
+def canonical(label: str) -> str:
+    """A native label in the shared emotion vocabulary (``pleasant_surprise`` -> ``surprised``)."""
+    return CANONICAL.get(label, label)
+
+
+def map_label(clip, scheme: str) -> str | None:
+    """The ``scheme`` label of ``clip`` (a :class:`trainer.corpora.Clip`), or ``None`` if the
+    scheme excludes it. ``native`` returns the clip's label unchanged. Raises
+    :class:`LabelSchemeError` for an unknown scheme."""
+    if scheme == "native":
+        return clip.label
+    if scheme not in SCHEMES:
+        raise LabelSchemeError(f"unknown label scheme: expected one of {', '.join(SCHEMES)}, got {scheme!r}")
+    emotion = canonical(clip.label)
+    if scheme == "gender_emotion":
+        base = _SCHEME_MAPS["emotion6"].get(emotion)
+        gender = getattr(clip, "gender", None)
+        return f"{gender}_{base}" if base is not None and gender in GENDERS else None
+    return _SCHEME_MAPS[scheme].get(emotion)
+
+
+def scheme_labels(scheme: str, clips: Iterable) -> tuple[str, ...]:
+    """The ordered labels of ``scheme`` for ``clips`` (their corpora decide ``native``).
+
+    ``native``: the corpus's full native order from :data:`NATIVE` (sorted labels for ``csv``); every corpus's native label
+    set must be contained in the widest one (RAVDESS speech + song is fine), otherwise :class:`LabelSchemeError` asks for a common scheme. Other
+    schemes: their fixed tuple from :data:`SCHEMES`.
+    """
+    if scheme != "native":
+        if scheme not in SCHEMES:
+            raise LabelSchemeError(f"unknown label scheme: expected one of {', '.join(SCHEMES)}, got {scheme!r}")
+        return SCHEMES[scheme]
+    per_corpus: dict[str, set[str]] = {}
+    for clip in clips:
+        per_corpus.setdefault(clip.corpus, set()).add(clip.label)
+    if not per_corpus:
+        raise LabelSchemeError("no clips to take native labels from")
+    orders = {}
+    for corpus, seen in per_corpus.items():
+        order = NATIVE.get(corpus)
+        orders[corpus] = order + tuple(sorted(seen - set(order))) if order else tuple(sorted(seen))
+    widest = max(orders.values(), key=len)
+    if not all(set(o) <= set(widest) for o in orders.values()):
+        names = ", ".join(sorted(orders))
+        raise LabelSchemeError(f"corpora {names} have different native labels: choose a common scheme with "
+                               f"--labels {'|'.join(s for s in SCHEMES if s != 'native')}")
+    return widest
+
+
+def apply_scheme(clips: list, scheme: str) -> tuple[list, tuple[str, ...], dict[str, int]]:
+    """``(mapped_clips, labels, excluded)``: clips relabelled to ``scheme`` (excluded ones dropped),
+    the scheme's ordered labels, and how many clips each native label lost, ``{"corpus:label": n}``.
+    Raises :class:`LabelSchemeError` (see :func:`scheme_labels`) or if no clip is left."""
+    import dataclasses
+
+    labels = scheme_labels(scheme, clips)
+    mapped, excluded = [], {}
+    for clip in clips:
+        label = map_label(clip, scheme)
+        if label is None:
+            key = f"{clip.corpus}:{clip.label}"
+            excluded[key] = excluded.get(key, 0) + 1
+        else:
+            mapped.append(clip if label == clip.label else dataclasses.replace(clip, label=label))
+    if not mapped:
+        raise LabelSchemeError(f"label scheme {scheme}: no clip left (excluded: {excluded})")
+    return mapped, labels, excluded
+
+
+def to_model_label(clip, scheme: str, model_labels: tuple[str, ...]) -> str | None:
+    """The label of ``clip`` in a model's label space, or ``None`` if the model cannot say it.
+
+    ``scheme`` is the model's ``label_scheme`` (from its manifest). For ``native`` models the
+    clip's own label is used if the model has it, else its canonical name (TESS
+    ``pleasant_surprise`` -> ``surprised``, ``fear`` -> ``fearful``; SAVEE ``anger`` -> ``angry``),
+    so a RAVDESS-native model can be scored on other corpora's shared emotions. Other schemes go
+    through :func:`map_label`.
+    """
+    if scheme == "native":
+        for label in (clip.label, canonical(clip.label)):
+            if label in model_labels:
+                return label
+        return None
+    label = map_label(clip, scheme)
+    return label if label in model_labels else None

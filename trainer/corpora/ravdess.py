@@ -1,81 +1,83 @@
-"""Emotional speech corpora as lists of :class:`Clip`; one loader per corpus kind.
+"""RAVDESS (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391): speech and, as ``ravdess-song``, song.
 
-``CORPORA`` maps the ``KIND`` of the command line's ``--corpus KIND=DIR`` to its loader.
+File names ``MM-CC-EE-II-SS-RR-AA.wav``: modality (03 audio-only), vocal channel (01 speech,
+02 song), emotion, intensity, statement, repetition, actor (odd = male, even = female). The
+speech and song releases both keep each actor's files in ``Actor_AA`` folders. Speakers are
+``"ravdess:AA"`` for both channels, so one actor's speech and song land in the same fold.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from trainer.corpora.base import Clip, CorpusError, SkipLog, audio_files, finish, require_folder
 from trainer.labels import RAVDESS_EMOTIONS
-
-
-class CorpusError(ValueError):
-    """A corpus folder that is missing or holds no usable clips. One-line message."""
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One labelled recording. ``speaker`` is unique across corpora (``"ravdess:01"``)."""
-
-    path: Path
-    label: str
-    speaker: str
-    corpus: str
-
 
 #: ``MM-CC-EE-II-SS-RR-AA``: modality, vocal channel, emotion, intensity, statement, repetition, actor.
 RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.(wav|flac)$", re.IGNORECASE)
 RAVDESS_AUDIO_ONLY = "03"
 RAVDESS_SPEECH = "01"
+RAVDESS_SONG = "02"
+#: The song release has emotions 01..06 only (no disgust, no surprise).
+RAVDESS_SONG_EMOTIONS = ("01", "02", "03", "04", "05", "06")
 
 
-def parse_ravdess_name(name: str) -> tuple[str, str] | None:
-    """``(label, actor)`` for an audio-only speech file name such as ``03-01-05-02-01-01-12.wav``.
+def parse_ravdess_name(name: str, channel: str = RAVDESS_SPEECH) -> tuple[str, str] | None:
+    """``(label, actor)`` for an audio-only file name of vocal ``channel`` (``"01"`` speech,
+    ``"02"`` song), such as ``03-01-05-02-01-01-12.wav``.
 
-    Returns ``None`` for other RAVDESS files (song, video) and for names that are not RAVDESS.
-    Raises :class:`CorpusError` for a speech file with an unknown emotion code.
+    Returns ``None`` for other RAVDESS files (the other channel, video) and for names that are not
+    RAVDESS. Raises :class:`CorpusError` for a file of the channel with an unknown emotion code.
     """
     match = RAVDESS_NAME.match(name)
     if not match:
         return None
-    modality, channel, emotion, *_, actor, _ext = match.groups()
-    if modality != RAVDESS_AUDIO_ONLY or channel != RAVDESS_SPEECH:
+    modality, file_channel, emotion, *_, actor, _ext = match.groups()
+    if modality != RAVDESS_AUDIO_ONLY or file_channel != channel:
         return None
-    if emotion not in RAVDESS_EMOTIONS:
-        raise CorpusError(f"{name}: unknown RAVDESS emotion code: expected 01..08, got {emotion}")
+    known = RAVDESS_EMOTIONS if channel == RAVDESS_SPEECH else RAVDESS_SONG_EMOTIONS
+    if emotion not in known:
+        raise CorpusError(f"{name}: unknown RAVDESS emotion code: expected {min(known)}..{max(known)}, got {emotion}")
     return RAVDESS_EMOTIONS[emotion], actor
+
+
+def _load(root: str | Path, channel: str, kind: str) -> list[Clip]:
+    root = require_folder(kind, root)
+    clips, skipped = [], SkipLog(kind)
+    for path in audio_files(root):
+        try:
+            parsed = parse_ravdess_name(path.name, channel)
+        except CorpusError as exc:
+            skipped.skip(str(exc).split(": ", 1)[1], path)
+            continue
+        if parsed is None:
+            if not RAVDESS_NAME.match(path.name):
+                skipped.skip("not a RAVDESS name", path)
+            continue
+        label, actor = parsed
+        gender = "male" if int(actor) % 2 else "female"
+        clips.append(Clip(path=path, label=label, speaker=f"ravdess:{actor}", corpus=kind, gender=gender))
+    what = "speech" if channel == RAVDESS_SPEECH else "song"
+    return finish(kind, clips, skipped, root, f"RAVDESS {what} files 03-{channel}-EE-II-SS-RR-AA.wav|.flac")
 
 
 def load_ravdess(root: str | Path) -> list[Clip]:
     """All RAVDESS audio-only speech clips (``03-01-*.wav`` or ``.flac``) under ``root``, recursively.
 
     Works on the original 48 kHz WAV release and on resampled FLAC copies. Clips are sorted by
-    path; ``speaker`` is ``"ravdess:AA"``. Raises :class:`CorpusError` if ``root`` is not a folder
-    or holds no RAVDESS speech file.
+    path; ``speaker`` is ``"ravdess:AA"``, ``gender`` from the actor's parity. Raises
+    :class:`CorpusError` if ``root`` is not a folder or holds no RAVDESS speech file.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise CorpusError(f"ravdess: expected a folder, got {root}")
-    clips = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in (".wav", ".flac")):
-        parsed = parse_ravdess_name(path.name)
-        if parsed is not None and path.is_file():
-            label, actor = parsed
-            clips.append(Clip(path=path, label=label, speaker=f"ravdess:{actor}", corpus="ravdess"))
-    if not clips:
-        raise CorpusError(f"ravdess: no RAVDESS speech files (03-01-EE-II-SS-RR-AA.wav|.flac) under {root}")
-    return clips
+    try:
+        return _load(root, RAVDESS_SPEECH, "ravdess")
+    except CorpusError as exc:
+        if "no usable clips" in str(exc):
+            raise CorpusError(f"ravdess: no RAVDESS speech files (03-01-EE-II-SS-RR-AA.wav|.flac) under {root}") from None
+        raise
 
 
-CORPORA: dict[str, Callable[[str | Path], list[Clip]]] = {"ravdess": load_ravdess}
-
-
-def load_corpus(kind: str, root: str | Path) -> list[Clip]:
-    """Clips of corpus ``kind`` (a key of :data:`CORPORA`) under ``root``; raises :class:`CorpusError`."""
-    if kind not in CORPORA:
-        raise CorpusError(f"unknown corpus kind: expected one of {', '.join(sorted(CORPORA))}, got {kind!r}")
-    return CORPORA[kind](root)
+def load_ravdess_song(root: str | Path) -> list[Clip]:
+    """RAVDESS song clips (modality 03, vocal channel 02: ``03-02-*.wav``, the ``Audio_Song_Actors``
+    release, ``Actor_AA`` folders) under ``root``; corpus ``"ravdess-song"``, speakers ``"ravdess:AA"``."""
+    return _load(root, RAVDESS_SONG, "ravdess-song")

@@ -1,0 +1,270 @@
+"""Corpus loaders and label schemes: real files from ../shared/data where we have them
+(RAVDESS, TESS), tiny synthetic WAVs laid out as each corpus's documentation describes where not."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import soundfile
+
+from tests.paths import RAVDESS_48K, RAVDESS_MINI, TESS_MINI
+from trainer.corpora import (
+    CORPORA,
+    Clip,
+    CorpusError,
+    load_corpus,
+    load_crema_d,
+    load_crema_d_perceived,
+    load_csv,
+    load_dusha,
+    load_ravdess,
+    load_ravdess_song,
+    load_savee,
+    load_tess,
+    parse_ravdess_name,
+)
+from trainer.labels import (
+    EMOTION4,
+    EMOTION6,
+    NATIVE,
+    SCHEMES,
+    LabelSchemeError,
+    apply_scheme,
+    map_label,
+    scheme_labels,
+    to_model_label,
+)
+
+RAVDESS8 = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+needs_tess = pytest.mark.skipif(not TESS_MINI.is_dir(), reason=f"no test corpus at {TESS_MINI}")
+needs_ravdess = pytest.mark.skipif(not RAVDESS_MINI.is_dir(), reason=f"no test corpus at {RAVDESS_MINI}")
+
+
+def wav(path, seconds: float = 0.05, rate: int = 16000):
+    """A tiny synthetic WAV (low noise) at ``path``, creating its folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, (np.random.default_rng(0).normal(0, 0.01, int(seconds * rate))).astype(np.float32), rate)
+    return path
+
+
+# --- RAVDESS (Livingstone & Russo 2018; ../shared/data/README.md) ---------------------------------
+
+@needs_ravdess
+def test_ravdess_real_files_speech_only():
+    clips = load_ravdess(RAVDESS_MINI)
+    assert len(clips) == 120 and {c.corpus for c in clips} == {"ravdess"}
+    assert {c.speaker: c.gender for c in clips} == {"ravdess:01": "male", "ravdess:02": "female"}
+    originals = load_ravdess(RAVDESS_48K)
+    assert [c.label for c in originals] == RAVDESS8  # one per emotion, sorted by code
+
+
+def test_ravdess_song_is_channel_02(tmp_path):
+    # Song release: Audio_Song_Actors_01-24/Actor_XX/03-02-EE-II-SS-RR-AA.wav, emotions 01..06 only.
+    wav(tmp_path / "Actor_01" / "03-02-06-01-01-01-01.wav")
+    wav(tmp_path / "Actor_02" / "03-02-01-01-02-02-02.wav")
+    wav(tmp_path / "Actor_02" / "03-01-05-01-02-02-02.wav")  # speech: not song
+    wav(tmp_path / "Actor_02" / "03-02-08-01-02-02-02.wav")  # no surprise in song: skipped
+    song = load_ravdess_song(tmp_path)
+    assert [(c.label, c.speaker, c.corpus) for c in song] == [
+        ("fearful", "ravdess:01", "ravdess-song"), ("neutral", "ravdess:02", "ravdess-song")]
+    assert parse_ravdess_name("03-02-06-01-01-01-01.wav", channel="02") == ("fearful", "01")
+    assert [c.label for c in load_ravdess(tmp_path)] == ["angry"]
+    # speech + song share one native set (song's is a subset)
+    assert scheme_labels("native", song + load_ravdess(tmp_path)) == tuple(RAVDESS8)
+
+
+def test_ravdess_unknown_emotion_code_is_skipped_and_logged(tmp_path, caplog):
+    wav(tmp_path / "03-01-09-01-01-01-01.wav")
+    wav(tmp_path / "03-01-01-01-01-01-01.wav")
+    with caplog.at_level(logging.WARNING):
+        clips = load_ravdess(tmp_path)
+    assert [c.label for c in clips] == ["neutral"]
+    assert "unknown RAVDESS emotion code" in caplog.text
+
+
+# --- TESS (Dupuis & Pichora-Fuller 2010; ../shared/data/README.md) --------------------------------
+
+@needs_tess
+def test_tess_real_files():
+    clips = load_tess(TESS_MINI)
+    assert len(clips) == 14
+    assert {c.speaker for c in clips} == {"tess:OAF", "tess:YAF"} and {c.gender for c in clips} == {"female"}
+    assert sorted({c.label for c in clips}) == sorted(NATIVE["tess"])
+    surprise = [c for c in clips if c.path.name == "OAF_back_ps.wav"]
+    assert surprise[0].label == "pleasant_surprise"
+    assert to_model_label(surprise[0], "native", tuple(RAVDESS8)) == "surprised"
+
+
+def test_tess_misnamed_file_belongs_to_oaf(tmp_path, caplog):
+    wav(tmp_path / "OAF_neutral" / "OA_bite_neutral.wav")
+    wav(tmp_path / "YAF_pleasant_surprise" / "YAF_back_ps.wav")
+    wav(tmp_path / "YAF_sad" / "YAF_back_angry.wav")  # suffix disagrees with the folder: skipped
+    wav(tmp_path / "YAF_bored" / "YAF_back_bored.wav")  # no such TESS emotion: skipped
+    with caplog.at_level(logging.WARNING):
+        clips = load_tess(tmp_path)
+    assert [(c.label, c.speaker) for c in clips] == [("neutral", "tess:OAF"), ("pleasant_surprise", "tess:YAF")]
+    assert "skipped 2 file(s)" in caplog.text
+
+
+# --- CREMA-D (github.com/CheyneyComputerScience/CREMA-D README: AudioWAV/, VideoDemographics.csv,
+#     processedResults/tabulatedVotes.csv) --------------------------------------------------------
+
+def crema_fixture(root):
+    for name in ("1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1002_TIE_SAD_LO", "1091_MTI_NEU_XX", "1002_DFA_XYZ_XX"):
+        wav(root / "AudioWAV" / f"{name}.wav")
+    wav(root / "AudioWAV" / "0999_DFA_ANG_XX.wav")  # actor out of range: skipped
+    (root / "VideoDemographics.csv").write_text("ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,Caucasian,Not Hispanic\n"
+                                                "1002,21,Female,Caucasian,Not Hispanic\n")
+    (root / "processedResults").mkdir()
+    # mode 1 (voice) rows are 100001.., mode 2 (face) 200001..: only voice votes count
+    (root / "processedResults" / "tabulatedVotes.csv").write_text(
+        ",A,D,F,H,N,S,fileName,numResponses,agreement,emoVote\n"
+        "100001,1,0,0,0,8,0,1001_DFA_ANG_XX,9,0.89,N\n"
+        "100002,0,0,0,5,4,0,1001_IEO_HAP_HI,9,0.56,H\n"
+        "100003,0,0,0,0,4,4,1002_TIE_SAD_LO,8,0.5,N:S\n"
+        "200001,9,0,0,0,0,0,1001_DFA_ANG_XX,9,1.0,A\n")
+
+
+def test_crema_d_acted_and_gender(tmp_path, caplog):
+    crema_fixture(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        clips = load_crema_d(tmp_path)
+    assert [(c.path.stem, c.label, c.speaker, c.gender) for c in clips] == [
+        ("1001_DFA_ANG_XX", "angry", "crema-d:1001", "male"),
+        ("1001_IEO_HAP_HI", "happy", "crema-d:1001", "male"),
+        ("1002_TIE_SAD_LO", "sad", "crema-d:1002", "female"),
+        ("1091_MTI_NEU_XX", "neutral", "crema-d:1091", None),  # not in the demographics: unknown
+    ]
+    assert "unknown emotion code XYZ" in caplog.text and "not a CREMA-D name" in caplog.text
+    assert [map_label(c, "gender_emotion") for c in clips] == ["male_angry", "male_happy", "female_sad", None]
+
+
+def test_crema_d_perceived_votes(tmp_path):
+    crema_fixture(tmp_path)
+    clips = load_crema_d_perceived(tmp_path)
+    # the voice-only vote, not the face vote; the tied N:S clip and the unvoted ones are skipped
+    assert [(c.path.stem, c.label) for c in clips] == [("1001_DFA_ANG_XX", "neutral"), ("1001_IEO_HAP_HI", "happy")]
+
+
+# --- SAVEE (kahlan.eps.surrey.ac.uk/savee: AudioData/DC/a01.wav; flattened copies DC_a01.wav) ------
+
+def test_savee_both_layouts(tmp_path, caplog):
+    wav(tmp_path / "AudioData" / "DC" / "a01.wav")
+    wav(tmp_path / "AudioData" / "KL" / "sa15.wav")
+    wav(tmp_path / "flat" / "JE_su02.wav")
+    wav(tmp_path / "flat" / "JK_x01.wav")  # unknown code
+    wav(tmp_path / "flat" / "ZZ_a01.wav")  # unknown speaker
+    with caplog.at_level(logging.WARNING):
+        clips = load_savee(tmp_path)
+    assert sorted((c.speaker, c.label) for c in clips) == [
+        ("savee:DC", "anger"), ("savee:JE", "surprise"), ("savee:KL", "sadness")]
+    assert {c.gender for c in clips} == {"male"}
+    assert "unknown emotion code 'x'" in caplog.text
+    assert [map_label(c, "emotion6") for c in sorted(clips, key=lambda c: c.speaker)] == ["angry", None, "sad"]
+
+
+# --- Dusha (github.com/salute-developers/golos dusha/README.md, data_processing/utils/aggregation.py) -
+
+def test_dusha_raw_manifest_majority_vote(tmp_path):
+    # crowd_train/raw_crowd_train.jsonl: one row per annotation, audio_path relative to the manifest
+    root = tmp_path / "crowd_train"
+    for name in ("a", "b", "c", "d"):
+        wav(root / "wavs" / f"{name}.wav")
+    rows = [
+        {"hash_id": "a", "audio_path": "wavs/a.wav", "annotator_emo": "angry", "golden_emo": "", "source_id": "s1"},
+        {"hash_id": "a", "audio_path": "wavs/a.wav", "annotator_emo": "angry", "golden_emo": "", "source_id": "s1"},
+        {"hash_id": "a", "audio_path": "wavs/a.wav", "annotator_emo": "neutral", "golden_emo": "", "source_id": "s1"},
+        {"hash_id": "b", "audio_path": "wavs/b.wav", "annotator_emo": "positive", "golden_emo": "", "source_id": "s2"},
+        {"hash_id": "c", "audio_path": "wavs/c.wav", "annotator_emo": "sad", "golden_emo": "", "source_id": "s2"},
+        {"hash_id": "c", "audio_path": "wavs/c.wav", "annotator_emo": "other", "golden_emo": "", "source_id": "s2"},
+        {"hash_id": "d", "audio_path": "wavs/d.wav", "annotator_emo": "sad", "golden_emo": "sad", "source_id": "s3"},
+        {"hash_id": "e", "audio_path": "wavs/e.wav", "annotator_emo": "bored", "golden_emo": "", "source_id": "s3"},
+    ]
+    (root / "raw_crowd_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    clips = load_dusha(root)
+    assert [(c.path.name, c.label, c.speaker) for c in clips] == [("a.wav", "angry", "dusha:s1"),
+                                                                  ("b.wav", "positive", "dusha:s2")]
+    assert [map_label(c, "emotion4") for c in clips] == ["angry", "happy"]
+    assert scheme_labels("emotion4", clips) == EMOTION4
+
+
+def test_dusha_aggregated_tsv(tmp_path):
+    # processed_dataset_090/aggregated_dataset/crowd_train.tsv: header says wav_path, paths ../../crowd_train/...
+    wav(tmp_path / "crowd_train" / "wavs" / "x.wav")
+    wav(tmp_path / "crowd_train" / "wavs" / "y.wav")
+    agg = tmp_path / "processed_dataset_090" / "aggregated_dataset"
+    agg.mkdir(parents=True)
+    header = "hash_id\twav_path\tduration\temotion\tgolden_emo\tspeaker_text\tspeaker_emo\tsource_id\n"
+    (agg / "crowd_train.tsv").write_text(header + "x\t../../crowd_train/wavs/x.wav\t2.1\tother\t\tt\tneutral\tq\n"
+                                         "y\t../../crowd_train/wavs/y.wav\t2.1\tsad\t\tt\tsad\tq\n")
+    clips = load_dusha(agg / "crowd_train.tsv")
+    assert [(c.label, c.speaker) for c in clips] == [("other", "dusha:q"), ("sad", "dusha:q")]
+    mapped, labels, excluded = apply_scheme(clips, "emotion4")
+    assert [c.label for c in mapped] == ["sad"] and excluded == {"dusha:other": 1}
+
+
+def test_dusha_bad_manifest(tmp_path):
+    (tmp_path / "m.jsonl").write_text(json.dumps({"file": "x.wav"}) + "\n")
+    with pytest.raises(CorpusError, match="expected columns audio_path"):
+        load_dusha(tmp_path / "m.jsonl")
+    with pytest.raises(CorpusError, match="no .jsonl or .tsv manifest"):
+        (tmp_path / "empty").mkdir()
+        load_dusha(tmp_path / "empty")
+
+
+# --- generic CSV --------------------------------------------------------------------------------
+
+def test_csv_corpus(tmp_path):
+    wav(tmp_path / "audio" / "one.wav")
+    wav(tmp_path / "audio" / "two.wav")
+    (tmp_path / "list.csv").write_text("path,label,speaker\naudio/one.wav,angry,s1\naudio/two.wav,sad,s2\n"
+                                       "audio/missing.wav,sad,s2\n")
+    clips = load_corpus("csv", tmp_path / "list.csv")
+    assert [(c.label, c.speaker) for c in clips] == [("angry", "csv:list:s1"), ("sad", "csv:list:s2")]
+    (tmp_path / "bad.csv").write_text("file,emotion\n")
+    with pytest.raises(CorpusError, match="expected a header with path,label"):
+        load_csv(tmp_path / "bad.csv")
+
+
+@pytest.mark.parametrize("kind", sorted(CORPORA))
+def test_every_kind_reports_nothing_usable_in_one_line(tmp_path, kind):
+    target = tmp_path / "empty.csv" if kind == "csv" else tmp_path
+    if kind == "csv":
+        target.write_text("path,label\n")
+    with pytest.raises(CorpusError) as caught:
+        load_corpus(kind, target)
+    assert "\n" not in str(caught.value) and kind.split("-perceived")[0] in str(caught.value)
+
+
+# --- label schemes ------------------------------------------------------------------------------
+
+def clip(label, corpus="ravdess", gender=None):
+    return Clip(path=None, label=label, speaker=f"{corpus}:x", corpus=corpus, gender=gender)
+
+
+def test_schemes_map_the_shared_emotions():
+    assert map_label(clip("calm"), "emotion6") == "neutral"
+    assert map_label(clip("surprised"), "emotion6") is None
+    assert map_label(clip("fear", "tess"), "emotion6") == "fearful"
+    assert map_label(clip("happiness", "savee"), "emotion4") == "happy"
+    assert map_label(clip("disgust"), "emotion4") is None
+    assert map_label(clip("pleasant_surprise", "tess"), "valence") == "positive"
+    assert map_label(clip("calm"), "valence") == "neutral"
+    assert map_label(clip("anger", "savee"), "valence") == "negative"
+    assert map_label(clip("angry", gender="female"), "gender_emotion") == "female_angry"
+    assert map_label(clip("angry"), "gender_emotion") is None
+    assert SCHEMES["emotion6"] == EMOTION6
+    for kind in ("ravdess", "crema-d", "tess", "savee"):  # emotion6 is what these four share
+        assert {map_label(clip(x, kind), "emotion6") for x in NATIVE[kind]} - {None} == set(EMOTION6)
+
+
+def test_native_needs_one_label_set():
+    assert scheme_labels("native", [clip("sad"), clip("angry")]) == tuple(RAVDESS8)
+    assert scheme_labels("native", [clip("sad", "csv"), clip("angry", "csv")]) == ("angry", "sad")
+    with pytest.raises(LabelSchemeError, match="different native labels: choose a common scheme"):
+        scheme_labels("native", [clip("sad"), clip("fear", "tess")])
+    with pytest.raises(LabelSchemeError, match="unknown label scheme"):
+        scheme_labels("arousal", [clip("sad")])
