@@ -19,6 +19,7 @@ import os
 import shlex
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,7 @@ def fit(args) -> int:
     keras.utils.set_random_seed(args.seed)
     feats = featurize(clips, features, cache_dir=args.cache_dir, progress=progress)
 
-    folds = speaker_folds(speakers, args.n_folds)
+    folds = speaker_folds(Counter(c.speaker for c in clips), args.n_folds)
     results = []
     for k in selected:
         fold = folds[k]

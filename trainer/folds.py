@@ -1,13 +1,23 @@
-"""Speaker-independent folds: every speaker's clips are in exactly one test fold.
+"""Speaker-independent folds across corpora: every speaker's clips are in exactly one test fold.
 
-For RAVDESS's 24 actors and 6 folds, fold k (0-based) holds out actors 4k+1..4k+4, the usual
-6-fold actor-held-out protocol. Early-stopping validation speakers come from the training
-speakers of the fold, never from its test speakers.
+RAVDESS keeps its usual protocol: its actors, sorted, are cut into ``n_folds`` contiguous groups,
+so with 24 actors and 6 folds fold k (0-based) holds out actors 4k+1..4k+4. The speakers of every
+other corpus are spread over the same folds, corpus by corpus, deterministically and balanced by
+clip count: largest speaker first (ties by name), each to the fold holding the fewest clips of
+that corpus so far (ties: fewest clips overall, then lowest fold). A corpus with fewer speakers
+than folds (TESS's two) fills only some folds.
+
+Early-stopping validation speakers of fold k come from fold k+1's test group (cyclically), never
+from fold k's: per corpus, its first ``n_validation`` speakers there, provided that corpus keeps
+more than ``n_validation`` speakers outside fold k (for RAVDESS one male and one female actor).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+RAVDESS = "ravdess"
 
 
 @dataclass(frozen=True)
@@ -20,26 +30,55 @@ class Fold:
     validation: tuple[str, ...]
 
 
-def speaker_folds(speakers, n_folds: int = 6, n_validation: int = 2) -> list[Fold]:
-    """Split the sorted distinct ``speakers`` into ``n_folds`` contiguous groups of near-equal size.
+def corpus_of(speaker: str) -> str:
+    """The corpus part of a speaker id (``"ravdess:01"`` -> ``"ravdess"``)."""
+    return speaker.split(":", 1)[0]
 
-    Fold k tests on group k. Its validation speakers are the first ``n_validation`` speakers of
-    group k+1 (cyclically), which for RAVDESS is one male (odd) and one female (even) actor; they
-    are removed from the fold's training speakers. With fewer than ``n_validation + 1`` training
-    speakers the validation set is empty. Raises ``ValueError`` if there are fewer speakers than folds.
+
+def speaker_groups(clip_counts: Mapping[str, int], n_folds: int) -> list[list[str]]:
+    """The ``n_folds`` test groups of speakers (see the module docstring); each sorted."""
+    by_corpus: dict[str, list[str]] = {}
+    for speaker in sorted(clip_counts):
+        by_corpus.setdefault(corpus_of(speaker), []).append(speaker)
+    groups: list[list[str]] = [[] for _ in range(n_folds)]
+    totals = [0] * n_folds
+    ravdess = by_corpus.pop(RAVDESS, [])
+    if ravdess and len(ravdess) >= n_folds:
+        bounds = [round(i * len(ravdess) / n_folds) for i in range(n_folds + 1)]
+        for k in range(n_folds):
+            groups[k] += ravdess[bounds[k] : bounds[k + 1]]
+            totals[k] += sum(clip_counts[s] for s in ravdess[bounds[k] : bounds[k + 1]])
+    elif ravdess:
+        by_corpus[RAVDESS] = ravdess
+    for corpus in sorted(by_corpus):
+        mine = [0] * n_folds
+        for speaker in sorted(by_corpus[corpus], key=lambda s: (-clip_counts[s], s)):
+            k = min(range(n_folds), key=lambda f: (mine[f], totals[f], f))
+            groups[k].append(speaker)
+            mine[k] += clip_counts[speaker]
+            totals[k] += clip_counts[speaker]
+    return [sorted(g) for g in groups]
+
+
+def speaker_folds(speakers: Iterable[str] | Mapping[str, int], n_folds: int = 6, n_validation: int = 2) -> list[Fold]:
+    """Speaker-independent folds of ``speakers`` (names, or a mapping name -> clip count; names
+    alone count one clip each). Fold k tests on group k (see the module docstring). Raises
+    ``ValueError`` if there are fewer speakers than folds or fewer than 2 folds.
     """
-    ordered = sorted(set(speakers))
-    if n_folds < 2 or len(ordered) < n_folds:
-        raise ValueError(f"expected 2 <= folds <= {len(ordered)} speakers, got {n_folds} folds")
-    bounds = [round(i * len(ordered) / n_folds) for i in range(n_folds + 1)]
-    groups = [ordered[bounds[i] : bounds[i + 1]] for i in range(n_folds)]
+    counts = dict(speakers) if isinstance(speakers, Mapping) else dict.fromkeys(set(speakers), 1)
+    if n_folds < 2 or len(counts) < n_folds:
+        raise ValueError(f"expected 2 <= folds <= {len(counts)} speakers, got {n_folds} folds")
+    groups = speaker_groups(counts, n_folds)
+    ordered = sorted(counts)
     folds = []
     for k, group in enumerate(groups):
-        rest = [s for s in ordered if s not in group]
+        test = set(group)
         validation = []
-        if len(rest) > n_validation:
-            validation = groups[(k + 1) % n_folds][:n_validation]
-        train = [s for s in rest if s not in validation]
+        for corpus in sorted({corpus_of(s) for s in ordered}):
+            outside = [s for s in ordered if corpus_of(s) == corpus and s not in test]
+            if len(outside) > n_validation:
+                validation += [s for s in groups[(k + 1) % n_folds] if corpus_of(s) == corpus][:n_validation]
+        train = [s for s in ordered if s not in test and s not in validation]
         folds.append(Fold(k, tuple(group), tuple(train), tuple(validation)))
     return folds
 
