@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--cache-dir", type=Path, default=Path("cache/features"), help="feature cache folder")
     fit.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the run's config and results go")
     fit.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fit.add_argument("--no-baseline", action="store_true", help="skip the MLP baseline on the same folds in the report")
 
     ev = sub.add_parser(
         "evaluate",
@@ -120,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
     ev.add_argument("--no-progress", action="store_true")
+
+    rp = sub.add_parser("report", help="regenerate a run's report.md and PNGs from its results.json",
+                        description="Render runs/NAME-<UTC>/report.md and its figures from the saved results.json.")
+    rp.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     return parser
 
 
@@ -231,11 +236,40 @@ def fit(args) -> int:
     training["excluded_clips"] = excluded
     tflite_path, json_path = write_model(args.out, flatbuffer, labels, args.labels, fitted, FRAMES, training, metrics)
     model = load_model(tflite_path)  # the device's own checks: sha256, shapes, labels
+    write_run_report(args, run_dir, training, labels, features, clips, [folds[k] for k in selected], results, metrics,
+                     progress)
     size_kb = tflite_path.stat().st_size / 1024
     elapsed = time.monotonic() - started
     (run_dir / "result.json").write_text(json.dumps({"model": str(tflite_path), "manifest": str(json_path),
                                                      "size_kb": size_kb, "wall_time_s": elapsed}, indent=2) + "\n")
     print(f"wrote {tflite_path} ({size_kb:.1f} KB, {model.manifest.model_id}) and {json_path} in {elapsed / 60:.1f} min")
+    return 0
+
+
+def write_run_report(args, run_dir, training, labels, features, clips, folds, results, metrics, progress) -> None:
+    """Save ``results.json`` (with the MLP baseline on the same folds) and render ``report.md`` + PNGs."""
+    from trainer.report import example_clip, render, save_results
+
+    baseline = None
+    if results and not args.no_baseline:
+        from trainer.baseline import mlp_on_folds
+
+        baseline = mlp_on_folds(clips, labels, folds, args.seed, args.cache_dir, progress)
+        logger.info("MLP baseline on the same folds: pooled UA %.3f, mean of folds %.3f", baseline["ua"],
+                    baseline["mean_fold_ua"])
+    tested = sorted((c for c in clips if folds and c.speaker in folds[0].test), key=lambda c: str(c.path))
+    save_results(run_dir, {"name": args.out.name, **training, "labels": list(labels), "features": features.to_dict(),
+                           "metrics": metrics, "histories": {str(r.fold): r.history for r in results},
+                           "baseline_mlp": baseline, "example_clip": example_clip(tested or clips)})
+    print(f"report: {render(run_dir)}")
+
+
+def report(args) -> int:
+    from trainer.report import RESULTS, render
+
+    if not (args.run_dir / RESULTS).is_file():
+        raise UsageError(f"expected a run directory with {RESULTS}, got {args.run_dir}")
+    print(render(args.run_dir))
     return 0
 
 
@@ -314,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.labels import LabelSchemeError
 
     try:
-        return {"fit": fit, "evaluate": evaluate}[args.command](args)
+        return {"fit": fit, "evaluate": evaluate, "report": report}[args.command](args)
     except (UsageError, CorpusError, LabelSchemeError, ManifestError, ModelError, AudioError) as exc:
         print(f"ser-train: error: {exc}", file=sys.stderr)
         return 2

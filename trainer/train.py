@@ -37,6 +37,8 @@ class FoldResult:
     y_true: np.ndarray
     int8_scores: np.ndarray
     float_scores: np.ndarray
+    history: list[dict] = dataclasses.field(default_factory=list)
+    """Per-epoch records of the fold's training (``trainer.model.train``): epoch, loss, val_ua."""
 
     def row(self, labels: tuple[str, ...]) -> dict:
         int8 = summarize(self.y_true, self.int8_scores.argmax(axis=1), labels)
@@ -75,8 +77,10 @@ def fit_and_convert(
     train_params: TrainParams,
     progress: bool,
     desc: str,
+    history: list[dict] | None = None,
 ):
     """Train on ``train_clips`` (statistics from train + validation clips) and convert to int8.
+    ``history``: if given, training's per-epoch records are appended to it.
 
     Returns ``(keras_model, feature_params_with_stats, best_epoch, flatbuffer)``.
     """
@@ -86,7 +90,9 @@ def fit_and_convert(
     train_y = np.array([index[c.clip.label] for c in train_clips])
     val_x = [normalize(c.mfcc, fitted) for c in val_clips] or None
     val_y = np.array([index[c.clip.label] for c in val_clips]) if val_clips else None
-    model, best_epoch, _ = train(train_x, train_y, len(labels), frames, train_params, val_x, val_y, progress, desc)
+    model, best_epoch, records = train(train_x, train_y, len(labels), frames, train_params, val_x, val_y, progress, desc)
+    if history is not None:
+        history.extend(records)
     flatbuffer = to_int8_tflite(model, representative_windows(train_x + (val_x or []), frames, train_params.seed))
     return model, fitted, best_epoch, flatbuffer
 
@@ -104,8 +110,9 @@ def run_fold(
     """Train on the fold's training speakers, early-stop on its validation speakers, score its test speakers."""
     by = {name: [c for c in clips if c.clip.speaker in set(speakers)] for name, speakers in
           (("train", fold.train), ("val", fold.validation), ("test", fold.test))}
+    history: list[dict] = []
     model, fitted, best_epoch, flatbuffer = fit_and_convert(
-        by["train"], by["val"], labels, params, frames, train_params, progress, f"fold {fold.index}"
+        by["train"], by["val"], labels, params, frames, train_params, progress, f"fold {fold.index}", history
     )
     index = {label: k for k, label in enumerate(labels)}
     y_true = np.array([index[c.clip.label] for c in by["test"]])
@@ -114,7 +121,8 @@ def run_fold(
         int8_model = load_model(tflite_path)
         int8_scores = score_clips(by["test"], int8_model.predict, fitted, frames, decision, progress, "int8 eval")
     float_scores = score_clips(by["test"], keras_predict(model, fitted), fitted, frames, decision, progress, "float eval")
-    return FoldResult(fold.index, fold.test, fold.validation, best_epoch, y_true, int8_scores, float_scores)
+    return FoldResult(fold.index, fold.test, fold.validation, best_epoch, y_true, int8_scores, float_scores,
+                      history)
 
 
 def pooled_metrics(results: list[FoldResult], labels: tuple[str, ...]) -> dict:

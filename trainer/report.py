@@ -1,0 +1,232 @@
+"""The run report: ``runs/NAME-<UTC>/report.md`` and its PNGs, regenerated from ``results.json``.
+
+``ser-train fit`` saves everything the report needs in the run directory's ``results.json`` (fold
+table, pooled int8/float metrics, per-fold training history, the MLP baseline, one example clip)
+and renders it; ``ser-train report RUN_DIR`` renders it again. Plots use matplotlib's Agg backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+RESULTS = "results.json"
+REPORT = "report.md"
+
+#: Published speaker-independent RAVDESS figures (8 classes, UA), frozen self-supervised features
+#: with a probe: EmoBox (Ma et al., Interspeech 2024, arXiv:2406.07162), its RAVDESS folds.
+LITERATURE = (
+    ("wav2vec2-base (frozen, probe)", 0.543, "EmoBox, Ma et al. 2024, arXiv:2406.07162"),
+    ("HuBERT-base (frozen, probe)", 0.654, "EmoBox, Ma et al. 2024, arXiv:2406.07162"),
+    ("WavLM-Large (frozen, probe)", 0.720, "EmoBox, Ma et al. 2024, arXiv:2406.07162"),
+)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def example_clip(clips) -> dict | None:
+    """The first clip of the first test fold's first corpus (deterministic), as a JSON-able dict."""
+    return None if not clips else {"path": str(clips[0].path), "label": clips[0].label, "speaker": clips[0].speaker,
+                                   "corpus": clips[0].corpus}
+
+
+def save_results(run_dir: Path, results: dict) -> Path:
+    path = Path(run_dir) / RESULTS
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return path
+
+
+def plot_curves(results: dict, out: Path) -> bool:
+    histories = results.get("histories") or {}
+    if not any(histories.values()):
+        return False
+    plt = _plt()
+    fig, (ax_loss, ax_ua) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for fold, records in sorted(histories.items(), key=lambda kv: int(kv[0])):
+        epochs = [r["epoch"] for r in records]
+        ax_loss.plot(epochs, [r["loss"] for r in records], label=f"fold {fold}")
+        if any("val_ua" in r for r in records):
+            ax_ua.plot([r["epoch"] for r in records if "val_ua" in r], [r["val_ua"] for r in records if "val_ua" in r],
+                       label=f"fold {fold}")
+    ax_loss.set(title="training loss", xlabel="epoch", ylabel="cross-entropy")
+    ax_ua.set(title="validation UA (validation speakers)", xlabel="epoch", ylabel="UA", ylim=(0, 1))
+    ax_loss.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_confusion(confusion, labels, out: Path, title: str) -> None:
+    plt = _plt()
+    matrix = np.asarray(confusion, dtype=float)
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = 1.6 + 0.55 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if rows[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="row-normalised recall")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_recall(results: dict, out: Path) -> None:
+    plt = _plt()
+    labels = results["labels"]
+    series = [("int8", results["metrics"]["int8"]["recall"]), ("float", results["metrics"]["float"]["recall"])]
+    if results.get("baseline_mlp"):
+        series.append(("MLP baseline", results["baseline_mlp"]["recall"]))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.8 * len(labels), 3.6))
+    for k, (name, recall) in enumerate(series):
+        ax.bar(np.arange(len(labels)) + (k - (len(series) - 1) / 2) * width, [recall[x] for x in labels], width,
+               label=name)
+    ax.axhline(1 / len(labels), color="grey", lw=0.8, ls="--", label="chance")
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    ax.set(ylabel="recall (pooled test folds)", ylim=(0, 1), title="per-class recall")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_folds(results: dict, out: Path) -> None:
+    plt = _plt()
+    rows = results["metrics"]["int8"]["folds"]
+    folds = [r["fold"] for r in rows]
+    series = [("float", [r["float_ua"] for r in rows]), ("int8", [r["ua"] for r in rows])]
+    if results.get("baseline_mlp"):
+        by_fold = {r["fold"]: r["ua"] for r in results["baseline_mlp"]["folds"]}
+        series.append(("MLP baseline", [by_fold.get(f, np.nan) for f in folds]))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(folds), 3.4))
+    for k, (name, values) in enumerate(series):
+        ax.bar(np.arange(len(folds)) + (k - (len(series) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(range(len(folds)), [f"fold {f}" for f in folds])
+    ax.set(ylabel="UA", ylim=(0, 1), title="test UA per fold: float vs int8")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_example(results: dict, out: Path) -> bool:
+    """Waveform and log mel spectrogram (``edge.features``' filterbank and framing) of the example clip."""
+    clip = results.get("example_clip")
+    if not clip or not Path(clip["path"]).is_file():
+        return False
+    from edge.audio import load_audio
+    from edge.features import FeatureParams, analysis_window, mel_energies, preemphasize
+
+    params = FeatureParams.from_dict({k: v for k, v in results["features"].items() if k not in ("mean", "std")})
+    samples = load_audio(clip["path"], params.sample_rate_hz)
+    emphasized = preemphasize(samples, params.preemphasis)
+    n = params.n_frames(emphasized.size)
+    frames = np.lib.stride_tricks.sliding_window_view(emphasized, params.frame_length)[::params.hop_length][:n]
+    power = (np.abs(np.fft.rfft(frames * analysis_window(params.window, params.frame_length), params.n_fft)) ** 2
+             / params.n_fft).astype(np.float32)
+    mel = np.log(np.maximum(mel_energies(np.ascontiguousarray(power.T), params), 1e-10))
+    plt = _plt()
+    fig, (ax_wave, ax_mel) = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True)
+    ax_wave.plot(np.arange(samples.size) / params.sample_rate_hz, samples, lw=0.4)
+    ax_wave.set(ylabel="amplitude", title=f"{Path(clip['path']).name} ({clip['corpus']}, {clip['label']})")
+    ax_mel.imshow(mel, origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, params.frame_end_s(max(n - 1, 0)), 0, params.n_mels))
+    ax_mel.set(xlabel="time (s)", ylabel=f"mel band (of {params.n_mels})", title="log mel energies (edge.features)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _fmt(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
+
+def render(run_dir: str | Path) -> Path:
+    """Write ``report.md`` and its PNGs in ``run_dir`` from ``run_dir/results.json``; return the report's path.
+    Raises ``FileNotFoundError`` if there is no ``results.json``."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / RESULTS).read_text())
+    labels = results["labels"]
+    metrics = results.get("metrics") or {}
+    lines = [f"# {results['name']}: speaker-independent evaluation", "",
+             f"Run `{results.get('command', '')}` on {results.get('date', '')} (git {results.get('git_commit', '?')[:12]}).",
+             f"Label scheme **{results['label_scheme']}**: {', '.join(labels)}.", ""]
+    lines += ["| corpus | clips | speakers |", "|---|---:|---:|"]
+    lines += [f"| {c['name']} | {c['clips']} | {c['speakers']} |" for c in results.get("corpora", [])]
+    if results.get("excluded_clips"):
+        lines += ["", "Excluded by the label scheme: " + ", ".join(f"{n} {k}" for k, n in results["excluded_clips"].items()) + "."]
+    lines += ["", f"Protocol: {results.get('protocol', '')}. Every fold's test speakers are unseen in its training and "
+              "early-stopping data. UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy "
+              "(plain accuracy). The int8 figures score whole clips through `edge.pipeline.classify_features`, "
+              "the daemon's own code path, on the converted int8 TFLite model.", ""]
+    if not metrics:
+        lines += ["No cross-validation folds were run (`--folds none`): no evaluation figures."]
+    else:
+        i8, fl = metrics["int8"], metrics["float"]
+        mlp = results.get("baseline_mlp")
+        lines += ["## Results", "", "| model | pooled UA | pooled WA | macro-F1 | mean of folds UA |", "|---|---:|---:|---:|---:|",
+                  f"| this model, int8 | {_fmt(i8['ua'])} | {_fmt(i8['wa'])} | {_fmt(i8.get('macro_f1'))} | {_fmt(i8['mean_fold_ua'])} |",
+                  f"| this model, float | {_fmt(fl['ua'])} | {_fmt(fl['wa'])} | {_fmt(fl.get('macro_f1'))} | {_fmt(fl['mean_fold_ua'])} |"]
+        if mlp:
+            lines.append(f"| MLP baseline (tutorial features) | {_fmt(mlp['ua'])} | {_fmt(mlp['wa'])} | "
+                         f"{_fmt(mlp.get('macro_f1'))} | {_fmt(mlp['mean_fold_ua'])} |")
+        lines += ["", "### Per fold", "", "| fold | test speakers | clips | int8 UA | int8 WA | float UA | float WA | MLP UA | best epoch |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        mlp_folds = {r["fold"]: r["ua"] for r in (mlp or {}).get("folds", [])}
+        for row in i8["folds"]:
+            speakers = ", ".join(row["test_actors"])
+            lines.append(f"| {row['fold']} | {speakers} | {row['clips']} | {_fmt(row['ua'])} | {_fmt(row['wa'])} | "
+                         f"{_fmt(row['float_ua'])} | {_fmt(row['float_wa'])} | {_fmt(mlp_folds.get(row['fold']))} | "
+                         f"{row['best_epoch']} |")
+        figures = []
+        plot_confusion(i8["confusion"], labels, run_dir / "confusion_int8.png", "pooled test folds, int8")
+        figures.append(("Pooled confusion matrix (int8, counts; colour = row-normalised)", "confusion_int8.png"))
+        plot_recall(results, run_dir / "recall.png")
+        figures.append(("Per-class recall (pooled test folds)", "recall.png"))
+        plot_folds(results, run_dir / "folds.png")
+        figures.append(("Float vs int8 UA per fold", "folds.png"))
+        if plot_curves(results, run_dir / "curves.png"):
+            figures.append(("Training curves per fold (loss; UA on the fold's validation speakers)", "curves.png"))
+        for caption, name in figures:
+            lines += ["", f"### {caption}", "", f"![{caption}]({name})"]
+    if plot_example(results, run_dir / "example.png"):
+        lines += ["", "### An example clip: waveform and mel spectrogram", "", "![example clip](example.png)"]
+    lines += ["", "## Baselines", "",
+              "**MLP on clip-mean features** (the approach of the widely copied \"speech emotion recognition with "
+              "librosa\" tutorials, e.g. DataFlair's and the Kaggle notebooks after it): mean MFCC(40) + chroma(12) + "
+              "mel(128) per clip, standardised, `MLPClassifier(hidden_layer_sizes=(300,), alpha=0.01, batch_size=256, "
+              "max_iter=500)`, trained and tested on the **same speaker folds** as above (`trainer/baseline.py`). "
+              "The tutorials report it on random splits, where the test actors are also in training."
+              if results.get("baseline_mlp") else "MLP baseline: not run (`--no-baseline`).", "",
+              "**Published speaker-independent RAVDESS figures** (8 classes, UA; frozen self-supervised features "
+              "with a probe, 95-316 M parameters; EmoBox's speaker-independent folds, not ours):", "",
+              "| model | UA | source |", "|---|---:|---|"]
+    lines += [f"| {name} | {ua:.3f} | {source} |" for name, ua, source in LITERATURE]
+    lines += ["", "Accuracies reported elsewhere on *random* splits of RAVDESS (often 70-90 %) let the same actors "
+              "into training and test; they measure recognition of known voices and are **not comparable** with "
+              "the speaker-independent figures here.", ""]
+    report = run_dir / REPORT
+    report.write_text("\n".join(lines))
+    logger.info("report: %s", report)
+    return report
