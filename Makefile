@@ -18,9 +18,10 @@ BENCH_ARGS ?=
 # apt needs root: use sudo only when we are not root already.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
-# systemd provides /usr/bin/systemd-analyze on Debian 12 (tests verify the unit file with it).
+# systemd provides /usr/bin/systemd-analyze on Debian 12 (tests verify the unit file with it);
+# openssl makes the throwaway CA of the TLS tests, mosquitto's mosquitto_passwd their password file.
 APT_PACKAGES := python3 python3-venv mosquitto mosquitto-clients libportaudio2 libsndfile1 \
-	alsa-utils libasound2-plugins systemd espeak-ng sox
+	alsa-utils libasound2-plugins systemd espeak-ng sox openssl
 
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 

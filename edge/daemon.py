@@ -240,7 +240,10 @@ class Session:
         delivered = self.sink.flush(FLUSH_TIMEOUT_S)
         if self.stats_interval_s > 0:
             self.publish_stats()  # the last word; close() then waits for the PUBACK of "offline" after it
-        self.sink.close()
+        if delivered:
+            self.sink.close()
+        else:  # the flush ran out: close() must not wait for the events a second time
+            self.sink.close(timeout_s=0.0)
         rtf = self.audio_s / self.cpu_s if self.cpu_s > 0 else float("inf")
         logger.info("processed %.1f s of audio: %d utterances, %d events, %.0fx real time (audio s per CPU s)",
                     self.audio_s, self.pipeline.utterances, self.events.seq, rtf)

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -47,18 +48,41 @@ logger = logging.getLogger(__name__)
 
 
 class _DemotePahoRetryNoise(logging.Filter):
-    """paho 2.2 logs ERROR "Client is not connected" after every failed reconnect attempt; while the
-    broker is down that would be an error line every backoff period. Demote it to DEBUG: the
-    publisher logs one warning per outage itself."""
+    """Keep paho's per-attempt complaints to one line per cause, demoting the repeats to DEBUG.
+
+    paho 2.2 logs ERROR "Client is not connected" after every failed reconnect attempt; while the
+    broker is down that would be an error line every backoff period, and the publisher logs one
+    warning per outage itself: always demoted. Other warnings and errors of paho are shown once and
+    demoted when repeated before the next successful connection (:meth:`reset`), e.g. "failed to
+    receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED]" on every attempt against a broker
+    that wants a client certificate (TLS 1.3 reports that after the handshake, as a lost connection).
+    """
+
+    MAX_REMEMBERED = 100
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def reset(self) -> None:
+        """Forget the messages seen: the next occurrence of each is shown again."""
+        self._seen = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno > logging.DEBUG and str(record.msg).startswith("Client is not connected"):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logger.isEnabledFor(logging.DEBUG)
-        return True
+        if record.levelno <= logging.DEBUG or record.funcName != "_easy_log":  # not a paho warning/error
+            return True
+        text = record.getMessage()
+        if not text.startswith("Client is not connected") and text not in self._seen:
+            if len(self._seen) >= self.MAX_REMEMBERED:
+                self._seen = set()
+            self._seen.add(text)
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logger.isEnabledFor(logging.DEBUG)
 
 
-logger.addFilter(_DemotePahoRetryNoise())
+_paho_noise = _DemotePahoRetryNoise()
+logger.addFilter(_paho_noise)
 
 MAX_INFLIGHT_EVENTS = 20
 """Events handed to paho and not yet acknowledged (PUBACK) at any time; paho's own default."""
@@ -218,7 +242,51 @@ class MqttSettings:
         return self.tls or any(f is not None for f in (self.tls_ca_file, self.tls_certfile, self.tls_keyfile))
 
 
-def _make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
+class _Client(mqtt.Client):
+    """paho's client, remembering why the last connection attempt failed.
+
+    paho's network loop catches the ``OSError`` of a failed attempt (TCP refused, TLS handshake)
+    and calls ``on_connect_fail`` without it; :attr:`last_connect_error` keeps it for the log line.
+    """
+
+    last_connect_error: OSError | None = None
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        try:
+            rc = super().reconnect()
+        except OSError as exc:
+            self.last_connect_error = exc
+            raise
+        self.last_connect_error = None
+        return rc
+
+
+UNREACHABLE = "unreachable"
+"""The failure phrase of a broker that does not answer (down, wrong host or port): transient."""
+
+
+def describe_connect_error(error: OSError | None, settings: MqttSettings) -> str:
+    """One phrase for why a connection attempt failed: :data:`UNREACHABLE` for a down broker, else
+    what is wrong with TLS (certificate verification, handshake), which retrying alone will not fix.
+
+    :param error: the exception of the failed attempt (``_Client.last_connect_error``), or ``None``.
+    """
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (f"TLS verification of the broker's certificate failed: {error.verify_message} "
+                f"(CA file {settings.tls_ca_file or 'system default'})")
+    # A broker stopping mid-handshake gives EOF errors: that is a down broker, not a TLS problem.
+    if isinstance(error, ssl.SSLError) and not isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return f"TLS handshake failed: {error.reason or error}"
+    return UNREACHABLE
+
+
+def describe_refusal(reason_code: mqtt.ReasonCode, settings: MqttSettings) -> str:
+    """One phrase for a CONNACK refusal, e.g. ``broker refused the connection: Not authorized (username 'ser')``."""
+    who = f"username {settings.username!r}" if settings.username is not None else "no username"
+    return f"broker refused the connection: {reason_code} ({who})"
+
+
+def _make_client(settings: MqttSettings, client_id: str) -> _Client:
     """A paho client (MQTT 3.1.1, clean session, callback API v2) with auth/TLS from ``settings``.
 
     :raises ValueError: if a TLS file named in ``settings`` does not exist.
@@ -227,8 +295,8 @@ def _make_client(settings: MqttSettings, client_id: str) -> mqtt.Client:
         path = getattr(settings, name)
         if path is not None and not os.path.isfile(path):
             raise ValueError(f"expected an existing file for {name}, got {path!r}")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
-                         protocol=mqtt.MQTTv311)
+    client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                     protocol=mqtt.MQTTv311)
     client.enable_logger(logger)
     # An exception in one of our callbacks is logged by paho instead of killing its network thread.
     client.suppress_exceptions = True
@@ -308,6 +376,7 @@ class MqttPublisher:
         self._published = 0
         self._dropped = 0
         self._connect_failures = 0
+        self._failure: str | None = None  # why the broker is not connected, as last logged; None: connected
         self._sender: threading.Thread | None = None
         self._connected_hooks: list[Callable[[], None]] = []
         self._subscriptions: dict[str, int] = {}  # topic filter -> QoS
@@ -464,9 +533,11 @@ class MqttPublisher:
             while self._pending_locked():
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
-                    logger.warning("%d events still unacknowledged after %.1f s (broker %s)",
+                    logger.warning("%d events still unacknowledged after %.1f s (%s)",
                                    self._pending_locked(), timeout_s,
-                                   "connected" if self._connected else "unreachable")
+                                   "broker connected" if self._connected else
+                                   f"broker {UNREACHABLE}" if self._failure in (None, UNREACHABLE) else
+                                   f"not connected: {self._failure}")
                     return False
                 self._cond.wait(remaining_s)
         return True
@@ -474,7 +545,8 @@ class MqttPublisher:
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush, publish the retained ``offline``, disconnect cleanly and stop the threads.
 
-        Takes at most about ``timeout_s`` (plus :data:`MIN_OFFLINE_WAIT_S` for the ``offline``).
+        Takes at most about ``timeout_s`` (plus :data:`MIN_OFFLINE_WAIT_S` for the ``offline``);
+        ``timeout_s = 0`` does not wait for queued events (e.g. after a :meth:`flush` that timed out).
         Events still undelivered are counted in :attr:`dropped_events`. Idempotent.
         """
         with self._cond:
@@ -482,7 +554,7 @@ class MqttPublisher:
                 return
             started = self._started
         deadline = time.monotonic() + timeout_s
-        if started:
+        if started and timeout_s > 0:
             self.flush(timeout_s)
         with self._cond:
             self._closing = True
@@ -568,19 +640,42 @@ class MqttPublisher:
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
 
+    def _log_failure(self, failure: str) -> None:
+        """Log why connecting failed: once per outage and cause (a warning for an unreachable broker,
+        an error for a refusal or a TLS problem), the retries at debug level."""
+        s = self._settings
+        with self._cond:
+            self._connect_failures += 1
+            new = failure != self._failure
+            self._failure = failure
+            pending = self._pending_locked()
+            attempt = self._connect_failures
+        if not new:
+            logger.debug("MQTT broker %s:%d: %s (attempt %d)", s.host, s.port, failure, attempt)
+        elif failure == UNREACHABLE:
+            error = getattr(self._client, "last_connect_error", None)
+            cause = f" ({error.strerror or error})" if error is not None else ""
+            logger.warning("MQTT broker %s:%d unreachable%s; queueing events (%d pending) and retrying "
+                           "every %g..%g s", s.host, s.port, cause, pending, s.reconnect_min_s, s.reconnect_max_s)
+        else:
+            logger.error("connection to MQTT broker %s:%d failed: %s; queueing events (%d pending) and "
+                         "retrying every %g..%g s", s.host, s.port, failure, pending, s.reconnect_min_s,
+                         s.reconnect_max_s)
+
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
         s = self._settings
-        if reason_code.is_failure:
-            logger.error("MQTT broker %s:%d refused the connection: %s; retrying", s.host, s.port,
-                         reason_code)
+        if reason_code.is_failure:  # CONNACK refusal (bad credentials, not authorised): paho retries
+            self._log_failure(describe_refusal(reason_code, s))
             return
         # Birth message first: it goes out before paho re-sends unacknowledged events and before
         # the sender thread sees `connected`.
         client.publish(self._status_topic, STATUS_ONLINE, qos=EMOTION_QOS, retain=True)
+        _paho_noise.reset()
         with self._cond:
             self._connected = True
             self._connect_failures = 0
+            self._failure = None
             pending = self._pending_locked()
             # taken with `connected` set, so a concurrent subscribe() is made either here or there
             subscriptions = list(self._subscriptions.items())
@@ -596,17 +691,7 @@ class MqttPublisher:
                 logger.exception("on-connected hook %r failed", hook)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
-        s = self._settings
-        with self._cond:
-            self._connect_failures += 1
-            first = self._connect_failures == 1
-            pending = self._pending_locked()
-        if first:
-            logger.warning("MQTT broker %s:%d unreachable; queueing events (%d pending) and retrying "
-                           "every %g..%g s", s.host, s.port, pending, s.reconnect_min_s, s.reconnect_max_s)
-        else:
-            logger.debug("MQTT broker %s:%d still unreachable (attempt %d)", s.host, s.port,
-                         self._connect_failures)
+        self._log_failure(describe_connect_error(getattr(client, "last_connect_error", None), self._settings))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
                        reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
@@ -615,8 +700,8 @@ class MqttPublisher:
             self._connected = False
             if self._inflight or self._handing is not None:
                 self._resend_barrier = True
-            if was_connected:  # the warning below stands for this outage; failed retries log at debug
-                self._connect_failures = max(self._connect_failures, 1)
+            if was_connected:  # the warning below stands for this outage; unreachable retries log at debug
+                self._failure = UNREACHABLE
             pending = self._pending_locked()
             closing = self._closing
             self._cond.notify_all()
@@ -699,19 +784,26 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
     def on_connect(client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                    reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
         if reason_code.is_failure:
-            logger.error("MQTT broker %s:%d refused the connection: %s", settings.host, settings.port,
-                         reason_code)
+            logger.error("connection to MQTT broker %s:%d failed: %s", settings.host, settings.port,
+                         describe_refusal(reason_code, settings))
             state["refused"] = True
             done.set()
             return
         state["failures"] = 0
+        _paho_noise.reset()
         client.subscribe(filters)
         logger.info("listening on %s:%d to %s", settings.host, settings.port, ", ".join(f for f, _ in filters))
 
     def on_connect_fail(client: mqtt.Client, userdata: object) -> None:
         state["failures"] += 1
-        level = logging.WARNING if state["failures"] == 1 else logging.DEBUG
-        logger.log(level, "MQTT broker %s:%d unreachable; retrying", settings.host, settings.port)
+        failure = describe_connect_error(getattr(client, "last_connect_error", None), settings)
+        level = (logging.DEBUG if state["failures"] > 1 else
+                 logging.WARNING if failure == UNREACHABLE else logging.ERROR)
+        if failure == UNREACHABLE:
+            logger.log(level, "MQTT broker %s:%d unreachable; retrying", settings.host, settings.port)
+        else:
+            logger.log(level, "connection to MQTT broker %s:%d failed: %s; retrying", settings.host,
+                       settings.port, failure)
 
     def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         try:

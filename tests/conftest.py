@@ -10,13 +10,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # `import mqtt_helpers` also when tests/ is a package
 
-from mqtt_helpers import MosquittoBroker, Subscriber, find_mosquitto  # noqa: E402
+from mqtt_helpers import BrokerTls, MosquittoBroker, Subscriber, find_mosquitto  # noqa: E402
 
 
 @pytest.fixture
 def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
-    """Factory ``make(persistence=False, start=True, autosave=False) -> MosquittoBroker``; every broker is
-    stopped at teardown.
+    """Factory ``make(persistence=False, start=True, autosave=False, tls=None, password_file=None)
+    -> MosquittoBroker`` (see :class:`mqtt_helpers.MosquittoBroker`); every broker is stopped at teardown.
 
     Skips the test if the mosquitto binary is absent.
     """
@@ -25,10 +25,12 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]
         pytest.skip("mosquitto binary not found (apt-get install mosquitto); MQTT tests need a real broker")
     brokers: list[MosquittoBroker] = []
 
-    def make(persistence: bool = False, start: bool = True, autosave: bool = False) -> MosquittoBroker:
+    def make(persistence: bool = False, start: bool = True, autosave: bool = False,
+             tls: BrokerTls | None = None, password_file: Path | None = None) -> MosquittoBroker:
         workdir = tmp_path / f"mosquitto{len(brokers)}"
         workdir.mkdir()
-        broker = MosquittoBroker(binary, workdir, persistence=persistence, autosave=autosave)
+        broker = MosquittoBroker(binary, workdir, persistence=persistence, autosave=autosave, tls=tls,
+                                 password_file=password_file)
         brokers.append(broker)
         if start:
             broker.start()

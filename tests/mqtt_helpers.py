@@ -25,6 +25,7 @@ MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/op
 BROKER_START_TIMEOUT_S = 10.0
 BROKER_STOP_TIMEOUT_S = 5.0
 SUBSCRIBE_TIMEOUT_S = 5.0
+OPENSSL_TIMEOUT_S = 30.0
 
 
 def find_mosquitto() -> str | None:
@@ -42,27 +43,137 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """A TLS listener's PEM files; ``require_certificate`` makes it mutual TLS (clients signed by
+    ``cafile`` only)."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+
+
+def find_mosquitto_passwd() -> str | None:
+    """Path of ``mosquitto_passwd`` (Debian package mosquitto), or ``None``."""
+    return shutil.which("mosquitto_passwd")
+
+
+def write_password_file(path: Path, users: dict[str, str], tool: str | None = None) -> Path:
+    """A mosquitto password file for ``users`` (name -> password), made with ``mosquitto_passwd -b``
+    (hashed, as mosquitto reads it); returns ``path``.
+
+    :raises RuntimeError: if ``mosquitto_passwd`` is absent or fails.
+    """
+    tool = tool or find_mosquitto_passwd()
+    if tool is None:
+        raise RuntimeError("mosquitto_passwd not found (apt-get install mosquitto)")
+    for i, (user, password) in enumerate(users.items()):
+        create = ["-c"] if i == 0 else []
+        done = subprocess.run([tool, "-b", *create, str(path), user, password], capture_output=True,
+                              text=True, timeout=BROKER_STOP_TIMEOUT_S, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"mosquitto_passwd failed ({done.returncode}): {done.stderr.strip()}")
+    return path
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Throwaway PEM files for TLS tests: a CA, a server certificate for 127.0.0.1/localhost and a
+    client certificate, both signed by it, and a second CA that signed neither."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca_cert: Path
+
+
+def _openssl(*args: str | Path) -> None:
+    done = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True,
+                          timeout=OPENSSL_TIMEOUT_S, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed ({done.returncode}): {done.stderr.strip()}")
+
+
+def make_pki(directory: Path) -> Pki:
+    """Generate :class:`Pki` in ``directory`` with the ``openssl`` command (P-256 keys, valid 2 days).
+
+    The extensions are the ones strict verifiers (Python 3.13's ``VERIFY_X509_STRICT``) want: CA
+    basic constraints and key usage, subject/authority key identifiers, extended key usage, and the
+    server's subjectAltName ``IP:127.0.0.1,DNS:localhost``.
+
+    :raises RuntimeError: if ``openssl`` is absent or fails.
+    """
+    if shutil.which("openssl") is None:
+        raise RuntimeError("openssl not found (apt-get install openssl)")
+    directory.mkdir(parents=True, exist_ok=True)
+    key_args = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+
+    def make_ca(name: str) -> tuple[Path, Path]:
+        cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+        _openssl("req", "-x509", *key_args, "-keyout", key, "-out", cert, "-days", "2",
+                 "-subj", f"/CN=ser-edge test {name}",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                 "-addext", "subjectKeyIdentifier=hash")
+        return cert, key
+
+    def make_leaf(name: str, ca: tuple[Path, Path], extensions: list[str]) -> tuple[Path, Path]:
+        cert, key, csr, ext = (directory / f"{name}{suffix}" for suffix in (".crt", ".key", ".csr", ".ext"))
+        _openssl("req", *key_args, "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+        ext.write_text("\n".join([
+            "basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature",
+            "subjectKeyIdentifier=hash", "authorityKeyIdentifier=keyid", *extensions]) + "\n")
+        _openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-set_serial",
+                 f"0x{os.urandom(8).hex()}", "-days", "2", "-extfile", ext, "-out", cert)
+        return cert, key
+
+    ca = make_ca("ca")
+    server = make_leaf("localhost", ca, ["extendedKeyUsage=serverAuth",
+                                         "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+    client = make_leaf("client", ca, ["extendedKeyUsage=clientAuth"])
+    other_ca, _ = make_ca("other-ca")
+    return Pki(ca_cert=ca[0], server_cert=server[0], server_key=server[1], client_cert=client[0],
+               client_key=client[1], other_ca_cert=other_ca)
+
+
 class MosquittoBroker:
-    """A mosquitto process listening on ``127.0.0.1:port`` with anonymous access.
+    """A mosquitto process listening on ``127.0.0.1:port``, anonymous access by default.
 
     ``stop()``/``start()`` restart it on the same port (broker-restart tests). With
     ``persistence=True`` the broker saves sessions and queued QoS 1 messages to ``workdir`` on
     ``stop()`` and restores them on ``start()``; with ``autosave=True`` as well, it saves them after
     every change, so they also survive ``kill()`` (SIGKILL, no chance to save).
+
+    With ``tls`` the listener speaks TLS only (:class:`BrokerTls`); with ``password_file`` (see
+    :func:`write_password_file`) anonymous clients are refused (``allow_anonymous false``).
     """
 
     def __init__(self, binary: str, workdir: Path, port: int | None = None, persistence: bool = False,
-                 autosave: bool = False) -> None:
+                 autosave: bool = False, tls: BrokerTls | None = None,
+                 password_file: Path | None = None) -> None:
         self.binary = binary
         self.host = "127.0.0.1"
         self.port = port if port is not None else free_port()
         self.workdir = workdir
         self.persistence = persistence
+        self.tls = tls
+        self.password_file = password_file
         self.log_path = workdir / "mosquitto.log"
         self.config_path = workdir / "mosquitto.conf"
+        tls_lines = [] if tls is None else [
+            f"cafile {tls.cafile}",
+            f"certfile {tls.certfile}",
+            f"keyfile {tls.keyfile}",
+            f"require_certificate {'true' if tls.require_certificate else 'false'}",
+        ]
         lines = [
-            f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            f"listener {self.port} {self.host}",  # the settings below are global (per_listener_settings false)
+            *tls_lines,
+            f"allow_anonymous {'false' if password_file is not None else 'true'}",
+            *([f"password_file {password_file}"] if password_file is not None else []),
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {workdir}/",
             "log_dest stderr",
@@ -146,10 +257,14 @@ class Subscriber:
     The constructor returns once the broker acknowledged the subscriptions (SUBACK); after a
     reconnect it subscribes again. ``clean_session=False`` with a fixed ``client_id`` makes a
     persistent session, so the broker queues QoS 1 messages while it is disconnected.
+    ``username``/``password`` log in; ``ca_file`` (with ``certfile``/``keyfile`` for mutual TLS)
+    connects over TLS, verifying the broker against ``ca_file``.
     """
 
     def __init__(self, host: str, port: int, topics: list[str] | tuple[str, ...] | str, qos: int = 1,
-                 client_id: str = "", clean_session: bool = True) -> None:
+                 client_id: str = "", clean_session: bool = True, username: str | None = None,
+                 password: str | None = None, ca_file: Path | None = None, certfile: Path | None = None,
+                 keyfile: Path | None = None) -> None:
         self._topics = [topics] if isinstance(topics, str) else list(topics)
         self._qos = qos
         self._lock = threading.Condition()
@@ -158,6 +273,11 @@ class Subscriber:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                    clean_session=clean_session)
         self._client.enable_logger(logger)
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        if ca_file is not None:
+            self._client.tls_set(ca_certs=str(ca_file), certfile=certfile and str(certfile),
+                                 keyfile=keyfile and str(keyfile))
         self._client.reconnect_delay_set(0.1, 1.0)  # after a broker restart, be back within a second
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
