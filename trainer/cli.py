@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="epochs of the final model; default: median of the folds' best epochs")
     fit.add_argument("--seed", type=int, default=0, help="random seed (numpy, TensorFlow, Python)")
     fit.add_argument("--batch-size", type=positive_int, default=32)
-    fit.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup Beta(alpha, alpha); 0 = off")
+    fit.add_argument("--mixup", type=float, default=None, metavar="ALPHA",
+                     help="mixup Beta(alpha, alpha); 0 = off; default TrainParams.mixup_alpha (0.3)")
     fit.add_argument("--quick", action="store_true", help="tiny budget for smoke tests: 2 epochs, 1 crop per clip")
     fit.add_argument("--cache-dir", type=Path, default=Path("cache/features"), help="feature cache folder")
     fit.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the run's config and results go")
@@ -167,7 +168,8 @@ def fit(args) -> int:
     started = time.monotonic()
     progress = not args.no_progress
     max_epochs = args.epochs or (2 if args.quick else TrainParams.epochs)
-    train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed, mixup_alpha=args.mixup,
+    train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed,
+                               mixup_alpha=TrainParams.mixup_alpha if args.mixup is None else args.mixup,
                                crops_per_clip=1 if args.quick else TrainParams.crops_per_clip)
     features = FeatureParams()
     decision = DecisionParams()

@@ -32,27 +32,88 @@ class TrainParams:
     time_mask_frames: int = 25
     coefficient_masks: int = 1
     coefficient_mask_width: int = 5
-    mixup_alpha: float = 0.0
+    mixup_alpha: float = 0.3
     dropout: float = 0.3
     width: int = 64
+    instance_norm: bool = False
+    """Subtract each window's mean over time from every coefficient, inside the model (per-window CMN)."""
+    deltas: bool = True
+    """Append deltas and delta-deltas computed inside the model (fixed depthwise Conv1D, N=2)."""
+    attention_pooling: bool = True
+    """Add a learned softmax-over-time weighted average to the global average and max pooling."""
+    daemon_windows: float = 1.0
+    """Fraction of training windows ending where the daemon's windows end (VAD), the rest random crops."""
+    end_jitter_frames: int = 30
+    """Uniform jitter (+-) of the daemon-placed window ends."""
+    label_smoothing: float = 0.1
+    early_stopping: bool = True
+    """Stop after ``patience`` epochs without a better validation UA and keep the best epoch's weights;
+    False: run all ``epochs`` of the cosine schedule (validation UA is still recorded)."""
 
 
-def build_model(frames: int, coefficients: int, n_labels: int, width: int = 64, dropout: float = 0.3, seed: int = 0):
+DELTA_KERNEL = (-2.0, -1.0, 0.0, 1.0, 2.0)
+"""Regression deltas over N=2 frames: ``sum_n n (c[t+n] - c[t-n]) / (2 sum_n n^2)`` (python_speech_features
+``delta``; here zero-padded at the window edges instead of edge-replicated)."""
+
+
+def _instance_cmn_layer():
+    import keras
+    from keras import ops
+
+    class InstanceCMN(keras.layers.Layer):
+        """Per-window cepstral mean normalisation: ``x - mean_t(x)`` per coefficient, ``(batch, frames, coeffs)``."""
+
+        def call(self, x):
+            return x - ops.mean(x, axis=1, keepdims=True)
+
+    return InstanceCMN(name="instance_cmn")
+
+
+def _delta_layer(coefficients: int, name: str):
+    import keras
+
+    kernel = np.asarray(DELTA_KERNEL, dtype=np.float32) / float(2 * sum(n * n for n in (1, 2)))
+    layer = keras.layers.DepthwiseConv1D(len(DELTA_KERNEL), padding="same", use_bias=False, trainable=False, name=name)
+    layer.build((None, None, coefficients))
+    layer.set_weights([np.tile(kernel[:, None, None], (1, coefficients, 1))])
+    return layer
+
+
+def build_model(frames: int, coefficients: int, n_labels: int, width: int = 64, dropout: float = 0.3, seed: int = 0,
+                instance_norm: bool = False, deltas: bool = False, attention_pooling: bool = False):
     """Conv1D stack: 4 blocks of Conv1D + BatchNorm + ReLU + MaxPool(2), global average and max
-    pooling, dropout, Dense softmax. About 9.5M MACs and 90k parameters for ``(300, 40)``, width 64.
+    pooling, dropout, Dense softmax. About 9.5M MACs and 90k parameters for ``(300, 40)``, width 64
+    (with deltas and attention pooling about 17M MACs and 119k parameters, 146 KB as int8 TFLite).
+
+    ``instance_norm``: per-window cepstral mean normalisation first (the mean over all ``frames``,
+    zero padding included, as the daemon pads). ``deltas``: deltas and delta-deltas (``DELTA_KERNEL``)
+    concatenated to the coefficients. ``attention_pooling``: a learned softmax over time pools a
+    third summary vector.
     """
     import keras
-    from keras import layers
+    from keras import layers, ops
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((frames, coefficients), name="mfcc")
     x = inputs
+    if instance_norm:
+        x = _instance_cmn_layer()(x)
+    if deltas:
+        d1 = _delta_layer(coefficients, "delta")(x)
+        d2 = _delta_layer(coefficients, "delta_delta")(d1)
+        x = layers.Concatenate(name="with_deltas")([x, d1, d2])
     for filters, kernel in ((width, 5), (width, 5), (width * 3 // 2, 3), (width * 2, 3)):
         x = layers.Conv1D(filters, kernel, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization()(x)
         x = layers.ReLU()(x)
         x = layers.MaxPooling1D(2)(x)
-    x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    pooled = [layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)]
+    if attention_pooling:
+        steps = x.shape[1]
+        logits = layers.Reshape((steps,))(layers.Dense(1)(x))
+        weights = layers.Reshape((steps, 1))(layers.Softmax()(logits))
+        pooled.append(layers.Lambda(lambda t: ops.sum(t[0] * t[1], axis=1), name="attention_pool")([x, weights]))
+    x = layers.Concatenate()(pooled)
     x = layers.Dropout(dropout)(x)
     outputs = layers.Dense(n_labels, activation="softmax", name="scores")(x)
     return keras.Model(inputs, outputs, name="ser_conv1d")
@@ -71,12 +132,20 @@ def window_ending_at(x: np.ndarray, end: int, frames: int) -> np.ndarray:
     return out
 
 
-def random_windows(normalized: list[np.ndarray], frames: int, rng: np.random.Generator, min_end: int) -> np.ndarray:
-    """One window per clip ending at a uniformly random frame in ``[min(min_end, n), n]``."""
+def random_windows(normalized: list[np.ndarray], frames: int, rng: np.random.Generator, min_end: int,
+                   daemon_ends: list[np.ndarray] | None = None, daemon_fraction: float = 0.0,
+                   jitter: int = 0) -> np.ndarray:
+    """One window per clip ending at a uniformly random frame in ``[min(min_end, n), n]``; or, with
+    probability ``daemon_fraction``, at one of the clip's ``daemon_ends`` (where the daemon's windows
+    end, see ``trainer.train.daemon_window_ends``) moved by up to ``jitter`` frames either way."""
     out = np.empty((len(normalized), frames, normalized[0].shape[1]), dtype=np.float32)
     for i, x in enumerate(normalized):
         n = x.shape[0]
-        end = int(rng.integers(min(min_end, n), n + 1))
+        if daemon_ends is not None and daemon_fraction > 0 and rng.random() < daemon_fraction:
+            end = int(rng.choice(daemon_ends[i])) + int(rng.integers(-jitter, jitter + 1))
+            end = min(max(end, 1), n)
+        else:
+            end = int(rng.integers(min(min_end, n), n + 1))
         out[i] = window_ending_at(x, max(end, 1), frames)
     return out
 
@@ -129,18 +198,23 @@ def train(
     val_y: np.ndarray | None = None,
     progress: bool = True,
     desc: str = "train",
+    daemon_ends: list[np.ndarray] | None = None,
 ):
     """Train on normalised clips (``train_x``: list of float32 ``(n_frames, n_mfcc)``, ``train_y``: int
     label indices). With validation clips, stops after ``patience`` epochs without a better validation
-    UA and restores the best weights; without, runs ``params.epochs`` epochs.
+    UA and restores the best weights (unless ``params.early_stopping`` is False); without, runs
+    ``params.epochs`` epochs. ``daemon_ends``: per
+    training clip, the frames where the daemon's analysis windows end (for ``params.daemon_windows``).
     Returns ``(model, best_epoch, history)``; ``best_epoch`` is 1-based.
     """
     import keras
 
-    model = build_model(frames, train_x[0].shape[1], n_labels, params.width, params.dropout, params.seed)
+    model = build_model(frames, train_x[0].shape[1], n_labels, params.width, params.dropout, params.seed,
+                        params.instance_norm, params.deltas, params.attention_pooling)
     steps = math.ceil(len(train_x) * params.crops_per_clip / params.batch_size) * params.epochs
     schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=max(steps, 1), alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="categorical_crossentropy")
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     rng = np.random.default_rng(params.seed)
     weights = class_weights(train_y, n_labels)
     sample_weight_of_class = np.array([weights[k] for k in range(n_labels)], dtype=np.float32)
@@ -151,7 +225,8 @@ def train(
     for epoch in bar:
         xs, ys = [], []
         for _ in range(params.crops_per_clip):
-            xs.append(random_windows(train_x, frames, rng, min_end))
+            xs.append(random_windows(train_x, frames, rng, min_end, daemon_ends, params.daemon_windows,
+                                     params.end_jitter_frames))
             ys.append(train_y)
         x = augment(np.concatenate(xs), params, rng)
         y_index = np.concatenate(ys)
@@ -171,14 +246,14 @@ def train(
             if record["val_ua"] > best[0]:
                 best = (record["val_ua"], epoch, model.get_weights())
             bar.set_postfix(loss=f"{record['loss']:.3f}", val_ua=f"{record['val_ua']:.3f}", best=best[1])
-            if epoch - best[1] >= params.patience:
+            if params.early_stopping and epoch - best[1] >= params.patience:
                 history.append(record)
                 break
         else:
             bar.set_postfix(loss=f"{record['loss']:.3f}")
         history.append(record)
     bar.close()
-    if val_x and best[2] is not None:
+    if val_x and params.early_stopping and best[2] is not None:
         model.set_weights(best[2])
         return model, best[1], history
     return model, len(history), history

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import statistics as stats
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 from edge.features import FeatureParams, normalize
 from edge.model import load_model
 from edge.pipeline import DecisionParams
+from edge.vad import EnergyVAD
 from trainer.evaluate import keras_predict, score_clips, summarize
 from trainer.export import REPRESENTATIVE_WINDOWS, to_int8_tflite, write_model
 from trainer.featurize import ClipFeatures, statistics
@@ -61,6 +63,24 @@ def with_statistics(params: FeatureParams, clips: list[ClipFeatures]) -> Feature
     return dataclasses.replace(params, mean=mean, std=std)
 
 
+def daemon_window_ends(clip: ClipFeatures, features: FeatureParams, frames: int,
+                       decision: DecisionParams | None = None) -> np.ndarray:
+    """Frames where :class:`edge.pipeline.Pipeline` ends its analysis windows over ``clip`` (one at
+    each utterance's ``decided_at``, plus one every ``window_stride_s`` from ``start + frames`` in
+    longer speech), or the clip's last frame if the VAD finds no utterance. int64 ``(k,)``."""
+    decision = decision or DecisionParams()
+    n = clip.mfcc.shape[0]
+    vad = EnergyVAD(decision.vad, features, max_utterance_frames=round(decision.max_utterance_s / features.hop_s))
+    segments = vad.process(clip.log_energy) + vad.flush()
+    stride = max(1, round(decision.window_stride_s / features.hop_s))
+    min_frames = math.ceil(decision.min_utterance_s / features.hop_s)
+    ends: list[int] = []
+    for segment in segments:
+        if segment.end - segment.start >= min_frames:
+            ends += list(range(segment.start + frames, segment.decided_at, stride)) + [segment.decided_at]
+    return np.asarray([min(e, n) for e in ends] or [n], dtype=np.int64)
+
+
 def representative_windows(normalized: list[np.ndarray], frames: int, seed: int) -> np.ndarray:
     """Up to :data:`REPRESENTATIVE_WINDOWS` training windows, cropped as in training, for int8 calibration."""
     rng = np.random.default_rng(seed + 1)
@@ -90,7 +110,8 @@ def fit_and_convert(
     train_y = np.array([index[c.clip.label] for c in train_clips])
     val_x = [normalize(c.mfcc, fitted) for c in val_clips] or None
     val_y = np.array([index[c.clip.label] for c in val_clips]) if val_clips else None
-    model, best_epoch, records = train(train_x, train_y, len(labels), frames, train_params, val_x, val_y, progress, desc)
+    ends = [daemon_window_ends(c, params, frames) for c in train_clips] if train_params.daemon_windows > 0 else None
+    model, best_epoch, records = train(train_x, train_y, len(labels), frames, train_params, val_x, val_y, progress, desc, ends)
     if history is not None:
         history.extend(records)
     flatbuffer = to_int8_tflite(model, representative_windows(train_x + (val_x or []), frames, train_params.seed))
