@@ -16,8 +16,8 @@ The pipeline, per frame (python_speech_features 0.6, ``base.mfcc``; Davis & Merm
    rounded down to FFT bins as ``floor((n_fft + 1) * f / sample_rate_hz)``
    (``base.get_filterbanks``);
 6. natural log, with exact zeros (digital silence) replaced by float64 machine epsilon;
-7. DCT-II, orthonormal, first ``n_mfcc`` coefficients (``scipy.fft.dct(type=2, norm="ortho")``,
-   as ``base.mfcc``);
+7. DCT-II, orthonormal, first ``n_mfcc`` coefficients (the matrix of ``scipy.fft.dct(type=2,
+   norm="ortho")``, as ``base.mfcc`` uses it);
 8. sinusoidal liftering ``1 + (L / 2) * sin(pi * n / L)`` with ``L = lifter``
    (``base.lifter``; Juang, Rabiner & Wilpon 1987);
 9. with ``append_energy``, coefficient 0 is replaced by the log of the frame's total power
@@ -38,7 +38,6 @@ import math
 from dataclasses import dataclass, field, fields
 
 import numpy as np
-import scipy.fft
 
 # numpy's symmetric windows of length N + 1 without the last sample are the periodic (DFT-even)
 # windows of scipy.signal.get_window(name, N, fftbins=True); other names go to scipy.signal,
@@ -231,6 +230,23 @@ def mel_energies(power_t: np.ndarray, params: FeatureParams) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
+def lifted_dct_matrix(n_mels: int, n_mfcc: int, lifter: int) -> np.ndarray:
+    """Orthonormal DCT-II (the first ``n_mfcc`` rows) with the lifter folded in, as a matrix.
+
+    Returns read-only float32 ``(n_mels, n_mfcc)`` with ``log_mel @ matrix`` equal to
+    ``lifter(scipy.fft.dct(log_mel, type=2, norm="ortho")[:, :n_mfcc])``:
+    ``D[n, k] = s_k cos(pi k (2n + 1) / (2 N))``, ``s_0 = sqrt(1/N)``, ``s_k = sqrt(2/N)``.
+    """
+    n = np.arange(n_mels)[:, None]
+    k = np.arange(n_mfcc)[None, :]
+    matrix = np.sqrt(2.0 / n_mels) * np.cos(np.pi * k * (2 * n + 1) / (2 * n_mels))
+    matrix[:, 0] = np.sqrt(1.0 / n_mels)
+    out = (matrix * lifter_weights(n_mfcc, lifter)).astype(np.float32)
+    out.flags.writeable = False
+    return out
+
+
+@functools.lru_cache(maxsize=16)
 def lifter_weights(n_mfcc: int, lifter: int) -> np.ndarray:
     """Sinusoidal lifter ``1 + (L/2) sin(pi n / L)``, n = 0..n_mfcc-1 (ones if ``lifter`` is 0).
 
@@ -294,7 +310,8 @@ def mfcc_from_emphasized(emphasized: np.ndarray, params: FeatureParams) -> tuple
     padded = np.zeros((n_frames, params.n_fft), dtype=np.float32)
     np.multiply(frames, analysis_window(params.window, params.frame_length),
                 out=padded[:, : params.frame_length])
-    spectrum = scipy.fft.rfft(padded, axis=1)  # complex64; scipy's pocketfft, faster than numpy.fft here
+    # numpy's pocketfft, not scipy.fft: importing scipy.fft costs ~30 MB of resident memory on the device
+    spectrum = np.fft.rfft(padded, axis=1)  # complex64
     power = spectrum.real**2
     power += spectrum.imag**2
     power *= np.float32(1.0 / params.n_fft)
@@ -302,8 +319,8 @@ def mfcc_from_emphasized(emphasized: np.ndarray, params: FeatureParams) -> tuple
     mel = mel_energies(power_t, params)
     np.maximum(mel, LOG_FLOOR, out=mel, where=mel == 0)
     np.log(mel, out=mel)
-    coefficients = scipy.fft.dct(mel, type=2, norm="ortho", axis=0)[: params.n_mfcc].T
-    coefficients = coefficients * lifter_weights(params.n_mfcc, params.lifter)  # also makes it C-contiguous
+    # einsum, not ``@``: BLAS kernels depend on the batch size, einsum's loop does not (chunk invariance)
+    coefficients = np.einsum("kf,km->fm", mel, lifted_dct_matrix(params.n_mels, params.n_mfcc, params.lifter))
     # reduceat adds rows in order for any number of frames; sum(axis=0) would switch to pairwise
     # summation for a single frame and break chunk invariance in the last bit
     energy = np.add.reduceat(power_t, [0], axis=0)[0]
