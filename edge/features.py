@@ -168,6 +168,13 @@ def mel_to_hz(mel):
     return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
 
 
+def filter_edges(n_mels: int, n_fft: int, sample_rate_hz: int, low_hz: float, high_hz: float) -> np.ndarray:
+    """FFT bins of the ``n_mels + 2`` triangle edges: ``floor((n_fft + 1) * f / sample_rate_hz)`` for
+    ``f`` equally spaced on the mel scale from ``low_hz`` to ``high_hz`` (``base.get_filterbanks``)."""
+    mel_points = np.linspace(hz_to_mel(low_hz), hz_to_mel(high_hz), n_mels + 2)
+    return np.floor((n_fft + 1) * mel_to_hz(mel_points) / sample_rate_hz).astype(int)
+
+
 @functools.lru_cache(maxsize=16)
 def mel_filterbank(n_mels: int, n_fft: int, sample_rate_hz: int, low_hz: float, high_hz: float) -> np.ndarray:
     """Triangular mel filterbank, python_speech_features' ``get_filterbanks`` convention.
@@ -175,8 +182,7 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate_hz: int, low_hz: float, 
     Returns a read-only float32 array of shape ``(n_fft // 2 + 1, n_mels)`` (transposed, ready for
     ``power_spectrum @ filterbank``).
     """
-    mel_points = np.linspace(hz_to_mel(low_hz), hz_to_mel(high_hz), n_mels + 2)
-    bins = np.floor((n_fft + 1) * mel_to_hz(mel_points) / sample_rate_hz).astype(int)
+    bins = filter_edges(n_mels, n_fft, sample_rate_hz, low_hz, high_hz)
     bank = np.zeros((n_mels, n_fft // 2 + 1), dtype=np.float64)
     for j in range(n_mels):
         left, centre, right = bins[j], bins[j + 1], bins[j + 2]
@@ -199,8 +205,7 @@ def _triangle_halves(n_mels: int, n_fft: int, sample_rate_hz: int, low_hz: float
     empty runs left out. :func:`mel_energies` sums each run with ``np.add.reduceat``.
     """
     bank = mel_filterbank(n_mels, n_fft, sample_rate_hz, low_hz, high_hz).T.astype(np.float64)  # (n_mels, bins)
-    mel_points = np.linspace(hz_to_mel(low_hz), hz_to_mel(high_hz), n_mels + 2)
-    edges = np.floor((n_fft + 1) * mel_to_hz(mel_points) / sample_rate_hz).astype(int)
+    edges = filter_edges(n_mels, n_fft, sample_rate_hz, low_hz, high_hz)
     halves = []
     for offset in (0, 1):  # rising: [edges[j], edges[j+1]); falling: [edges[j+1], edges[j+2])
         lo, hi = int(edges[offset]), int(edges[n_mels + offset])

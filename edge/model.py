@@ -73,11 +73,6 @@ class EmotionModel:
     def output_dtype(self) -> np.dtype:
         return np.dtype(self._output["dtype"])
 
-    @property
-    def input_quantization(self) -> tuple[float, int]:
-        """``(scale, zero_point)`` of the input tensor, as the interpreter reports them."""
-        return float(self._in_scale), int(self._in_zero)
-
     def quantize(self, normalized: np.ndarray) -> np.ndarray:
         """float32 ``(frames, coefficients)`` -> the input tensor's dtype: ``round(x / scale) + zero_point``, saturated."""
         if self._in_info is None:
