@@ -89,17 +89,21 @@ def plot_confusion(confusion, labels, out: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _grouped_bars(ax, series: list[tuple[str, list[float]]]) -> None:
+    """One bar per (series, group), the series side by side within each group, 0.8 wide in all."""
+    width = 0.8 / len(series)
+    for k, (name, values) in enumerate(series):
+        ax.bar(np.arange(len(values)) + (k - (len(series) - 1) / 2) * width, values, width, label=name)
+
+
 def plot_recall(results: dict, out: Path) -> None:
     plt = _plt()
     labels = results["labels"]
     series = [("int8", results["metrics"]["int8"]["recall"]), ("float", results["metrics"]["float"]["recall"])]
     if results.get("baseline_mlp"):
         series.append(("MLP baseline", results["baseline_mlp"]["recall"]))
-    width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(1.5 + 0.8 * len(labels), 3.6))
-    for k, (name, recall) in enumerate(series):
-        ax.bar(np.arange(len(labels)) + (k - (len(series) - 1) / 2) * width, [recall[x] for x in labels], width,
-               label=name)
+    _grouped_bars(ax, [(name, [recall[x] for x in labels]) for name, recall in series])
     ax.axhline(1 / len(labels), color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set(ylabel="recall (pooled test folds)", ylim=(0, 1), title="per-class recall")
@@ -117,10 +121,8 @@ def plot_folds(results: dict, out: Path) -> None:
     if results.get("baseline_mlp"):
         by_fold = {r["fold"]: r["ua"] for r in results["baseline_mlp"]["folds"]}
         series.append(("MLP baseline", [by_fold.get(f, np.nan) for f in folds]))
-    width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(folds), 3.4))
-    for k, (name, values) in enumerate(series):
-        ax.bar(np.arange(len(folds)) + (k - (len(series) - 1) / 2) * width, values, width, label=name)
+    _grouped_bars(ax, series)
     ax.set_xticks(range(len(folds)), [f"fold {f}" for f in folds])
     ax.set(ylabel="UA", ylim=(0, 1), title="test UA per fold: float vs int8")
     ax.legend(fontsize=7)
