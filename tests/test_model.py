@@ -61,3 +61,105 @@ def test_daemon_window_ends_are_where_the_pipeline_ends_its_windows():
     assert sorted(ends.tolist()) == sorted(seen)
     windows = random_windows([numbered], frames, np.random.default_rng(0), frames // 2, [ends], 1.0, jitter=0)
     assert int(windows[0, -1, 0]) + 1 in set(seen)
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
+@pytest.mark.parametrize("speed", [0.9, 1.1])
+def test_speed_perturbation_scales_duration_and_spectrum(speed):
+    from scipy.signal import welch
+
+    from edge.audio import load_audio
+    from trainer.featurize import speed_perturb
+
+    rate = 16000
+    samples = load_audio(MINI / "Actor_02" / "03-01-03-02-01-01-02.flac", rate)
+    perturbed = speed_perturb(samples, speed)
+    assert perturbed.dtype == np.float32
+    assert abs(len(perturbed) - len(samples) / speed) <= 1
+
+    def median_frequency(x):
+        freqs, power = welch(x, rate, nperseg=1024)
+        cumulative = np.cumsum(power)
+        return freqs[np.searchsorted(cumulative, cumulative[-1] / 2)]
+
+    # playing faster moves every spectral component up by the speed factor
+    assert median_frequency(perturbed) == pytest.approx(speed * median_frequency(samples), rel=0.05)
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
+def test_speed_variants_are_cached_apart_from_the_original(tmp_path):
+    from trainer.featurize import featurize, with_speeds
+
+    params = FeatureParams()
+    clips = [Clip(MINI / "Actor_01" / name, "angry", "ravdess:01", "ravdess")
+             for name in ("03-01-05-02-01-01-01.flac", "03-01-05-01-02-02-01.flac")]
+    feats = with_speeds(featurize(clips, params, tmp_path, workers=1, progress=False), params, (0.9, 1.0, 1.1),
+                        tmp_path, workers=1, progress=False)
+    assert len(list(tmp_path.glob("*.npz"))) == 3 * len(clips)
+    for f in feats:
+        assert len(f.variants) == 2
+        slow, fast = f.variants
+        n = f.mfcc.shape[0]
+        assert abs(slow[0].shape[0] - n / 0.9) <= 2 and abs(fast[0].shape[0] - n / 1.1) <= 2
+        assert slow[0].shape[0] == slow[1].shape[0]
+    again = with_speeds(featurize(clips, params, tmp_path, workers=1, progress=False), params, (0.9, 1.1), tmp_path,
+                        workers=1, progress=False)
+    assert len(list(tmp_path.glob("*.npz"))) == 3 * len(clips)
+    np.testing.assert_array_equal(again[0].variants[1][0], feats[0].variants[1][0])
+
+
+def test_weight_average_follows_the_warmed_up_decay_every_step():
+    from trainer.model import WeightAverage
+
+    model = build_model(32, 4, 2, width=8)
+    average = WeightAverage(model, decay=0.9)
+    start = [np.asarray(w, dtype=np.float64) for w in model.get_weights()]
+    model.set_weights([np.full_like(w, 1.0) for w in model.get_weights()])
+    average.update()  # t = 1: decay min(0.9, 2/11)
+    decay = 2 / 11
+    for got, w0 in zip(average.average, start, strict=True):
+        np.testing.assert_allclose(got, decay * w0 + (1 - decay) * 1.0, rtol=1e-12)
+    with average.swapped():
+        np.testing.assert_allclose(model.get_weights()[0], average.average[0].astype(np.float32))
+    assert np.all(model.get_weights()[0] == 1.0)
+
+    # every training step updates the average from that step's weights
+    import keras
+
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    average = WeightAverage(model, decay=0.5)
+    expected = [w.copy() for w in average.average]
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            snapshots.append(model.get_weights())
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 32, 4)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(24) % 2]
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[Snapshot(), average.callback()])
+    assert len(snapshots) == 3 and average.updates == 3
+    for t, weights in enumerate(snapshots, start=1):
+        decay = min(0.5, (1 + t) / (10 + t))
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, weights, strict=True)]
+    for got, want in zip(average.average, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
+def test_training_with_weight_average_returns_the_averaged_model():
+    from trainer.model import TrainParams, train
+
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(40, 4)).astype(np.float32) + (k % 2) for k in range(16)]
+    y = np.arange(16) % 2
+    runs = {}
+    for decay in (0.0, 0.99):
+        params = TrainParams(epochs=2, width=8, ema_decay=decay, daemon_windows=0.0, mixup_alpha=0.0,
+                             coefficient_mask_width=2)
+        model, epochs, history = train(x, y, 2, 32, params, progress=False)
+        assert epochs == 2 and len(history) == 2
+        runs[decay] = model.get_weights()
+    # same seed, same steps: only the averaging differs, and the average lags the last step's weights
+    differs = [not np.allclose(a, b) for a, b in zip(runs[0.0], runs[0.99], strict=True)]
+    assert sum(differs) >= len(differs) // 2

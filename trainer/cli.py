@@ -102,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=positive_int, default=32)
     fit.add_argument("--mixup", type=float, default=None, metavar="ALPHA",
                      help="mixup Beta(alpha, alpha); 0 = off; default TrainParams.mixup_alpha (0.3)")
+    fit.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                     help="exponential moving average of the weights per step, 0 = off; default "
+                     "TrainParams.ema_decay")
+    fit.add_argument("--speed", default=None, metavar="F,F,...",
+                     help="speed perturbation: also train on the clips resampled to these speeds, e.g. 0.9,1.1; "
+                     "'none' = off; default TrainParams.speed_factors")
+    fit.add_argument("--validation-speakers", type=positive_int, default=2, metavar="N",
+                     help="speakers per corpus held out of each fold's training for early stopping (default 2)")
+    fit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                     help="folds trained in parallel, in processes of one TensorFlow thread each "
+                     "(default: the number of CPUs); results do not depend on it")
     fit.add_argument("--quick", action="store_true", help="tiny budget for smoke tests: 2 epochs, 1 crop per clip")
     fit.add_argument("--cache-dir", type=Path, default=Path("cache/features"), help="feature cache folder")
     fit.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the run's config and results go")
@@ -140,6 +151,20 @@ def load_clips(corpora):
     return clips
 
 
+def parse_speeds(value: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
+    if value is None:
+        return default
+    if value == "none":
+        return ()
+    try:
+        speeds = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise UsageError(f"--speed: expected speeds such as 0.9,1.1 or none, got {value!r}") from None
+    if not all(0.5 <= v <= 2.0 for v in speeds):
+        raise UsageError(f"--speed: expected speeds between 0.5 and 2, got {value!r}")
+    return speeds
+
+
 def parse_fold_selection(value: str, n_folds: int) -> list[int]:
     if value == "all":
         return list(range(n_folds))
@@ -159,18 +184,22 @@ def fit(args) -> int:
     from edge.model import load_model
     from edge.pipeline import DecisionParams
     from trainer.export import git_commit, write_model
-    from trainer.featurize import featurize
+    from trainer.featurize import featurize, with_speeds
     from trainer.folds import speaker_folds
     from trainer.labels import apply_scheme
     from trainer.model import TrainParams
-    from trainer.train import final_epochs, fit_and_convert, pooled_metrics, run_fold
+    from trainer.train import final_epochs, fit_and_convert, limit_threads, pooled_metrics, run_folds
 
     started = time.monotonic()
     progress = not args.no_progress
     max_epochs = args.epochs or (2 if args.quick else TrainParams.epochs)
+    if args.ema is not None and not 0 <= args.ema < 1:
+        raise UsageError(f"--ema: expected a decay in [0, 1), got {args.ema}")
     train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed,
                                mixup_alpha=TrainParams.mixup_alpha if args.mixup is None else args.mixup,
-                               crops_per_clip=1 if args.quick else TrainParams.crops_per_clip)
+                               crops_per_clip=1 if args.quick else TrainParams.crops_per_clip,
+                               ema_decay=TrainParams.ema_decay if args.ema is None else args.ema,
+                               speed_factors=parse_speeds(args.speed, TrainParams.speed_factors))
     features = FeatureParams()
     decision = DecisionParams()
     clips, labels, excluded = apply_scheme(load_clips(args.corpus), args.labels)
@@ -192,20 +221,21 @@ def fit(args) -> int:
 
     import keras
 
+    limit_threads(1)
     keras.utils.set_random_seed(args.seed)
     feats = featurize(clips, features, cache_dir=args.cache_dir, progress=progress)
+    feats = with_speeds(feats, features, train_params.speed_factors, cache_dir=args.cache_dir, progress=progress)
 
-    folds = speaker_folds(Counter(c.speaker for c in clips), args.n_folds)
-    results = []
-    for k in selected:
-        fold = folds[k]
-        logger.info("fold %d: test %s, validation %s, %d training speakers", k, ",".join(fold.test),
-                    ",".join(fold.validation) or "-", len(fold.train))
-        result = run_fold(fold, feats, labels, features, FRAMES, train_params, decision, progress)
+    folds = speaker_folds(Counter(c.speaker for c in clips), args.n_folds, args.validation_speakers)
+
+    def log_fold(result) -> None:
         row = result.row(labels)
-        logger.info("fold %d: int8 UA %.3f WA %.3f | float UA %.3f WA %.3f | best epoch %d", k, row["ua"], row["wa"],
-                    row["float_ua"], row["float_wa"], row["best_epoch"])
-        results.append(result)
+        logger.info("fold %d: int8 UA %.3f WA %.3f | float UA %.3f WA %.3f | best epoch %d", result.fold, row["ua"],
+                    row["wa"], row["float_ua"], row["float_wa"], row["best_epoch"])
+
+    jobs = min(args.jobs or os.cpu_count() or 1, max(len(selected), 1))
+    results = run_folds([folds[k] for k in selected], feats, labels, features, FRAMES, train_params, decision,
+                        progress, jobs, args.cache_dir, log_fold)
 
     metrics = {}
     if results:
@@ -224,7 +254,9 @@ def fit(args) -> int:
         entry["speakers"].add(c.speaker)
     training = {
         "corpora": [{"name": e["name"], "clips": e["clips"], "speakers": len(e["speakers"])} for e in counts.values()],
-        "protocol": f"{args.n_folds}-fold actor-held-out" if results else "none",
+        "protocol": (f"{args.n_folds}-fold speaker-independent (RAVDESS fold k tests actors 4k+1..4k+4; other "
+                     f"corpora's speakers spread over the folds), {args.validation_speakers} validation speakers per "
+                     "corpus for early stopping") if results else "none",
         "folds_run": selected,
         "seed": args.seed,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),

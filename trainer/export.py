@@ -37,12 +37,17 @@ def to_int8_tflite(model, representative: np.ndarray) -> bytes:
 
 
 def git_commit(cwd: Path | None = None) -> str:
-    """``git rev-parse HEAD`` of the working tree, or ``"unknown"``."""
+    """``git rev-parse HEAD`` of the working tree, with ``-dirty`` appended when tracked trainer or
+    edge files differ from it (so a model trained from uncommitted code says so), or ``"unknown"``."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd, timeout=10)
+        if out.returncode != 0 or not out.stdout.strip():
+            return "unknown"
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "edge", "trainer"],
+                                 capture_output=True, text=True, cwd=cwd, timeout=10)
     except OSError:
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    return out.stdout.strip() + ("-dirty" if changed.returncode == 0 and changed.stdout.strip() else "")
 
 
 def write_model(

@@ -49,6 +49,13 @@ class TrainParams:
     early_stopping: bool = True
     """Stop after ``patience`` epochs without a better validation UA and keep the best epoch's weights;
     False: run all ``epochs`` of the cosine schedule (validation UA is still recorded)."""
+    ema_decay: float = 0.0
+    """Exponential moving average of the weights, updated every step (0 = off). Validation, early
+    stopping and the exported model all use the averaged weights (Polyak & Juditsky 1992; the
+    warm-up ``min(decay, (1 + t) / (10 + t))`` of ``tf.train.ExponentialMovingAverage``)."""
+    speed_factors: tuple[float, ...] = ()
+    """Speed perturbation (Ko et al., Interspeech 2015): besides the original, each clip is also
+    featurised resampled to these speeds, and every epoch draws one version per clip uniformly."""
 
 
 DELTA_KERNEL = (-2.0, -1.0, 0.0, 1.0, 2.0)
@@ -168,6 +175,56 @@ def augment(batch: np.ndarray, params: TrainParams, rng: np.random.Generator) ->
     return batch
 
 
+class WeightAverage:
+    """Per-step exponential moving average of every model weight (BatchNorm statistics included,
+    as timm's ``ModelEmaV2`` does), kept in float64 numpy arrays.
+
+    ``swapped()`` is a context manager that puts the averaged weights in the model and restores
+    the trained ones on exit; ``apply()`` puts them in for good.
+    """
+
+    def __init__(self, model, decay: float):
+        self.model = model
+        self.decay = decay
+        self.updates = 0
+        self.average = [np.asarray(w, dtype=np.float64) for w in model.get_weights()]
+
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, weight in zip(self.average, self.model.get_weights(), strict=True):
+            average *= decay
+            average += (1 - decay) * np.asarray(weight, dtype=np.float64)
+
+    def callback(self):
+        import keras
+
+        average = self
+
+        class UpdateEveryStep(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                average.update()
+
+        return UpdateEveryStep()
+
+    def apply(self) -> None:
+        self.model.set_weights([a.astype(np.float32) for a in self.average])
+
+    def swapped(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def swap():
+            trained = self.model.get_weights()
+            self.apply()
+            try:
+                yield self.model
+            finally:
+                self.model.set_weights(trained)
+
+        return swap()
+
+
 def clip_scores(model, normalized: list[np.ndarray], frames: int, hop: int = 50) -> np.ndarray:
     """Mean softmax over windows ending every ``hop`` frames back from each clip's end (quick,
     for validation only; evaluation goes through ``edge.pipeline``). Returns ``(n_clips, n_labels)``."""
@@ -199,12 +256,16 @@ def train(
     progress: bool = True,
     desc: str = "train",
     daemon_ends: list[np.ndarray] | None = None,
+    variants: list[list[tuple[np.ndarray, np.ndarray | None]]] | None = None,
 ):
     """Train on normalised clips (``train_x``: list of float32 ``(n_frames, n_mfcc)``, ``train_y``: int
     label indices). With validation clips, stops after ``patience`` epochs without a better validation
     UA and restores the best weights (unless ``params.early_stopping`` is False); without, runs
     ``params.epochs`` epochs. ``daemon_ends``: per
     training clip, the frames where the daemon's analysis windows end (for ``params.daemon_windows``).
+    ``variants``: per training clip, other versions of it (speed-perturbed) as ``(normalised features,
+    daemon ends)``; each epoch draws the original or one of them uniformly per clip.
+    With ``params.ema_decay`` the model returned carries the moving-average weights.
     Returns ``(model, best_epoch, history)``; ``best_epoch`` is 1-based.
     """
     import keras
@@ -219,13 +280,18 @@ def train(
     weights = class_weights(train_y, n_labels)
     sample_weight_of_class = np.array([weights[k] for k in range(n_labels)], dtype=np.float32)
     min_end = frames // 2
+    average = WeightAverage(model, params.ema_decay) if params.ema_decay > 0 else None
+    callbacks = [average.callback()] if average else []
     best = (-1.0, 0, None)
     history = []
     bar = tqdm(range(1, params.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
         xs, ys = [], []
         for _ in range(params.crops_per_clip):
-            xs.append(random_windows(train_x, frames, rng, min_end, daemon_ends, params.daemon_windows,
+            clips_x, clips_ends = train_x, daemon_ends
+            if variants:
+                clips_x, clips_ends = _draw_versions(train_x, daemon_ends, variants, rng)
+            xs.append(random_windows(clips_x, frames, rng, min_end, clips_ends, params.daemon_windows,
                                      params.end_jitter_frames))
             ys.append(train_y)
         x = augment(np.concatenate(xs), params, rng)
@@ -238,13 +304,20 @@ def train(
             x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
             y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
             sw = lam * sw + (1 - lam) * sw[perm]
-        fit = model.fit(x, y, sample_weight=sw, batch_size=params.batch_size, epochs=1, shuffle=True, verbose=0)
+        fit = model.fit(x, y, sample_weight=sw, batch_size=params.batch_size, epochs=1, shuffle=True, verbose=0,
+                        callbacks=callbacks)
         record = {"epoch": epoch, "loss": float(fit.history["loss"][0])}
         if val_x:
-            pred = clip_scores(model, val_x, frames).argmax(axis=1)
+            if average:
+                with average.swapped():
+                    pred = clip_scores(model, val_x, frames).argmax(axis=1)
+                    weights = model.get_weights()
+            else:
+                pred = clip_scores(model, val_x, frames).argmax(axis=1)
+                weights = model.get_weights()
             record["val_ua"] = float(balanced_accuracy_score(val_y, pred))
             if record["val_ua"] > best[0]:
-                best = (record["val_ua"], epoch, model.get_weights())
+                best = (record["val_ua"], epoch, weights)
             bar.set_postfix(loss=f"{record['loss']:.3f}", val_ua=f"{record['val_ua']:.3f}", best=best[1])
             if params.early_stopping and epoch - best[1] >= params.patience:
                 history.append(record)
@@ -256,4 +329,20 @@ def train(
     if val_x and params.early_stopping and best[2] is not None:
         model.set_weights(best[2])
         return model, best[1], history
+    if average:
+        average.apply()
     return model, len(history), history
+
+
+def _draw_versions(train_x, daemon_ends, variants, rng: np.random.Generator):
+    """One version per clip: the original or one of its ``variants``, uniformly."""
+    xs, ends = [], []
+    for i, x in enumerate(train_x):
+        k = int(rng.integers(0, len(variants[i]) + 1))
+        if k == 0:
+            xs.append(x)
+            ends.append(daemon_ends[i] if daemon_ends is not None else None)
+        else:
+            xs.append(variants[i][k - 1][0])
+            ends.append(variants[i][k - 1][1])
+    return xs, (ends if daemon_ends is not None else None)

@@ -110,8 +110,15 @@ def fit_and_convert(
     train_y = np.array([index[c.clip.label] for c in train_clips])
     val_x = [normalize(c.mfcc, fitted) for c in val_clips] or None
     val_y = np.array([index[c.clip.label] for c in val_clips]) if val_clips else None
-    ends = [daemon_window_ends(c, params, frames) for c in train_clips] if train_params.daemon_windows > 0 else None
-    model, best_epoch, records = train(train_x, train_y, len(labels), frames, train_params, val_x, val_y, progress, desc, ends)
+    use_ends = train_params.daemon_windows > 0
+    ends = [daemon_window_ends(c, params, frames) for c in train_clips] if use_ends else None
+    variants = None
+    if any(c.variants for c in train_clips):
+        variants = [[(normalize(mfcc, fitted),
+                      daemon_window_ends(ClipFeatures(c.clip, mfcc, energy), params, frames) if use_ends else None)
+                     for mfcc, energy in c.variants] for c in train_clips]
+    model, best_epoch, records = train(train_x, train_y, len(labels), frames, train_params, val_x, val_y, progress, desc,
+                                       ends, variants)
     if history is not None:
         history.extend(records)
     flatbuffer = to_int8_tflite(model, representative_windows(train_x + (val_x or []), frames, train_params.seed))
@@ -144,6 +151,90 @@ def run_fold(
     float_scores = score_clips(by["test"], keras_predict(model, fitted), fitted, frames, decision, progress, "float eval")
     return FoldResult(fold.index, fold.test, fold.validation, best_epoch, y_true, int8_scores, float_scores,
                       history)
+
+
+def limit_threads(threads: int = 1) -> None:
+    """Run TensorFlow's ops on ``threads`` threads (intra- and inter-op). Call before the first op.
+
+    One thread per training process makes a fold's result depend on the seed alone, not on the
+    machine's core count (multi-threaded reductions sum in a different order), and several folds
+    in parallel processes use the cores better than one fold on several threads for a model this small.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # the runtime is already initialised in this process
+        logger.debug("TensorFlow threads already fixed at %d", tf.config.threading.get_intra_op_parallelism_threads())
+
+
+def _worker_init(log_level: int) -> None:
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s: %(message)s")
+    limit_threads(1)
+
+
+def _fold_in_worker(fold: Fold, clips, labels, params, frames, train_params, decision, cache_dir) -> FoldResult:
+    from trainer.featurize import featurize, with_speeds
+
+    feats = featurize(clips, params, cache_dir, workers=1, progress=False)
+    feats = with_speeds(feats, params, train_params.speed_factors, cache_dir, workers=1, progress=False)
+    return run_fold(fold, feats, labels, params, frames, train_params, decision, progress=False)
+
+
+def run_folds(
+    folds: list[Fold],
+    feats: list[ClipFeatures],
+    labels: tuple[str, ...],
+    params: FeatureParams,
+    frames: int,
+    train_params: TrainParams,
+    decision: DecisionParams,
+    progress: bool = True,
+    jobs: int = 1,
+    cache_dir: Path | None = None,
+    on_result=None,
+) -> list[FoldResult]:
+    """:func:`run_fold` for each of ``folds``, in this process (``jobs`` 1) or in ``jobs`` spawned
+    processes of one TensorFlow thread each, which reload ``feats`` from ``cache_dir`` (where
+    :func:`trainer.featurize.featurize` put them). ``on_result(result)`` is called as each fold ends.
+    Returns the results in the order of ``folds``.
+    """
+    if jobs <= 1 or len(folds) <= 1:
+        results = []
+        for fold in folds:
+            logger.info("fold %d: test %s, validation %s, %d training speakers", fold.index, ",".join(fold.test),
+                        ",".join(fold.validation) or "-", len(fold.train))
+            results.append(run_fold(fold, feats, labels, params, frames, train_params, decision, progress))
+            if on_result:
+                on_result(results[-1])
+        return results
+    import concurrent.futures
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    clips = [f.clip for f in feats]
+    worker_level = logging.WARNING if logging.getLogger().level > logging.DEBUG else logging.DEBUG
+    context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
+    logger.info("folds %s in %d processes of one TensorFlow thread each", ",".join(str(f.index) for f in folds), jobs)
+    by_index = {}
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
+                                                initargs=(worker_level,)) as pool:
+        futures = {pool.submit(_fold_in_worker, fold, clips, labels, params, frames, train_params, decision,
+                               cache_dir): fold.index for fold in folds}
+        bar = tqdm(total=len(folds), desc="folds", unit="fold", disable=not progress)
+        for future in concurrent.futures.as_completed(futures):
+            result = future.result()
+            by_index[result.fold] = result
+            bar.update()
+            if on_result:
+                on_result(result)
+        bar.close()
+    return [by_index[fold.index] for fold in folds]
 
 
 def pooled_metrics(results: list[FoldResult], labels: tuple[str, ...]) -> dict:
