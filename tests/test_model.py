@@ -87,25 +87,82 @@ def test_speed_perturbation_scales_duration_and_spectrum(speed):
 
 
 @pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
-def test_speed_variants_are_cached_apart_from_the_original(tmp_path):
-    from trainer.featurize import featurize, with_speeds
+def test_perturbed_versions_are_cached_apart_from_the_original(tmp_path):
+    from trainer.featurize import Perturbation, featurize, with_variants
 
     params = FeatureParams()
     clips = [Clip(MINI / "Actor_01" / name, "angry", "ravdess:01", "ravdess")
              for name in ("03-01-05-02-01-01-01.flac", "03-01-05-01-02-02-01.flac")]
-    feats = with_speeds(featurize(clips, params, tmp_path, workers=1, progress=False), params, (0.9, 1.0, 1.1),
-                        tmp_path, workers=1, progress=False)
-    assert len(list(tmp_path.glob("*.npz"))) == 3 * len(clips)
+    perturbations = [Perturbation(speed=0.9), Perturbation(speed=1.1), Perturbation(snr_db=(10.0, 10.0)),
+                     Perturbation(snr_db=(10.0, 10.0), seed=1)]
+    feats = with_variants(featurize(clips, params, tmp_path, workers=1, progress=False), params, perturbations,
+                          tmp_path, workers=1, progress=False)
+    assert len(list(tmp_path.glob("*.npz"))) == 5 * len(clips)
     for f in feats:
-        assert len(f.variants) == 2
-        slow, fast = f.variants
+        assert len(f.variants) == 4
+        (slow, _), (fast, _), (noisy, noisy_energy), (other_noise, _) = f.variants
         n = f.mfcc.shape[0]
-        assert abs(slow[0].shape[0] - n / 0.9) <= 2 and abs(fast[0].shape[0] - n / 1.1) <= 2
-        assert slow[0].shape[0] == slow[1].shape[0]
-    again = with_speeds(featurize(clips, params, tmp_path, workers=1, progress=False), params, (0.9, 1.1), tmp_path,
-                        workers=1, progress=False)
-    assert len(list(tmp_path.glob("*.npz"))) == 3 * len(clips)
-    np.testing.assert_array_equal(again[0].variants[1][0], feats[0].variants[1][0])
+        assert abs(slow.shape[0] - n / 0.9) <= 2 and abs(fast.shape[0] - n / 1.1) <= 2
+        assert noisy.shape == f.mfcc.shape and not np.allclose(noisy, other_noise)
+        # noise at 10 dB below the clip's mean power fills the pauses: the quietest frames get louder
+        assert np.percentile(noisy_energy, 10) > np.percentile(f.log_energy, 10) + 1.0
+    again = with_variants(featurize(clips, params, tmp_path, workers=1, progress=False), params, perturbations[::-1],
+                          tmp_path, workers=1, progress=False)
+    assert len(list(tmp_path.glob("*.npz"))) == 5 * len(clips)
+    np.testing.assert_array_equal(again[0].variants[3][0], feats[0].variants[0][0])
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
+def test_noise_is_added_at_the_requested_snr_and_is_pink():
+    from scipy.signal import welch
+
+    from edge.audio import load_audio
+    from trainer.featurize import Perturbation, add_noise, pink_noise
+
+    samples = load_audio(MINI / "Actor_01" / "03-01-05-02-01-01-01.flac", 16000)
+    noisy = add_noise(samples, 15.0, np.random.default_rng(0))
+    noise = noisy.astype(np.float64) - samples
+    snr = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) / np.mean(noise**2))
+    assert snr == pytest.approx(15.0, abs=0.1)
+    # 1/f: 10 dB less power per decade (3 dB per octave), fitted over 100 Hz - 7 kHz
+    freqs, power = welch(pink_noise(1 << 18, np.random.default_rng(1)), 16000, nperseg=4096)
+    band = (freqs >= 100) & (freqs <= 7000)
+    slope = np.polyfit(np.log10(freqs[band]), 10 * np.log10(power[band]), 1)[0]
+    assert slope == pytest.approx(-10.0, abs=0.5)
+    # the same perturbation of the same file is the same noise; another seed is another
+    p = Perturbation(snr_db=(10.0, 30.0), seed=3)
+    np.testing.assert_array_equal(p.apply(samples, "a.wav"), p.apply(samples, "a.wav"))
+    assert not np.array_equal(p.apply(samples, "a.wav"), Perturbation(snr_db=(10.0, 30.0), seed=4).apply(samples, "a.wav"))
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
+def test_gain_augmentation_shifts_coefficient_0_as_a_real_gain_does():
+    import math
+
+    from edge.audio import load_audio
+    from edge.features import mfcc_with_energy, normalize
+    from trainer.model import TrainParams, augment
+
+    params = FeatureParams()
+    samples = load_audio(MINI / "Actor_01" / "03-01-05-02-01-01-01.flac", 16000)
+    quiet = samples * 10 ** (-6 / 20)  # -6 dB
+    (loud_mfcc, _), (quiet_mfcc, _) = mfcc_with_energy(samples, params), mfcc_with_energy(quiet, params)
+    std = np.full(params.n_mfcc, 2.0)
+    stats = FeatureParams(mean=tuple(np.zeros(params.n_mfcc)), std=tuple(std))
+    loud_n, quiet_n = normalize(loud_mfcc, stats), normalize(quiet_mfcc, stats)
+    energy_per_db = math.log(10) / 10 / std[0]
+    audible = quiet_mfcc[:, 0] > np.log(np.finfo(np.float32).eps)  # digital silence stays at the log floor
+    assert audible.mean() > 0.5
+    np.testing.assert_allclose(quiet_n[audible, 0] - loud_n[audible, 0], -6 * energy_per_db, atol=1e-3)
+    np.testing.assert_allclose(quiet_n[audible, 1:], loud_n[audible, 1:], atol=1e-3)
+
+    no_other = TrainParams(gain_db=6.0, noise_std=0.0, time_masks=0, coefficient_masks=0)
+    batch = np.repeat(loud_n[None, :300].astype(np.float32), 64, axis=0)
+    out = augment(batch.copy(), no_other, np.random.default_rng(0), energy_per_db)
+    shift = out[:, :, 0] - batch[:, :, 0]
+    assert np.allclose(shift, shift[:, :1], atol=1e-5)  # one gain per window
+    assert np.abs(shift).max() <= 6 * energy_per_db + 1e-6 and np.abs(shift).max() > 3 * energy_per_db
+    np.testing.assert_array_equal(out[:, :, 1:], batch[:, :, 1:])
 
 
 def test_weight_average_follows_the_warmed_up_decay_every_step():

@@ -127,13 +127,15 @@ def test_fold_results_do_not_depend_on_parallel_jobs(tmp_path):
     for jobs in (1, 2):
         runs = tmp_path / f"runs{jobs}"
         status = main(["fit", "--corpus", f"ravdess={MINI}", "--out", str(tmp_path / f"m{jobs}"), "--n-folds", "2",
-                       "--quick", "--epochs", "2", "--ema", "0.9", "--speed", "0.9", "--jobs", str(jobs),
+                       "--quick", "--epochs", "2", "--ema", "0.9", "--speed", "0.9", "--noise-variants", "1",
+                       "--gain", "3", "--jobs", str(jobs),
                        "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs), "--no-progress",
                        "--no-baseline"])
         assert status == 0
         cv[jobs] = json.loads(next(runs.glob("m*/cv.json")).read_text())
         config = json.loads(next(runs.glob("m*/config.json")).read_text())
         assert config["train_params"]["ema_decay"] == 0.9 and config["train_params"]["speed_factors"] == [0.9]
+        assert config["train_params"]["noise_variants"] == 1 and config["train_params"]["gain_db"] == 3
     assert cv[1]["int8"]["confusion"] == cv[2]["int8"]["confusion"]
     assert cv[1]["float"]["confusion"] == cv[2]["float"]["confusion"]
     assert cv[1]["int8"]["folds"] == cv[2]["int8"]["folds"]
@@ -152,7 +154,8 @@ def test_installed_command_help_and_errors(tmp_path):
     bad = subprocess.run(ser_train() + ["fit", "--corpus", "timit=/x", "--out", "m"], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
-    for flags, expected in ((["--speed", "fast"], "--speed"), (["--speed", "3"], "--speed"), (["--ema", "1.5"], "--ema")):
+    for flags, expected in ((["--speed", "fast"], "--speed"), (["--speed", "3"], "--speed"), (["--ema", "1.5"], "--ema"),
+                            (["--snr", "30"], "--snr"), (["--snr", "30,10"], "--snr"), (["--gain", "-1"], "--gain")):
         wrong = subprocess.run(ser_train() + ["fit", "--corpus", f"ravdess={MINI}", "--out", str(tmp_path / "m"), *flags],
                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert wrong.returncode == 2 and wrong.stderr.strip().count("\n") == 0, wrong.stderr

@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--speed", default=None, metavar="F,F,...",
                      help="speed perturbation: also train on the clips resampled to these speeds, e.g. 0.9,1.1; "
                      "'none' = off; default TrainParams.speed_factors")
+    fit.add_argument("--noise-variants", type=int, default=None, metavar="N",
+                     help="also train on N versions of each clip with pink noise at a random SNR (see --snr); "
+                     "default TrainParams.noise_variants")
+    fit.add_argument("--snr", default=None, metavar="LOW,HIGH",
+                     help="SNR range of the noisy versions in dB; default TrainParams.noise_snr_db (10,30)")
+    fit.add_argument("--gain", type=float, default=None, metavar="DB",
+                     help="random gain of up to +-DB dB per training window; 0 = off; default TrainParams.gain_db")
     fit.add_argument("--validation-speakers", type=positive_int, default=2, metavar="N",
                      help="speakers per corpus held out of each fold's training for early stopping (default 2)")
     fit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
@@ -165,6 +172,18 @@ def parse_speeds(value: str | None, default: tuple[float, ...]) -> tuple[float, 
     return speeds
 
 
+def parse_snr(value: str | None, default: tuple[float, float]) -> tuple[float, float]:
+    if value is None:
+        return default
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise UsageError(f"--snr: expected LOW,HIGH in dB such as 10,30, got {value!r}") from None
+    if not low <= high:
+        raise UsageError(f"--snr: expected LOW <= HIGH, got {value!r}")
+    return low, high
+
+
 def parse_fold_selection(value: str, n_folds: int) -> list[int]:
     if value == "all":
         return list(range(n_folds))
@@ -184,22 +203,37 @@ def fit(args) -> int:
     from edge.model import load_model
     from edge.pipeline import DecisionParams
     from trainer.export import git_commit, write_model
-    from trainer.featurize import featurize, with_speeds
+    from trainer.featurize import featurize, with_variants
     from trainer.folds import speaker_folds
     from trainer.labels import apply_scheme
     from trainer.model import TrainParams
-    from trainer.train import final_epochs, fit_and_convert, limit_threads, pooled_metrics, run_folds
+    from trainer.train import (
+        final_epochs,
+        fit_and_convert,
+        limit_threads,
+        pooled_metrics,
+        run_folds,
+        training_perturbations,
+    )
 
     started = time.monotonic()
     progress = not args.no_progress
     max_epochs = args.epochs or (2 if args.quick else TrainParams.epochs)
     if args.ema is not None and not 0 <= args.ema < 1:
         raise UsageError(f"--ema: expected a decay in [0, 1), got {args.ema}")
+    if args.noise_variants is not None and args.noise_variants < 0:
+        raise UsageError(f"--noise-variants: expected 0 or more, got {args.noise_variants}")
+    if args.gain is not None and args.gain < 0:
+        raise UsageError(f"--gain: expected 0 or more dB, got {args.gain}")
     train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed,
                                mixup_alpha=TrainParams.mixup_alpha if args.mixup is None else args.mixup,
                                crops_per_clip=1 if args.quick else TrainParams.crops_per_clip,
                                ema_decay=TrainParams.ema_decay if args.ema is None else args.ema,
-                               speed_factors=parse_speeds(args.speed, TrainParams.speed_factors))
+                               speed_factors=parse_speeds(args.speed, TrainParams.speed_factors),
+                               noise_variants=TrainParams.noise_variants if args.noise_variants is None
+                               else args.noise_variants,
+                               noise_snr_db=parse_snr(args.snr, TrainParams.noise_snr_db),
+                               gain_db=TrainParams.gain_db if args.gain is None else args.gain)
     features = FeatureParams()
     decision = DecisionParams()
     clips, labels, excluded = apply_scheme(load_clips(args.corpus), args.labels)
@@ -224,7 +258,8 @@ def fit(args) -> int:
     limit_threads(1)
     keras.utils.set_random_seed(args.seed)
     feats = featurize(clips, features, cache_dir=args.cache_dir, progress=progress)
-    feats = with_speeds(feats, features, train_params.speed_factors, cache_dir=args.cache_dir, progress=progress)
+    feats = with_variants(feats, features, training_perturbations(train_params), cache_dir=args.cache_dir,
+                          progress=progress)
 
     folds = speaker_folds(Counter(c.speaker for c in clips), args.n_folds, args.validation_speakers)
 

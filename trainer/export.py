@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,14 @@ def to_int8_tflite(model, representative: np.ndarray) -> bytes:
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    # Keras prints the exported SavedModel's signature (hundreds of lines) on stdout: keep it for -v only
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        # int8 input statistics come from the representative dataset, which TFLite warns about needlessly
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        flatbuffer = converter.convert()
+    logger.debug("TFLite converter output:\n%s", printed.getvalue())
+    return flatbuffer
 
 
 def git_commit(cwd: Path | None = None) -> str:

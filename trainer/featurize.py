@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -53,12 +54,50 @@ def front_end_hash(params: FeatureParams) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_path(clip: Clip, params: FeatureParams, cache_dir: Path, speed: float = 1.0,
+@dataclass(frozen=True)
+class Perturbation:
+    """How a training clip's audio is altered before the front end (the identity by default).
+
+    ``speed``: played this many times faster (:func:`speed_perturb`). ``snr_db``: additive pink
+    noise at a signal-to-noise ratio drawn uniformly from this range (dB) per clip; ``seed`` picks
+    the noise realisation and the draw, from the clip's file name, so a perturbation is reproducible.
+    """
+
+    speed: float = 1.0
+    snr_db: tuple[float, float] | None = None
+    seed: int = 0
+
+    @property
+    def is_identity(self) -> bool:
+        return self.speed == 1.0 and self.snr_db is None
+
+    def key(self) -> str:
+        if self.is_identity:
+            return ""
+        key = f"|speed={self.speed!r}" if self.speed != 1.0 else ""
+        return key + (f"|snr={self.snr_db[0]!r},{self.snr_db[1]!r}|seed={self.seed}" if self.snr_db else "")
+
+    def describe(self) -> str:
+        parts = [f"speed {self.speed:g}"] if self.speed != 1.0 else []
+        if self.snr_db:
+            parts.append(f"pink noise at {self.snr_db[0]:g}-{self.snr_db[1]:g} dB SNR (seed {self.seed})")
+        return ", ".join(parts) or "original"
+
+    def apply(self, samples: np.ndarray, name: str) -> np.ndarray:
+        """``samples`` (float32, 1-D) perturbed; ``name`` (the clip's file name) seeds the noise."""
+        if self.speed != 1.0:
+            samples = speed_perturb(samples, self.speed)
+        if self.snr_db:
+            rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+            samples = add_noise(samples, float(rng.uniform(*self.snr_db)), rng)
+        return samples
+
+
+def cache_path(clip: Clip, params: FeatureParams, cache_dir: Path, perturbation: Perturbation = Perturbation(),
                front_end: str | None = None) -> Path:
     stat = clip.path.stat()
     key = f"{clip.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{front_end or front_end_hash(params)}"
-    if speed != 1.0:
-        key += f"|speed={speed!r}"
+    key += perturbation.key()
     return cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
 
 
@@ -72,20 +111,39 @@ def speed_perturb(samples: np.ndarray, speed: float) -> np.ndarray:
     return resample_poly(samples, ratio.denominator, ratio.numerator).astype(np.float32)
 
 
-def compute(path: Path, params: FeatureParams, speed: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of pink (1/f power) noise: white Gaussian noise shaped by ``1/sqrt(f)`` in the
+    frequency domain, DC removed. float64 ``(n,)``, unit variance."""
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n)
+    spectrum[0] = 0.0
+    spectrum[1:] /= np.sqrt(freqs[1:])
+    noise = np.fft.irfft(spectrum, n)
+    return noise / max(float(np.std(noise)), 1e-12)
+
+
+def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``samples`` plus pink noise at ``snr_db`` relative to the clip's mean power (the convention of
+    audiomentations' ``AddColorNoise``), clipped to [-1, 1]. float32, same shape."""
+    signal_power = float(np.mean(np.square(samples, dtype=np.float64)))
+    noise = pink_noise(len(samples), rng) * np.sqrt(signal_power / 10.0 ** (snr_db / 10.0))
+    return np.clip(samples + noise, -1.0, 1.0).astype(np.float32)
+
+
+def compute(path: Path, params: FeatureParams, perturbation: Perturbation = Perturbation()) -> tuple[np.ndarray, np.ndarray]:
     """MFCC and log energy of one audio file, loaded and resampled by ``edge.audio.load_audio``
-    (and speed-perturbed by ``speed`` unless 1)."""
+    (and perturbed first unless ``perturbation`` is the identity)."""
     from edge.audio import load_audio
 
     samples = load_audio(path, params.sample_rate_hz)
-    if speed != 1.0:
-        samples = speed_perturb(samples, speed)
+    if not perturbation.is_identity:
+        samples = perturbation.apply(samples, path.name)
     mfcc, log_energy = mfcc_with_energy(samples, params)
     return mfcc.astype(np.float32), log_energy.astype(np.float32)
 
 
-def _compute_to_cache(path: Path, params: FeatureParams, target: Path, speed: float = 1.0) -> Path:
-    mfcc, log_energy = compute(path, params, speed)
+def _compute_to_cache(path: Path, params: FeatureParams, target: Path, perturbation: Perturbation) -> Path:
+    mfcc, log_energy = compute(path, params, perturbation)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp.npz")
     np.savez(tmp, mfcc=mfcc, log_energy=log_energy)
@@ -99,17 +157,17 @@ def featurize(
     cache_dir: Path = DEFAULT_CACHE_DIR,
     workers: int = 2,
     progress: bool = True,
-    speed: float = 1.0,
+    perturbation: Perturbation = Perturbation(),
 ) -> list[ClipFeatures]:
     """Features of every clip, in order, computing (in ``workers`` processes) only the uncached ones;
-    ``speed`` != 1 gives the speed-perturbed versions (:func:`speed_perturb`).
+    a ``perturbation`` gives the clips' perturbed versions (:class:`Perturbation`).
 
     Raises ``edge.audio.AudioError`` for an unreadable clip.
     """
     front_end = front_end_hash(params)
-    targets = [cache_path(c, params, cache_dir, speed, front_end) for c in clips]
+    targets = [cache_path(c, params, cache_dir, perturbation, front_end) for c in clips]
     missing = [i for i, t in enumerate(targets) if not t.is_file()]
-    what = "features" if speed == 1.0 else f"features at speed {speed:g}"
+    what = "features" if perturbation.is_identity else f"features ({perturbation.describe()})"
     logger.info("%s: %d clips, %d cached, %d to compute", what, len(clips), len(clips) - len(missing), len(missing))
     if missing:
         bar = tqdm(total=len(missing), desc=what, unit="clip", disable=not progress)
@@ -117,13 +175,13 @@ def featurize(
             # spawn: the parent may have TensorFlow loaded, which does not survive fork
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = [pool.submit(_compute_to_cache, clips[i].path, params, targets[i], speed) for i in missing]
+                futures = [pool.submit(_compute_to_cache, clips[i].path, params, targets[i], perturbation) for i in missing]
                 for future in concurrent.futures.as_completed(futures):
                     future.result()
                     bar.update()
         else:
             for i in missing:
-                _compute_to_cache(clips[i].path, params, targets[i], speed)
+                _compute_to_cache(clips[i].path, params, targets[i], perturbation)
                 bar.update()
         bar.close()
     out = []
@@ -133,16 +191,12 @@ def featurize(
     return out
 
 
-def with_speeds(features: list[ClipFeatures], params: FeatureParams, speeds: tuple[float, ...],
-                cache_dir: Path = DEFAULT_CACHE_DIR, workers: int = 2, progress: bool = True) -> list[ClipFeatures]:
-    """``features`` with their ``variants`` filled: the clips featurised at each of ``speeds`` (1 skipped)."""
+def with_variants(features: list[ClipFeatures], params: FeatureParams, perturbations: list[Perturbation],
+                  cache_dir: Path = DEFAULT_CACHE_DIR, workers: int = 2, progress: bool = True) -> list[ClipFeatures]:
+    """``features`` with their ``variants`` filled: the clips featurised under each of ``perturbations``."""
     import dataclasses
 
-    perturbed = []
-    for speed in speeds:
-        if speed == 1.0:
-            continue
-        perturbed.append(featurize([f.clip for f in features], params, cache_dir, workers, progress, speed))
+    perturbed = [featurize([f.clip for f in features], params, cache_dir, workers, progress, p) for p in perturbations]
     return [dataclasses.replace(f, variants=tuple((p[i].mfcc, p[i].log_energy) for p in perturbed))
             for i, f in enumerate(features)]
 

@@ -56,6 +56,14 @@ class TrainParams:
     speed_factors: tuple[float, ...] = ()
     """Speed perturbation (Ko et al., Interspeech 2015): besides the original, each clip is also
     featurised resampled to these speeds, and every epoch draws one version per clip uniformly."""
+    noise_variants: int = 0
+    """Versions of each clip with additive pink noise (``trainer.featurize.Perturbation``), at the
+    original speed and then each of ``speed_factors`` in turn; drawn like the speed versions."""
+    noise_snr_db: tuple[float, float] = (10.0, 30.0)
+    """SNR range of the noisy versions, dB, drawn uniformly per clip."""
+    gain_db: float = 0.0
+    """Random gain per training window, uniform in +-``gain_db`` dB: a shift of the log-energy
+    coefficient 0, which is exactly what a gain does to it (the other MFCCs are unchanged by a gain)."""
 
 
 DELTA_KERNEL = (-2.0, -1.0, 0.0, 1.0, 2.0)
@@ -157,12 +165,18 @@ def random_windows(normalized: list[np.ndarray], frames: int, rng: np.random.Gen
     return out
 
 
-def augment(batch: np.ndarray, params: TrainParams, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian noise in normalised feature space and SpecAugment-style masks (Park et al. 2019):
+def augment(batch: np.ndarray, params: TrainParams, rng: np.random.Generator,
+            energy_per_db: float | None = None) -> np.ndarray:
+    """Gaussian noise in normalised feature space, a random gain (``params.gain_db``; needs
+    ``energy_per_db``, the change of normalised coefficient 0 per dB, ``ln(10) / 10 / std[0]`` when it
+    is the log energy) and SpecAugment-style masks (Park et al. 2019):
     ``time_masks`` runs of up to ``time_mask_frames`` frames and ``coefficient_masks`` runs of up to
-    ``coefficient_mask_width`` coefficients set to 0 (the mean). In place; returns ``batch``."""
+    ``coefficient_mask_width`` coefficients set to 0 (the mean). In place; returns ``batch``.
+    The gain is applied before the masks, so masked cells stay at the mean."""
     n, frames, coefficients = batch.shape
     batch += rng.normal(0.0, params.noise_std, batch.shape).astype(np.float32)
+    if params.gain_db > 0 and energy_per_db:
+        batch[:, :, 0] += (rng.uniform(-params.gain_db, params.gain_db, n) * energy_per_db)[:, None].astype(np.float32)
     for i in range(n):
         for _ in range(params.time_masks):
             width = int(rng.integers(0, params.time_mask_frames + 1))
@@ -257,14 +271,16 @@ def train(
     desc: str = "train",
     daemon_ends: list[np.ndarray] | None = None,
     variants: list[list[tuple[np.ndarray, np.ndarray | None]]] | None = None,
+    energy_per_db: float | None = None,
 ):
     """Train on normalised clips (``train_x``: list of float32 ``(n_frames, n_mfcc)``, ``train_y``: int
     label indices). With validation clips, stops after ``patience`` epochs without a better validation
     UA and restores the best weights (unless ``params.early_stopping`` is False); without, runs
     ``params.epochs`` epochs. ``daemon_ends``: per
     training clip, the frames where the daemon's analysis windows end (for ``params.daemon_windows``).
-    ``variants``: per training clip, other versions of it (speed-perturbed) as ``(normalised features,
+    ``variants``: per training clip, other versions of it (speed-perturbed, noisy) as ``(normalised features,
     daemon ends)``; each epoch draws the original or one of them uniformly per clip.
+    ``energy_per_db``: see :func:`augment` (for ``params.gain_db``).
     With ``params.ema_decay`` the model returned carries the moving-average weights.
     Returns ``(model, best_epoch, history)``; ``best_epoch`` is 1-based.
     """
@@ -294,7 +310,7 @@ def train(
             xs.append(random_windows(clips_x, frames, rng, min_end, clips_ends, params.daemon_windows,
                                      params.end_jitter_frames))
             ys.append(train_y)
-        x = augment(np.concatenate(xs), params, rng)
+        x = augment(np.concatenate(xs), params, rng, energy_per_db)
         y_index = np.concatenate(ys)
         y = np.eye(n_labels, dtype=np.float32)[y_index]
         sw = sample_weight_of_class[y_index]

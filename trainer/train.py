@@ -23,7 +23,7 @@ from edge.pipeline import DecisionParams
 from edge.vad import EnergyVAD
 from trainer.evaluate import keras_predict, score_clips, summarize
 from trainer.export import REPRESENTATIVE_WINDOWS, to_int8_tflite, write_model
-from trainer.featurize import ClipFeatures, statistics
+from trainer.featurize import ClipFeatures, Perturbation, statistics
 from trainer.folds import Fold
 from trainer.model import TrainParams, random_windows, train
 
@@ -117,8 +117,10 @@ def fit_and_convert(
         variants = [[(normalize(mfcc, fitted),
                       daemon_window_ends(ClipFeatures(c.clip, mfcc, energy), params, frames) if use_ends else None)
                      for mfcc, energy in c.variants] for c in train_clips]
+    # a gain g shifts the log energy (coefficient 0 with append_energy) by 2 ln g = ln(10) / 10 per dB
+    energy_per_db = math.log(10) / 10 / fitted.std[0] if params.append_energy else None
     model, best_epoch, records = train(train_x, train_y, len(labels), frames, train_params, val_x, val_y, progress, desc,
-                                       ends, variants)
+                                       ends, variants, energy_per_db)
     if history is not None:
         history.extend(records)
     flatbuffer = to_int8_tflite(model, representative_windows(train_x + (val_x or []), frames, train_params.seed))
@@ -177,11 +179,21 @@ def _worker_init(log_level: int) -> None:
     limit_threads(1)
 
 
+def training_perturbations(train_params: TrainParams) -> list[Perturbation]:
+    """The perturbed versions of every training clip that ``train_params`` asks for: one per speed
+    factor, then ``noise_variants`` noisy ones (at the original speed, then each speed factor in turn)."""
+    speeds = (1.0,) + tuple(s for s in train_params.speed_factors if s != 1.0)
+    out = [Perturbation(speed=s) for s in speeds[1:]]
+    out += [Perturbation(speed=speeds[j % len(speeds)], snr_db=tuple(train_params.noise_snr_db), seed=j)
+            for j in range(train_params.noise_variants)]
+    return out
+
+
 def _fold_in_worker(fold: Fold, clips, labels, params, frames, train_params, decision, cache_dir) -> FoldResult:
-    from trainer.featurize import featurize, with_speeds
+    from trainer.featurize import featurize, with_variants
 
     feats = featurize(clips, params, cache_dir, workers=1, progress=False)
-    feats = with_speeds(feats, params, train_params.speed_factors, cache_dir, workers=1, progress=False)
+    feats = with_variants(feats, params, training_perturbations(train_params), cache_dir, workers=1, progress=False)
     return run_fold(fold, feats, labels, params, frames, train_params, decision, progress=False)
 
 
