@@ -115,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SNR range of the noisy versions in dB; default TrainParams.noise_snr_db (10,30)")
     fit.add_argument("--gain", type=float, default=None, metavar="DB",
                      help="random gain of up to +-DB dB per training window; 0 = off; default TrainParams.gain_db")
-    fit.add_argument("--validation-speakers", type=positive_int, default=2, metavar="N",
-                     help="speakers per corpus held out of each fold's training for early stopping (default 2)")
+    fit.add_argument("--validation-speakers", type=positive_int, default=4, metavar="N",
+                     help="speakers per corpus held out of each fold's training for early stopping (default 4: "
+                     "for RAVDESS the next fold's actors)")
     fit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                      help="folds trained in parallel, in processes of one TensorFlow thread each "
                      "(default: the number of CPUs); results do not depend on it")

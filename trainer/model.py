@@ -49,11 +49,11 @@ class TrainParams:
     early_stopping: bool = True
     """Stop after ``patience`` epochs without a better validation UA and keep the best epoch's weights;
     False: run all ``epochs`` of the cosine schedule (validation UA is still recorded)."""
-    ema_decay: float = 0.0
+    ema_decay: float = 0.995
     """Exponential moving average of the weights, updated every step (0 = off). Validation, early
     stopping and the exported model all use the averaged weights (Polyak & Juditsky 1992; the
     warm-up ``min(decay, (1 + t) / (10 + t))`` of ``tf.train.ExponentialMovingAverage``)."""
-    speed_factors: tuple[float, ...] = ()
+    speed_factors: tuple[float, ...] = (0.9, 1.1)
     """Speed perturbation (Ko et al., Interspeech 2015): besides the original, each clip is also
     featurised resampled to these speeds, and every epoch draws one version per clip uniformly."""
     noise_variants: int = 0

@@ -164,6 +164,31 @@ def _fmt(value) -> str:
     return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
 
 
+def training_summary(tp: dict) -> str:
+    """One line naming the training recipe in ``tp`` (``dataclasses.asdict(TrainParams)``)."""
+    parts = [f"up to {tp['epochs']} epochs (final model: the folds' median best epoch), batch {tp['batch_size']}, "
+             f"Adam with cosine decay from {tp['learning_rate']:g}, seed {tp['seed']}"]
+    if tp.get("early_stopping", True):
+        parts.append(f"early stopping on validation-speaker UA (patience {tp['patience']})")
+    if tp.get("ema_decay"):
+        parts.append(f"weight EMA {tp['ema_decay']:g}")
+    if tp.get("speed_factors"):
+        parts.append("speed perturbation " + "/".join(f"{v:g}" for v in tp["speed_factors"]))
+    if tp.get("noise_variants"):
+        low, high = tp["noise_snr_db"]
+        parts.append(f"{tp['noise_variants']} pink-noise versions per clip at {low:g}-{high:g} dB SNR")
+    if tp.get("gain_db"):
+        parts.append(f"gain ±{tp['gain_db']:g} dB")
+    parts.append(f"SpecAugment masks ({tp['time_masks']}×≤{tp['time_mask_frames']} frames, "
+                 f"{tp['coefficient_masks']}×≤{tp['coefficient_mask_width']} coefficients)")
+    if tp.get("mixup_alpha"):
+        parts.append(f"mixup {tp['mixup_alpha']:g}")
+    if tp.get("label_smoothing"):
+        parts.append(f"label smoothing {tp['label_smoothing']:g}")
+    parts.append("class weights")
+    return "; ".join(parts)
+
+
 def render(run_dir: str | Path) -> Path:
     """Write ``report.md`` and its PNGs in ``run_dir`` from ``run_dir/results.json``; return the report's path.
     Raises ``FileNotFoundError`` if there is no ``results.json``."""
@@ -182,6 +207,8 @@ def render(run_dir: str | Path) -> Path:
               "early-stopping data. UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy "
               "(plain accuracy). The int8 figures score whole clips through `edge.pipeline.classify_features`, "
               "the daemon's own code path, on the converted int8 TFLite model.", ""]
+    if results.get("train_params"):
+        lines += [f"Training: {training_summary(results['train_params'])}.", ""]
     if not metrics:
         lines += ["No cross-validation folds were run (`--folds none`): no evaluation figures."]
     else:
