@@ -68,8 +68,11 @@ def test_folds_speaker_disjoint():
         assert not set(fold.test) & set(fold.train)
         assert not set(fold.test) & set(fold.validation)
         assert not set(fold.validation) & set(fold.train)
-        assert len(fold.validation) == 2
+        # early stopping on the next fold's four actors (two female, two male: RAVDESS alternates)
+        assert fold.validation == folds[(fold.index + 1) % 6].test
+        assert len(fold.train) == 16
         assert set(fold.test) | set(fold.train) | set(fold.validation) == set(actors)
+    assert [len(f.validation) for f in speaker_folds(actors, 6, n_validation=2)] == [2] * 6
 
 
 @needs_data
