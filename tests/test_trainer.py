@@ -101,7 +101,7 @@ def test_fit_end_to_end(tmp_path, capsys):
         assert (run_dir / png).stat().st_size > 0
         assert f"]({png})" in report
     assert "MLP baseline" in report and "arXiv:2406.07162" in report and "not comparable" in report
-    assert "Training: up to 1 epochs" in report and "class weights" in report
+    assert "Training: final model 1 epochs" in report and "class weights" in report
     (run_dir / "report.md").unlink()
     assert main(["report", str(run_dir)]) == 0
     assert (run_dir / "report.md").read_text() == report

@@ -165,11 +165,11 @@ def _fmt(value) -> str:
 
 
 def training_summary(tp: dict) -> str:
-    """One line naming the training recipe in ``tp`` (``dataclasses.asdict(TrainParams)``)."""
-    parts = [f"up to {tp['epochs']} epochs (final model: the folds' median best epoch), batch {tp['batch_size']}, "
+    """One line naming the training recipe in ``tp`` (``dataclasses.asdict(TrainParams)`` of the final model)."""
+    parts = [f"final model {tp['epochs']} epochs (the folds' median best epoch), batch {tp['batch_size']}, "
              f"Adam with cosine decay from {tp['learning_rate']:g}, seed {tp['seed']}"]
     if tp.get("early_stopping", True):
-        parts.append(f"early stopping on validation-speaker UA (patience {tp['patience']})")
+        parts.append(f"folds stop early on validation-speaker UA (patience {tp['patience']})")
     if tp.get("ema_decay"):
         parts.append(f"weight EMA {tp['ema_decay']:g}")
     if tp.get("speed_factors"):
