@@ -164,3 +164,17 @@ def test_installed_command_help_and_errors(tmp_path):
                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert wrong.returncode == 2 and wrong.stderr.strip().count("\n") == 0, wrong.stderr
         assert expected in wrong.stderr
+
+
+def test_fit_help_states_the_recipe_defaults(capsys):
+    from trainer.model import TrainParams
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    params = TrainParams()
+    assert f"(default {params.ema_decay:g})" in text
+    assert f"(default {','.join(f'{v:g}' for v in params.speed_factors)})" in text
+    assert f"(default {params.noise_variants}: off)" in text and f"(default {params.gain_db:g}: off)" in text
+    assert f"(default {','.join(f'{v:g}' for v in params.noise_snr_db)})" in text

@@ -103,24 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--mixup", type=float, default=None, metavar="ALPHA",
                      help="mixup Beta(alpha, alpha); 0 = off; default TrainParams.mixup_alpha (0.3)")
     fit.add_argument("--ema", type=float, default=None, metavar="DECAY",
-                     help="exponential moving average of the weights per step, 0 = off; default "
-                     "TrainParams.ema_decay")
+                     help="exponential moving average of the weights, updated every step; 0 = off (default 0.995)")
     fit.add_argument("--speed", default=None, metavar="F,F,...",
                      help="speed perturbation: also train on the clips resampled to these speeds, e.g. 0.9,1.1; "
-                     "'none' = off; default TrainParams.speed_factors")
+                     "'none' = off (default 0.9,1.1)")
     fit.add_argument("--noise-variants", type=int, default=None, metavar="N",
-                     help="also train on N versions of each clip with pink noise at a random SNR (see --snr); "
-                     "default TrainParams.noise_variants")
+                     help="also train on N versions of each clip with pink noise at a random SNR (see --snr) "
+                     "(default 0: off)")
     fit.add_argument("--snr", default=None, metavar="LOW,HIGH",
-                     help="SNR range of the noisy versions in dB; default TrainParams.noise_snr_db (10,30)")
+                     help="SNR range of the noisy versions in dB (default 10,30)")
     fit.add_argument("--gain", type=float, default=None, metavar="DB",
-                     help="random gain of up to +-DB dB per training window; 0 = off; default TrainParams.gain_db")
+                     help="random gain of up to +-DB dB per training window (default 0: off)")
     fit.add_argument("--validation-speakers", type=positive_int, default=4, metavar="N",
                      help="speakers per corpus held out of each fold's training for early stopping (default 4: "
                      "for RAVDESS the next fold's actors)")
     fit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                      help="folds trained in parallel, in processes of one TensorFlow thread each "
-                     "(default: the number of CPUs); results do not depend on it")
+                     "(default: the number of CPUs); the folds' results do not depend on it")
     fit.add_argument("--quick", action="store_true", help="tiny budget for smoke tests: 2 epochs, 1 crop per clip")
     fit.add_argument("--cache-dir", type=Path, default=Path("cache/features"), help="feature cache folder")
     fit.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the run's config and results go")
