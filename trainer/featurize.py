@@ -1,7 +1,7 @@
 """Batch MFCCs of corpus clips through the device's own front end (``edge.audio`` + ``edge.features``).
 
 Features are cached per clip under ``cache/features/`` as ``.npz``, keyed by the clip's absolute
-path, size and mtime, the speed factor, and a hash of the feature parameters (without mean/std)
+path, size and mtime, the perturbation (speed, noise), and a hash of the feature parameters (without mean/std)
 and of the front end's source (``edge/features.py``, ``edge/audio.py``), so a changed file or
 front end is recomputed and nothing stale is reused.
 """
@@ -32,7 +32,7 @@ DEFAULT_CACHE_DIR = Path("cache/features")
 @dataclass(frozen=True)
 class ClipFeatures:
     """``mfcc``: float32 ``(n_frames, n_mfcc)`` raw (unnormalised); ``log_energy``: float32 ``(n_frames,)``.
-    ``variants``: ``(mfcc, log_energy)`` of speed-perturbed versions of the clip (see :func:`with_speeds`)."""
+    ``variants``: ``(mfcc, log_energy)`` of perturbed versions of the clip (see :func:`with_variants`)."""
 
     clip: Clip
     mfcc: np.ndarray
@@ -72,8 +72,7 @@ class Perturbation:
         return self.speed == 1.0 and self.snr_db is None
 
     def key(self) -> str:
-        if self.is_identity:
-            return ""
+        """The perturbation's part of the cache key ("" for the identity, so originals keep their key)."""
         key = f"|speed={self.speed!r}" if self.speed != 1.0 else ""
         return key + (f"|snr={self.snr_db[0]!r},{self.snr_db[1]!r}|seed={self.seed}" if self.snr_db else "")
 
@@ -135,9 +134,7 @@ def compute(path: Path, params: FeatureParams, perturbation: Perturbation = Pert
     (and perturbed first unless ``perturbation`` is the identity)."""
     from edge.audio import load_audio
 
-    samples = load_audio(path, params.sample_rate_hz)
-    if not perturbation.is_identity:
-        samples = perturbation.apply(samples, path.name)
+    samples = perturbation.apply(load_audio(path, params.sample_rate_hz), path.name)
     mfcc, log_energy = mfcc_with_energy(samples, params)
     return mfcc.astype(np.float32), log_energy.astype(np.float32)
 

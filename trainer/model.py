@@ -6,6 +6,7 @@ pads frames before the stream start). Output: softmax over the labels.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass
@@ -224,19 +225,14 @@ class WeightAverage:
     def apply(self) -> None:
         self.model.set_weights([a.astype(np.float32) for a in self.average])
 
+    @contextlib.contextmanager
     def swapped(self):
-        import contextlib
-
-        @contextlib.contextmanager
-        def swap():
-            trained = self.model.get_weights()
-            self.apply()
-            try:
-                yield self.model
-            finally:
-                self.model.set_weights(trained)
-
-        return swap()
+        trained = self.model.get_weights()
+        self.apply()
+        try:
+            yield self.model
+        finally:
+            self.model.set_weights(trained)
 
 
 def clip_scores(model, normalized: list[np.ndarray], frames: int, hop: int = 50) -> np.ndarray:
@@ -324,11 +320,7 @@ def train(
                         callbacks=callbacks)
         record = {"epoch": epoch, "loss": float(fit.history["loss"][0])}
         if val_x:
-            if average:
-                with average.swapped():
-                    pred = clip_scores(model, val_x, frames).argmax(axis=1)
-                    weights = model.get_weights()
-            else:
+            with average.swapped() if average else contextlib.nullcontext():
                 pred = clip_scores(model, val_x, frames).argmax(axis=1)
                 weights = model.get_weights()
             record["val_ua"] = float(balanced_accuracy_score(val_y, pred))
