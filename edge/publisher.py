@@ -56,6 +56,11 @@ class _DemotePahoRetryNoise(logging.Filter):
     demoted when repeated before the next successful connection (:meth:`reset`), e.g. "failed to
     receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED]" on every attempt against a broker
     that wants a client certificate (TLS 1.3 reports that after the handshake, as a lost connection).
+
+    A repeat is recognised by the text before the first colon ("failed to receive on socket"), not
+    the whole message: the same refusal may surface as the TLS alert on one attempt and as "EOF
+    occurred in violation of protocol" on the next, depending on whether the broker's close or its
+    alert is read first.
     """
 
     MAX_REMEMBERED = 100
@@ -71,11 +76,11 @@ class _DemotePahoRetryNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno <= logging.DEBUG or record.funcName != "_easy_log":  # not a paho warning/error
             return True
-        text = record.getMessage()
-        if not text.startswith("Client is not connected") and text not in self._seen:
+        kind = record.getMessage().split(":", 1)[0]
+        if not kind.startswith("Client is not connected") and kind not in self._seen:
             if len(self._seen) >= self.MAX_REMEMBERED:
                 self._seen = set()
-            self._seen.add(text)
+            self._seen.add(kind)
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logger.isEnabledFor(logging.DEBUG)

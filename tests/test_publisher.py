@@ -183,6 +183,31 @@ def test_settings_and_publish_reject_bad_values() -> None:
         publisher.publish(make_event(4))
 
 
+def test_paho_retry_noise_is_one_line_per_kind_of_failure_until_the_next_connection() -> None:
+    """The same refusal surfaces as a TLS alert on one attempt and as an EOF on the next (which one
+    depends on the read order); only the first is shown, and each kind shows again after a reset."""
+    from edge.publisher import _DemotePahoRetryNoise
+
+    def paho_record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("edge.publisher", logging.ERROR, "client.py", 1, message, None, None,
+                                 func="_easy_log")
+
+    noise = _DemotePahoRetryNoise()
+    alert = paho_record("failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ...")
+    eof = paho_record("failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427)")
+    refused = paho_record("failed to connect: Connection refused")
+    not_connected = paho_record("Client is not connected. Socket: None). Retrying")
+    shown = [noise.filter(r) and r.levelno == logging.ERROR for r in (alert, eof, refused, not_connected)]
+    assert shown == [True, False, True, False]
+    assert (eof.levelname, not_connected.levelname) == ("DEBUG", "DEBUG")
+    noise.reset()
+    again = paho_record("failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427)")
+    assert noise.filter(again) and again.levelno == logging.ERROR
+    own = logging.LogRecord("edge.publisher", logging.WARNING, "publisher.py", 1, "broker down", None, None,
+                            func="_on_disconnect")
+    assert noise.filter(own) and noise.filter(own)  # the publisher's own lines are never demoted
+
+
 # ------------------------------------------------------------------------------------- real broker
 
 
