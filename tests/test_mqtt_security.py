@@ -180,8 +180,11 @@ def test_mutual_tls_client_certificate(mosquitto_factory, mqtt_subscriber, pki, 
     result = _ser_edge("listen", "--config", str(no_cert), "--count", "1", "--timeout", "2")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
+    # TLS 1.3 reports the refusal after the handshake: as the broker's "certificate required" alert,
+    # or as an EOF when its close overtakes the alert (a race; CI has seen both on one run).
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and "certificate required" in errors[0], result.stderr
+    assert len(errors) == 1 and "failed to receive on socket" in errors[0], result.stderr
+    assert "certificate required" in errors[0] or "EOF occurred" in errors[0], result.stderr
 
 
 @pytest.fixture(scope="module")
