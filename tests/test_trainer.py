@@ -125,7 +125,7 @@ def test_fit_end_to_end(tmp_path, capsys):
     assert 0 <= report["ua"] <= 1 and len(report["confusion"]) == 8
 
 
-def test_fold_results_do_not_depend_on_parallel_jobs(tmp_path):
+def test_fold_results_and_final_model_do_not_depend_on_parallel_jobs(tmp_path):
     """Each fold trains on one TensorFlow thread from its seed, in this process or in a worker."""
     cv = {}
     for jobs in (1, 2):
@@ -143,6 +143,8 @@ def test_fold_results_do_not_depend_on_parallel_jobs(tmp_path):
     assert cv[1]["int8"]["confusion"] == cv[2]["int8"]["confusion"]
     assert cv[1]["float"]["confusion"] == cv[2]["float"]["confusion"]
     assert cv[1]["int8"]["folds"] == cv[2]["int8"]["folds"]
+    # the final model trains in the parent after the folds (in it with jobs 1, in workers with 2)
+    assert (tmp_path / "m1.tflite").read_bytes() == (tmp_path / "m2.tflite").read_bytes()
 
 
 def test_installed_command_help_and_errors(tmp_path):

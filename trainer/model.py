@@ -105,10 +105,16 @@ def build_model(frames: int, coefficients: int, n_labels: int, width: int = 64, 
     zero padding included, as the daemon pads). ``deltas``: deltas and delta-deltas (``DELTA_KERNEL``)
     concatenated to the coefficients. ``attention_pooling``: a learned softmax over time pools a
     third summary vector.
+
+    Clears Keras' global state first (``keras.backend.clear_session``), so the automatic layer names,
+    which end up as tensor names in the TFLite file, do not depend on how many models this process
+    built before: the same seed and data give the same ``.tflite`` bytes in a fit's parent process
+    or in a fold worker.
     """
     import keras
     from keras import layers, ops
 
+    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((frames, coefficients), name="mfcc")
     x = inputs
