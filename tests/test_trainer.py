@@ -147,6 +147,20 @@ def test_fold_results_and_final_model_do_not_depend_on_parallel_jobs(tmp_path):
     assert (tmp_path / "m1.tflite").read_bytes() == (tmp_path / "m2.tflite").read_bytes()
 
 
+def test_fit_without_early_stopping_runs_every_epoch(tmp_path):
+    runs = tmp_path / "runs"
+    status = main(["fit", "--corpus", f"ravdess={MINI}", "--out", str(tmp_path / "m"), "--n-folds", "2", "--quick",
+                   "--epochs", "3", "--no-early-stopping", "--jobs", "1", "--cache-dir", str(tmp_path / "cache"),
+                   "--runs-dir", str(runs), "--no-progress", "--no-baseline"])
+    assert status == 0
+    config = json.loads(next(runs.glob("m-*/config.json")).read_text())
+    assert config["train_params"]["early_stopping"] is False
+    folds = json.loads(next(runs.glob("m-*/cv.json")).read_text())["int8"]["folds"]
+    assert [f["best_epoch"] for f in folds] == [3, 3]  # the last epoch's weights, whatever validation said
+    training = json.loads((tmp_path / "m.json").read_text())["training"]
+    assert training["epochs"] == 3 and "no early stopping: 3 epochs" in training["protocol"]
+
+
 def test_installed_command_help_and_errors(tmp_path):
     help_run = subprocess.run(ser_train() + ["--help"], capture_output=True, text=True, timeout=120)
     assert help_run.returncode == 0

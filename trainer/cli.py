@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--validation-speakers", type=positive_int, default=4, metavar="N",
                      help="speakers per corpus held out of each fold's training for early stopping (default 4: "
                      "for RAVDESS the next fold's actors)")
+    fit.add_argument("--no-early-stopping", action="store_true",
+                     help="run every fold for all --epochs of the cosine schedule, keeping the last weights "
+                     "(validation UA is still recorded); the final model then trains --epochs too. "
+                     "With --epochs 25 as good as early stopping on RAVDESS and faster (see README)")
     fit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                      help="folds trained in parallel, in processes of one TensorFlow thread each "
                      "(default: the number of CPUs); the folds' results do not depend on it")
@@ -233,7 +237,8 @@ def fit(args) -> int:
                                noise_variants=TrainParams.noise_variants if args.noise_variants is None
                                else args.noise_variants,
                                noise_snr_db=parse_snr(args.snr, TrainParams.noise_snr_db),
-                               gain_db=TrainParams.gain_db if args.gain is None else args.gain)
+                               gain_db=TrainParams.gain_db if args.gain is None else args.gain,
+                               early_stopping=not args.no_early_stopping)
     features = FeatureParams()
     decision = DecisionParams()
     clips, labels, excluded = apply_scheme(load_clips(args.corpus), args.labels)
@@ -291,7 +296,8 @@ def fit(args) -> int:
         "corpora": [{"name": e["name"], "clips": e["clips"], "speakers": len(e["speakers"])} for e in counts.values()],
         "protocol": (f"{args.n_folds}-fold speaker-independent (RAVDESS fold k tests actors 4k+1..4k+4; other "
                      f"corpora's speakers spread over the folds), {args.validation_speakers} validation speakers per "
-                     "corpus for early stopping") if results else "none",
+                     "corpus " + ("for early stopping" if train_params.early_stopping else
+                                  f"(no early stopping: {max_epochs} epochs)")) if results else "none",
         "folds_run": selected,
         "seed": args.seed,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
