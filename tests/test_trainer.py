@@ -147,18 +147,36 @@ def test_fold_results_and_final_model_do_not_depend_on_parallel_jobs(tmp_path):
     assert (tmp_path / "m1.tflite").read_bytes() == (tmp_path / "m2.tflite").read_bytes()
 
 
-def test_fit_without_early_stopping_runs_every_epoch(tmp_path):
+@pytest.mark.parametrize("early_stopping", [False, True], ids=["fixed-schedule", "early-stopping"])
+def test_fit_fixed_schedule_by_default_or_early_stopping(tmp_path, early_stopping):
+    """Three actors (01-02 from the mini corpus, 03 from the 48 kHz originals), three folds: with
+    ``--early-stopping`` each fold holds out one actor for validation; by default it trains on both."""
+    name = "es" if early_stopping else "fixed"
     runs = tmp_path / "runs"
-    status = main(["fit", "--corpus", f"ravdess={MINI}", "--out", str(tmp_path / "m"), "--n-folds", "2", "--quick",
-                   "--epochs", "3", "--no-early-stopping", "--jobs", "1", "--cache-dir", str(tmp_path / "cache"),
-                   "--runs-dir", str(runs), "--no-progress", "--no-baseline"])
+    flags = ["--early-stopping", "--validation-speakers", "1"] if early_stopping else []
+    status = main(["fit", "--corpus", f"ravdess={MINI}", "--corpus", f"ravdess={DATA / 'ravdess-48k'}",
+                   "--out", str(tmp_path / name), "--n-folds", "3", "--quick", "--epochs", "3", *flags,
+                   "--jobs", "1", "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs), "--no-progress",
+                   "--no-baseline"])
     assert status == 0
-    config = json.loads(next(runs.glob("m-*/config.json")).read_text())
-    assert config["train_params"]["early_stopping"] is False
-    folds = json.loads(next(runs.glob("m-*/cv.json")).read_text())["int8"]["folds"]
-    assert [f["best_epoch"] for f in folds] == [3, 3]  # the last epoch's weights, whatever validation said
-    training = json.loads((tmp_path / "m.json").read_text())["training"]
-    assert training["epochs"] == 3 and "no early stopping: 3 epochs" in training["protocol"]
+    config = json.loads(next(runs.glob(f"{name}-*/config.json")).read_text())
+    assert config["train_params"]["early_stopping"] is early_stopping
+    cv = json.loads(next(runs.glob(f"{name}-*/cv.json")).read_text())["int8"]["folds"]
+    histories = json.loads(next(runs.glob(f"{name}-*/results.json")).read_text())["histories"]
+    training = json.loads((tmp_path / f"{name}.json").read_text())["training"]
+    if early_stopping:
+        assert [len(f["validation_actors"]) for f in cv] == [1, 1, 1]
+        assert all("val_ua" in r for records in histories.values() for r in records)
+        assert "1 validation speakers per corpus for early stopping" in training["protocol"]
+        # the best epoch is the validation UA's first maximum, and the final model trains their median
+        best = [1 + int(np.argmax([r["val_ua"] for r in histories[str(f["fold"])]])) for f in cv]
+        assert [f["best_epoch"] for f in cv] == best
+        assert training["epochs"] == int(round(np.median(best)))
+    else:
+        assert [f["validation_actors"] for f in cv] == [[], [], []]
+        assert not any("val_ua" in r for records in histories.values() for r in records)
+        assert [f["best_epoch"] for f in cv] == [3, 3, 3]  # the last epoch's weights
+        assert training["epochs"] == 3 and "a fixed 3-epoch schedule" in training["protocol"]
 
 
 def test_installed_command_help_and_errors(tmp_path):
@@ -174,7 +192,8 @@ def test_installed_command_help_and_errors(tmp_path):
     bad = subprocess.run(ser_train() + ["fit", "--corpus", "timit=/x", "--out", "m"], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
-    for flags, expected in ((["--speed", "fast"], "--speed"), (["--speed", "3"], "--speed"), (["--ema", "1.5"], "--ema"),
+    for flags, expected in ((["--early-stopping", "--validation-speakers", "0"], "--validation-speakers"),
+                            (["--validation-speakers", "-1"], "--validation-speakers"), (["--speed", "fast"], "--speed"), (["--speed", "3"], "--speed"), (["--ema", "1.5"], "--ema"),
                             (["--snr", "30"], "--snr"), (["--snr", "30,10"], "--snr"), (["--gain", "-1"], "--gain")):
         wrong = subprocess.run(ser_train() + ["fit", "--corpus", f"ravdess={MINI}", "--out", str(tmp_path / "m"), *flags],
                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -190,6 +209,8 @@ def test_fit_help_states_the_recipe_defaults(capsys):
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     params = TrainParams()
+    assert f"default {params.epochs}, 2 with --quick" in text and not params.early_stopping
+    assert f"after {params.patience} epochs without a better UA" in text
     assert f"(default {params.ema_decay:g})" in text
     assert f"(default {','.join(f'{v:g}' for v in params.speed_factors)})" in text
     assert f"(default {params.noise_variants}: off)" in text and f"(default {params.gain_db:g}: off)" in text

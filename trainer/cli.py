@@ -57,6 +57,16 @@ def parse_scheme(value: str) -> str:
     return value
 
 
+def non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {value!r}")
+    return number
+
+
 def positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -91,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", type=Path, required=True, metavar="models/NAME",
                      help="output base path: writes NAME.tflite and NAME.json")
     fit.add_argument("--epochs", type=positive_int, default=None,
-                     help="maximum epochs per fold (early stopping on validation speakers); default 40, 2 with --quick")
+                     help="epochs of each fold's cosine schedule (the maximum with --early-stopping); default "
+                     "25, 2 with --quick")
     fit.add_argument("--folds", default="all", metavar="all|none|0,1,...",
                      help="which folds to run: all, none (final model only, needs --final-epochs or uses --epochs), or a list")
     fit.add_argument("--n-folds", type=positive_int, default=6,
@@ -114,13 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SNR range of the noisy versions in dB (default 10,30)")
     fit.add_argument("--gain", type=float, default=None, metavar="DB",
                      help="random gain of up to +-DB dB per training window (default 0: off)")
-    fit.add_argument("--validation-speakers", type=positive_int, default=4, metavar="N",
-                     help="speakers per corpus held out of each fold's training for early stopping (default 4: "
-                     "for RAVDESS the next fold's actors)")
-    fit.add_argument("--no-early-stopping", action="store_true",
-                     help="run every fold for all --epochs of the cosine schedule, keeping the last weights "
-                     "(validation UA is still recorded); the final model then trains --epochs too. "
-                     "On RAVDESS, --epochs 25 matched early stopping's UA in one seed, in less time (see README)")
+    fit.add_argument("--early-stopping", action="store_true",
+                     help="stop each fold after 15 epochs without a better UA on its validation speakers and "
+                     "keep its best epoch; the final model then trains for the folds' median best epoch. "
+                     "Default off: every fold runs all --epochs on all its training speakers, which scored "
+                     "higher on RAVDESS (see README)")
+    fit.add_argument("--validation-speakers", type=non_negative_int, default=None, metavar="N",
+                     help="speakers per corpus held out of each fold's training, for --early-stopping (for "
+                     "RAVDESS the next fold's actors) or just to record validation curves; default 4 with "
+                     "--early-stopping, else 0")
     fit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                      help="folds trained in parallel, in processes of one TensorFlow thread each "
                      "(default: the number of CPUs); the folds' results do not depend on it")
@@ -188,6 +201,16 @@ def parse_snr(value: str | None, default: tuple[float, float]) -> tuple[float, f
     return low, high
 
 
+def fold_training_protocol(validation_speakers: int, early_stopping: bool, epochs: int) -> str:
+    """How each fold trains, for the manifest's ``protocol`` string."""
+    if early_stopping:
+        return f"{validation_speakers} validation speakers per corpus for early stopping (at most {epochs} epochs)"
+    if validation_speakers:
+        return (f"{validation_speakers} validation speakers per corpus held out (curves only), a fixed "
+                f"{epochs}-epoch schedule")
+    return f"a fixed {epochs}-epoch schedule on all the fold's training speakers, no early stopping"
+
+
 def parse_fold_selection(value: str, n_folds: int) -> list[int]:
     if value == "all":
         return list(range(n_folds))
@@ -238,7 +261,11 @@ def fit(args) -> int:
                                else args.noise_variants,
                                noise_snr_db=parse_snr(args.snr, TrainParams.noise_snr_db),
                                gain_db=TrainParams.gain_db if args.gain is None else args.gain,
-                               early_stopping=not args.no_early_stopping)
+                               early_stopping=args.early_stopping)
+    if args.validation_speakers is None:
+        args.validation_speakers = 4 if args.early_stopping else 0
+    if args.early_stopping and args.validation_speakers == 0:
+        raise UsageError("--early-stopping needs validation speakers: --validation-speakers 1 or more")
     features = FeatureParams()
     decision = DecisionParams()
     clips, labels, excluded = apply_scheme(load_clips(args.corpus), args.labels)
@@ -295,9 +322,8 @@ def fit(args) -> int:
     training = {
         "corpora": [{"name": e["name"], "clips": e["clips"], "speakers": len(e["speakers"])} for e in counts.values()],
         "protocol": (f"{args.n_folds}-fold speaker-independent (RAVDESS fold k tests actors 4k+1..4k+4; other "
-                     f"corpora's speakers spread over the folds), {args.validation_speakers} validation speakers per "
-                     "corpus " + ("for early stopping" if train_params.early_stopping else
-                                  f"(no early stopping: {max_epochs} epochs)")) if results else "none",
+                     f"corpora's speakers spread over the folds), " + fold_training_protocol(
+                         args.validation_speakers, train_params.early_stopping, max_epochs)) if results else "none",
         "folds_run": selected,
         "seed": args.seed,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),

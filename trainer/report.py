@@ -48,20 +48,28 @@ def save_results(run_dir: Path, results: dict) -> Path:
     return path
 
 
+def _has_validation(results: dict) -> bool:
+    """Whether any fold recorded a validation UA (none without validation speakers)."""
+    return any("val_ua" in r for records in (results.get("histories") or {}).values() for r in records)
+
+
 def plot_curves(results: dict, out: Path) -> bool:
     histories = results.get("histories") or {}
     if not any(histories.values()):
         return False
     plt = _plt()
-    fig, (ax_loss, ax_ua) = plt.subplots(1, 2, figsize=(10, 3.6))
+    validated = _has_validation(results)
+    fig, axes = plt.subplots(1, 2 if validated else 1, figsize=(10 if validated else 5.5, 3.6), squeeze=False)
+    ax_loss = axes[0][0]
     for fold, records in sorted(histories.items(), key=lambda kv: int(kv[0])):
         epochs = [r["epoch"] for r in records]
         ax_loss.plot(epochs, [r["loss"] for r in records], label=f"fold {fold}")
-        if any("val_ua" in r for r in records):
-            ax_ua.plot([r["epoch"] for r in records if "val_ua" in r], [r["val_ua"] for r in records if "val_ua" in r],
-                       label=f"fold {fold}")
+        if validated:
+            axes[0][1].plot([r["epoch"] for r in records if "val_ua" in r],
+                            [r["val_ua"] for r in records if "val_ua" in r], label=f"fold {fold}")
     ax_loss.set(title="training loss", xlabel="epoch", ylabel="cross-entropy")
-    ax_ua.set(title="validation UA (validation speakers)", xlabel="epoch", ylabel="UA", ylim=(0, 1))
+    if validated:
+        axes[0][1].set(title="validation UA (validation speakers)", xlabel="epoch", ylabel="UA", ylim=(0, 1))
     ax_loss.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -166,9 +174,11 @@ def _fmt(value) -> str:
 
 def training_summary(tp: dict) -> str:
     """One line naming the training recipe in ``tp`` (``dataclasses.asdict(TrainParams)`` of the final model)."""
-    parts = [f"final model {tp['epochs']} epochs (the folds' median best epoch), batch {tp['batch_size']}, "
+    early = tp.get("early_stopping", True)  # manifests before the fixed schedule stopped early
+    source = "the folds' median best epoch" if early else "the folds' schedule"
+    parts = [f"final model {tp['epochs']} epochs ({source}), batch {tp['batch_size']}, "
              f"Adam with cosine decay from {tp['learning_rate']:g}, seed {tp['seed']}"]
-    if tp.get("early_stopping", True):
+    if early:
         parts.append(f"folds stop early on validation-speaker UA (patience {tp['patience']})")
     if tp.get("ema_decay"):
         parts.append(f"weight EMA {tp['ema_decay']:g}")
@@ -203,8 +213,8 @@ def render(run_dir: str | Path) -> Path:
     lines += [f"| {c['name']} | {c['clips']} | {c['speakers']} |" for c in results.get("corpora", [])]
     if results.get("excluded_clips"):
         lines += ["", "Excluded by the label scheme: " + ", ".join(f"{n} {k}" for k, n in results["excluded_clips"].items()) + "."]
-    lines += ["", f"Protocol: {results.get('protocol', '')}. Every fold's test speakers are unseen in its training and "
-              "early-stopping data. UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy "
+    lines += ["", f"Protocol: {results.get('protocol', '')}. Every fold's test speakers are unseen in its training "
+              "(and early-stopping) data. UA = unweighted accuracy (mean per-class recall), WA = weighted accuracy "
               "(plain accuracy). The int8 figures score whole clips through `edge.pipeline.classify_features`, "
               "the daemon's own code path, on the converted int8 TFLite model.", ""]
     if results.get("train_params"):
@@ -236,7 +246,8 @@ def render(run_dir: str | Path) -> Path:
         plot_folds(results, run_dir / "folds.png")
         figures.append(("Float vs int8 UA per fold", "folds.png"))
         if plot_curves(results, run_dir / "curves.png"):
-            figures.append(("Training curves per fold (loss; UA on the fold's validation speakers)", "curves.png"))
+            figures.append(("Training curves per fold (loss" + ("; UA on the fold's validation speakers)"
+                                                              if _has_validation(results) else ")"), "curves.png"))
         for caption, name in figures:
             lines += ["", f"### {caption}", "", f"![{caption}]({name})"]
     if plot_example(results, run_dir / "example.png"):
