@@ -57,24 +57,22 @@ def parse_scheme(value: str) -> str:
     return value
 
 
-def non_negative_int(value: str) -> int:
+def _int_at_least(value: str, minimum: int, expected: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {value!r}")
+        number = minimum - 1
+    if number < minimum:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}")
     return number
+
+
+def non_negative_int(value: str) -> int:
+    return _int_at_least(value, 0, "0 or a positive integer")
 
 
 def positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return number
+    return _int_at_least(value, 1, "a positive integer")
 
 
 class OneLineParser(argparse.ArgumentParser):
