@@ -64,6 +64,37 @@ class DecisionParams:
 
 
 @dataclass(frozen=True)
+class WindowPlacement:
+    """Where the pipeline ends the analysis windows that score an utterance, in frames.
+
+    The one definition of the placement described in the module docstring, shared by
+    :class:`Pipeline` and the trainer (which crops its training windows to end there).
+    """
+
+    input_frames: int
+    stride_frames: int
+    min_frames: int
+    max_utterance_frames: int
+
+    @classmethod
+    def of(cls, features: FeatureParams, input_frames: int, decision: DecisionParams) -> WindowPlacement:
+        """``decision``'s times (seconds) in frames of ``features``' hop: stride rounded (at least 1),
+        the minimum utterance rounded up, the maximum rounded."""
+        hop_s = features.hop_s
+        return cls(input_frames, max(1, round(decision.window_stride_s / hop_s)),
+                   math.ceil(decision.min_utterance_s / hop_s), round(decision.max_utterance_s / hop_s))
+
+    def ends(self, segment: Segment) -> list[int]:
+        """Exclusive end frames of the windows scoring ``segment``: every ``stride_frames`` from
+        ``start + input_frames`` before ``decided_at``, then ``decided_at``; empty for an utterance
+        shorter than ``min_frames``."""
+        if segment.end - segment.start < self.min_frames:
+            return []
+        return list(range(segment.start + self.input_frames, segment.decided_at, self.stride_frames)) + [
+            segment.decided_at]
+
+
+@dataclass(frozen=True)
 class Decision:
     """One utterance (or piece of one): frames ``[start_frame, end_frame)``, times in seconds from stream start."""
 
@@ -150,10 +181,8 @@ class Pipeline:
         self.features = features
         self.input_frames = input_frames
         self.decision = decision or DecisionParams()
-        hop_s = features.hop_s
-        self.stride_frames = max(1, round(self.decision.window_stride_s / hop_s))
-        self.min_frames = math.ceil(self.decision.min_utterance_s / hop_s)
-        max_frames = round(self.decision.max_utterance_s / hop_s)
+        self.placement = WindowPlacement.of(features, input_frames, self.decision)
+        max_frames = self.placement.max_utterance_frames
         self.vad = EnergyVAD(self.decision.vad, features, max_utterance_frames=max_frames)
         # the longest piece, its hangover, one window before it, and one batch of new frames
         self._batch_frames = input_frames
@@ -205,11 +234,10 @@ class Pipeline:
     def _decide(self, segments: list[Segment]) -> list[Decision]:
         decisions = []
         for segment in segments:
-            if segment.end - segment.start < self.min_frames:
+            ends = self.placement.ends(segment)
+            if not ends:
                 self.short_utterances += 1
                 continue
-            ends = list(range(segment.start + self.input_frames, segment.decided_at, self.stride_frames))
-            ends.append(segment.decided_at)
             windows = np.stack([self.ring.window(end, self.input_frames) for end in ends])
             scores = self.predict(windows).mean(axis=0).astype(np.float32)
             self.windows_scored += len(ends)

@@ -19,7 +19,7 @@ import numpy as np
 
 from edge.features import FeatureParams, normalize
 from edge.model import load_model
-from edge.pipeline import DecisionParams
+from edge.pipeline import DecisionParams, WindowPlacement
 from edge.vad import EnergyVAD
 from trainer.evaluate import keras_predict, score_clips, summarize
 from trainer.export import REPRESENTATIVE_WINDOWS, to_int8_tflite, write_model
@@ -65,20 +65,15 @@ def with_statistics(params: FeatureParams, clips: list[ClipFeatures]) -> Feature
 
 def daemon_window_ends(clip: ClipFeatures, features: FeatureParams, frames: int,
                        decision: DecisionParams | None = None) -> np.ndarray:
-    """Frames where :class:`edge.pipeline.Pipeline` ends its analysis windows over ``clip`` (one at
-    each utterance's ``decided_at``, plus one every ``window_stride_s`` from ``start + frames`` in
-    longer speech), or the clip's last frame if the VAD finds no utterance. int64 ``(k,)``."""
+    """Frames where :class:`edge.pipeline.Pipeline` ends its analysis windows over ``clip``
+    (:class:`edge.pipeline.WindowPlacement`, clipped to the clip's length), or the clip's last
+    frame if the VAD finds no utterance. int64 ``(k,)``."""
     decision = decision or DecisionParams()
+    placement = WindowPlacement.of(features, frames, decision)
+    vad = EnergyVAD(decision.vad, features, max_utterance_frames=placement.max_utterance_frames)
     n = clip.mfcc.shape[0]
-    vad = EnergyVAD(decision.vad, features, max_utterance_frames=round(decision.max_utterance_s / features.hop_s))
-    segments = vad.process(clip.log_energy) + vad.flush()
-    stride = max(1, round(decision.window_stride_s / features.hop_s))
-    min_frames = math.ceil(decision.min_utterance_s / features.hop_s)
-    ends: list[int] = []
-    for segment in segments:
-        if segment.end - segment.start >= min_frames:
-            ends += list(range(segment.start + frames, segment.decided_at, stride)) + [segment.decided_at]
-    return np.asarray([min(e, n) for e in ends] or [n], dtype=np.int64)
+    ends = [min(e, n) for segment in vad.process(clip.log_energy) + vad.flush() for e in placement.ends(segment)]
+    return np.asarray(ends or [n], dtype=np.int64)
 
 
 def representative_windows(normalized: list[np.ndarray], frames: int, seed: int) -> np.ndarray:
