@@ -279,9 +279,9 @@ def train(
     energy_per_db: float | None = None,
 ):
     """Train on normalised clips (``train_x``: list of float32 ``(n_frames, n_mfcc)``, ``train_y``: int
-    label indices). With validation clips, stops after ``patience`` epochs without a better validation
-    UA and restores the best weights (unless ``params.early_stopping`` is False); without, runs
-    ``params.epochs`` epochs. ``daemon_ends``: per
+    label indices). With ``params.early_stopping`` and validation clips, stops after ``patience``
+    epochs without a better validation UA and restores the best epoch's weights; otherwise runs all
+    ``params.epochs`` epochs (recording validation UA if there are validation clips). ``daemon_ends``: per
     training clip, the frames where the daemon's analysis windows end (for ``params.daemon_windows``).
     ``variants``: per training clip, other versions of it (speed-perturbed, noisy) as ``(normalised features,
     daemon ends)``; each epoch draws the original or one of them uniformly per clip.
@@ -331,7 +331,7 @@ def train(
         if val_x:
             with average.swapped() if average else contextlib.nullcontext():
                 pred = clip_scores(model, val_x, frames).argmax(axis=1)
-                weights = model.get_weights()
+                weights = model.get_weights() if params.early_stopping else None  # only early stopping restores them
             record["val_ua"] = float(balanced_accuracy_score(val_y, pred))
             if record["val_ua"] > best[0]:
                 best = (record["val_ua"], epoch, weights)
