@@ -250,16 +250,14 @@ def fit(args) -> int:
         raise UsageError(f"--noise-variants: expected 0 or more, got {args.noise_variants}")
     if args.gain is not None and args.gain < 0:
         raise UsageError(f"--gain: expected 0 or more dB, got {args.gain}")
+    given = {"mixup_alpha": args.mixup, "ema_decay": args.ema, "noise_variants": args.noise_variants,
+             "gain_db": args.gain}  # flags left out keep TrainParams' defaults
     train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed,
-                               mixup_alpha=TrainParams.mixup_alpha if args.mixup is None else args.mixup,
                                crops_per_clip=1 if args.quick else TrainParams.crops_per_clip,
-                               ema_decay=TrainParams.ema_decay if args.ema is None else args.ema,
                                speed_factors=parse_speeds(args.speed, TrainParams.speed_factors),
-                               noise_variants=TrainParams.noise_variants if args.noise_variants is None
-                               else args.noise_variants,
                                noise_snr_db=parse_snr(args.snr, TrainParams.noise_snr_db),
-                               gain_db=TrainParams.gain_db if args.gain is None else args.gain,
-                               early_stopping=args.early_stopping)
+                               early_stopping=args.early_stopping,
+                               **{name: value for name, value in given.items() if value is not None})
     if args.validation_speakers is None:
         args.validation_speakers = 4 if args.early_stopping else 0
     if args.early_stopping and args.validation_speakers == 0:
