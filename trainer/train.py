@@ -210,11 +210,12 @@ def run_folds(
     :func:`trainer.featurize.featurize` put them). ``on_result(result)`` is called as each fold ends.
     Returns the results in the order of ``folds``.
     """
+    for fold in folds:
+        logger.info("fold %d: test %s, validation %s, %d training speakers", fold.index, ",".join(fold.test),
+                    ",".join(fold.validation) or "-", len(fold.train))
     if jobs <= 1 or len(folds) <= 1:
         results = []
         for fold in folds:
-            logger.info("fold %d: test %s, validation %s, %d training speakers", fold.index, ",".join(fold.test),
-                        ",".join(fold.validation) or "-", len(fold.train))
             results.append(run_fold(fold, feats, labels, params, frames, train_params, decision, progress))
             if on_result:
                 on_result(results[-1])
