@@ -106,6 +106,13 @@ class Decision:
     windows: int
     final: bool
     publish: bool
+    unsure: bool = False
+    """The calibrated confidence is below the model's documented threshold: still an utterance that
+    happened (published), but subscribers should not act on its label."""
+    arousal: float | None = None
+    """Arousal in [-1, 1] (Russell's circumplex; calm -1 .. excited +1), None if the model has no such head."""
+    valence: float | None = None
+    """Valence in [-1, 1] (unpleasant -1 .. pleasant +1), None if the model has no such head."""
 
     @property
     def top(self) -> int:
