@@ -44,6 +44,9 @@ class ModelManifest:
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
+    dimensions: tuple[str, ...] = ()
+    """Continuous outputs beside the labels, e.g. ``("arousal", "valence")`` (each in [-1, 1]); empty
+    for a classifier only."""
 
     @property
     def model_id(self) -> str:
@@ -66,6 +69,7 @@ class ModelManifest:
             },
             "training": self.training,
             "metrics": self.metrics,
+            **({"dimensions": list(self.dimensions)} if self.dimensions else {}),
         }
 
     def write(self, path: str | Path) -> None:
@@ -128,6 +132,7 @@ class ModelManifest:
             training=dict(data.get("training", {})),
             metrics=dict(data.get("metrics", {})),
             schema=schema,
+            dimensions=tuple(str(d) for d in data.get("dimensions", ())),
         )
 
 
