@@ -17,6 +17,7 @@ from edge.features import FeatureParams
 
 SCHEMA_VERSION = 1
 SHA256_PREFIX_CHARS = 12
+OUTPUT_KINDS = ("probabilities", "logits")
 
 
 class ManifestError(ValueError):
@@ -47,6 +48,15 @@ class ModelManifest:
     dimensions: tuple[str, ...] = ()
     """Continuous outputs beside the labels, e.g. ``("arousal", "valence")`` (each in [-1, 1]); empty
     for a classifier only."""
+    output: str = "probabilities"
+    """What the label output holds: ``"probabilities"`` (softmax inside the model) or ``"logits"``
+    (the device applies ``softmax(logits / temperature)``)."""
+    temperature: float = 1.0
+    """Calibration temperature (Guo et al. 2017, "On calibration of modern neural networks", ICML),
+    fitted on held-out corpora; applied to logits before the softmax."""
+    unsure_below: float = 0.0
+    """A decision whose calibrated confidence is below this is flagged ``unsure`` (derived from
+    held-out data by the trainer; 0 = never)."""
 
     @property
     def model_id(self) -> str:
@@ -70,6 +80,8 @@ class ModelManifest:
             "training": self.training,
             "metrics": self.metrics,
             **({"dimensions": list(self.dimensions)} if self.dimensions else {}),
+            "output": self.output,
+            "calibration": {"temperature": self.temperature, "unsure_below": self.unsure_below},
         }
 
     def write(self, path: str | Path) -> None:
@@ -121,6 +133,21 @@ class ModelManifest:
         sha = data["sha256"]
         if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
             raise ManifestError(f"{source}: sha256: expected 64 lowercase hex digits, got {sha!r}")
+        dimensions = data.get("dimensions", [])
+        if not isinstance(dimensions, list) or not all(isinstance(d, str) and d for d in dimensions):
+            raise ManifestError(f"{source}: dimensions: expected a list of names, got {dimensions!r}")
+        output = data.get("output", "probabilities")
+        if output not in OUTPUT_KINDS:
+            raise ManifestError(f"{source}: output: expected one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
+        calibration = data.get("calibration", {})
+        if not isinstance(calibration, dict):
+            raise ManifestError(f"{source}: calibration: expected an object, got {calibration!r}")
+        temperature = calibration.get("temperature", 1.0)
+        unsure_below = calibration.get("unsure_below", 0.0)
+        if not (isinstance(temperature, int | float) and math.isfinite(temperature) and 0.05 <= temperature <= 20):
+            raise ManifestError(f"{source}: calibration.temperature: expected a number in 0.05..20, got {temperature!r}")
+        if not (isinstance(unsure_below, int | float) and 0 <= unsure_below <= 1):
+            raise ManifestError(f"{source}: calibration.unsure_below: expected a number in 0..1, got {unsure_below!r}")
         return cls(
             name=str(data["name"]),
             model_file=str(data["model_file"]),
@@ -132,7 +159,10 @@ class ModelManifest:
             training=dict(data.get("training", {})),
             metrics=dict(data.get("metrics", {})),
             schema=schema,
-            dimensions=tuple(str(d) for d in data.get("dimensions", ())),
+            dimensions=tuple(dimensions),
+            output=output,
+            temperature=float(temperature),
+            unsure_below=float(unsure_below),
         )
 
 

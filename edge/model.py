@@ -42,11 +42,31 @@ class ModelError(ValueError):
     """A model file that is missing, corrupt, or does not match its manifest. One-line message."""
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``exp(z / T) / sum(exp(z / T))`` over the last axis, computed stably; float32, same shape."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def temperature_scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Calibrated probabilities ``softmax(log(p) / T)`` over the last axis (for ``p = softmax(z)`` this is
+    ``softmax(z / T)``, the temperature scaling of Guo et al. 2017); float32, same shape. ``T == 1`` is
+    the identity."""
+    if temperature == 1.0:
+        return np.asarray(probabilities, dtype=np.float32)
+    return softmax(np.log(np.maximum(np.asarray(probabilities, dtype=np.float64), 1e-12)), temperature)
+
+
 class EmotionModel:
     """An int8 TFLite classifier with its manifest.
 
-    Build with :func:`load_model`. :meth:`predict` takes raw (unnormalised) MFCC windows; the
-    manifest's mean/std normalisation and the interpreter's input quantisation happen inside.
+    Build with :func:`load_model`. :meth:`score` takes normalised MFCC windows (the caller owns the
+    normalisation: :class:`edge.features.AdaptiveNormalizer`) and returns label probabilities
+    (calibration, :func:`temperature_scale`, is applied by the pipeline to each utterance's mean) and, when the manifest lists ``dimensions``, their values (arousal, valence).
+    :meth:`predict` takes raw windows and normalises them with the manifest's fixed statistics.
+    The interpreter's input quantisation and output dequantisation happen inside.
     """
 
     def __init__(self, interpreter, manifest: ModelManifest, path: Path) -> None:
@@ -55,9 +75,12 @@ class EmotionModel:
         self.labels = manifest.labels
         self._interpreter = interpreter
         self._input = interpreter.get_input_details()[0]
-        self._output = interpreter.get_output_details()[0]
+        outputs = interpreter.get_output_details()
+        n_labels = len(manifest.labels)
+        # outputs are told apart by size (the manifest guarantees len(dimensions) != len(labels))
+        self._output = next(o for o in outputs if int(np.prod(o["shape"][1:])) == n_labels)
+        self._dims_output = next((o for o in outputs if o is not self._output), None)
         self._in_scale, self._in_zero = self._input["quantization"]
-        self._out_scale, self._out_zero = self._output["quantization"]
         self._in_info = np.iinfo(self._input["dtype"]) if self._input["dtype"] != np.float32 else None
 
     @property
@@ -80,14 +103,43 @@ class EmotionModel:
         q = np.round(normalized / self._in_scale) + self._in_zero
         return np.clip(q, self._in_info.min, self._in_info.max).astype(self._input["dtype"])
 
-    def dequantize(self, raw: np.ndarray) -> np.ndarray:
-        """Output tensor -> float32 probabilities: ``(q - zero_point) * scale``."""
-        if self._output["dtype"] == np.float32:
+    @staticmethod
+    def _dequantize(raw: np.ndarray, detail: dict) -> np.ndarray:
+        """Output tensor -> float32: ``(q - zero_point) * scale`` (as is for a float output)."""
+        if detail["dtype"] == np.float32:
             return raw.astype(np.float32)
-        return ((raw.astype(np.float32) - self._out_zero) * self._out_scale).astype(np.float32)
+        scale, zero = detail["quantization"]
+        return ((raw.astype(np.float32) - zero) * scale).astype(np.float32)
+
+    def dequantize(self, raw: np.ndarray) -> np.ndarray:
+        """Label output tensor -> float32 values (probabilities or logits, as the manifest's ``output``)."""
+        return self._dequantize(raw, self._output)
+
+    def score(self, normalized: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities (and dimensions) for normalised windows, before calibration.
+
+        ``normalized``: float32 ``(n, frames, coefficients)``. Returns float32 ``(n, n_labels)``
+        (``softmax(logits)`` for a logits model, else the model's probabilities) and
+        float32 ``(n, n_dimensions)`` clipped to [-1, 1], or ``None`` without dimensions.
+        Raises ``ValueError`` for windows of the wrong shape.
+        """
+        expected = (self.manifest.input.frames, self.manifest.input.coefficients)
+        if normalized.ndim != 3 or normalized.shape[1:] != expected:
+            raise ValueError(f"expected windows of shape (n, {expected[0]}, {expected[1]}), got {normalized.shape}")
+        raw = np.empty((normalized.shape[0], len(self.labels)), dtype=np.float32)
+        dims = None if self._dims_output is None else np.empty(
+            (normalized.shape[0], int(np.prod(self._dims_output["shape"][1:]))), dtype=np.float32)
+        for i, window in enumerate(normalized):
+            self._interpreter.set_tensor(self._input["index"], self.quantize(window)[None])
+            self._interpreter.invoke()
+            raw[i] = self.dequantize(self._interpreter.get_tensor(self._output["index"])[0])
+            if dims is not None:
+                dims[i] = self._dequantize(self._interpreter.get_tensor(self._dims_output["index"])[0], self._dims_output)
+        probabilities = softmax(raw) if self.manifest.output == "logits" else raw
+        return probabilities, (None if dims is None else np.clip(dims, -1.0, 1.0))
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Class probabilities for MFCC windows.
+        """Class probabilities for raw MFCC windows normalised with the manifest's fixed statistics.
 
         ``windows``: float32 ``(n, frames, coefficients)`` or ``(frames, coefficients)`` of raw
         MFCCs (as :func:`edge.features.mfcc` returns them). Returns float32 ``(n, n_labels)``
@@ -99,12 +151,7 @@ class EmotionModel:
         expected = (self.manifest.input.frames, self.manifest.input.coefficients)
         if batch.ndim != 3 or batch.shape[1:] != expected:
             raise ValueError(f"expected windows of shape (n, {expected[0]}, {expected[1]}), got {windows.shape}")
-        out = np.empty((batch.shape[0], len(self.labels)), dtype=np.float32)
-        normalized = normalize(batch, self.manifest.features)
-        for i, window in enumerate(normalized):
-            self._interpreter.set_tensor(self._input["index"], self.quantize(window)[None])
-            self._interpreter.invoke()
-            out[i] = self.dequantize(self._interpreter.get_tensor(self._output["index"])[0])
+        out = self.score(normalize(batch, self.manifest.features))[0]
         return out[0] if single else out
 
 
@@ -140,8 +187,12 @@ def load_model(path: str | Path, num_threads: int = 1) -> EmotionModel:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{tflite_path}: not a loadable TFLite model ({first_line})") from None
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelError(f"{tflite_path}: expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}")
+    n_expected_outputs = 1 + bool(manifest.dimensions)
+    if len(inputs) != 1 or len(outputs) != n_expected_outputs:
+        raise ModelError(f"{tflite_path}: expected 1 input and {n_expected_outputs} output(s) (labels"
+                         f"{', dimensions' if manifest.dimensions else ''}), got {len(inputs)} and {len(outputs)}")
+    if manifest.dimensions and len(manifest.dimensions) == len(manifest.labels):
+        raise ModelError(f"{tflite_path}: expected fewer dimensions than labels, got {len(manifest.dimensions)}")
     expected_input = [1, manifest.input.frames, manifest.input.coefficients]
     actual_input = [int(n) for n in inputs[0]["shape"]]
     if actual_input != expected_input:
@@ -149,10 +200,12 @@ def load_model(path: str | Path, num_threads: int = 1) -> EmotionModel:
             f"{tflite_path}: input shape {actual_input} does not match the manifest's "
             f"{expected_input} (input.frames, features.n_mfcc)"
         )
-    n_outputs = int(np.prod(outputs[0]["shape"][1:]))
-    if n_outputs != len(manifest.labels):
+    sizes = sorted(int(np.prod(o["shape"][1:])) for o in outputs)
+    expected_sizes = sorted([len(manifest.labels)] + ([len(manifest.dimensions)] if manifest.dimensions else []))
+    if sizes != expected_sizes:
         raise ModelError(
-            f"{tflite_path}: output has {n_outputs} values but the manifest lists {len(manifest.labels)} labels"
+            f"{tflite_path}: output sizes {sizes} do not match the manifest's {len(manifest.labels)} labels"
+            + (f" and {len(manifest.dimensions)} dimensions" if manifest.dimensions else "")
         )
     logger.info(
         "loaded model %s (%d labels, input %s %s) with %s",

@@ -10,8 +10,15 @@ How windows become decisions (the event semantics):
   scores analysis windows of ``input.frames`` frames (3 s) over it: one ending at
   ``decided_at`` and, for longer speech, one every ``window_stride_s`` from
   ``start + input.frames`` on. Window probabilities are averaged into the utterance's scores.
-  Frames before the start of the stream are filled with the training mean (zeros once
-  normalised), as the trainer pads short clips.
+  Frames before the start of the stream are zeros once normalised, as the trainer pads short clips.
+* Normalisation adapts to the device (:class:`edge.features.AdaptiveNormalizer`): an utterance's
+  windows are normalised with the statistics of the speech heard *before* it, then its speech
+  frames ``[start, end)`` update them. The trainer's scoring runs this same class over its clips
+  in order, state carried from clip to clip, as one device in one place would hear them.
+* The model gives label probabilities and, if it has them, arousal and valence; both are averaged
+  over the windows, and the averaged probabilities are calibrated with the manifest's temperature
+  (:func:`edge.model.temperature_scale`). A decision whose confidence is
+  below the manifest's ``unsure_below`` is flagged ``unsure`` (still published).
 * Speech longer than ``max_utterance_s`` is cut into pieces of that length, each a decision
   (``final=False`` for all but the last), so a subscriber hears about long speech periodically.
 * Utterances shorter than ``min_utterance_s`` are dropped (counted in ``short_utterances``).
@@ -31,11 +38,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.features import FeatureParams, StreamingMFCC, mfcc_with_energy
+from edge.features import AdaptiveNormalizer, FeatureParams, StreamingMFCC, mfcc_with_energy
+from edge.model import temperature_scale
 from edge.vad import EnergyVAD, Segment, VadParams
 
-Predict = Callable[[np.ndarray], np.ndarray]
-"""Raw MFCC windows float32 ``(n, frames, coefficients)`` -> probabilities ``(n, n_labels)``."""
+Score = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+"""Normalised MFCC windows float32 ``(n, frames, coefficients)`` -> calibrated probabilities
+``(n, n_labels)`` and dimensions ``(n, n_dimensions)`` or ``None`` (``EmotionModel.score``)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,8 @@ class DecisionParams:
     max_utterance_s: float = 10.0
     """Longer speech is cut into pieces of this length, one decision each."""
     confidence_threshold: float = 0.0
-    """Decisions whose top probability is below this are not published."""
+    """Decisions whose top probability is below this are not published (0: every utterance is;
+    the model's own ``unsure_below`` flags unsure ones instead)."""
 
     def __post_init__(self) -> None:
         if self.window_stride_s <= 0:
@@ -113,6 +123,8 @@ class Decision:
     """Arousal in [-1, 1] (Russell's circumplex; calm -1 .. excited +1), None if the model has no such head."""
     valence: float | None = None
     """Valence in [-1, 1] (unpleasant -1 .. pleasant +1), None if the model has no such head."""
+    dims: np.ndarray | None = None
+    """float32 ``(n_dimensions,)``: every continuous output in the manifest's ``dimensions`` order, or None."""
 
     @property
     def top(self) -> int:
@@ -174,19 +186,27 @@ class FrameRing:
 
 
 class Pipeline:
-    """Streaming features, speech gating, model windows and utterance aggregation.
+    """Streaming features, speech gating, adaptive normalisation, model windows and utterance aggregation.
 
-    ``predict``: see :data:`Predict` (e.g. ``EmotionModel.predict``). ``features`` must carry the
-    manifest's mean/std (used to pad before the stream start). ``input_frames``: the model's
-    window length in frames. Feed 1-D float32 chunks at ``features.sample_rate_hz`` with
-    :meth:`process`; call :meth:`flush` at the end of the input.
+    ``score``: see :data:`Score` (e.g. ``EmotionModel.score``). ``features`` must carry the
+    manifest's mean/std (the normalisation prior). ``input_frames``: the model's window length in
+    frames. ``unsure_below``: the manifest's threshold for ``Decision.unsure``; ``dimensions``: the
+    names of the model's continuous outputs (``("arousal", "valence")`` or empty); ``temperature``: the
+    manifest's calibration, applied to each utterance's averaged probabilities. Feed 1-D float32
+    chunks at ``features.sample_rate_hz`` with :meth:`process`; call :meth:`flush` at the end.
+    ``normalizer``: a state to carry over (from another clip), else a fresh one.
     """
 
-    def __init__(self, predict: Predict, features: FeatureParams, input_frames: int,
-                 decision: DecisionParams | None = None) -> None:
-        self.predict = predict
+    def __init__(self, score: Score, features: FeatureParams, input_frames: int,
+                 decision: DecisionParams | None = None, unsure_below: float = 0.0,
+                 dimensions: tuple[str, ...] = (), normalizer: AdaptiveNormalizer | None = None,
+                 temperature: float = 1.0) -> None:
+        self.score = score
+        self.temperature = temperature
         self.features = features
         self.input_frames = input_frames
+        self.unsure_below = unsure_below
+        self.dimensions = tuple(dimensions)
         self.decision = decision or DecisionParams()
         self.placement = WindowPlacement.of(features, input_frames, self.decision)
         max_frames = self.placement.max_utterance_frames
@@ -194,31 +214,31 @@ class Pipeline:
         # the longest piece, its hangover, one window before it, and one batch of new frames
         self._batch_frames = input_frames
         capacity = max_frames + self.vad.hangover_frames + input_frames + self._batch_frames + 1
-        pad = np.asarray(features.mean, dtype=np.float32) if features.mean else np.zeros(features.n_mfcc, np.float32)
-        self.ring = FrameRing(capacity, features.n_mfcc, pad)
+        self.ring = FrameRing(capacity, features.n_mfcc, np.zeros(features.n_mfcc, np.float32))
         self.mfcc = StreamingMFCC(features)
-        self.reset()
+        self.normalizer = normalizer or AdaptiveNormalizer(features)
+        self.reset(keep_normalizer=normalizer is not None)
 
     @classmethod
     def for_model(cls, model, decision: DecisionParams | None = None) -> Pipeline:
         """A pipeline around an :class:`edge.model.EmotionModel` and its manifest."""
-        return cls(model.predict, model.manifest.features, model.manifest.input.frames, decision)
+        manifest = model.manifest
+        return cls(model.score, manifest.features, manifest.input.frames, decision, manifest.unsure_below,
+                   manifest.dimensions, temperature=manifest.temperature)
 
-    def reset(self) -> None:
+    def reset(self, keep_normalizer: bool = False) -> None:
+        """A new stream; the adapted normalisation statistics survive with ``keep_normalizer``."""
         self.mfcc.reset()
         self.vad.reset()
         self.ring.reset()
+        if not keep_normalizer:
+            self.normalizer.reset()
         self.utterances = 0
         self.short_utterances = 0
-        self.windows_scored = 0
 
     @property
     def frames_seen(self) -> int:
         return self.ring.end
-
-    @property
-    def in_speech(self) -> bool:
-        return self.vad.in_speech
 
     def process(self, chunk: np.ndarray) -> list[Decision]:
         """Samples (1-D float32 in [-1, 1] at the manifest's rate) -> decisions they completed."""
@@ -238,6 +258,15 @@ class Pipeline:
         """End of input: close an utterance still open."""
         return self._decide(self.vad.flush())
 
+    def normalized_window(self, end: int) -> np.ndarray:
+        """The ``input_frames`` frames ending (exclusively) at frame ``end``, normalised with the current
+        statistics; frames before the stream start are 0. float32 ``(input_frames, n_mfcc)``."""
+        window = self.normalizer.apply(self.ring.window(end, self.input_frames))
+        pad = self.input_frames - end
+        if pad > 0:
+            window[:pad] = 0.0
+        return window
+
     def _decide(self, segments: list[Segment]) -> list[Decision]:
         decisions = []
         for segment in segments:
@@ -245,10 +274,12 @@ class Pipeline:
             if not ends:
                 self.short_utterances += 1
                 continue
-            windows = np.stack([self.ring.window(end, self.input_frames) for end in ends])
-            scores = self.predict(windows).mean(axis=0).astype(np.float32)
-            self.windows_scored += len(ends)
+            probabilities, dims = self.score(np.stack([self.normalized_window(end) for end in ends]))
+            scores = temperature_scale(probabilities.mean(axis=0), self.temperature)
+            mean_dims = None if dims is None else dims.mean(axis=0)
+            self.normalizer.update(self.ring.window(segment.end, segment.end - segment.start))
             self.utterances += 1
+            values = dict(zip(self.dimensions, (float(v) for v in mean_dims), strict=True)) if mean_dims is not None else {}
             decisions.append(Decision(
                 start_frame=segment.start,
                 end_frame=segment.end,
@@ -258,27 +289,48 @@ class Pipeline:
                 windows=len(ends),
                 final=segment.final,
                 publish=float(scores.max()) >= self.decision.confidence_threshold,
+                unsure=float(scores.max()) < self.unsure_below,
+                arousal=values.get("arousal"),
+                valence=values.get("valence"),
+                dims=None if mean_dims is None else mean_dims.astype(np.float32),
             ))
         return decisions
 
 
-def classify_features(coefficients: np.ndarray, log_energy: np.ndarray, predict: Predict, features: FeatureParams,
-                      input_frames: int, decision: DecisionParams | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class ClipScore:
+    """One clip's decision: ``scores`` float32 ``(n_labels,)``, ``dims`` float32 ``(n_dimensions,)`` or None."""
+
+    scores: np.ndarray
+    dims: np.ndarray | None
+
+
+def classify_features(coefficients: np.ndarray, log_energy: np.ndarray, score: Score, features: FeatureParams,
+                      input_frames: int, decision: DecisionParams | None = None,
+                      normalizer: AdaptiveNormalizer | None = None, temperature: float = 1.0) -> ClipScore:
     """One decision for a whole clip, through the daemon's own code path.
 
     ``coefficients``/``log_energy``: the clip's frames, float32 ``(n, n_mfcc)`` and ``(n,)`` from
     :func:`edge.features.mfcc_with_energy`. Runs :class:`Pipeline` over them and averages the
-    utterances' scores weighted by their number of windows. If no utterance is found (silence or
-    too short), one window ending at the clip's last frame decides. Returns float32 ``(n_labels,)``.
+    utterances' scores (and dimensions) weighted by their number of windows. If no utterance is
+    found (silence or too short), one window ending at the clip's last frame decides.
+    ``normalizer``: the adaptive normalisation state to use and update (carried from clip to clip
+    as one device hears them); a fresh one (the training prior) if None. ``temperature``: the
+    calibration applied to each utterance's probabilities (and to the fallback window's).
     """
-    pipeline = Pipeline(predict, features, input_frames, decision)
+    pipeline = Pipeline(score, features, input_frames, decision, normalizer=normalizer, temperature=temperature)
     # the ring must hold the whole clip for the fallback window
     pipeline.ring = FrameRing(max(pipeline.ring.capacity, coefficients.shape[0] + 1), features.n_mfcc, pipeline.ring.pad)
     decisions = pipeline.process_frames(coefficients, log_energy) + pipeline.flush()
     if not decisions:
-        return predict(pipeline.ring.window(pipeline.ring.end, input_frames)[None])[0].astype(np.float32)
-    weights = np.array([d.windows for d in decisions], dtype=np.float32)
-    return (np.stack([d.scores for d in decisions]) * weights[:, None]).sum(axis=0) / weights.sum()
+        probabilities, dims = score(pipeline.normalized_window(pipeline.ring.end)[None])
+        return ClipScore(temperature_scale(probabilities[0], temperature), None if dims is None else dims[0].astype(np.float32))
+    weights = np.array([d.windows for d in decisions], dtype=np.float32)[:, None]
+    scores = (np.stack([d.scores for d in decisions]) * weights).sum(axis=0) / weights.sum()
+    dims = None
+    if decisions[0].dims is not None:
+        dims = ((np.stack([d.dims for d in decisions]) * weights).sum(axis=0) / weights.sum()).astype(np.float32)
+    return ClipScore(scores.astype(np.float32), dims)
 
 
 def classify_clip(samples: np.ndarray, sample_rate_hz: int, model, decision: DecisionParams | None = None) -> np.ndarray:
@@ -291,4 +343,5 @@ def classify_clip(samples: np.ndarray, sample_rate_hz: int, model, decision: Dec
     if sample_rate_hz != features.sample_rate_hz:
         raise ValueError(f"expected samples at {features.sample_rate_hz} Hz, got {sample_rate_hz} Hz")
     coefficients, log_energy = mfcc_with_energy(samples, features)
-    return classify_features(coefficients, log_energy, model.predict, features, model.manifest.input.frames, decision)
+    return classify_features(coefficients, log_energy, model.score, features, model.manifest.input.frames,
+                             decision, temperature=model.manifest.temperature).scores

@@ -24,12 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.features import FeatureParams
 from trainer.labels import SCHEMES
 
 logger = logging.getLogger("trainer")
 
-FRAMES = 300
-"""Model input: 300 frames, 3.015 s at the default 10 ms hop / 25 ms window (the daemon's window)."""
+FRAMES = 200
+"""Model input: 200 frames, 2.015 s at the default 10 ms hop / 25 ms window (the daemon's window): most
+clips of the corpora are 1-3 s (TurEV-DB's single words about 1 s)."""
+FEATURES = FeatureParams()
+"""The front end every fit uses (the manifest records it, mean/std and adaptation filled in)."""
 
 
 class UsageError(Exception):
@@ -135,6 +139,26 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                      help="folds trained in parallel, in processes of one TensorFlow thread each "
                      "(default: the number of CPUs); the folds' results do not depend on it")
+    fit.add_argument("--protocol", choices=("auto", "loco", "speakers"), default="auto",
+                     help="held-out evaluation: loco = leave-one-corpus-out (each corpus scored whole by a model "
+                     "trained on the others, clean and far-field), speakers = the speaker folds (RAVDESS: 6 folds of "
+                     "4 actors); auto = loco with two or more corpora, else speakers")
+    fit.add_argument("--far-field-variants", type=non_negative_int, default=None, metavar="N",
+                     help="train also on N versions of each clip through simulated rooms, noise and microphones "
+                     "(trainer.acoustics; default 2)")
+    fit.add_argument("--windows-per-epoch", type=non_negative_int, default=None, metavar="N",
+                     help="windows per epoch, clips drawn balanced across corpora and classes (0: every clip "
+                     "twice per epoch, class-weighted; default 6000)")
+    fit.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
+                     help="time constant of the normalisation that adapts on the device, in seconds of speech "
+                     "(0: fixed training statistics; default 120)")
+    fit.add_argument("--no-dimensions", action="store_true",
+                     help="no arousal/valence head (a classifier only, softmax output)")
+    fit.add_argument("--no-far-field-eval", action="store_true", help="skip the far-field evaluation condition")
+    fit.add_argument("--hold-out-speakers", default="", metavar="S,S,...",
+                     help="speakers kept out of everything, e.g. crema-d:1001,crema-d:1002 (the demo's actors)")
+    fit.add_argument("--allow-chance", action="store_true",
+                     help="write the model even if its held-out UA is at chance level (smoke tests)")
     fit.add_argument("--quick", action="store_true", help="tiny budget for smoke tests: 2 epochs, 1 crop per clip")
     fit.add_argument("--cache-dir", type=Path, default=Path("cache/features"), help="feature cache folder")
     fit.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where the run's config and results go")
@@ -223,16 +247,36 @@ def parse_fold_selection(value: str, n_folds: int) -> list[int]:
     return chosen
 
 
+CHANCE_MARGIN = 0.05
+"""A held-out UA within this of chance (1 / labels) counts as chance level: ``fit`` refuses to write it."""
+
+
+def drop_silent(feats, threshold_dbfs: float = -60.0):
+    """Clips whose loudest frame is below ``threshold_dbfs`` (digital silence, such as CREMA-D's
+    ``1076_MTI_SAD_XX.wav``) are left out, each logged with its reason."""
+    from edge.vad import log_energy_to_dbfs
+
+    kept = []
+    for f in feats:
+        peak = float(log_energy_to_dbfs(f.log_energy, FEATURES).max()) if f.log_energy.size else -np.inf
+        if peak < threshold_dbfs:
+            logger.warning("skipped %s: silent (loudest frame %.0f dBFS < %.0f dBFS)", f.clip.path, peak, threshold_dbfs)
+        else:
+            kept.append(f)
+    return kept
+
+
 def fit(args) -> int:
-    from edge.features import FeatureParams
     from edge.model import load_model
     from edge.pipeline import DecisionParams
     from trainer.export import git_commit, write_model
     from trainer.featurize import featurize, with_variants
-    from trainer.folds import speaker_folds
-    from trainer.labels import apply_scheme
+    from trainer.folds import corpus_folds, speaker_folds
+    from trainer.labels import apply_scheme, dimension_targets
     from trainer.model import TrainParams
     from trainer.train import (
+        DIMENSIONS,
+        FAR_FIELD_EVAL,
         final_epochs,
         fit_and_convert,
         limit_threads,
@@ -250,8 +294,11 @@ def fit(args) -> int:
         raise UsageError(f"--noise-variants: expected 0 or more, got {args.noise_variants}")
     if args.gain is not None and args.gain < 0:
         raise UsageError(f"--gain: expected 0 or more dB, got {args.gain}")
+    if args.adapt is not None and not (np.isfinite(args.adapt) and 0 <= args.adapt <= 86400):
+        raise UsageError(f"--adapt: expected 0..86400 seconds of speech, got {args.adapt}")
     given = {"mixup_alpha": args.mixup, "ema_decay": args.ema, "noise_variants": args.noise_variants,
-             "gain_db": args.gain}  # flags left out keep TrainParams' defaults
+             "gain_db": args.gain, "far_field_variants": args.far_field_variants,
+             "windows_per_epoch": args.windows_per_epoch, "adapt_time_constant_s": args.adapt}
     train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed,
                                crops_per_clip=1 if args.quick else TrainParams.crops_per_clip,
                                speed_factors=parse_speeds(args.speed, TrainParams.speed_factors),
@@ -262,21 +309,31 @@ def fit(args) -> int:
         args.validation_speakers = 4 if args.early_stopping else 0
     if args.early_stopping and args.validation_speakers == 0:
         raise UsageError("--early-stopping needs validation speakers: --validation-speakers 1 or more")
-    features = FeatureParams()
+    features = FEATURES
     decision = DecisionParams()
-    clips, labels, excluded = apply_scheme(load_clips(args.corpus), args.labels)
+    loaded = load_clips(args.corpus)
+    held_out = {s.strip() for s in args.hold_out_speakers.split(",") if s.strip()}
+    if held_out:
+        unknown = held_out - {c.speaker for c in loaded}
+        if unknown:
+            raise UsageError(f"--hold-out-speakers: no clips of {', '.join(sorted(unknown))} in the corpora")
+        before = len(loaded)
+        loaded = [c for c in loaded if c.speaker not in held_out]
+        logger.info("held out of everything: %s (%d clips)", ", ".join(sorted(held_out)), before - len(loaded))
+    dims = None if args.no_dimensions else {str(c.path): dimension_targets(c) or (0.0, 0.0) for c in loaded}
+    clips, labels, excluded = apply_scheme(loaded, args.labels)
     if excluded:
         logger.info("label scheme %s excludes %s", args.labels, ", ".join(f"{n} {k}" for k, n in excluded.items()))
-    speakers = sorted({c.speaker for c in clips})
-    if args.n_folds > len(speakers) or args.n_folds < 2:
-        raise UsageError(f"--n-folds: expected 2..{len(speakers)} (speakers in the corpora), got {args.n_folds}")
-    selected = parse_fold_selection(args.folds, args.n_folds)
+    corpora = sorted({c.corpus for c in clips})
+    protocol = args.protocol if args.protocol != "auto" else ("loco" if len(corpora) >= 2 else "speakers")
+    if protocol == "loco" and len(corpora) < 2:
+        raise UsageError(f"--protocol loco: expected two or more corpora, got {', '.join(corpora)}")
     run_dir = args.runs_dir / f"{args.out.name}-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}"
     run_dir.mkdir(parents=True, exist_ok=True)
     command = shlex.join([Path(sys.argv[0]).name] + sys.argv[1:])
     config = {"command": command, "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "train_params": dataclasses.asdict(train_params), "features": features.to_dict(),
-              "decision": dataclasses.asdict(decision), "frames": FRAMES}
+              "decision": dataclasses.asdict(decision), "frames": FRAMES, "protocol": protocol}
     config["args"]["corpus"] = [f"{k}={p}" for k, p in args.corpus]
     (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     logger.info("run config in %s", run_dir / "config.json")
@@ -285,41 +342,79 @@ def fit(args) -> int:
 
     limit_threads(1)
     keras.utils.set_random_seed(args.seed)
-    feats = featurize(clips, features, cache_dir=args.cache_dir, progress=progress)
+    feats = drop_silent(featurize(clips, features, cache_dir=args.cache_dir, progress=progress))
+    clips = [f.clip for f in feats]
+    speakers = sorted({c.speaker for c in clips})
+    if protocol == "speakers" and (args.n_folds > len(speakers) or args.n_folds < 2):
+        raise UsageError(f"--n-folds: expected 2..{len(speakers)} (speakers in the corpora), got {args.n_folds}")
     feats = with_variants(feats, features, training_perturbations(train_params), cache_dir=args.cache_dir,
                           progress=progress)
+    far_field = protocol == "loco" and not args.no_far_field_eval
+    if far_field:
+        featurize(clips, features, cache_dir=args.cache_dir, progress=progress, perturbation=FAR_FIELD_EVAL)
 
-    folds = speaker_folds(Counter(c.speaker for c in clips), args.n_folds, args.validation_speakers)
+    if protocol == "loco":
+        folds = corpus_folds(c.speaker for c in clips)
+        selected = parse_fold_selection(args.folds, len(folds))
+    else:
+        folds = speaker_folds(Counter(c.speaker for c in clips), args.n_folds, args.validation_speakers)
+        selected = parse_fold_selection(args.folds, args.n_folds)
 
     def log_fold(result) -> None:
         row = result.row(labels)
-        logger.info("fold %d: int8 UA %.3f WA %.3f | float UA %.3f WA %.3f | best epoch %d", result.fold, row["ua"],
-                    row["wa"], row["float_ua"], row["float_wa"], row["best_epoch"])
+        logger.info("fold %d (%s): int8 UA %.3f WA %.3f | float UA %.3f WA %.3f", result.fold,
+                    ",".join(result.test_corpora), row["ua"], row["wa"], row["float_ua"], row["float_wa"])
 
     jobs = min(args.jobs or os.cpu_count() or 1, max(len(selected), 1))
     results = run_folds([folds[k] for k in selected], feats, labels, features, FRAMES, train_params, decision,
-                        progress, jobs, args.cache_dir, log_fold)
+                        progress, jobs, args.cache_dir, log_fold, dims, far_field)
 
-    metrics = {}
+    from trainer.generalization import format_loco_table, loco_metrics
+
+    metrics: dict = {}
+    temperature, unsure_below = 1.0, 0.0
     if results:
         metrics = pooled_metrics(results, labels)
-        print(format_fold_table(metrics))
-        (run_dir / "cv.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if protocol == "loco":
+            metrics["loco"] = loco_metrics(results, labels)
+            print(format_loco_table(metrics["loco"]))
+            held_out_ua = metrics["loco"]["clean"]["int8"]["mean"]["ua"]
+            if dims is not None:
+                temperature = metrics["loco"]["calibration"]["temperature"]
+                unsure_below = metrics["loco"]["calibration"]["unsure_below"]
+        else:
+            print(format_fold_table(metrics))
+            held_out_ua = metrics["int8"]["ua"]
+        (run_dir / "cv.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+        chance = 1 / len(labels)
+        if held_out_ua <= chance + CHANCE_MARGIN and not args.allow_chance:
+            raise UsageError(f"held-out UA {held_out_ua:.3f} is at chance level ({chance:.2f} + {CHANCE_MARGIN}): "
+                             f"no model written (figures in {run_dir / 'cv.json'}; --allow-chance writes it anyway)")
 
     epochs = args.final_epochs or final_epochs(results, max_epochs)
     logger.info("final model: all %d speakers, %d epochs, no early stopping", len(speakers), epochs)
     final_params = dataclasses.replace(train_params, epochs=epochs)
-    _, fitted, _, flatbuffer = fit_and_convert(feats, [], labels, features, FRAMES, final_params, progress, "final")
+    _, fitted, _, flatbuffer = fit_and_convert(feats, [], labels, features, FRAMES, final_params, progress, "final",
+                                               None, dims)
     counts: dict[str, dict] = {}
     for c in clips:
         entry = counts.setdefault(c.corpus, {"name": c.corpus, "clips": 0, "speakers": set()})
         entry["clips"] += 1
         entry["speakers"].add(c.speaker)
+    protocol_text = "none"
+    if results and protocol == "loco":
+        protocol_text = ("leave-one-corpus-out: each corpus scored whole by a model trained on the others, clean "
+                         "and far-field, clips heard in a fixed random order with the adaptive normalisation "
+                         "carried from clip to clip; " + fold_training_protocol(0, False, max_epochs))
+    elif results:
+        protocol_text = (f"{args.n_folds}-fold speaker-independent (RAVDESS fold k tests actors 4k+1..4k+4; other "
+                         f"corpora's speakers spread over the folds), " + fold_training_protocol(
+                             args.validation_speakers, train_params.early_stopping, max_epochs))
     training = {
         "corpora": [{"name": e["name"], "clips": e["clips"], "speakers": len(e["speakers"])} for e in counts.values()],
-        "protocol": (f"{args.n_folds}-fold speaker-independent (RAVDESS fold k tests actors 4k+1..4k+4; other "
-                     f"corpora's speakers spread over the folds), " + fold_training_protocol(
-                         args.validation_speakers, train_params.early_stopping, max_epochs)) if results else "none",
+        "speakers": speakers,
+        "held_out_speakers": sorted(held_out),
+        "protocol": protocol_text,
         "folds_run": selected,
         "seed": args.seed,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -331,7 +426,10 @@ def fit(args) -> int:
     }
     training["label_scheme"] = args.labels
     training["excluded_clips"] = excluded
-    tflite_path, json_path = write_model(args.out, flatbuffer, labels, args.labels, fitted, FRAMES, training, metrics)
+    manifest_metrics = _manifest_metrics(metrics)
+    tflite_path, json_path = write_model(args.out, flatbuffer, labels, args.labels, fitted, FRAMES, training,
+                                         manifest_metrics, DIMENSIONS if dims is not None else (), temperature,
+                                         unsure_below)
     model = load_model(tflite_path)  # the device's own checks: sha256, shapes, labels
     write_run_report(args, run_dir, training, labels, features, clips, [folds[k] for k in selected], results, metrics,
                      progress)
@@ -341,6 +439,27 @@ def fit(args) -> int:
                                                      "size_kb": size_kb, "wall_time_s": elapsed}, indent=2) + "\n")
     print(f"wrote {tflite_path} ({size_kb:.1f} KB, {model.manifest.model_id}) and {json_path} in {elapsed / 60:.1f} min")
     return 0
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _manifest_metrics(metrics: dict) -> dict:
+    """The manifest's ``metrics``: the headline figures, without per-bin and confusion detail."""
+    if not metrics:
+        return {}
+    out = json.loads(json.dumps(metrics, default=_json_default))
+    loco = out.get("loco")
+    if loco:
+        loco.pop("confusion", None)
+        for key in ("reliability_before", "reliability_after"):
+            loco["calibration"].pop(key, None)
+    return out
 
 
 def write_run_report(args, run_dir, training, labels, features, clips, folds, results, metrics, progress) -> None:
@@ -412,8 +531,9 @@ def evaluate(args) -> int:
     if not clips:
         raise UsageError(f"no clip has a label among {','.join(decide)} (excluded: {excluded})")
     feats = featurize(clips, model.manifest.features, cache_dir=args.cache_dir, progress=not args.no_progress)
-    scores = score_clips(feats, model.predict, model.manifest.features, model.manifest.input.frames, DecisionParams(),
-                         progress=not args.no_progress, desc="int8 eval")
+    scores, _ = score_clips(feats, model.score, model.manifest.features, model.manifest.input.frames,
+                            DecisionParams(), progress=not args.no_progress, desc="int8 eval",
+                            temperature=model.manifest.temperature)
     index = {label: k for k, label in enumerate(decide)}
     y_true = np.array([index[c.clip.label] for c in feats])
     y_pred = restricted_argmax(scores, [model.labels.index(label) for label in decide])

@@ -17,36 +17,55 @@ from sklearn.metrics import (
 )
 from tqdm import tqdm
 
-from edge.features import FeatureParams, normalize
-from edge.pipeline import DecisionParams, Predict, classify_features
+from edge.features import AdaptiveNormalizer, FeatureParams
+from edge.model import softmax, temperature_scale
+from edge.pipeline import DecisionParams, Score, classify_features
 from trainer.featurize import ClipFeatures
 
 
-def keras_predict(model, features: FeatureParams) -> Predict:
-    """A :data:`edge.pipeline.Predict` for a float Keras model: raw MFCC windows ``(n, frames, coeffs)``
-    -> normalised with ``features``' mean/std -> softmax ``(n, n_labels)`` float32."""
+def keras_score(model) -> Score:
+    """A :data:`edge.pipeline.Score` for a float Keras model: normalised windows ``(n, frames, coeffs)`` ->
+    softmax probabilities ``(n, n_labels)`` float32 and dimensions ``(n, n_dims)`` or None (a model with
+    one softmax output has none)."""
 
-    def predict(windows: np.ndarray) -> np.ndarray:
-        return np.asarray(model(normalize(windows, features), training=False), dtype=np.float32)
+    def score(windows: np.ndarray):
+        out = model(windows, training=False)
+        if isinstance(out, dict):
+            return softmax(np.asarray(out["scores"])), np.clip(np.asarray(out["dimensions"], dtype=np.float32), -1, 1)
+        return np.asarray(out, dtype=np.float32), None
 
-    return predict
+    return score
 
 
 def score_clips(
     clips: list[ClipFeatures],
-    predict: Predict,
+    score: Score,
     features: FeatureParams,
     input_frames: int,
     decision: DecisionParams | None = None,
     progress: bool = False,
     desc: str = "score",
-) -> np.ndarray:
-    """Utterance scores of every clip via :func:`edge.pipeline.classify_features`; float32 ``(n_clips, n_labels)``."""
-    rows = [
-        classify_features(c.mfcc, c.log_energy, predict, features, input_frames, decision or DecisionParams())
-        for c in tqdm(clips, desc=desc, unit="clip", disable=not progress, leave=False)
-    ]
-    return np.stack(rows).astype(np.float32)
+    seed: int = 0,
+    temperature: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every clip through :func:`edge.pipeline.classify_features`, as one device hears them: in
+    :func:`trainer.train.stream_order` (corpus by corpus, a fixed random order within each), with one
+    :class:`edge.features.AdaptiveNormalizer` per corpus carried from clip to clip, exactly the
+    adaptation the daemon applies (and its calibration ``temperature``). Returns float32 ``(n_clips, n_labels)`` scores and
+    ``(n_clips, n_dims)`` dimensions (or None), in the order of ``clips``.
+    """
+    from trainer.train import stream_order
+
+    scores: list[np.ndarray | None] = [None] * len(clips)
+    dims: list[np.ndarray | None] = [None] * len(clips)
+    normalizers: dict[str, AdaptiveNormalizer] = {}
+    for i in tqdm(stream_order(clips, seed), desc=desc, unit="clip", disable=not progress, leave=False):
+        c = clips[i]
+        normalizer = normalizers.setdefault(c.clip.corpus, AdaptiveNormalizer(features))
+        result = classify_features(c.mfcc, c.log_energy, score, features, input_frames, decision or DecisionParams(),
+                                   normalizer, temperature)
+        scores[i], dims[i] = result.scores, result.dims
+    return np.stack(scores).astype(np.float32), (None if dims[0] is None else np.stack(dims).astype(np.float32))
 
 
 def summarize(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...]) -> dict:
@@ -86,3 +105,83 @@ def format_confusion(confusion: list[list[int]], labels: tuple[str, ...]) -> str
     head = "true\\pred  " + " ".join(f"{label[:4]:>5}" for label in labels)
     lines = [head] + [f"{label:<10} " + " ".join(f"{v:>5d}" for v in row) for label, row in zip(labels, confusion, strict=True)]
     return "\n".join(lines)
+
+
+def ccc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient (Lin 1989, Biometrics 45(1)), the AVEC challenges'
+    measure for arousal/valence: ``2 cov / (var_t + var_p + (mean_t - mean_p)^2)``; NaN targets ignored."""
+    keep = np.isfinite(y_true) & np.isfinite(y_pred)
+    t, p = y_true[keep].astype(np.float64), y_pred[keep].astype(np.float64)
+    if len(t) < 2:
+        return float("nan")
+    cov = np.mean((t - t.mean()) * (p - p.mean()))
+    return float(2 * cov / (t.var() + p.var() + (t.mean() - p.mean()) ** 2 + 1e-12))
+
+
+def valence_auc(valence_true: np.ndarray, valence_pred: np.ndarray) -> float:
+    """ROC AUC of the predicted valence separating positive (target > 0) from negative (target < 0)
+    utterances, neutral ones left out (sklearn ``roc_auc_score``); NaN with one side missing."""
+    from sklearn.metrics import roc_auc_score
+
+    keep = np.isfinite(valence_true) & (valence_true != 0)
+    positive = valence_true[keep] > 0
+    if positive.all() or not positive.any():
+        return float("nan")
+    return float(roc_auc_score(positive, valence_pred[keep]))
+
+
+def fit_temperature(probabilities: np.ndarray, y_true: np.ndarray) -> float:
+    """The temperature minimising the negative log-likelihood of ``y_true`` (Guo et al. 2017, ICML,
+    "On calibration of modern neural networks"), by bounded scalar search over 0.05..20 (scipy)."""
+    from scipy.optimize import minimize_scalar
+
+    def nll(t: float) -> float:
+        p = temperature_scale(probabilities, t)[np.arange(len(y_true)), y_true]
+        return float(-np.mean(np.log(np.maximum(p, 1e-12))))
+
+    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(probabilities: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE (Naeini et al. 2015; Guo et al. 2017): over equal-width confidence bins, the mean of
+    ``|accuracy - confidence|`` weighted by the share of decisions in the bin."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(total)
+
+
+def reliability(probabilities: np.ndarray, y_true: np.ndarray, bins: int = 10) -> list[dict]:
+    """Per equal-width confidence bin: ``{"low", "high", "n", "confidence", "accuracy"}`` (empty bins left out)."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    return [{"low": float(edges[b]), "high": float(edges[b + 1]), "n": int((which == b).sum()),
+             "confidence": float(confidence[which == b].mean()), "accuracy": float(correct[which == b].mean())}
+            for b in range(bins) if (which == b).any()]
+
+
+UNSURE_ACCURACY = 0.5
+"""A decision is trusted when decisions of its confidence are right at least this often."""
+
+
+def unsure_threshold(probabilities: np.ndarray, y_true: np.ndarray, bins: int = 10) -> float:
+    """The confidence below which a calibrated decision is flagged unsure: the lower edge of the lowest
+    reliability bin from which every higher bin (with at least 20 decisions) is right at least
+    :data:`UNSURE_ACCURACY` of the time; 0 if all are."""
+    rows = [r for r in reliability(probabilities, y_true, bins) if r["n"] >= 20]
+    threshold = 0.0
+    for row in rows:
+        if row["accuracy"] < UNSURE_ACCURACY:
+            threshold = row["high"]
+    return float(threshold)

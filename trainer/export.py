@@ -69,8 +69,14 @@ def write_model(
     frames: int,
     training: dict | None = None,
     metrics: dict | None = None,
+    dimensions: tuple[str, ...] = (),
+    temperature: float = 1.0,
+    unsure_below: float = 0.0,
 ) -> tuple[Path, Path]:
     """Write ``out_base.tflite`` and its manifest ``out_base.json``; return both paths.
+
+    A model with ``dimensions`` (arousal, valence) outputs logits beside them (``output: logits``);
+    ``temperature`` and ``unsure_below`` are its calibration (:mod:`trainer.evaluate`).
 
     ``features`` must carry the training mean/std. The manifest's ``window_s`` is the end of the
     last input frame, ``features.frame_end_s(frames - 1)``.
@@ -90,6 +96,10 @@ def write_model(
         input=InputSpec(frames=frames, coefficients=features.n_mfcc, window_s=round(features.frame_end_s(frames - 1), 6)),
         training=training or {},
         metrics=metrics or {},
+        dimensions=tuple(dimensions),
+        output="logits" if dimensions else "probabilities",
+        temperature=temperature,
+        unsure_below=unsure_below,
     )
     manifest.write(json_path)
     return tflite_path, json_path

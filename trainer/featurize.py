@@ -9,6 +9,7 @@ front end is recomputed and nothing stale is reused.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import json
 import logging
@@ -66,30 +67,83 @@ class Perturbation:
     speed: float = 1.0
     snr_db: tuple[float, float] | None = None
     seed: int = 0
+    far_field: str | None = None
+    """``"train"`` or ``"eval"``: through a simulated room with noise (:func:`trainer.acoustics.far_field`,
+    that split's draws, babble from other speakers of the clip's corpus)."""
 
     @property
     def is_identity(self) -> bool:
-        return self.speed == 1.0 and self.snr_db is None
+        return self.speed == 1.0 and self.snr_db is None and self.far_field is None
 
     def key(self) -> str:
         """The perturbation's part of the cache key ("" for the identity, so originals keep their key)."""
         key = f"|speed={self.speed!r}" if self.speed != 1.0 else ""
-        return key + (f"|snr={self.snr_db[0]!r},{self.snr_db[1]!r}|seed={self.seed}" if self.snr_db else "")
+        key += f"|snr={self.snr_db[0]!r},{self.snr_db[1]!r}|seed={self.seed}" if self.snr_db else ""
+        return key + (f"|far={self.far_field}|seed={self.seed}|{acoustics_hash()}" if self.far_field else "")
 
     def describe(self) -> str:
         parts = [f"speed {self.speed:g}"] if self.speed != 1.0 else []
         if self.snr_db:
             parts.append(f"pink noise at {self.snr_db[0]:g}-{self.snr_db[1]:g} dB SNR (seed {self.seed})")
+        if self.far_field:
+            parts.append(f"far-field, {self.far_field} rooms (seed {self.seed})")
         return ", ".join(parts) or "original"
 
-    def apply(self, samples: np.ndarray, name: str) -> np.ndarray:
-        """``samples`` (float32, 1-D) perturbed; ``name`` (the clip's file name) seeds the noise."""
+    def apply(self, samples: np.ndarray, name: str, babble: list[np.ndarray] | None = None) -> np.ndarray:
+        """``samples`` (float32, 1-D, 16 kHz) perturbed; ``name`` (the clip's file name) seeds the draws;
+        ``babble``: other speakers' clips for babble noise (far-field only)."""
         if self.speed != 1.0:
             samples = speed_perturb(samples, self.speed)
         if self.snr_db:
             rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
             samples = add_noise(samples, float(rng.uniform(*self.snr_db)), rng)
+        if self.far_field:
+            from trainer.acoustics import far_field
+
+            samples = far_field(samples, 16000, self.far_field, f"{self.seed}:{name}", babble)
         return samples
+
+
+def acoustics_hash() -> str:
+    """Hash of :mod:`trainer.acoustics`' source (far-field versions are recomputed when it changes)."""
+    import trainer.acoustics
+
+    return hashlib.sha256(Path(trainer.acoustics.__file__).read_bytes()).hexdigest()[:12]
+
+
+BABBLE_POOL = 12
+"""Clips (of distinct speakers where possible) per corpus from which babble noise is made."""
+
+
+def babble_pool(clips: list[Clip]) -> dict[str, list[tuple[str, Path]]]:
+    """Per corpus, up to :data:`BABBLE_POOL` ``(speaker, path)`` pairs, one clip per speaker in turn,
+    chosen by a fixed seed (not by content)."""
+    pools: dict[str, list[tuple[str, Path]]] = {}
+    for corpus in sorted({c.corpus for c in clips}):
+        mine = sorted((c for c in clips if c.corpus == corpus), key=lambda c: str(c.path))
+        rng = np.random.default_rng(zlib.crc32(corpus.encode()))
+        order = rng.permutation(len(mine))
+        chosen, seen = [], set()
+        for i in order:  # first one clip per speaker, then any
+            if mine[i].speaker not in seen:
+                chosen.append(mine[i])
+                seen.add(mine[i].speaker)
+            if len(chosen) >= BABBLE_POOL:
+                break
+        for i in order:
+            if len(chosen) >= BABBLE_POOL:
+                break
+            if mine[i] not in chosen:
+                chosen.append(mine[i])
+        pools[corpus] = [(c.speaker, c.path) for c in chosen]
+    return pools
+
+
+@functools.lru_cache(maxsize=64)
+def _load_16k(path: Path) -> np.ndarray:
+    from edge.audio import load_audio
+
+    return load_audio(path, 16000)
 
 
 def cache_path(clip: Clip, params: FeatureParams, cache_dir: Path, perturbation: Perturbation = Perturbation(),
@@ -129,18 +183,21 @@ def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> n
     return np.clip(samples + noise, -1.0, 1.0).astype(np.float32)
 
 
-def compute(path: Path, params: FeatureParams, perturbation: Perturbation = Perturbation()) -> tuple[np.ndarray, np.ndarray]:
+def compute(path: Path, params: FeatureParams, perturbation: Perturbation = Perturbation(),
+            babble: tuple[Path, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
     """MFCC and log energy of one audio file, loaded and resampled by ``edge.audio.load_audio``
-    (and perturbed first unless ``perturbation`` is the identity)."""
+    (and perturbed first unless ``perturbation`` is the identity; ``babble``: clips of other speakers)."""
     from edge.audio import load_audio
 
-    samples = perturbation.apply(load_audio(path, params.sample_rate_hz), path.name)
+    sources = [_load_16k(b) for b in babble] if perturbation.far_field else None
+    samples = perturbation.apply(load_audio(path, params.sample_rate_hz), path.name, sources)
     mfcc, log_energy = mfcc_with_energy(samples, params)
     return mfcc.astype(np.float32), log_energy.astype(np.float32)
 
 
-def _compute_to_cache(path: Path, params: FeatureParams, target: Path, perturbation: Perturbation) -> Path:
-    mfcc, log_energy = compute(path, params, perturbation)
+def _compute_to_cache(path: Path, params: FeatureParams, target: Path, perturbation: Perturbation,
+                      babble: tuple[Path, ...] = ()) -> Path:
+    mfcc, log_energy = compute(path, params, perturbation, babble)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp.npz")
     np.savez(tmp, mfcc=mfcc, log_energy=log_energy)
@@ -163,6 +220,11 @@ def featurize(
     """
     front_end = front_end_hash(params)
     targets = [cache_path(c, params, cache_dir, perturbation, front_end) for c in clips]
+    pools = babble_pool(clips) if perturbation.far_field else {}
+
+    def babble(clip: Clip) -> tuple[Path, ...]:
+        return tuple(path for speaker, path in pools.get(clip.corpus, []) if speaker != clip.speaker)
+
     missing = [i for i, t in enumerate(targets) if not t.is_file()]
     what = "features" if perturbation.is_identity else f"features ({perturbation.describe()})"
     logger.info("%s: %d clips, %d cached, %d to compute", what, len(clips), len(clips) - len(missing), len(missing))
@@ -172,13 +234,14 @@ def featurize(
             # spawn: the parent may have TensorFlow loaded, which does not survive fork
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = [pool.submit(_compute_to_cache, clips[i].path, params, targets[i], perturbation) for i in missing]
+                futures = [pool.submit(_compute_to_cache, clips[i].path, params, targets[i], perturbation,
+                                       babble(clips[i])) for i in missing]
                 for future in concurrent.futures.as_completed(futures):
                     future.result()
                     bar.update()
         else:
             for i in missing:
-                _compute_to_cache(clips[i].path, params, targets[i], perturbation)
+                _compute_to_cache(clips[i].path, params, targets[i], perturbation, babble(clips[i]))
                 bar.update()
         bar.close()
     out = []

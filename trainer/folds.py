@@ -84,3 +84,14 @@ def speaker_folds(speakers: Iterable[str] | Mapping[str, int], n_folds: int = 6,
         folds.append(Fold(k, tuple(group), tuple(train), tuple(validation)))
     return folds
 
+
+
+def corpus_folds(speakers: Iterable[str]) -> list[Fold]:
+    """Leave-one-corpus-out: fold k tests on every speaker of the k-th corpus (sorted by name) and trains
+    on all the other corpora's speakers. Raises ``ValueError`` with fewer than 2 corpora."""
+    ordered = sorted(set(speakers))
+    corpora = sorted({corpus_of(s) for s in ordered})
+    if len(corpora) < 2:
+        raise ValueError(f"expected at least 2 corpora for leave-one-corpus-out, got {corpora}")
+    return [Fold(k, tuple(s for s in ordered if corpus_of(s) == c), tuple(s for s in ordered if corpus_of(s) != c), ())
+            for k, c in enumerate(corpora)]

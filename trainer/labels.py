@@ -225,3 +225,40 @@ def to_model_label(clip, scheme: str, model_labels: tuple[str, ...]) -> str | No
         return None
     label = map_label(clip, scheme)
     return label if label in model_labels else None
+
+
+#: Positions of the emotion categories in Russell's circumplex as ``(arousal, valence)``, each in
+#: [-1, 1]: the angles of Russell (1980), "A circumplex model of affect", J. Personality and Social
+#: Psychology 39(6):1161-1178, Fig. 2 (pleased/happy ~ 10 deg, excited/surprised ~ 50 deg, angry
+#: ~ 100 deg, afraid ~ 115 deg, distressed/disgust ~ 150 deg, sad ~ 210 deg, calm ~ 300 deg, with
+#: valence the horizontal and arousal the vertical axis), on the unit circle for the full-intensity
+#: expression; neutral at the origin. (Rounded to 0.1; the same quadrants as the circumplex
+#: coordinates used for acted corpora by e.g. Schuller et al. 2009.)
+CIRCUMPLEX: dict[str, tuple[float, float]] = {
+    "neutral": (0.0, 0.0),
+    "calm": (-0.6, 0.4),
+    "happy": (0.5, 0.8),
+    "positive": (0.4, 0.8),
+    "surprised": (0.7, 0.4),
+    "angry": (0.8, -0.6),
+    "fearful": (0.8, -0.5),
+    "disgust": (0.4, -0.8),
+    "sad": (-0.6, -0.7),
+}
+
+#: How far from neutral an expression sits, by the corpora's intensity labels: RAVDESS normal/strong,
+#: CREMA-D LO/MD/HI (a scale, our choice: the corpora give levels, not coordinates); unknown 0.85.
+INTENSITY_SCALE: dict[str | None, float] = {
+    "low": 0.6, "medium": 0.8, "normal": 0.8, "high": 1.0, "strong": 1.0, None: 0.85,
+}
+
+
+def dimension_targets(clip) -> tuple[float, float] | None:
+    """``(arousal, valence)`` target of a clip: its emotion's :data:`CIRCUMPLEX` position scaled by its
+    intensity (:data:`INTENSITY_SCALE`, the clip's ``intensity`` attribute if it has one); None for an
+    emotion without a position (Dusha's ``other``)."""
+    position = CIRCUMPLEX.get(canonical(clip.label))
+    if position is None:
+        return None
+    scale = INTENSITY_SCALE.get(getattr(clip, "intensity", None), INTENSITY_SCALE[None])
+    return position[0] * scale, position[1] * scale

@@ -68,6 +68,20 @@ class TrainParams:
     gain_db: float = 0.0
     """Random gain per training window, uniform in +-``gain_db`` dB: a shift of the log-energy
     coefficient 0, which is exactly what a gain does to it (the other MFCCs are unchanged by a gain)."""
+    far_field_variants: int = 2
+    """Versions of each training clip through a simulated room, noise and microphone
+    (:mod:`trainer.acoustics`, ``split="train"``); drawn like the speed versions."""
+    windows_per_epoch: int = 6000
+    """0: every clip ``crops_per_clip`` times per epoch. Otherwise this many windows per epoch, clips
+    drawn with the sampling weights :func:`trainer.train.balanced_weights` gives (balanced across
+    corpora and classes)."""
+    dims_weight: float = 0.5
+    """Weight of the arousal/valence regression loss (mean squared error) beside the label loss."""
+    adapt_time_constant_s: float = 120.0
+    """Adaptive normalisation time constant, seconds of speech (``edge.features.AdaptiveNormalizer``);
+    0 = fixed training statistics."""
+    adapt_prior_s: float = 10.0
+    """Weight of the training statistics at start-up, seconds of speech."""
 
 
 DELTA_KERNEL = (-2.0, -1.0, 0.0, 1.0, 2.0)
@@ -99,7 +113,8 @@ def _delta_layer(coefficients: int, name: str):
 
 
 def build_model(frames: int, coefficients: int, n_labels: int, width: int = 64, dropout: float = 0.3, seed: int = 0,
-                instance_norm: bool = False, deltas: bool = False, attention_pooling: bool = False):
+                instance_norm: bool = False, deltas: bool = False, attention_pooling: bool = False,
+                n_dims: int = 0):
     """Conv1D stack: 4 blocks of Conv1D + BatchNorm + ReLU + MaxPool(2), global average and max
     pooling, dropout, Dense softmax. About 9.5M MACs and 90k parameters for ``(300, 40)``, width 64
     (with deltas and attention pooling about 17M MACs and 119k parameters, 146 KB as int8 TFLite).
@@ -140,8 +155,14 @@ def build_model(frames: int, coefficients: int, n_labels: int, width: int = 64, 
         pooled.append(layers.Lambda(lambda t: ops.sum(t[0] * t[1], axis=1), name="attention_pool")([x, weights]))
     x = layers.Concatenate()(pooled)
     x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(n_labels, activation="softmax", name="scores")(x)
-    return keras.Model(inputs, outputs, name="ser_conv1d")
+    if not n_dims:
+        outputs = layers.Dense(n_labels, activation="softmax", name="scores")(x)
+        return keras.Model(inputs, outputs, name="ser_conv1d")
+    # logits (the device applies the softmax and the calibration temperature) and a small tanh head
+    # for arousal/valence in [-1, 1] on the same pooled features
+    logits = layers.Dense(n_labels, name="scores")(x)
+    dims = layers.Dense(n_dims, activation="tanh", name="dimensions")(layers.Dense(32, activation="relu")(x))
+    return keras.Model(inputs, {"scores": logits, "dimensions": dims}, name="ser_conv1d")
 
 
 def window_ending_at(x: np.ndarray, end: int, frames: int) -> np.ndarray:
@@ -254,6 +275,10 @@ def clip_scores(model, normalized: list[np.ndarray], frames: int, hop: int = 50)
             windows.append(window_ending_at(x, end, frames))
             owner.append(i)
     probs = model.predict(np.stack(windows), batch_size=256, verbose=0)
+    if isinstance(probs, dict):  # logits + dimensions
+        logits = probs["scores"]
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
     owner = np.asarray(owner)
     return np.stack([probs[owner == i].mean(axis=0) for i in range(len(normalized))])
 
@@ -277,6 +302,8 @@ def train(
     daemon_ends: list[np.ndarray] | None = None,
     variants: list[list[tuple[np.ndarray, np.ndarray | None]]] | None = None,
     energy_per_db: float | None = None,
+    train_dims: np.ndarray | None = None,
+    clip_weights: np.ndarray | None = None,
 ):
     """Train on normalised clips (``train_x``: list of float32 ``(n_frames, n_mfcc)``, ``train_y``: int
     label indices). With ``params.early_stopping`` and validation clips, stops after ``patience``
@@ -286,19 +313,31 @@ def train(
     ``variants``: per training clip, other versions of it (speed-perturbed, noisy) as ``(normalised features,
     daemon ends)``; each epoch draws the original or one of them uniformly per clip.
     ``energy_per_db``: see :func:`augment` (for ``params.gain_db``).
+    ``train_dims``: float32 ``(n_clips, n_dims)`` arousal/valence targets in [-1, 1]: the model gets a
+    second head and outputs logits (see :func:`build_model`). ``clip_weights``: sampling probability
+    per clip (sums to 1) for ``params.windows_per_epoch`` draws per epoch (then no class weights).
     With ``params.ema_decay`` the model returned carries the moving-average weights.
     Returns ``(model, best_epoch, history)``; ``best_epoch`` is 1-based.
     """
     import keras
 
+    n_dims = 0 if train_dims is None else train_dims.shape[1]
     model = build_model(frames, train_x[0].shape[1], n_labels, params.width, params.dropout, params.seed,
-                        params.instance_norm, params.deltas, params.attention_pooling)
-    steps = math.ceil(len(train_x) * params.crops_per_clip / params.batch_size) * params.epochs
+                        params.instance_norm, params.deltas, params.attention_pooling, n_dims)
+    sampled = clip_weights is not None and params.windows_per_epoch > 0
+    per_epoch = params.windows_per_epoch if sampled else len(train_x) * params.crops_per_clip
+    steps = math.ceil(per_epoch / params.batch_size) * params.epochs
     schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=max(steps, 1), alpha=0.05)
-    loss = keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+    if n_dims:
+        loss = {"scores": keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=params.label_smoothing),
+                "dimensions": keras.losses.MeanSquaredError()}
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss,
+                      loss_weights={"scores": 1.0, "dimensions": params.dims_weight})
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
     rng = np.random.default_rng(params.seed)
-    weights = class_weights(train_y, n_labels)
+    weights = class_weights(train_y, n_labels) if not sampled else {k: 1.0 for k in range(n_labels)}
     sample_weight_of_class = np.array([weights[k] for k in range(n_labels)], dtype=np.float32)
     min_end = frames // 2
     average = WeightAverage(model, params.ema_decay) if params.ema_decay > 0 else None
@@ -307,17 +346,23 @@ def train(
     history = []
     bar = tqdm(range(1, params.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
-        xs, ys = [], []
-        for _ in range(params.crops_per_clip):
-            clips_x, clips_ends = train_x, daemon_ends
+        xs, idx = [], []
+        rounds = [rng.choice(len(train_x), size=params.windows_per_epoch, p=clip_weights)] if sampled else [
+            np.arange(len(train_x))] * params.crops_per_clip
+        for chosen in rounds:
+            sub_x = [train_x[i] for i in chosen]
+            sub_ends = [daemon_ends[i] for i in chosen] if daemon_ends is not None else None
+            clips_x, clips_ends = sub_x, sub_ends
             if variants:
-                clips_x, clips_ends = _draw_versions(train_x, daemon_ends, variants, rng)
+                clips_x, clips_ends = _draw_versions(sub_x, sub_ends, [variants[i] for i in chosen], rng)
             xs.append(random_windows(clips_x, frames, rng, min_end, clips_ends, params.daemon_windows,
                                      params.end_jitter_frames))
-            ys.append(train_y)
+            idx.append(chosen)
         x = augment(np.concatenate(xs), params, rng, energy_per_db)
-        y_index = np.concatenate(ys)
+        chosen = np.concatenate(idx)
+        y_index = train_y[chosen]
         y = np.eye(n_labels, dtype=np.float32)[y_index]
+        d = train_dims[chosen].astype(np.float32) if n_dims else None
         sw = sample_weight_of_class[y_index]
         if params.mixup_alpha > 0:
             lam = rng.beta(params.mixup_alpha, params.mixup_alpha, size=len(x)).astype(np.float32)
@@ -325,7 +370,10 @@ def train(
             x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
             y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
             sw = lam * sw + (1 - lam) * sw[perm]
-        fit = model.fit(x, y, sample_weight=sw, batch_size=params.batch_size, epochs=1, shuffle=True, verbose=0,
+            if n_dims:
+                d = lam[:, None] * d + (1 - lam[:, None]) * d[perm]
+        targets = {"scores": y, "dimensions": d} if n_dims else y
+        fit = model.fit(x, targets, sample_weight=sw, batch_size=params.batch_size, epochs=1, shuffle=True, verbose=0,
                         callbacks=callbacks)
         record = {"epoch": epoch, "loss": float(fit.history["loss"][0])}
         if val_x:

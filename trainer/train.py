@@ -12,16 +12,17 @@ import logging
 import math
 import statistics as stats
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge.features import FeatureParams, normalize
+from edge.features import AdaptiveNormalizer, FeatureParams
 from edge.model import load_model
 from edge.pipeline import DecisionParams, WindowPlacement
-from edge.vad import EnergyVAD
-from trainer.evaluate import keras_predict, score_clips, summarize
+from edge.vad import EnergyVAD, Segment
+from trainer.evaluate import keras_score, score_clips, summarize
 from trainer.export import REPRESENTATIVE_WINDOWS, to_int8_tflite, write_model
 from trainer.featurize import ClipFeatures, Perturbation, statistics
 from trainer.folds import Fold
@@ -41,6 +42,15 @@ class FoldResult:
     float_scores: np.ndarray
     history: list[dict] = dataclasses.field(default_factory=list)
     """Per-epoch records of the fold's training (``trainer.model.train``): epoch, loss, val_ua."""
+    dims_true: np.ndarray | None = None
+    """float32 ``(n, 2)`` arousal/valence targets of the test clips (NaN where the emotion has none)."""
+    int8_dims: np.ndarray | None = None
+    float_dims: np.ndarray | None = None
+    far: dict | None = None
+    """Far-field condition: ``{"int8_scores", "float_scores", "int8_dims", "float_dims"}``."""
+    test_corpora: tuple[str, ...] = ()
+    test_labels: tuple[str, ...] = ()
+    """Native labels of the test clips (for emotion4 scoring of models with more labels)."""
 
     def row(self, labels: tuple[str, ...]) -> dict:
         int8 = summarize(self.y_true, self.int8_scores.argmax(axis=1), labels)
@@ -58,9 +68,71 @@ class FoldResult:
         }
 
 
-def with_statistics(params: FeatureParams, clips: list[ClipFeatures]) -> FeatureParams:
-    mean, std = statistics(clips)
-    return dataclasses.replace(params, mean=mean, std=std)
+def speech_segments(log_energy: np.ndarray, features: FeatureParams, frames: int,
+                    decision: DecisionParams | None = None) -> list[Segment]:
+    """The utterances :class:`edge.pipeline.Pipeline` finds in a clip's frame log energies (its VAD)."""
+    decision = decision or DecisionParams()
+    placement = WindowPlacement.of(features, frames, decision)
+    vad = EnergyVAD(decision.vad, features, max_utterance_frames=placement.max_utterance_frames)
+    return vad.process(log_energy) + vad.flush()
+
+
+def speech_frames(mfcc: np.ndarray, log_energy: np.ndarray, features: FeatureParams, frames: int,
+                  decision: DecisionParams | None = None) -> np.ndarray:
+    """The frames inside the VAD's utterances (all frames if it finds none). float32 ``(k, n_mfcc)``."""
+    parts = [mfcc[s.start:s.end] for s in speech_segments(log_energy, features, frames, decision)]
+    return np.concatenate(parts) if parts else mfcc
+
+
+def with_statistics(params: FeatureParams, clips: list[ClipFeatures], frames: int = 300,
+                    adapt_time_constant_s: float = 0.0, adapt_prior_s: float = 10.0) -> FeatureParams:
+    """``params`` with the training statistics over the clips' *speech* frames (what the adaptive
+    normaliser tracks on the device) and the adaptation constants."""
+    mean, std = statistics([ClipFeatures(c.clip, speech_frames(c.mfcc, c.log_energy, params, frames), c.log_energy)
+                            for c in clips])
+    return dataclasses.replace(params, mean=mean, std=std, adapt_time_constant_s=adapt_time_constant_s,
+                               adapt_prior_s=adapt_prior_s)
+
+
+def stream_order(clips: list[ClipFeatures], seed: int) -> list[int]:
+    """The order in which one device hears ``clips``: corpus by corpus (one place each), clips in a
+    random order fixed by ``seed`` within each corpus (acted corpora are sorted by speaker and emotion;
+    a device hears them mixed). Indices into ``clips``."""
+    rng = np.random.default_rng(seed)
+    order = []
+    for corpus in sorted({c.clip.corpus for c in clips}):
+        mine = [i for i, c in enumerate(clips) if c.clip.corpus == corpus]
+        order += [mine[j] for j in rng.permutation(len(mine))]
+    return order
+
+
+def stream_normalized(versions: list[tuple[np.ndarray, np.ndarray]], clips: list[ClipFeatures], fitted: FeatureParams,
+                      frames: int, seed: int, decision: DecisionParams | None = None) -> list[np.ndarray]:
+    """Each clip's MFCCs (``versions[i]``: ``(mfcc, log_energy)`` of ``clips[i]`` or of a perturbed
+    version) normalised as the device would: :class:`edge.features.AdaptiveNormalizer` carried from
+    clip to clip in :func:`stream_order`, each clip normalised with the state before it, then its
+    utterances' speech frames update it. float32, same shapes."""
+    out: list[np.ndarray | None] = [None] * len(clips)
+    normalizers: dict[str, AdaptiveNormalizer] = {}
+    for i in stream_order(clips, seed):
+        normalizer = normalizers.setdefault(clips[i].clip.corpus, AdaptiveNormalizer(fitted))
+        mfcc, log_energy = versions[i]
+        out[i] = normalizer.apply(mfcc)
+        for segment in speech_segments(log_energy, fitted, frames, decision):
+            normalizer.update(mfcc[segment.start:segment.end])
+    return out
+
+
+def balanced_weights(clips: list[ClipFeatures], labels: tuple[str, ...]) -> np.ndarray:
+    """Sampling probability per clip: corpora weighted by the square root of their size (a small
+    corpus is not drowned, a large one not over-repeated), classes equal within each corpus, clips
+    equal within a (corpus, class). float64 ``(n,)``, sums to 1."""
+    keys = [(c.clip.corpus, c.clip.label) for c in clips]
+    per_key = Counter(keys)
+    per_corpus = Counter(k[0] for k in keys)
+    classes = {corpus: len({k[1] for k in per_key if k[0] == corpus}) for corpus in per_corpus}
+    weights = np.array([math.sqrt(per_corpus[k[0]]) / (classes[k[0]] * per_key[k]) for k in keys])
+    return weights / weights.sum()
 
 
 def daemon_window_ends(clip: ClipFeatures, features: FeatureParams, frames: int,
@@ -93,32 +165,43 @@ def fit_and_convert(
     progress: bool,
     desc: str,
     history: list[dict] | None = None,
+    dims: dict[str, tuple[float, float]] | None = None,
 ):
     """Train on ``train_clips`` (statistics from train + validation clips) and convert to int8.
-    ``history``: if given, training's per-epoch records are appended to it.
+    ``history``: if given, training's per-epoch records are appended to it. ``dims``: arousal/valence
+    target per clip path (``str(path)``); with it the model gets its second head and outputs logits.
+    Features are normalised as the device normalises them (:func:`stream_normalized`).
 
     Returns ``(keras_model, feature_params_with_stats, best_epoch, flatbuffer)``.
     """
+    tp = train_params
     index = {label: k for k, label in enumerate(labels)}
-    fitted = with_statistics(params, train_clips + val_clips)
-    train_x = [normalize(c.mfcc, fitted) for c in train_clips]
+    fitted = with_statistics(params, train_clips + val_clips, frames, tp.adapt_time_constant_s, tp.adapt_prior_s)
+    train_x = stream_normalized([(c.mfcc, c.log_energy) for c in train_clips], train_clips, fitted, frames, tp.seed)
     train_y = np.array([index[c.clip.label] for c in train_clips])
-    val_x = [normalize(c.mfcc, fitted) for c in val_clips] or None
+    val_x = stream_normalized([(c.mfcc, c.log_energy) for c in val_clips], val_clips, fitted, frames, tp.seed) or None
     val_y = np.array([index[c.clip.label] for c in val_clips]) if val_clips else None
-    use_ends = train_params.daemon_windows > 0
+    use_ends = tp.daemon_windows > 0
     ends = [daemon_window_ends(c, params, frames) for c in train_clips] if use_ends else None
     variants = None
-    if any(c.variants for c in train_clips):
-        variants = [[(normalize(mfcc, fitted),
-                      daemon_window_ends(ClipFeatures(c.clip, mfcc, energy), params, frames) if use_ends else None)
-                     for mfcc, energy in c.variants] for c in train_clips]
+    n_variants = min(len(c.variants) for c in train_clips)
+    if n_variants:
+        per_version = [stream_normalized([c.variants[v] for c in train_clips], train_clips, fitted, frames, tp.seed + 1 + v)
+                       for v in range(n_variants)]
+        variants = [[(per_version[v][i],
+                      daemon_window_ends(ClipFeatures(c.clip, *c.variants[v]), params, frames) if use_ends else None)
+                     for v in range(n_variants)] for i, c in enumerate(train_clips)]
     # a gain g shifts the log energy (coefficient 0 with append_energy) by 2 ln g = ln(10) / 10 per dB
     energy_per_db = math.log(10) / 10 / fitted.std[0] if params.append_energy else None
-    model, best_epoch, records = train(train_x, train_y, len(labels), frames, train_params, val_x, val_y, progress, desc,
-                                       ends, variants, energy_per_db)
+    train_dims = None
+    if dims is not None:
+        train_dims = np.array([dims.get(str(c.clip.path), (0.0, 0.0)) for c in train_clips], dtype=np.float32)
+    clip_weights = balanced_weights(train_clips, labels) if tp.windows_per_epoch else None
+    model, best_epoch, records = train(train_x, train_y, len(labels), frames, tp, val_x, val_y, progress, desc,
+                                       ends, variants, energy_per_db, train_dims, clip_weights)
     if history is not None:
         history.extend(records)
-    flatbuffer = to_int8_tflite(model, representative_windows(train_x + (val_x or []), frames, train_params.seed))
+    flatbuffer = to_int8_tflite(model, representative_windows(train_x + (val_x or []), frames, tp.seed))
     return model, fitted, best_epoch, flatbuffer
 
 
@@ -131,23 +214,50 @@ def run_fold(
     train_params: TrainParams,
     decision: DecisionParams,
     progress: bool = True,
+    dims: dict[str, tuple[float, float]] | None = None,
+    far_test: list[ClipFeatures] | None = None,
 ) -> FoldResult:
-    """Train on the fold's training speakers, early-stop on its validation speakers, score its test speakers."""
+    """Train on the fold's training speakers, early-stop on its validation speakers, score its test speakers
+    (clean, and ``far_test``: the same test clips in the far-field condition, in the same order), int8
+    and float, each set as one device hears it (normalisation state carried from clip to clip)."""
     by = {name: [c for c in clips if c.clip.speaker in set(speakers)] for name, speakers in
           (("train", fold.train), ("val", fold.validation), ("test", fold.test))}
     history: list[dict] = []
     model, fitted, best_epoch, flatbuffer = fit_and_convert(
-        by["train"], by["val"], labels, params, frames, train_params, progress, f"fold {fold.index}", history
+        by["train"], by["val"], labels, params, frames, train_params, progress, f"fold {fold.index}", history, dims
     )
     index = {label: k for k, label in enumerate(labels)}
     y_true = np.array([index[c.clip.label] for c in by["test"]])
+    dims_true = None
+    if dims is not None:
+        dims_true = np.array([dims.get(str(c.clip.path), (np.nan, np.nan)) for c in by["test"]], dtype=np.float32)
+    dimensions = DIMENSIONS if dims is not None else ()
+    far = None
     with tempfile.TemporaryDirectory() as tmp:
-        tflite_path, _ = write_model(Path(tmp) / f"fold{fold.index}", flatbuffer, labels, "native", fitted, frames)
+        tflite_path, _ = write_model(Path(tmp) / f"fold{fold.index}", flatbuffer, labels, "native", fitted, frames,
+                                     dimensions=dimensions)
         int8_model = load_model(tflite_path)
-        int8_scores = score_clips(by["test"], int8_model.predict, fitted, frames, decision, progress, "int8 eval")
-    float_scores = score_clips(by["test"], keras_predict(model, fitted), fitted, frames, decision, progress, "float eval")
+        int8_scores, int8_dims = score_clips(by["test"], int8_model.score, fitted, frames, decision, progress,
+                                             "int8 eval", train_params.seed)
+        if far_test:
+            far_by_path = {str(c.clip.path): c for c in far_test}
+            far_clips = [far_by_path[str(c.clip.path)] for c in by["test"]]
+            far = dict(zip(("int8_scores", "int8_dims"), score_clips(
+                far_clips, int8_model.score, fitted, frames, decision, progress, "int8 far-field", train_params.seed),
+                strict=True))
+    float_scores, float_dims = score_clips(by["test"], keras_score(model), fitted, frames, decision, progress,
+                                           "float eval", train_params.seed)
+    if far is not None:
+        far.update(zip(("float_scores", "float_dims"), score_clips(
+            far_clips, keras_score(model), fitted, frames, decision, progress, "float far-field", train_params.seed),
+            strict=True))
     return FoldResult(fold.index, fold.test, fold.validation, best_epoch, y_true, int8_scores, float_scores,
-                      history)
+                      history, dims_true, int8_dims, float_dims, far,
+                      tuple(sorted({c.clip.corpus for c in by["test"]})))
+
+
+DIMENSIONS = ("arousal", "valence")
+"""Names of the continuous outputs, in the model's output order."""
 
 
 def limit_threads(threads: int = 1) -> None:
@@ -181,15 +291,25 @@ def training_perturbations(train_params: TrainParams) -> list[Perturbation]:
     out = [Perturbation(speed=s) for s in speeds[1:]]
     out += [Perturbation(speed=speeds[j % len(speeds)], snr_db=tuple(train_params.noise_snr_db), seed=j)
             for j in range(train_params.noise_variants)]
+    out += [Perturbation(far_field="train", seed=j) for j in range(train_params.far_field_variants)]
     return out
 
 
-def _fold_in_worker(fold: Fold, clips, labels, params, frames, train_params, decision, cache_dir) -> FoldResult:
+FAR_FIELD_EVAL = Perturbation(far_field="eval")
+"""The far-field evaluation condition: rooms and noise from the evaluation split, never used in training."""
+
+
+def _fold_in_worker(fold: Fold, clips, labels, params, frames, train_params, decision, cache_dir, dims,
+                    far_field) -> FoldResult:
     from trainer.featurize import featurize, with_variants
 
     feats = featurize(clips, params, cache_dir, workers=1, progress=False)
     feats = with_variants(feats, params, training_perturbations(train_params), cache_dir, workers=1, progress=False)
-    return run_fold(fold, feats, labels, params, frames, train_params, decision, progress=False)
+    far_test = None
+    if far_field:
+        test = [c for c in clips if c.speaker in set(fold.test)]
+        far_test = featurize(test, params, cache_dir, workers=1, progress=False, perturbation=FAR_FIELD_EVAL)
+    return run_fold(fold, feats, labels, params, frames, train_params, decision, False, dims, far_test)
 
 
 def run_folds(
@@ -204,19 +324,30 @@ def run_folds(
     jobs: int = 1,
     cache_dir: Path | None = None,
     on_result=None,
+    dims: dict[str, tuple[float, float]] | None = None,
+    far_field: bool = False,
 ) -> list[FoldResult]:
     """:func:`run_fold` for each of ``folds``, in this process (``jobs`` 1) or in ``jobs`` spawned
     processes of one TensorFlow thread each, which reload ``feats`` from ``cache_dir`` (where
     :func:`trainer.featurize.featurize` put them). ``on_result(result)`` is called as each fold ends.
+    ``dims``: arousal/valence targets by clip path (a second head); ``far_field``: also score each
+    fold's test clips in the far-field condition (:data:`FAR_FIELD_EVAL`, features already cached).
     Returns the results in the order of ``folds``.
     """
     for fold in folds:
-        logger.info("fold %d: test %s, validation %s, %d training speakers", fold.index, ",".join(fold.test),
-                    ",".join(fold.validation) or "-", len(fold.train))
+        logger.info("fold %d: test %s, validation %s, %d training speakers", fold.index, _speakers(fold.test),
+                    _speakers(fold.validation) or "-", len(fold.train))
     if jobs <= 1 or len(folds) <= 1:
         results = []
         for fold in folds:
-            results.append(run_fold(fold, feats, labels, params, frames, train_params, decision, progress))
+            far_test = None
+            if far_field:
+                from trainer.featurize import featurize
+
+                far_test = featurize([c.clip for c in feats if c.clip.speaker in set(fold.test)], params,
+                                     cache_dir, progress=progress, perturbation=FAR_FIELD_EVAL)
+            results.append(run_fold(fold, feats, labels, params, frames, train_params, decision, progress, dims,
+                                    far_test))
             if on_result:
                 on_result(results[-1])
         return results
@@ -233,7 +364,7 @@ def run_folds(
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
                                                 initargs=(worker_level,)) as pool:
         futures = {pool.submit(_fold_in_worker, fold, clips, labels, params, frames, train_params, decision,
-                               cache_dir): fold.index for fold in folds}
+                               cache_dir, dims, far_field): fold.index for fold in folds}
         bar = tqdm(total=len(folds), desc="folds", unit="fold", disable=not progress)
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
@@ -264,3 +395,11 @@ def pooled_metrics(results: list[FoldResult], labels: tuple[str, ...]) -> dict:
 def final_epochs(results: list[FoldResult], default: int) -> int:
     """Median of the folds' best epochs (rounded), or ``default`` without folds."""
     return int(round(stats.median(r.best_epoch for r in results))) if results else default
+
+
+def _speakers(speakers: tuple[str, ...]) -> str:
+    """Speakers for a log line: all of them, or per corpus a count when there are many."""
+    if len(speakers) <= 8:
+        return ",".join(speakers)
+    counts = Counter(s.split(":", 1)[0] for s in speakers)
+    return ", ".join(f"all {n} of {corpus}" for corpus, n in sorted(counts.items()))

@@ -1,0 +1,155 @@
+"""Figures that predict the device on voices, languages and rooms it never heard.
+
+Leave-one-corpus-out (LOCO): each corpus is scored whole by a model trained on all the others, clean
+and in the far-field condition (:data:`trainer.train.FAR_FIELD_EVAL`), int8 through the edge runtime
+and float, on the shipped labels and on ``emotion4`` (for models with more labels, argmax over those
+four). Arousal: Lin's CCC against the circumplex targets (:func:`trainer.labels.dimension_targets`);
+valence: ROC AUC of positive against negative utterances. Calibration: one temperature fitted on
+the pooled held-out corpora (the shipped one); its ECE is reported cross-fitted (each corpus scored
+with a temperature fitted on the other held-out corpora), beside the uncalibrated ECE.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.model import temperature_scale
+from trainer.evaluate import (
+    ccc,
+    expected_calibration_error,
+    fit_temperature,
+    reliability,
+    restricted_argmax,
+    summarize,
+    unsure_threshold,
+    valence_auc,
+)
+from trainer.labels import EMOTION4
+
+CONDITIONS = ("clean", "far")
+
+
+def _scores(result, condition: str, kind: str):
+    if condition == "clean":
+        return getattr(result, f"{kind}_scores"), getattr(result, f"{kind}_dims")
+    return result.far[f"{kind}_scores"], result.far[f"{kind}_dims"]
+
+
+def corpus_row(result, labels: tuple[str, ...], condition: str, kind: str) -> dict:
+    """UA/WA/macro-F1 on the shipped labels and on emotion4, arousal CCC and valence AUC of one fold."""
+    scores, dims = _scores(result, condition, kind)
+    row = {"corpus": ",".join(result.test_corpora), "clips": int(len(result.y_true))}
+    shipped = summarize(result.y_true, scores.argmax(axis=1), labels)
+    row.update(ua=shipped["ua"], wa=shipped["wa"], macro_f1=shipped["macro_f1"])
+    four = [labels.index(label) for label in EMOTION4 if label in labels]
+    if len(four) == len(EMOTION4):
+        keep = np.isin(result.y_true, four)
+        y4 = np.array([four.index(y) for y in result.y_true[keep]])
+        e4 = summarize(y4, restricted_argmax(scores[keep], four), EMOTION4)
+        row.update(e4_ua=e4["ua"], e4_wa=e4["wa"], e4_macro_f1=e4["macro_f1"])
+    if dims is not None and result.dims_true is not None:
+        row["arousal_ccc"] = ccc(result.dims_true[:, 0], dims[:, 0])
+        row["valence_ccc"] = ccc(result.dims_true[:, 1], dims[:, 1])
+        row["valence_auc"] = valence_auc(result.dims_true[:, 1], dims[:, 1])
+    return row
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    values = [r[key] for r in rows if key in r and np.isfinite(r[key])]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def loco_metrics(results: list, labels: tuple[str, ...]) -> dict:
+    """The whole LOCO picture: ``{"clean"|"far": {"int8"|"float": {"corpora": [rows], "mean": {...}}}}``,
+    ``"calibration"`` (temperature, unsure threshold, ECE before/after, reliability bins) and
+    ``"confusion"`` per corpus (int8, clean and far)."""
+    out: dict = {}
+    keys = ("ua", "wa", "macro_f1", "e4_ua", "e4_wa", "e4_macro_f1", "arousal_ccc", "valence_ccc", "valence_auc")
+    for condition in CONDITIONS:
+        if condition == "far" and any(r.far is None for r in results):
+            continue
+        out[condition] = {}
+        for kind in ("int8", "float"):
+            rows = [corpus_row(r, labels, condition, kind) for r in results]
+            out[condition][kind] = {"corpora": rows, "mean": {k: _mean(rows, k) for k in keys}}
+        # pooled dimensions over all held-out clips
+        scores_dims = [_scores(r, condition, "int8")[1] for r in results]
+        if all(d is not None for d in scores_dims) and all(r.dims_true is not None for r in results):
+            true = np.concatenate([r.dims_true for r in results])
+            pred = np.concatenate(scores_dims)
+            out[condition]["int8"]["pooled"] = {"arousal_ccc": ccc(true[:, 0], pred[:, 0]),
+                                                "valence_ccc": ccc(true[:, 1], pred[:, 1]),
+                                                "valence_auc": valence_auc(true[:, 1], pred[:, 1])}
+    out["confusion"] = {}
+    for r in results:
+        name = ",".join(r.test_corpora)
+        out["confusion"][name] = {c: summarize(r.y_true, _scores(r, c, "int8")[0].argmax(axis=1), labels)["confusion"]
+                                  for c in CONDITIONS if c == "clean" or r.far is not None}
+    out["calibration"] = calibration(results)
+    return out
+
+
+def calibration(results: list) -> dict:
+    """Temperature scaling fitted on the pooled held-out corpora (clean and far-field, int8), the
+    unsure threshold derived from the calibrated decisions, and ECE before and after (after =
+    cross-fitted per held-out corpus, and pooled in-sample)."""
+    parts = []
+    for r in results:
+        parts.append((r.int8_scores, r.y_true, ",".join(r.test_corpora)))
+        if r.far is not None:
+            parts.append((r.far["int8_scores"], r.y_true, ",".join(r.test_corpora)))
+    probabilities = np.concatenate([p for p, _, _ in parts])
+    y_true = np.concatenate([y for _, y, _ in parts])
+    corpora = np.concatenate([[c] * len(y) for _, y, c in parts])
+    temperature = fit_temperature(probabilities, y_true)
+    calibrated = temperature_scale(probabilities, temperature)
+    per_corpus = []
+    for name in sorted(set(corpora)):
+        mine = corpora == name
+        t_other = fit_temperature(probabilities[~mine], y_true[~mine]) if (~mine).any() else temperature
+        per_corpus.append({"corpus": name, "temperature_from_others": t_other,
+                           "ece_before": expected_calibration_error(probabilities[mine], y_true[mine]),
+                           "ece_after": expected_calibration_error(temperature_scale(probabilities[mine], t_other),
+                                                                   y_true[mine])})
+    threshold = unsure_threshold(calibrated, y_true)
+    confidence = calibrated.max(axis=1)
+    correct = calibrated.argmax(axis=1) == y_true
+    sure = confidence >= threshold
+    return {
+        "temperature": temperature,
+        "unsure_below": threshold,
+        "ece_before": expected_calibration_error(probabilities, y_true),
+        "ece_after_in_sample": expected_calibration_error(calibrated, y_true),
+        "ece_after_cross_fitted_mean": float(np.mean([p["ece_after"] for p in per_corpus])),
+        "ece_before_mean": float(np.mean([p["ece_before"] for p in per_corpus])),
+        "per_corpus": per_corpus,
+        "reliability_before": reliability(probabilities, y_true),
+        "reliability_after": reliability(calibrated, y_true),
+        "unsure_share": float(1 - sure.mean()),
+        "accuracy_sure": float(correct[sure].mean()) if sure.any() else float("nan"),
+        "accuracy_unsure": float(correct[~sure].mean()) if (~sure).any() else float("nan"),
+    }
+
+
+def format_loco_table(metrics: dict) -> str:
+    """The LOCO table as plain text (held-out corpus, clean and far-field, int8 and float)."""
+    lines = ["held-out corpus    clips   int8 UA  e4 UA  far UA  far e4  float UA  float far  arousal CCC  val AUC"]
+    clean, far = metrics["clean"], metrics.get("far")
+    for k, row in enumerate(clean["int8"]["corpora"]):
+        frow = far["int8"]["corpora"][k] if far else {}
+        fl = clean["float"]["corpora"][k]
+        flf = far["float"]["corpora"][k] if far else {}
+        lines.append(f"{row['corpus']:<17} {row['clips']:>6} {row['ua']:>8.3f} {row.get('e4_ua', np.nan):>6.3f} "
+                     f"{frow.get('ua', np.nan):>7.3f} {frow.get('e4_ua', np.nan):>7.3f} {fl['ua']:>9.3f} "
+                     f"{flf.get('ua', np.nan):>10.3f} {row.get('arousal_ccc', np.nan):>12.3f} "
+                     f"{row.get('valence_auc', np.nan):>8.3f}")
+    m, fm = clean["int8"]["mean"], (far["int8"]["mean"] if far else {})
+    lines.append(f"{'mean':<17} {'':>6} {m['ua']:>8.3f} {m['e4_ua']:>6.3f} {fm.get('ua', np.nan):>7.3f} "
+                 f"{fm.get('e4_ua', np.nan):>7.3f} {clean['float']['mean']['ua']:>9.3f} "
+                 f"{(far['float']['mean']['ua'] if far else np.nan):>10.3f} {m['arousal_ccc']:>12.3f} "
+                 f"{m['valence_auc']:>8.3f}")
+    cal = metrics["calibration"]
+    lines.append(f"calibration: temperature {cal['temperature']:.2f}, ECE {cal['ece_before_mean']:.3f} -> "
+                 f"{cal['ece_after_cross_fitted_mean']:.3f} (mean over held-out corpora, cross-fitted); "
+                 f"unsure below {cal['unsure_below']:.2f} ({cal['unsure_share']:.0%} of decisions)")
+    return "\n".join(lines)
