@@ -10,6 +10,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 RAVDESS_MINI = SHARED_DATA / "ravdess-mini"
 RAVDESS_48K = SHARED_DATA / "ravdess-48k"
 TESS_MINI = SHARED_DATA / "tess-mini"
+CREMA_D_MINI = SHARED_DATA / "crema-d-mini"
+SAVEE_MINI = SHARED_DATA / "savee-mini"
+TUREV_DB_MINI = SHARED_DATA / "turev-db-mini"
+#: The full corpora, extracted by ../shared/tools/corpus-from-mirror (git-ignored; absent in CI).
+FULL_DATA = Path(os.environ.get("SER_EDGE_DATA", REPO / "data"))
+#: CREMA-D's one clip of digital silence (../shared/data/README.md), in the full corpus only.
+CREMA_D_SILENT_CLIP = FULL_DATA / "crema-d" / "AudioWAV" / "1076_MTI_SAD_XX.wav"
 SHIPPED_MODEL = Path(os.environ.get("SER_EDGE_TEST_MODEL", REPO / "models" / "ravdess8-conv1d.tflite"))
 SAMPLE = REPO / "edge" / "samples" / "speech-sample.wav"
 

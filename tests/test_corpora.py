@@ -1,20 +1,35 @@
-"""Corpus loaders and label schemes: real files from ../shared/data where we have them
-(RAVDESS, TESS), tiny synthetic WAVs laid out as each corpus's documentation describes where not."""
+"""Corpus loaders and label schemes: every loader on its real subset in ../shared/data (RAVDESS,
+CREMA-D, TESS, SAVEE, TurEV-DB), tiny synthetic WAVs laid out as each corpus's documentation
+describes for the corner cases; the silent-clip check on real audio. Under ``CI=true`` missing test
+data fails the test instead of skipping it."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-from tests.paths import RAVDESS_48K, RAVDESS_MINI, TESS_MINI
+from tests.paths import (
+    CREMA_D_MINI,
+    CREMA_D_SILENT_CLIP,
+    RAVDESS_48K,
+    RAVDESS_MINI,
+    SAVEE_MINI,
+    TESS_MINI,
+    TUREV_DB_MINI,
+)
 from trainer.corpora import (
     CORPORA,
+    SILENCE_PEAK_DBFS,
     Clip,
     CorpusError,
+    is_silent,
     load_corpus,
     load_crema_d,
     load_crema_d_perceived,
@@ -24,7 +39,9 @@ from trainer.corpora import (
     load_ravdess_song,
     load_savee,
     load_tess,
+    load_turev_db,
     parse_ravdess_name,
+    silence_reason,
 )
 from trainer.labels import (
     EMOTION4,
@@ -39,8 +56,17 @@ from trainer.labels import (
 )
 
 RAVDESS8 = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
-needs_tess = pytest.mark.skipif(not TESS_MINI.is_dir(), reason=f"no test corpus at {TESS_MINI}")
-needs_ravdess = pytest.mark.skipif(not RAVDESS_MINI.is_dir(), reason=f"no test corpus at {RAVDESS_MINI}")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(path: Path) -> Path:
+    """``path`` if it exists; else skip the test, or fail it under ``CI=true`` (CI has ../shared)."""
+    if not path.exists():
+        message = f"no test data at {path} (../shared/data beside the repository)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def wav(path, seconds: float = 0.05, rate: int = 16000):
@@ -52,13 +78,20 @@ def wav(path, seconds: float = 0.05, rate: int = 16000):
 
 # --- RAVDESS (Livingstone & Russo 2018; ../shared/data/README.md) ---------------------------------
 
-@needs_ravdess
 def test_ravdess_real_files_speech_only():
-    clips = load_ravdess(RAVDESS_MINI)
+    clips = load_ravdess(require(RAVDESS_MINI))
     assert len(clips) == 120 and {c.corpus for c in clips} == {"ravdess"}
     assert {c.speaker: c.gender for c in clips} == {"ravdess:01": "male", "ravdess:02": "female"}
-    originals = load_ravdess(RAVDESS_48K)
+    # per actor: neutral 2 statements x 2 repetitions at normal only; the other 7 emotions at both
+    assert Counter(c.label for c in clips) == {label: 8 if label == "neutral" else 16 for label in RAVDESS8}
+    assert Counter(c.intensity for c in clips) == {"normal": 2 * (4 + 28), "strong": 2 * 28}
+    assert {c.intensity for c in clips if c.label == "neutral"} == {"normal"}
+    for c in clips:  # intensity is the fourth field of the name
+        assert c.intensity == {"01": "normal", "02": "strong"}[c.path.name.split("-")[3]]
+    originals = load_ravdess(require(RAVDESS_48K))
     assert [c.label for c in originals] == RAVDESS8  # one per emotion, sorted by code
+    assert [c.intensity for c in originals] == ["normal"] + ["strong"] * 7
+    assert {c.speaker for c in originals} == {"ravdess:03"}
 
 
 def test_ravdess_song_is_channel_02(tmp_path):
@@ -87,12 +120,12 @@ def test_ravdess_unknown_emotion_code_is_skipped_and_logged(tmp_path, caplog):
 
 # --- TESS (Dupuis & Pichora-Fuller 2010; ../shared/data/README.md) --------------------------------
 
-@needs_tess
 def test_tess_real_files():
-    clips = load_tess(TESS_MINI)
+    clips = load_tess(require(TESS_MINI))
     assert len(clips) == 14
     assert {c.speaker for c in clips} == {"tess:OAF", "tess:YAF"} and {c.gender for c in clips} == {"female"}
-    assert sorted({c.label for c in clips}) == sorted(NATIVE["tess"])
+    assert Counter(c.label for c in clips) == {label: 2 for label in NATIVE["tess"]}
+    assert {c.intensity for c in clips} == {None}
     surprise = [c for c in clips if c.path.name == "OAF_back_ps.wav"]
     assert surprise[0].label == "pleasant_surprise"
     assert to_model_label(surprise[0], "native", tuple(RAVDESS8)) == "surprised"
@@ -128,15 +161,35 @@ def crema_fixture(root):
         "200001,9,0,0,0,0,0,1001_DFA_ANG_XX,9,1.0,A\n")
 
 
+def test_crema_d_real_files():
+    clips = load_crema_d(require(CREMA_D_MINI))
+    assert len(clips) == 163 and {c.corpus for c in clips} == {"crema-d"}
+    # per actor: 11 sentences x 6 emotions at XX + IEO (neutral XX, 5 emotions x LO/MD/HI) = 82;
+    # actor 1002 has no TIE neutral clip in the release
+    assert Counter(c.speaker for c in clips) == {"crema-d:1001": 82, "crema-d:1002": 81}
+    assert Counter(c.label for c in clips) == {"neutral": 23, "happy": 28, "sad": 28, "angry": 28, "fearful": 28,
+                                               "disgust": 28}
+    assert {c.gender for c in clips} == {None}  # the subset has no VideoDemographics.csv
+    by_level = Counter(c.intensity for c in clips)
+    assert by_level == {None: 133, "low": 10, "medium": 10, "high": 10}
+    for c in clips:
+        level = c.path.stem.split("_")[3]
+        assert c.intensity == {"LO": "low", "MD": "medium", "HI": "high", "XX": None}[level]
+        assert (c.intensity is not None) == (c.path.stem.split("_")[1] == "IEO" and c.label != "neutral")
+    named = {c.path.name: c for c in clips}
+    assert named["1001_DFA_ANG_XX.wav"].label == "angry" and named["1001_DFA_ANG_XX.wav"].intensity is None
+    assert named["1002_IEO_HAP_LO.wav"].intensity == "low" and named["1002_IEO_HAP_LO.wav"].speaker == "crema-d:1002"
+
+
 def test_crema_d_acted_and_gender(tmp_path, caplog):
     crema_fixture(tmp_path)
     with caplog.at_level(logging.WARNING):
         clips = load_crema_d(tmp_path)
-    assert [(c.path.stem, c.label, c.speaker, c.gender) for c in clips] == [
-        ("1001_DFA_ANG_XX", "angry", "crema-d:1001", "male"),
-        ("1001_IEO_HAP_HI", "happy", "crema-d:1001", "male"),
-        ("1002_TIE_SAD_LO", "sad", "crema-d:1002", "female"),
-        ("1091_MTI_NEU_XX", "neutral", "crema-d:1091", None),  # not in the demographics: unknown
+    assert [(c.path.stem, c.label, c.speaker, c.gender, c.intensity) for c in clips] == [
+        ("1001_DFA_ANG_XX", "angry", "crema-d:1001", "male", None),
+        ("1001_IEO_HAP_HI", "happy", "crema-d:1001", "male", "high"),
+        ("1002_TIE_SAD_LO", "sad", "crema-d:1002", "female", "low"),
+        ("1091_MTI_NEU_XX", "neutral", "crema-d:1091", None, None),  # not in the demographics: unknown
     ]
     assert "unknown emotion code XYZ" in caplog.text and "not a CREMA-D name" in caplog.text
     assert [map_label(c, "gender_emotion") for c in clips] == ["male_angry", "male_happy", "female_sad", None]
@@ -151,6 +204,16 @@ def test_crema_d_perceived_votes(tmp_path):
 
 # --- SAVEE (kahlan.eps.surrey.ac.uk/savee: AudioData/DC/a01.wav; flattened copies DC_a01.wav) ------
 
+def test_savee_real_files():
+    clips = load_savee(require(SAVEE_MINI))
+    assert [c.path.name for c in clips] == ["a01.wav", "d01.wav", "f01.wav", "h01.wav", "n01.wav", "n02.wav",
+                                            "sa01.wav", "su01.wav"]
+    assert Counter(c.label for c in clips) == {label: 2 if label == "neutral" else 1 for label in NATIVE["savee"]}
+    assert {(c.speaker, c.gender, c.intensity) for c in clips} == {("savee:DC", "male", None)}
+    assert [map_label(c, "emotion4") for c in clips] == ["angry", None, None, "happy", "neutral", "neutral", "sad",
+                                                         None]
+
+
 def test_savee_both_layouts(tmp_path, caplog):
     wav(tmp_path / "AudioData" / "DC" / "a01.wav")
     wav(tmp_path / "AudioData" / "KL" / "sa15.wav")
@@ -164,6 +227,70 @@ def test_savee_both_layouts(tmp_path, caplog):
     assert {c.gender for c in clips} == {"male"}
     assert "unknown emotion code 'x'" in caplog.text
     assert [map_label(c, "emotion6") for c in sorted(clips, key=lambda c: c.speaker)] == ["angry", None, "sad"]
+
+
+# --- TurEV-DB (Canpolat, Ormanoglu & Zeyrek 2020; ../shared/data/README.md) -----------------------
+
+def test_turev_db_real_files():
+    clips = load_turev_db(require(TUREV_DB_MINI))
+    assert len(clips) == 8 and {c.corpus for c in clips} == {"turev-db"}
+    assert {(c.speaker, c.gender, c.intensity) for c in clips} == {("turev-db:1234", None, None)}
+    assert Counter(c.label for c in clips) == {"angry": 2, "sad": 2, "happy": 2, "calm": 2}
+    for c in clips:  # the folder of the release names the same emotion as the code
+        assert c.path.parent.name.lower() == c.label
+    assert scheme_labels("native", clips) == NATIVE["turev-db"] == ("angry", "sad", "happy", "calm")
+    assert sorted(map_label(c, "emotion4") for c in clips) == sorted(["angry", "sad", "happy", "neutral"] * 2)
+    assert {map_label(c, "emotion6") for c in clips if c.label == "calm"} == {"neutral"}
+    assert {map_label(c, "valence") for c in clips if c.label == "calm"} == {"neutral"}
+    # its native labels are a subset of RAVDESS's: a native RAVDESS model can score it
+    assert [to_model_label(c, "native", tuple(RAVDESS8)) for c in clips] == [c.label for c in clips]
+
+
+def test_turev_db_codes_and_folders(tmp_path, caplog):
+    wav(tmp_path / "Angry" / "1157_kz_acik.wav")
+    wav(tmp_path / "Calm" / "7895_sk_kemik_iki.wav")  # an underscore inside the word is kept in the word
+    wav(tmp_path / "Sad" / "1157_mt_acik.wav")  # happy code in the Sad folder: skipped
+    wav(tmp_path / "Sad" / "1157_xx_acik.wav")  # unknown code
+    wav(tmp_path / "Sad" / "notes.wav")  # not a TurEV-DB name
+    wav(tmp_path / "flat" / "1984_hl_pihti.wav")  # a flattened copy: the code decides
+    with caplog.at_level(logging.WARNING):
+        clips = load_corpus("turev-db", tmp_path)
+    assert [(c.label, c.speaker) for c in clips] == [("angry", "turev-db:1157"), ("calm", "turev-db:7895"),
+                                                     ("sad", "turev-db:1984")]
+    assert "disagrees with its Angry/Sad/Happy/Calm folder" in caplog.text
+    assert "unknown emotion code 'xx'" in caplog.text and "not <speaker>_<code>_<word>.wav" in caplog.text
+
+
+# --- silent clips (CREMA-D's 1076_MTI_SAD_XX.wav is digital silence) ------------------------------
+
+def test_is_silent_on_real_audio():
+    # the quietest real clip of each subset is speech, far above the threshold
+    for folder in (RAVDESS_MINI, CREMA_D_MINI, TESS_MINI, SAVEE_MINI, TUREV_DB_MINI):
+        paths = sorted(p for p in require(folder).rglob("*") if p.suffix in (".wav", ".flac"))
+        quietest = min((soundfile.read(p, dtype="float32")[0] for p in paths), key=lambda x: np.abs(x).max())
+        assert not is_silent(quietest) and silence_reason(quietest) is None
+    real, _ = soundfile.read(require(TUREV_DB_MINI) / "Calm" / "1234_sk_acik.wav", dtype="int16")
+    assert not is_silent(real)  # integer PCM is read against its own full scale
+    assert not is_silent(real.astype(np.float32) / 32768.0)
+    # the same speech 70 dB down peaks below -60 dBFS: no usable speech left
+    quiet = real.astype(np.float32) / 32768.0 * 10 ** (-70 / 20)
+    assert is_silent(quiet) and "dBFS below -60 dBFS" in silence_reason(quiet)
+    assert not is_silent(quiet, threshold_dbfs=-80.0)
+    assert SILENCE_PEAK_DBFS == -60.0
+
+
+def test_is_silent_on_the_silent_crema_d_clip(tmp_path):
+    silent = CREMA_D_SILENT_CLIP
+    if not silent.is_file():  # no full corpus (CI): the same thing made here, 2.57 s of 16-bit zeros
+        silent = tmp_path / "1076_MTI_SAD_XX.wav"
+        soundfile.write(silent, np.zeros(41108, dtype=np.int16), 16000, subtype="PCM_16")
+    samples, rate = soundfile.read(silent, dtype="float32")
+    assert rate == 16000 and samples.size == 41108
+    assert is_silent(samples) and silence_reason(samples) == "digital silence (every sample is zero)"
+    assert is_silent(np.zeros(0, dtype=np.float32))
+    assert is_silent(np.zeros((100, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="expected finite audio samples"):
+        is_silent(np.array([0.1, np.nan], dtype=np.float32))
 
 
 # --- Dusha (github.com/salute-developers/golos dusha/README.md, data_processing/utils/aggregation.py) -
@@ -259,6 +386,8 @@ def test_schemes_map_the_shared_emotions():
     assert SCHEMES["emotion6"] == EMOTION6
     for kind in ("ravdess", "crema-d", "tess", "savee"):  # emotion6 is what these four share
         assert {map_label(clip(x, kind), "emotion6") for x in NATIVE[kind]} - {None} == set(EMOTION6)
+    for kind in ("ravdess", "crema-d", "tess", "savee", "turev-db"):  # emotion4 is what all five share
+        assert {map_label(clip(x, kind), "emotion4") for x in NATIVE[kind]} - {None} == set(EMOTION4)
 
 
 def test_native_needs_one_label_set():

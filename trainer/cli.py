@@ -51,7 +51,7 @@ def parse_corpus(value: str) -> tuple[str, Path]:
     return kind, Path(path)
 
 
-CORPUS_KINDS = "ravdess, ravdess-song, crema-d, crema-d-perceived, tess, savee, dusha, csv"
+CORPUS_KINDS = "ravdess, ravdess-song, crema-d, crema-d-perceived, tess, savee, turev-db, dusha, csv"
 LABEL_SCHEMES = tuple(SCHEMES)
 
 

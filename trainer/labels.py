@@ -2,17 +2,17 @@
 
 Every corpus loader gives a clip its corpus's *native* label, in the corpus's own words
 (TESS ``pleasant_surprise``, SAVEE ``happiness``, CREMA-D ``ANG`` spelled ``angry``, Dusha
-``positive``). :data:`CANONICAL` translates each native label to one shared emotion vocabulary
-(RAVDESS's words, plus Dusha's ``positive`` and ``other``), and each scheme maps that vocabulary
-to its own labels:
+``positive``, TurEV-DB ``sk`` (sakin) spelled ``calm``). :data:`CANONICAL` translates each
+native label to one shared emotion vocabulary (RAVDESS's words, plus Dusha's ``positive`` and
+``other``), and each scheme maps that vocabulary to its own labels:
 
 ``native``
     The corpus's own labels, unchanged; needs all corpora to share one native label set (or
     subsets of it, as RAVDESS song's six emotions of RAVDESS speech's eight).
 ``emotion6``
     neutral, happy, sad, angry, fearful, disgust: the emotions RAVDESS, CREMA-D, TESS and SAVEE
-    share. RAVDESS ``calm`` merges into ``neutral``; ``surprised`` clips are excluded; Dusha
-    ``positive`` is taken as ``happy`` and ``other`` is excluded.
+    share. RAVDESS and TurEV-DB ``calm`` merge into ``neutral``; ``surprised`` clips are
+    excluded; Dusha ``positive`` is taken as ``happy`` and ``other`` is excluded.
 ``emotion4``
     neutral, happy, sad, angry: Dusha's set (``positive`` -> ``happy``, ``other`` excluded);
     calm -> neutral; fearful, disgust and surprised clips are excluded.
@@ -83,6 +83,16 @@ SAVEE_EMOTIONS: dict[str, str] = {
     "su": "surprise",
 }
 
+#: TurEV-DB file-name code (second field of ``1234_kz_acik``) -> label (Canpolat, Ormanoglu & Zeyrek
+#: 2020, SLTU-CCURL; github.com/Xeonen/TurEV-DB): kz kizgin, hl huzunlu, mt mutlu, sk sakin.
+#: ``calm`` is RAVDESS's word, so emotion4/emotion6 merge it into neutral like RAVDESS's calm.
+TUREV_DB_EMOTIONS: dict[str, str] = {
+    "kz": "angry",
+    "hl": "sad",
+    "mt": "happy",
+    "sk": "calm",
+}
+
 #: Dusha's aggregated ``emotion`` / per-annotator ``annotator_emo`` values (salute-developers/golos
 #: ``dusha/README.md`` and ``dusha/data_processing/utils/aggregation.py``).
 DUSHA_EMOTIONS: tuple[str, ...] = ("neutral", "angry", "positive", "sad", "other")
@@ -95,6 +105,7 @@ NATIVE: dict[str, tuple[str, ...]] = {
     "tess": ("neutral", "happy", "sad", "angry", "fear", "disgust", "pleasant_surprise"),
     "savee": tuple(SAVEE_EMOTIONS.values()),
     "dusha": DUSHA_EMOTIONS,
+    "turev-db": tuple(TUREV_DB_EMOTIONS.values()),
 }
 
 #: Native label -> the shared emotion vocabulary (RAVDESS's words + Dusha's positive/other).

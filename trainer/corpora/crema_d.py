@@ -26,6 +26,8 @@ VOTES = Path("processedResults") / "tabulatedVotes.csv"
 #: ``emoVote`` letters -> the acted codes of the file names.
 VOTE_CODES = {"A": "ANG", "D": "DIS", "F": "FEA", "H": "HAP", "N": "NEU", "S": "SAD"}
 VOICE_ONLY_MODE = 1
+#: Level field LL -> :attr:`Clip.intensity`; XX (unspecified, 11 of the 12 sentences) -> None.
+CREMA_D_LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": None}
 
 
 def parse_crema_d_name(name: str) -> tuple[str, str] | None:
@@ -77,8 +79,10 @@ def load_crema_d(root: str | Path, perceived: bool = False) -> list[Clip]:
     ``perceived``: label each clip with the crowd's voice-only majority vote from
     ``processedResults/tabulatedVotes.csv`` instead of the acted emotion (clips with a tied or
     missing vote are skipped). Speakers ``"crema-d:1001"``; ``gender`` from
-    ``VideoDemographics.csv`` beside ``AudioWAV`` when present, else ``None``. Unknown emotion
-    codes and names that are not CREMA-D's are skipped with a logged reason; raises
+    ``VideoDemographics.csv`` beside ``AudioWAV`` when present, else ``None``; ``intensity``
+    ``"low"``/``"medium"``/``"high"`` from the level LO/MD/HI, ``None`` for XX (the acted level,
+    also with ``perceived``). Unknown emotion codes or levels and names that are not CREMA-D's are
+    skipped with a logged reason; raises
     :class:`CorpusError` if nothing usable is found.
     """
     kind = "crema-d"
@@ -110,8 +114,12 @@ def load_crema_d(root: str | Path, perceived: bool = False) -> list[Clip]:
         if code not in CREMA_D_EMOTIONS:
             skipped.skip(f"unknown emotion code {code} (expected {', '.join(CREMA_D_EMOTIONS)})", path)
             continue
+        level = CREMA_D_NAME.match(path.name).group(4).upper()
+        if level not in CREMA_D_LEVELS:
+            skipped.skip(f"unknown level {level} (expected {', '.join(CREMA_D_LEVELS)})", path)
+            continue
         clips.append(Clip(path=path, label=CREMA_D_EMOTIONS[code], speaker=f"crema-d:{actor}", corpus=kind,
-                          gender=genders.get(actor)))
+                          gender=genders.get(actor), intensity=CREMA_D_LEVELS[level]))
     return finish(kind, clips, skipped, root, "AAAA_SSS_EEE_LL.wav")
 
 

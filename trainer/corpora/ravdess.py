@@ -21,6 +21,8 @@ RAVDESS_SPEECH = "01"
 RAVDESS_SONG = "02"
 #: The song release has emotions 01..06 only (no disgust, no surprise).
 RAVDESS_SONG_EMOTIONS = ("01", "02", "03", "04", "05", "06")
+#: Intensity field II -> :attr:`Clip.intensity` (neutral has normal only).
+RAVDESS_INTENSITIES = {"01": "normal", "02": "strong"}
 
 
 def parse_ravdess_name(name: str, channel: str = RAVDESS_SPEECH) -> tuple[str, str] | None:
@@ -57,7 +59,12 @@ def _load(root: str | Path, channel: str, kind: str) -> list[Clip]:
             continue
         label, actor = parsed
         gender = "male" if int(actor) % 2 else "female"
-        clips.append(Clip(path=path, label=label, speaker=f"ravdess:{actor}", corpus=kind, gender=gender))
+        intensity = RAVDESS_INTENSITIES.get(RAVDESS_NAME.match(path.name).group(4))
+        if intensity is None:
+            skipped.skip("unknown RAVDESS intensity code (expected 01 normal, 02 strong)", path)
+            continue
+        clips.append(Clip(path=path, label=label, speaker=f"ravdess:{actor}", corpus=kind, gender=gender,
+                          intensity=intensity))
     what = "speech" if channel == RAVDESS_SPEECH else "song"
     return finish(kind, clips, skipped, root, f"RAVDESS {what} files 03-{channel}-EE-II-SS-RR-AA.wav|.flac")
 
@@ -66,7 +73,8 @@ def load_ravdess(root: str | Path) -> list[Clip]:
     """All RAVDESS audio-only speech clips (``03-01-*.wav`` or ``.flac``) under ``root``, recursively.
 
     Works on the original 48 kHz WAV release and on resampled FLAC copies. Clips are sorted by
-    path; ``speaker`` is ``"ravdess:AA"``, ``gender`` from the actor's parity. Raises
+    path; ``speaker`` is ``"ravdess:AA"``, ``gender`` from the actor's parity, ``intensity``
+    ``"normal"``/``"strong"`` from the intensity field (01/02; other codes are skipped, logged). Raises
     :class:`CorpusError` if ``root`` is not a folder or holds no RAVDESS speech file.
     """
     try:
