@@ -279,7 +279,7 @@ class Pipeline:
             mean_dims = None if dims is None else dims.mean(axis=0)
             self.normalizer.update(self.ring.window(segment.end, segment.end - segment.start))
             self.utterances += 1
-            values = dict(zip(self.dimensions, (float(v) for v in mean_dims), strict=True)) if mean_dims is not None else {}
+            values = dict(zip(self.dimensions, (float(v) for v in mean_dims), strict=True)) if mean_dims is not None and self.dimensions else {}
             decisions.append(Decision(
                 start_frame=segment.start,
                 end_frame=segment.end,

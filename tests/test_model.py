@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +51,13 @@ def test_daemon_window_ends_are_where_the_pipeline_ends_its_windows():
     numbered = np.repeat(np.arange(mfcc.shape[0], dtype=np.float32)[:, None], mfcc.shape[1], axis=1)
     seen: list[int] = []
 
-    def predict(windows):
+    def score(windows):
         seen.extend(int(w[-1, 0]) + 1 for w in windows)
-        return np.full((len(windows), 2), 0.5, dtype=np.float32)
+        return np.full((len(windows), 2), 0.5, dtype=np.float32), None
 
     frames = 120  # shorter than the clip's speech, so the pipeline adds strided windows
-    classify_features(numbered, log_energy, predict, params, frames)
+    identity = dataclasses.replace(params, mean=(0.0,) * params.n_mfcc, std=(1.0,) * params.n_mfcc)  # x stays x
+    classify_features(numbered, log_energy, score, identity, frames)
     clip = ClipFeatures(Clip(path, "angry", "ravdess:01", "ravdess"), mfcc, log_energy)
     ends = daemon_window_ends(clip, params, frames)
     assert len(seen) > 1
