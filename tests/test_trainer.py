@@ -80,12 +80,13 @@ def test_fit_end_to_end(tmp_path, capsys):
     out = tmp_path / "models" / "mini"
     status = main(["fit", "--corpus", f"ravdess={MINI}", "--out", str(out), "--n-folds", "2", "--quick",
                    "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(tmp_path / "runs"),
-                   "--no-progress"])
+                   "--no-progress", "--far-field-variants", "0", "--windows-per-epoch", "0", "--no-dimensions",
+                   "--allow-chance"])
     assert status == 0
     manifest = json.loads(out.with_suffix(".json").read_text())
     assert manifest["labels"] == RAVDESS8
     assert manifest["label_scheme"] == "native"
-    assert manifest["input"] == {"frames": 300, "coefficients": 40, "window_s": 3.015}
+    assert manifest["input"] == {"frames": 200, "coefficients": 40, "window_s": 2.015}
     assert [row["fold"] for row in manifest["metrics"]["int8"]["folds"]] == [0, 1]
     assert 0 <= manifest["metrics"]["int8"]["ua"] <= 1
     assert list((tmp_path / "runs").glob("mini-*/config.json"))
@@ -111,7 +112,7 @@ def test_fit_end_to_end(tmp_path, capsys):
     assert model.labels == tuple(RAVDESS8)
     features = model.manifest.features
     coefficients = mfcc(load_audio(MINI / "Actor_01" / "03-01-05-02-01-01-01.flac", features.sample_rate_hz), features)
-    probs = model.predict(coefficients[-300:][None])
+    probs = model.predict(coefficients[-200:][None])
     assert probs.shape == (1, 8)
     assert np.all(probs >= 0) and abs(float(probs.sum()) - 1) < 0.05
 
@@ -132,7 +133,7 @@ def test_fold_results_and_final_model_do_not_depend_on_parallel_jobs(tmp_path):
         runs = tmp_path / f"runs{jobs}"
         status = main(["fit", "--corpus", f"ravdess={MINI}", "--out", str(tmp_path / f"m{jobs}"), "--n-folds", "2",
                        "--quick", "--epochs", "2", "--ema", "0.9", "--speed", "0.9", "--noise-variants", "1",
-                       "--gain", "3", "--jobs", str(jobs),
+                       "--gain", "3", "--jobs", str(jobs), "--far-field-variants", "0", "--allow-chance",
                        "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs), "--no-progress",
                        "--no-baseline"])
         assert status == 0
@@ -156,6 +157,7 @@ def test_fit_fixed_schedule_by_default_or_early_stopping(tmp_path, early_stoppin
     flags = ["--early-stopping", "--validation-speakers", "1"] if early_stopping else []
     status = main(["fit", "--corpus", f"ravdess={MINI}", "--corpus", f"ravdess={DATA / 'ravdess-48k'}",
                    "--out", str(tmp_path / name), "--n-folds", "3", "--quick", "--epochs", "3", *flags,
+                   "--far-field-variants", "0", "--allow-chance",
                    "--jobs", "1", "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs), "--no-progress",
                    "--no-baseline"])
     assert status == 0
@@ -215,3 +217,6 @@ def test_fit_help_states_the_recipe_defaults(capsys):
     assert f"(default {','.join(f'{v:g}' for v in params.speed_factors)})" in text
     assert f"(default {params.noise_variants}: off)" in text and f"(default {params.gain_db:g}: off)" in text
     assert f"(default {','.join(f'{v:g}' for v in params.noise_snr_db)})" in text
+    assert f"(trainer.acoustics; default {params.far_field_variants})" in text
+    assert f"class-weighted; default {params.windows_per_epoch})" in text
+    assert f"default {params.adapt_time_constant_s:g})" in text

@@ -98,9 +98,10 @@ class Perturbation:
             rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
             samples = add_noise(samples, float(rng.uniform(*self.snr_db)), rng)
         if self.far_field:
-            from trainer.acoustics import far_field
+            from trainer.acoustics import DEFAULT_RIR_CACHE_DIR, far_field
 
-            samples = far_field(samples, 16000, self.far_field, f"{self.seed}:{name}", babble)
+            samples = far_field(samples, 16000, self.far_field, f"{self.seed}:{name}", babble,
+                                rir_cache_dir=DEFAULT_RIR_CACHE_DIR)
         return samples
 
 
