@@ -27,6 +27,7 @@ from tests.paths import (
 )
 from trainer.corpora import (
     CORPORA,
+    DEMO_SPEAKERS,
     SILENCE_PEAK_DBFS,
     Clip,
     CorpusError,
@@ -304,6 +305,7 @@ def test_demo_clips_follow_the_rule_and_match_the_release():
     clips = load_crema_d(folder)
     assert [(c.speaker, c.label) for c in clips] == [(f"crema-d:{a}", e) for a in ("1001", "1002")
                                                      for e in ("angry", "happy", "neutral", "sad")]
+    assert {c.speaker for c in clips} == DEMO_SPEAKERS  # what the shipped model's training must leave out
     for name in expected:
         info = soundfile.info(folder / name)
         assert (info.format, info.subtype, info.samplerate, info.channels) == ("FLAC", "PCM_16", 16000, 1)
