@@ -426,8 +426,7 @@ class Condition:
         if self.device is not None:
             d = self.device
             text += f", gain {d.gain_db:+.1f} dB"
-            text += f", high-pass {d.highpass_hz:.0f} Hz" if d.highpass_hz is not None else ""
-            text += f", low-pass {d.lowpass_hz:.0f} Hz" if d.lowpass_hz is not None else ""
+            text += f", band {d.highpass_hz:.0f}-{d.lowpass_hz or 0:.0f} Hz" if d.highpass_hz else ""
             text += f", tilt {d.tilt_db_per_octave:+.2f} dB/oct" if d.tilt_db_per_octave is not None else ""
             text += f", clipped at {d.clip_level:.2f} of peak" if d.clip_level is not None else ""
         return text
@@ -496,7 +495,7 @@ def _convolve(samples: np.ndarray, rir: np.ndarray) -> np.ndarray:
 def _babble(condition: Condition, babble: list[np.ndarray], n: int, sample_rate_hz: int) -> np.ndarray:
     total = np.zeros(n)
     for index, offset in condition.babble:
-        talker = _check_samples(babble[index], f"babble[{index}]")
+        talker = np.asarray(babble[index], dtype=np.float64)
         power = active_power(talker, sample_rate_hz)
         if talker.size == 0 or power <= 0.0:
             continue
@@ -582,9 +581,8 @@ def far_field(samples: np.ndarray, sample_rate_hz: int, split: str, key: str,
     rate; :data:`SAMPLE_RATE_HZ` is the device's). ``split``: ``"train"`` (augmentation) or
     ``"eval"`` (far-field evaluation): disjoint room banks and noise streams. ``key``: names the
     clip (e.g. its file name); the same ``(split, key)`` always gives the same condition.
-    ``babble``: other speakers' clips of the same corpus (1-D float, at ``sample_rate_hz``; the
-    clip's own speaker must not be among them), from which babble noise is made (3-5 of them, or
-    all when fewer are given); ``None``/empty: pink or brown noise only. ``device_effects``: the train split's
+    ``babble``: other speakers' clips of the same corpus (1-D float, same rate), from which babble
+    noise is made; ``None``/empty: pink or brown noise only. ``device_effects``: the train split's
     microphone effects (ignored, i.e. always off, for ``"eval"``). ``bank_size``: rooms per bank
     (a smaller one for tests). ``rir_cache_dir``: where banks are kept on disk (``None``: memory only).
 
