@@ -1,7 +1,7 @@
 # ser-edge developer tasks (GNU make). `make` alone lists the targets.
 #
 # On a fresh Debian 12 / Raspberry Pi OS machine:
-#   make demo     system packages, a venv with the device install, one replay of the bundled sample
+#   make demo     system packages, a venv with the device install, replays of the bundled samples
 #   make test     system packages, a venv with the train and dev extras, the test suite
 # Tests read real audio from ../shared/data (the shared folder beside the repository).
 
@@ -54,12 +54,16 @@ $(VENV)/.installed-all: pyproject.toml | $(VENV)/bin/python
 
 venv: deps $(VENV)/.installed-all ## create .venv with the train and dev extras (editable install)
 
-demo: deps $(VENV)/.installed-base ## replay the bundled speech sample: print events, publish them if a broker is on localhost:1883
+# The demo: 8 real CREMA-D clips of two actors held out of the model's training (edge/samples/crema-d,
+# with its ATTRIBUTION.md), what each is and what the model heard, right or wrong; then the synthetic
+# espeak-ng sample. edge/samples/demo.py drives `ser-edge replay` and reads its JSON events.
+demo: deps $(VENV)/.installed-base ## replay real CREMA-D clips the model never trained on (acted vs heard), then the synthetic sample; publish if a broker is on localhost:1883
 	@test -f $(MODEL) || { echo "no model at $(MODEL): run 'make model' or pass MODEL=path.tflite" >&2; exit 1; }
 	@if $(VENV)/bin/python -c 'import socket, sys; s = socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(("localhost", $(MQTT_PORT))))'; then \
 		sink=both; echo "broker on localhost:$(MQTT_PORT): printing and publishing (watch with: $(VENV)/bin/ser-edge listen)"; \
 	else sink=stdout; echo "no broker on localhost:$(MQTT_PORT): printing only"; fi; \
-	set -x; $(VENV)/bin/ser-edge replay $(SAMPLE) --model $(MODEL) --mqtt-port $(MQTT_PORT) --sink $$sink
+	echo "model: $(MODEL)"; echo; \
+	$(VENV)/bin/python edge/samples/demo.py --model $(MODEL) --mqtt-port $(MQTT_PORT) --sink $$sink
 
 test: deps venv ## run the test suite (real mosquitto, real audio from ../shared/data)
 	$(VENV)/bin/python -m pytest -q
@@ -79,9 +83,17 @@ corpus: ## how to get the full corpora into data/ (git-ignored)
 	@echo "For training, bring in the public Git snapshots and extract them, checking every md5:"
 	@echo "  RAVDESS speech (1440 files, 24 actors): snapshot of github:Rahul5430/Speech-Emotion-Recognition-System"
 	@echo "    ../shared/tools/corpus-from-mirror ravdess GIT_DIR data/ravdess"
-	@echo "  TESS (2798 files): snapshot of github:NidupDorji/SpeechEmotionRecognitionSystemUsingPython"
+	@echo "  TESS (2798 of 2800 files): snapshot of github:NidupDorji/SpeechEmotionRecognitionSystemUsingPython"
 	@echo "    ../shared/tools/corpus-from-mirror tess GIT_DIR data/tess"
+	@echo "  CREMA-D (7442 files, 91 actors): snapshot of github:kderrylo/Speech-Emotion-Classification-with-CNN-LSTM-CLSTM"
+	@echo "    ../shared/tools/corpus-from-mirror crema-d GIT_DIR data/crema-d"
+	@echo "  SAVEE (480 files, 4 speakers): snapshot of github:Set0ri/Emotional-Speech-Recognition"
+	@echo "    ../shared/tools/corpus-from-mirror savee GIT_DIR data/savee"
+	@echo "  TurEV-DB (1735 files, 6 speakers, Turkish): snapshot of github:Xeonen/TurEV-DB"
+	@echo "    ../shared/tools/corpus-from-mirror turev-db GIT_DIR data/turev-db"
 	@echo "GIT_DIR is the git directory of the snapshot (a bare clone of that repository works)."
+	@echo "The tool pins the commit and folder, writes the original files and checks every md5 (exit 1 on any difference)."
+	@echo "Publishers and licences: README.md, section Train. Then e.g. ser-train fit --corpus ravdess=data/ravdess --corpus crema-d=data/crema-d ..."
 
 # Our own synthetic speech (never corpus audio): four sentences in different deliveries with
 # 1.5 s pauses, 16 kHz mono 16-bit. espeak-ng writes 22.05 kHz; sox trims each sentence's own

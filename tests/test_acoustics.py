@@ -148,6 +148,16 @@ def test_noise_is_at_the_drawn_snr(speech, babble, split, noise):
     assert abs(snr - condition.snr_db) < 1.0, (noise, snr, condition.snr_db)
 
 
+def test_few_babble_signals_are_all_used_and_conditions_describe_themselves(speech, babble):
+    key = key_with("eval", "babble", 2)
+    condition = draw_condition("eval", key, 2, BANK)
+    assert sorted(i for i, _ in condition.babble) == [0, 1]
+    assert far_field(speech, RATE, "eval", key, babble[:2], bank_size=BANK).shape == speech.shape
+    assert "babble noise at" in condition.describe() and "(2 talkers)" in condition.describe()
+    train = draw_condition("train", "clip0", 0, BANK)
+    assert train.describe().startswith("train room") and "gain" in train.describe()
+
+
 def test_output_is_finite_same_length_and_in_range(speech, babble):
     loud = np.clip(speech * 8.0, -1.0, 1.0)  # a clip at full scale
     short = speech[:400]  # 25 ms, shorter than most RIRs

@@ -20,12 +20,14 @@ from tests.paths import (
     CREMA_D_SILENT_CLIP,
     RAVDESS_48K,
     RAVDESS_MINI,
+    REPO,
     SAVEE_MINI,
     TESS_MINI,
     TUREV_DB_MINI,
 )
 from trainer.corpora import (
     CORPORA,
+    DEMO_SPEAKERS,
     SILENCE_PEAK_DBFS,
     Clip,
     CorpusError,
@@ -291,6 +293,25 @@ def test_is_silent_on_the_silent_crema_d_clip(tmp_path):
     assert is_silent(np.zeros((100, 2), dtype=np.float32))
     with pytest.raises(ValueError, match="expected finite audio samples"):
         is_silent(np.array([0.1, np.nan], dtype=np.float32))
+
+
+# --- the demo's CREMA-D clips (edge/samples/crema-d): the fixed rule, lossless copies ------------
+
+def test_demo_clips_follow_the_rule_and_match_the_release():
+    folder = REPO / "edge" / "samples" / "crema-d"
+    expected = [f"{actor}_DFA_{emotion}_XX.flac" for actor in ("1001", "1002") for emotion in ("ANG", "HAP", "NEU", "SAD")]
+    assert sorted(p.name for p in folder.glob("*.flac")) == expected
+    assert (folder / "ATTRIBUTION.md").is_file()
+    clips = load_crema_d(folder)
+    assert [(c.speaker, c.label) for c in clips] == [(f"crema-d:{a}", e) for a in ("1001", "1002")
+                                                     for e in ("angry", "happy", "neutral", "sad")]
+    assert {c.speaker for c in clips} == DEMO_SPEAKERS  # what the shipped model's training must leave out
+    for name in expected:
+        info = soundfile.info(folder / name)
+        assert (info.format, info.subtype, info.samplerate, info.channels) == ("FLAC", "PCM_16", 16000, 1)
+        original = require(CREMA_D_MINI) / "AudioWAV" / name.replace(".flac", ".wav")
+        assert np.array_equal(soundfile.read(folder / name, dtype="int16")[0],
+                              soundfile.read(original, dtype="int16")[0])
 
 
 # --- Dusha (github.com/salute-developers/golos dusha/README.md, data_processing/utils/aggregation.py) -

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trainer.corpora.base import SILENCE_PEAK_DBFS, Clip, CorpusError, is_silent, silence_reason
-from trainer.corpora.crema_d import load_crema_d, load_crema_d_perceived, parse_crema_d_name
+from trainer.corpora.crema_d import DEMO_SPEAKERS, load_crema_d, load_crema_d_perceived, parse_crema_d_name
 from trainer.corpora.dusha import load_dusha
 from trainer.corpora.generic import load_csv
 from trainer.corpora.ravdess import load_ravdess, load_ravdess_song, parse_ravdess_name
@@ -50,7 +50,7 @@ def load_corpus(kind: str, root: str | Path) -> list[Clip]:
 
 
 __all__ = [
-    "CORPORA", "SILENCE_PEAK_DBFS", "Clip", "CorpusError", "is_silent", "load_corpus", "load_crema_d",
+    "CORPORA", "DEMO_SPEAKERS", "SILENCE_PEAK_DBFS", "Clip", "CorpusError", "is_silent", "load_corpus", "load_crema_d",
     "load_crema_d_perceived", "load_csv", "load_dusha", "load_ravdess", "load_ravdess_song", "load_savee",
     "load_tess", "load_turev_db", "parse_crema_d_name", "parse_ravdess_name", "parse_savee_path", "parse_tess_path",
     "parse_turev_db_path", "silence_reason",

@@ -26,6 +26,9 @@ VOTES = Path("processedResults") / "tabulatedVotes.csv"
 #: ``emoVote`` letters -> the acted codes of the file names.
 VOTE_CODES = {"A": "ANG", "D": "DIS", "F": "FEA", "H": "HAP", "N": "NEU", "S": "SAD"}
 VOICE_ONLY_MODE = 1
+#: The actors whose clips ``make demo`` plays (``edge/samples/crema-d``, chosen by a fixed rule: the
+#: first male and first female actor IDs). The shipped model must never train on them.
+DEMO_SPEAKERS = frozenset({"crema-d:1001", "crema-d:1002"})
 #: Level field LL -> :attr:`Clip.intensity`; XX (unspecified, 11 of the 12 sentences) -> None.
 CREMA_D_LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": None}
 
