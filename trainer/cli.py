@@ -371,6 +371,8 @@ def fit(args) -> int:
 
     from trainer.generalization import format_loco_table, loco_metrics
 
+    save_fold_scores(run_dir / "fold_scores.npz", results)
+
     metrics: dict = {}
     temperature, unsure_below = 1.0, 0.0
     if results:
@@ -439,6 +441,20 @@ def fit(args) -> int:
                                                      "size_kb": size_kb, "wall_time_s": elapsed}, indent=2) + "\n")
     print(f"wrote {tflite_path} ({size_kb:.1f} KB, {model.manifest.model_id}) and {json_path} in {elapsed / 60:.1f} min")
     return 0
+
+
+def save_fold_scores(path: Path, results) -> None:
+    """Every fold's per-clip test scores (int8 and float, clean and far-field, dimensions and targets) as
+    ``.npz`` arrays named ``fold<k>_<what>``, for analyses after the run (warm-up, thresholds)."""
+    arrays = {}
+    for r in results:
+        for name in ("y_true", "int8_scores", "float_scores", "dims_true", "int8_dims", "float_dims"):
+            if getattr(r, name) is not None:
+                arrays[f"fold{r.fold}_{name}"] = getattr(r, name)
+        for name, value in (r.far or {}).items():
+            if value is not None:
+                arrays[f"fold{r.fold}_far_{name}"] = value
+    np.savez_compressed(path, **arrays)
 
 
 def _json_default(value):
