@@ -32,7 +32,8 @@ DEFAULT_CACHE_DIR = Path("cache/features")
 
 @dataclass(frozen=True)
 class ClipFeatures:
-    """``mfcc``: float32 ``(n_frames, n_mfcc)`` raw (unnormalised); ``log_energy``: float32 ``(n_frames,)``.
+    """``mfcc``: float32 ``(n_frames, n_mfcc)`` raw (unnormalised); ``log_energy``: float32 ``(n_frames,)``, the
+    energy the VAD gates on (:class:`edge.vad.GatingEnergy`, as ``Pipeline.process`` computes it).
     ``variants``: ``(mfcc, log_energy)`` of perturbed versions of the clip (see :func:`with_variants`)."""
 
     clip: Clip
@@ -45,12 +46,13 @@ def front_end_hash(params: FeatureParams) -> str:
     """Hash of every feature parameter except the normalisation statistics, and of the front end's code."""
     import edge.audio
     import edge.features
+    import edge.vad
 
     config = params.to_dict()
     config.pop("mean")
     config.pop("std")
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for module in (edge.features, edge.audio):
+    for module in (edge.features, edge.audio, edge.vad):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -190,9 +192,13 @@ def compute(path: Path, params: FeatureParams, perturbation: Perturbation = Pert
     (and perturbed first unless ``perturbation`` is the identity; ``babble``: clips of other speakers)."""
     from edge.audio import load_audio
 
+    from edge.vad import GatingEnergy
+
     sources = [_load_16k(b) for b in babble] if perturbation.far_field else None
     samples = perturbation.apply(load_audio(path, params.sample_rate_hz), path.name, sources)
-    mfcc, log_energy = mfcc_with_energy(samples, params)
+    mfcc, _ = mfcc_with_energy(samples, params)
+    # the VAD gates on the DC-blocked energy, as Pipeline.process computes it from the samples
+    log_energy = GatingEnergy(params).process(samples)
     return mfcc.astype(np.float32), log_energy.astype(np.float32)
 
 
