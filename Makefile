@@ -10,7 +10,7 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV ?= .venv
-MODEL ?= models/ravdess8-conv1d.tflite
+MODEL ?= models/emotion4-conv1d.tflite
 SAMPLE := edge/samples/speech-sample.wav
 MQTT_PORT ?= 1883
 BENCH_ARGS ?=
@@ -25,7 +25,7 @@ APT_PACKAGES := python3 python3-venv mosquitto mosquitto-clients libportaudio2 l
 
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help deps venv demo test lint bench model corpus sample
+.PHONY: help deps venv demo test lint bench model screen corpus sample
 
 help: ## list the targets
 	@echo "ser-edge: make TARGET"
@@ -74,8 +74,17 @@ lint: $(VENV)/.installed-all ## ruff
 bench: $(VENV)/.installed-all ## benchmark the pipeline (BENCH_ARGS='--minutes 10' to shorten)
 	$(VENV)/bin/python tests/benchmarks/bench_pipeline.py --model $(MODEL) $(BENCH_ARGS)
 
-model: $(VENV)/.installed-all ## train the shipped model from the full RAVDESS in data/ravdess (see: make corpus)
-	$(VENV)/bin/ser-train fit --corpus ravdess=data/ravdess --out models/ravdess8-conv1d
+# The shipped recipe: five corpora (see: make corpus), the four emotions they share, CREMA-D actors 1001 and
+# 1002 held out of everything (they are the demo), leave-one-corpus-out figures, then the final model.
+CORPORA := ravdess crema-d tess savee turev-db
+model: $(VENV)/.installed-all ## train the shipped model on the five corpora in data/ (see: make corpus); about an hour on 2 cores
+	$(VENV)/bin/ser-train fit $(foreach c,$(CORPORA),--corpus $(c)=data/$(c)) --labels emotion4 \
+		--hold-out-speakers crema-d:1001,crema-d:1002 --out models/emotion4-conv1d
+
+screen: $(VENV)/.installed-all ## screen a recipe in minutes: two held-out corpora, 6 epochs (ARGS='--adapt 0' to vary it)
+	$(VENV)/bin/ser-train fit $(foreach c,$(CORPORA),--corpus $(c)=data/$(c)) --labels emotion4 \
+		--hold-out-speakers crema-d:1001,crema-d:1002 --folds 2,4 --epochs 6 --final-epochs 1 --no-baseline \
+		--allow-chance --out runs/screen/model $(ARGS)
 
 corpus: ## how to get the full corpora into data/ (git-ignored)
 	@echo "The full corpora are not in this repository (their licences do not allow it)."

@@ -1,9 +1,9 @@
 """``ser-train``: train, evaluate and export the speech emotion model.
 
-    ser-train fit --corpus ravdess=data/ravdess --out models/ravdess8-conv1d
-    ser-train evaluate --model models/ravdess8-conv1d.tflite --corpus ravdess=../shared/data/ravdess-mini
-    ser-train evaluate --model models/ravdess8-conv1d.tflite --corpus tess=data/tess \
-        --labels neutral,happy,sad,angry,fearful,disgust,surprised
+    ser-train fit --corpus ravdess=data/ravdess --corpus crema-d=data/crema-d --corpus tess=data/tess \
+        --corpus savee=data/savee --corpus turev-db=data/turev-db --labels emotion4 --out models/emotion4-conv1d
+    ser-train evaluate --model models/emotion4-conv1d.tflite --corpus ravdess=../shared/data/ravdess-mini
+    ser-train evaluate --model models/emotion4-conv1d.tflite --corpus csv=my-clips.csv --json
 
 Bad arguments and missing corpora exit with status 2 and one line on stderr, never a traceback.
 """
@@ -546,6 +546,9 @@ def evaluate(args) -> int:
             clips.append(dataclasses.replace(clip, label=label))
     if not clips:
         raise UsageError(f"no clip has a label among {','.join(decide)} (excluded: {excluded})")
+    seen = seen_in_training(clips, model.manifest.training)
+    for line in seen:
+        logger.warning(line)
     feats = featurize(clips, model.manifest.features, cache_dir=args.cache_dir, progress=not args.no_progress)
     scores, _ = score_clips(feats, model.score, model.manifest.features, model.manifest.input.frames,
                             DecisionParams(), progress=not args.no_progress, desc="int8 eval",
@@ -554,6 +557,7 @@ def evaluate(args) -> int:
     y_true = np.array([index[c.clip.label] for c in feats])
     y_pred = restricted_argmax(scores, [model.labels.index(label) for label in decide])
     summary = summarize(y_true, y_pred, decide)
+    summary["trained_on"] = seen
     summary.update({"model": model.manifest.model_id, "label_scheme": scheme, "labels": list(decide),
                     "clips": len(feats), "loaded": len(loaded), "excluded": sum(excluded.values()),
                     "excluded_by_reason": excluded})
@@ -561,6 +565,8 @@ def evaluate(args) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     print(f"model {summary['model']} ({scheme}), {len(feats)} clips scored of {len(loaded)} loaded")
+    for line in seen:
+        print(f"  warning: {line}")
     for reason, n in excluded.items():
         print(f"  excluded {n:>5}  {reason}")
     print(f"UA {summary['ua']:.3f}  WA {summary['wa']:.3f}  macro-F1 {summary['macro_f1']:.3f}")
@@ -568,6 +574,22 @@ def evaluate(args) -> int:
         print(f"  recall {label:<18} {row['recall']:.3f}  (n={row['support']})")
     print(format_confusion(summary["confusion"], decide))
     return 0
+
+
+def seen_in_training(clips, training: dict) -> list[str]:
+    """One line per corpus of ``clips`` whose speakers the manifest's ``training.speakers`` include:
+    such figures are not held-out. Older manifests without the list are checked by corpus name."""
+    trained = set(training.get("speakers") or [])
+    trained_corpora = {c["name"] for c in training.get("corpora", []) if isinstance(c, dict) and "name" in c}
+    lines = []
+    for corpus in sorted({c.corpus for c in clips}):
+        mine = {c.speaker for c in clips if c.corpus == corpus}
+        overlap = mine & trained if trained else (mine if corpus in trained_corpora else set())
+        if overlap:
+            lines.append(f"{corpus}: {len(overlap)} of its {len(mine)} speakers were in the model's training data "
+                         f"({', '.join(sorted(overlap)[:4])}{', ...' if len(overlap) > 4 else ''}): these figures are "
+                         "not held-out")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
