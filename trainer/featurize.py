@@ -191,7 +191,6 @@ def compute(path: Path, params: FeatureParams, perturbation: Perturbation = Pert
     """MFCC and log energy of one audio file, loaded and resampled by ``edge.audio.load_audio``
     (and perturbed first unless ``perturbation`` is the identity; ``babble``: clips of other speakers)."""
     from edge.audio import load_audio
-
     from edge.vad import GatingEnergy
 
     sources = [_load_16k(b) for b in babble] if perturbation.far_field else None
