@@ -1,0 +1,98 @@
+"""Leave-one-corpus-out end to end on real clips of three corpora: the held-out figures (clean and far-field,
+int8 and float), arousal/valence, calibration, the report, and the manifest the device reads."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.model import load_model
+from edge.pipeline import Pipeline
+from paths import RAVDESS_MINI, SAVEE_MINI, TUREV_DB_MINI
+from trainer.cli import main
+
+
+@pytest.fixture(scope="module")
+def loco_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("loco")
+    status = main(["fit", "--corpus", f"ravdess={RAVDESS_MINI}", "--corpus", f"savee={SAVEE_MINI}",
+                   "--corpus", f"turev-db={TUREV_DB_MINI}", "--labels", "emotion4", "--out", str(tmp / "m"),
+                   "--quick", "--epochs", "1", "--windows-per-epoch", "64", "--far-field-variants", "1",
+                   "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "2",
+                   "--cache-dir", str(tmp / "cache"), "--runs-dir", str(tmp / "runs")])
+    assert status == 0
+    return tmp
+
+
+def test_every_corpus_is_held_out_whole_clean_and_far_field(loco_run):
+    run_dir = next((loco_run / "runs").glob("m-*"))
+    loco = json.loads((run_dir / "cv.json").read_text())["loco"]
+    for condition in ("clean", "far"):
+        for kind in ("int8", "float"):
+            rows = loco[condition][kind]["corpora"]
+            assert [r["corpus"] for r in rows] == ["ravdess", "savee", "turev-db"]
+            assert [r["clips"] for r in rows] == [72, 5, 8]  # emotion4 clips of each subset, all scored
+            for row in rows:
+                assert 0 <= row["ua"] <= 1 and 0 <= row["e4_ua"] <= 1
+                assert -1 <= row["arousal_ccc"] <= 1
+            mean = loco[condition][kind]["mean"]["ua"]
+            assert mean == pytest.approx(np.mean([r["ua"] for r in rows]))
+    calibration = loco["calibration"]
+    assert 0.05 <= calibration["temperature"] <= 20 and 0 <= calibration["unsure_below"] <= 1
+    assert {p["corpus"] for p in calibration["per_corpus"]} == {"ravdess", "savee", "turev-db"}
+    report = (run_dir / "report.md").read_text()
+    for png in ("reliability.png", "loco.png", "confusion_savee_far.png"):
+        assert (run_dir / png).stat().st_size > 0 and f"]({png})" in report
+    assert "Leave-one-corpus-out" in report and "exactly the adaptation the daemon applies" in report
+    scores = np.load(run_dir / "fold_scores.npz")
+    assert scores["fold0_int8_scores"].shape == (72, 4) and scores["fold0_far_int8_scores"].shape == (72, 4)
+
+
+def test_the_manifest_carries_dimensions_calibration_and_adaptation(loco_run):
+    manifest = json.loads((loco_run / "m.json").read_text())
+    assert manifest["labels"] == ["neutral", "happy", "sad", "angry"]
+    assert manifest["dimensions"] == ["arousal", "valence"] and manifest["output"] == "logits"
+    cv = json.loads(next((loco_run / "runs").glob("m-*/cv.json")).read_text())["loco"]["calibration"]
+    assert manifest["calibration"] == {"temperature": cv["temperature"], "unsure_below": cv["unsure_below"]}
+    assert manifest["features"]["adapt_time_constant_s"] > 0
+    assert "ravdess:01" in manifest["training"]["speakers"]
+    model = load_model(loco_run / "m.tflite")
+    pipeline = Pipeline.for_model(model)
+    from edge.audio import load_audio
+
+    decisions = pipeline.process(load_audio(RAVDESS_MINI / "Actor_01" / "03-01-05-02-01-01-01.flac", 16000))
+    decisions += pipeline.flush()
+    assert decisions
+    for d in decisions:
+        assert -1 <= d.arousal <= 1 and -1 <= d.valence <= 1
+        assert abs(float(d.scores.sum()) - 1) < 1e-3
+        assert d.unsure == (d.confidence < manifest["calibration"]["unsure_below"])
+    assert pipeline.normalizer.speech_frames > 0  # the device's statistics moved towards this speech
+
+
+def test_fit_refuses_a_model_at_chance(tmp_path, capsys):
+    """The held-out corpus is one real clip under all four labels: any model is exactly at chance on it."""
+    clip = next(RAVDESS_MINI.glob("Actor_01/*.flac"))
+    table = tmp_path / "same.csv"
+    table.write_text("path,label,speaker\n" + "".join(f"{clip},{label},x\n" for label in ("neutral", "happy", "sad", "angry")))
+    out = tmp_path / "m"
+    status = main(["fit", "--corpus", f"csv={table}", "--corpus", f"ravdess={RAVDESS_MINI}", "--labels", "emotion4",
+                   "--out", str(out), "--folds", "0", "--quick", "--epochs", "1", "--windows-per-epoch", "32",
+                   "--far-field-variants", "0", "--no-far-field-eval", "--no-dimensions", "--no-baseline",
+                   "--no-progress", "--jobs", "1", "--cache-dir", str(tmp_path / "cache"),
+                   "--runs-dir", str(tmp_path / "runs")])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "chance level" in err and "--allow-chance" in err and err.strip().count("\n") == 0
+    assert not out.with_suffix(".tflite").exists()
+
+
+def test_evaluate_warns_about_speakers_the_model_trained_on(loco_run, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(loco_run / "m.tflite"), "--corpus", f"savee={SAVEE_MINI}", "--json",
+                 "--cache-dir", str(loco_run / "cache"), "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["trained_on"] and "not held-out" in report["trained_on"][0]
+    assert 0 <= report["ua"] <= 1 and set(report["per_class"]) <= {"neutral", "happy", "sad", "angry"}
