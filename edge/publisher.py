@@ -352,15 +352,19 @@ class MqttPublisher:
     ``on_publish``, so holding ours around ``client.publish`` could deadlock).
     """
 
-    def __init__(self, settings: MqttSettings, device_id: str) -> None:
-        """:raises ValueError: for a ``device_id`` unusable as a topic level or a missing TLS file."""
+    def __init__(self, settings: MqttSettings, device_id: str, availability: bool = True) -> None:
+        """:param availability: publish the retained ``online``/``offline`` and the last will;
+            ``False`` for a replay that must not speak for a device (no status at all).
+        :raises ValueError: for a ``device_id`` unusable as a topic level or a missing TLS file."""
+        self._availability = availability
         self._settings = settings
         self._device_id = device_id
         self._emotion_topic = emotion_topic(settings.topic_prefix, device_id)
         self._status_topic = status_topic(settings.topic_prefix, device_id)
         self._client_id = settings.client_id or f"ser-edge-{device_id}-{secrets.token_hex(3)}"
         self._client = _make_client(settings, self._client_id)
-        self._client.will_set(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
+        if availability:
+            self._client.will_set(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -564,7 +568,7 @@ class MqttPublisher:
         with self._cond:
             self._closing = True
             connected = self._connected
-        if started and connected:
+        if started and connected and self._availability:
             info = self._client.publish(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
             try:
                 info.wait_for_publish(max(deadline - time.monotonic(), MIN_OFFLINE_WAIT_S))
@@ -675,7 +679,8 @@ class MqttPublisher:
             return
         # Birth message first: it goes out before paho re-sends unacknowledged events and before
         # the sender thread sees `connected`.
-        client.publish(self._status_topic, STATUS_ONLINE, qos=EMOTION_QOS, retain=True)
+        if self._availability:
+            client.publish(self._status_topic, STATUS_ONLINE, qos=EMOTION_QOS, retain=True)
         _paho_noise.reset()
         with self._cond:
             self._connected = True

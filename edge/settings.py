@@ -87,8 +87,12 @@ class HomeAssistantSettings:
     """Publish retained discovery configs so Home Assistant creates the device's sensors by itself."""
     discovery_prefix: str = "homeassistant"
     """Home Assistant's discovery prefix; its birth message is expected on ``<discovery_prefix>/status``."""
+    expire_after_s: int = 300
+    """Seconds without an utterance after which the emotion sensors become unavailable; 0 = never."""
 
     def __post_init__(self) -> None:
+        if self.expire_after_s < 0:
+            raise ValueError(f"expire_after_s: expected >= 0 (0 = never), got {self.expire_after_s!r}")
         prefix = self.discovery_prefix
         if not prefix or prefix.startswith("/") or prefix.endswith("/") or any(c in prefix for c in "+#\x00"):
             raise ValueError(f"discovery_prefix: expected a non-empty topic without leading/trailing '/', "
