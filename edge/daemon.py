@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import __version__
-from edge.audio import AudioError, StreamingResampler, file_blocks
+from edge.audio import AudioError, StreamingResampler
 from edge.events import EMOTION_QOS, EmotionEvent, EventFactory, stats_topic
 from edge.homeassistant import HomeAssistantDiscovery
 from edge.model import INTERPRETER, EmotionModel, load_model
@@ -26,6 +26,7 @@ from edge.notify import SystemdNotifier
 from edge.pipeline import Decision, Pipeline
 from edge.publisher import MqttPublisher, StdoutSink
 from edge.settings import AudioSettings, Settings
+from edge.sources import RawFormat, input_blocks, live_source
 from edge.stats import Stats
 from edge.stats import to_json as stats_to_json
 
@@ -248,12 +249,14 @@ class Session:
         return delivered
 
 
-def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag) -> int:
+def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag,
+               raw: RawFormat | None = None) -> int:
     """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1.
 
     Without an explicit device id the events go out as ``<host>-replay`` with no retained status,
     stats or discovery (:func:`replay_device_id`). ``start_time``/``end_time`` are the replay's
-    start plus the audio offset (real wall-clock times only with ``--realtime``).
+    start plus the audio offset (real wall-clock times only with ``--realtime``). A file ``-`` is
+    standard input; ``raw`` reads every input as headerless PCM (:mod:`edge.sources`).
     """
     device_id, explicit = replay_device_id(settings)
     session = Session(settings, sink_kind, device_id=device_id, announce=explicit)
@@ -268,7 +271,7 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
                 break
             logger.info("replaying %s", path)
             try:
-                for block in file_blocks(path, session.rate_hz):
+                for block in input_blocks(path, session.rate_hz, raw):
                     session.feed(block)
                     if realtime:
                         ahead = session.audio_s - (time.monotonic() - wall_start)
@@ -307,6 +310,8 @@ class MicSource:
         self.rate_hz = 0
         self.last_block_at = 0.0
         self.blocks = 0
+        self.captured_at = 0.0
+        """Unix time of the first sample of the block :meth:`read` returned last (PortAudio's ADC time)."""
 
     def device(self) -> int | str | None:
         value = self.audio.device.strip()
@@ -346,16 +351,21 @@ class MicSource:
         self.blocks += 1
         if status.input_overflow:
             self.overflows += 1
+        # wall time of the first sample: now minus how long ago PortAudio's ADC captured it (0 = unknown)
+        adc_age_s = time_info.currentTime - time_info.inputBufferAdcTime if time_info.inputBufferAdcTime else 0.0
+        if not 0.0 < adc_age_s < 10.0:
+            adc_age_s = frames / self.rate_hz
         try:
-            self.queue.put_nowait(indata[:, 0].copy())
+            self.queue.put_nowait((indata[:, 0].copy(), time.time() - adc_age_s))
         except queue.Full:
             self.dropped_blocks += 1
 
     def read(self, timeout_s: float) -> np.ndarray | None:
         try:
-            return self.queue.get(timeout=timeout_s)
+            block, self.captured_at = self.queue.get(timeout=timeout_s)
         except queue.Empty:
             return None
+        return block
 
     @property
     def stall_timeout_s(self) -> float:
@@ -385,7 +395,9 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
     notifier = notifier or SystemdNotifier()
     session = Session(settings, "mqtt")
     session.start()
-    mic = MicSource(settings.audio, session.rate_hz)
+    mic = live_source(settings.audio, session.rate_hz)  # the microphone, or audio.input_command
+    kind = getattr(mic, "kind", "microphone")
+    input_s = 0.0  # seconds of input read so far: the capture clock's stream time
     delay_s = settings.audio.reopen_min_s
     ready = False
     resampler = None
@@ -400,7 +412,7 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
             if not mic.alive:
                 if mic.stream is not None:  # it was open and died: back off before reopening
                     mic.close()
-                    notifier.status("microphone lost, reopening")
+                    notifier.status(f"{kind} lost, reopening")
                     stop.event.wait(delay_s)
                     delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
                     if stop:
@@ -414,8 +426,8 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                     notifier.status(f"listening on {mic.rate_hz} Hz input, model {session.model.manifest.model_id}")
                 except Exception as exc:  # PortAudio reports a missing device in several ways
                     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    logger.error("microphone unavailable (%s); retrying in %.1f s", message, delay_s)
-                    notifier.status(f"microphone unavailable: {message}")
+                    logger.error("%s unavailable (%s); retrying in %.1f s", kind, message, delay_s)
+                    notifier.status(f"{kind} unavailable: {message}")
                     session.set_source_state(f"unavailable: {message}")
                     if not ready:
                         notifier.ready()  # the daemon is up; it keeps retrying the device
@@ -433,6 +445,8 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                 continue
             if mic.blocks > 1:
                 delay_s = settings.audio.reopen_min_s  # delivering again: the next failure starts the backoff anew
+            session.clock.mark(input_s, mic.captured_at)
+            input_s += block.size / mic.rate_hz
             session.feed(resampler.process(block))
             if max_audio_s is not None and session.audio_s >= max_audio_s:
                 break
