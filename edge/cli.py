@@ -314,11 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         stop.install()
         if args.command == "replay":
             raw = None
-            if args.raw_format or args.rate or args.channels:
+            if args.raw_format or args.rate is not None or args.channels is not None:
                 from edge.sources import RawFormat
 
                 try:
-                    raw = RawFormat(args.raw_format or "s16le", args.rate or 16000, args.channels or 1)
+                    raw = RawFormat(args.raw_format or "s16le", 16000 if args.rate is None else args.rate,
+                                    1 if args.channels is None else args.channels)
                 except ValueError as exc:
                     print(f"ser-edge: raw PCM: {exc}", file=sys.stderr)
                     return 2

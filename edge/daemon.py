@@ -157,6 +157,8 @@ class Session:
         self._next_stats_at = float("inf")
         self.homeassistant: HomeAssistantDiscovery | None = None
         publisher = mqtt_publisher_of(self.sink)
+        if publisher is not None and self.stats_interval_s > 0:  # the source's state is known at once after
+            publisher.add_on_connected(self.publish_stats)        # a connect, not one interval later
         if publisher is not None and announce:
             self.homeassistant = HomeAssistantDiscovery.for_settings(settings, device_id, self.model.manifest,
                                                                      __version__)

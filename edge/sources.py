@@ -166,14 +166,15 @@ def _soundfile_blocks(handle: soundfile.SoundFile, target_rate_hz: int, name: st
         yield resampler.flush()
 
 
-def stdin_blocks(target_rate_hz: int, stream: BinaryIO | None = None) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of a WAV/FLAC (any format libsndfile reads) on standard input.
+def stdin_blocks(target_rate_hz: int, stream: BinaryIO | None = None,
+                 name: str = "standard input") -> Iterator[np.ndarray]:
+    """Mono float32 blocks of a WAV/FLAC (any format libsndfile reads) on standard input, or on
+    another stream (a FIFO, a character device).
 
     :param stream: the binary stream (default ``sys.stdin.buffer``).
     :raises AudioError: for an empty or unreadable stream, or as :func:`edge.audio.file_blocks`.
     """
     stream = stream if stream is not None else sys.stdin.buffer
-    name = "standard input"
     try:
         regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
     except (OSError, ValueError, AttributeError):
@@ -232,9 +233,18 @@ def input_blocks(source: str | Path, target_rate_hz: int, raw: RawFormat | None 
     if str(source) == STDIN:
         yield from stdin_blocks(target_rate_hz)
         return
-    if Path(source).suffix.lower() in RAW_SUFFIXES:
+    path = Path(source)
+    if path.suffix.lower() in RAW_SUFFIXES:
         raise AudioError(f"{source}: headerless PCM: give its format, e.g. --raw-format s16le --rate 16000 "
                          f"--channels 1")
+    if path.exists() and not path.is_file():  # a FIFO, /dev/stdin on a pipe: a stream, not a file
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise AudioError(f"{path}: {exc.strerror or exc}") from None
+        with handle:
+            yield from stdin_blocks(target_rate_hz, handle, str(path))
+        return
     yield from file_blocks(source, target_rate_hz)
 
 
