@@ -272,3 +272,31 @@ def test_a_burst_of_home_assistant_birth_messages_gives_at_most_two_republishes(
     finally:
         discovery.cancel()
         publisher.close()
+
+
+def _slug(text: str) -> str:
+    """Home Assistant's entity-id slug (``homeassistant.util.slugify`` for ASCII names)."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def test_readme_automation_uses_the_discovered_event_entity_and_its_event_types(manifest) -> None:
+    """The README's example automation: valid YAML, triggered by the event entity Home Assistant
+    makes from our config (entity id = device name + entity name), on an event type it declares."""
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- automation:.*?-->\n```yaml\n(.*?)```", readme, re.DOTALL).group(1)
+    [automation] = yaml.safe_load(block)["automation"]
+    [trigger] = automation["triggers"]
+    configs = discovery_configs("homeassistant", "ser", "kitchen-pi", manifest.model_id, __version__, manifest.labels)
+    [event] = [c for t, c in configs.items() if t.split("/")[1] == "event"]
+    assert trigger["trigger"] == "state"
+    assert trigger["entity_id"] == f"event.{_slug(event['device']['name'] + ' ' + event['name'])}"
+    wanted = re.findall(r"event_type == '(\w+)'", automation["conditions"][0]["value_template"])
+    assert wanted and set(wanted) <= set(event["event_types"])
+    fired = json.loads(_render(event["value_template"], _replayed_events(CLIPS[:1])[0].to_json()))
+    assert "confidence" in fired  # the attribute the condition reads
