@@ -233,6 +233,8 @@ def _info(settings, as_json: bool) -> int:
     features = manifest.features
     training = manifest.training or {}
 
+    corpus_names = [str(c.get("name", c)) if isinstance(c, dict) else str(c) for c in training.get("corpora", [])]
+
     def figure(values: dict, key: str) -> str:
         value = values.get(key)
         return f"{value:.3f}" if isinstance(value, int | float) else "?"
@@ -242,10 +244,11 @@ def _info(settings, as_json: bool) -> int:
         f"labels     {', '.join(manifest.labels)}  (scheme {manifest.label_scheme})",
         f"dimensions {', '.join(manifest.dimensions) or 'none'}",
         f"metrics    int8 UA {figure(int8, 'ua')} WA {figure(int8, 'wa')}; float UA {figure(floats, 'ua')} "
-        f"WA {figure(floats, 'wa')}" + (f"  ({training['protocol']})" if training.get("protocol") else ""),
+        f"WA {figure(floats, 'wa')}" + (f"  ({str(training['protocol']).split(' (')[0]})"
+                                         if training.get("protocol") else ""),
         f"features   {features.sample_rate_hz} Hz, {features.n_mfcc} MFCC, {features.window_ms:g} ms frames "
         f"every {features.hop_ms:g} ms; model window {manifest.input.window_s:g} s ({manifest.input.frames} frames)",
-        f"training   corpora {', '.join(map(str, training.get('corpora', []))) or '?'}, seed {training.get('seed', '?')}, "
+        f"training   corpora {', '.join(corpus_names) or '?'}, seed {training.get('seed', '?')}, "
         f"{training.get('date', '?')}",
         "(--json for the whole manifest)",
     ]
