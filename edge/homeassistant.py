@@ -257,6 +257,7 @@ class HomeAssistantDiscovery:
         self._lock = threading.Lock()
         self._last_publish = -float("inf")
         self._deferred: threading.Timer | None = None
+        self._removed = False
 
     @classmethod
     def for_settings(cls, settings: Settings, device_id: str, manifest: ModelManifest,
@@ -300,12 +301,15 @@ class HomeAssistantDiscovery:
 
     def publish_configs(self) -> None:
         """Publish every config, retained, QoS 1 (or, when disabled, an empty retained payload on
-        each, which removes the entity); also remove the configs remembered from a previous device id."""
+        each, which removes the entity: once per process); also remove the configs remembered from a
+        previous device id."""
         if self._publisher is None:
             raise RuntimeError("expected attach(publisher) before publish_configs()")
         with self._lock:
             self._last_publish = self._clock()
         current = set(self.configs) if self.enabled else set()
+        if not self.enabled and self._removed:
+            return  # disabled: the removal was sent on the first connect; nothing more under the prefix
         stale = (self._remembered() | (set(self.configs) if not self.enabled else set())) - current
         for topic in sorted(stale):
             self._publisher.publish_raw(topic, b"", retain=True, qos=EMOTION_QOS)
@@ -313,6 +317,7 @@ class HomeAssistantDiscovery:
             for topic, payload in self.configs.items():
                 self._publisher.publish_raw(topic, payload, retain=True, qos=EMOTION_QOS)
         self._remember(sorted(current))
+        self._removed = not self.enabled
         if stale:
             logger.info("removed %d Home Assistant discovery configs%s", len(stale),
                         "" if self.enabled else " (discovery disabled)")
