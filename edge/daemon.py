@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import __version__
-from edge.audio import AudioError, StreamingResampler
+from edge.audio import AudioError, StreamingResampler, check_samples
 from edge.events import EMOTION_QOS, EmotionEvent, EventFactory, stats_topic
 from edge.homeassistant import HomeAssistantDiscovery
 from edge.model import INTERPRETER, EmotionModel, load_model
@@ -444,6 +444,16 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
             session.stats.overflows = mic.overflows + mic.dropped_blocks
             if block is None:
                 session.tick()
+                continue
+            try:
+                check_samples(block, kind)  # as for files: NaN/inf is refused, clipping is a warning
+            except AudioError as exc:  # a source that sends NaN is broken: reopen it with backoff
+                logger.error("%s; reopening in %.1f s", exc, delay_s)
+                session.set_source_state(f"unavailable: {exc}")
+                notifier.status(f"{kind} unavailable: {exc}")
+                mic.close()
+                stop.event.wait(delay_s)
+                delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
                 continue
             if mic.blocks > 1:
                 delay_s = settings.audio.reopen_min_s  # delivering again: the next failure starts the backoff anew

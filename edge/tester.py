@@ -26,7 +26,7 @@ from typing import IO
 
 import numpy as np
 
-from edge.audio import StreamingResampler
+from edge.audio import AudioError, StreamingResampler, check_samples
 from edge.model import load_model
 from edge.pipeline import Decision, Pipeline
 from edge.settings import Settings
@@ -178,6 +178,14 @@ def run_tester(settings: Settings, prompts: bool = False, utterances: int | None
                 tester._write_lines([f"{kind} open at {source.rate_hz} Hz"])
             block = source.read(timeout_s=0.5)
             if block is None or resampler is None:
+                continue
+            try:
+                check_samples(block, kind)  # NaN/inf: a broken source, reopened as by the daemon
+            except AudioError as exc:
+                tester._write_lines([f"{exc}; reopening in {delay_s:.0f} s"])
+                source.close()
+                stop.event.wait(delay_s)
+                delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
                 continue
             if source.blocks > 1:
                 delay_s = settings.audio.reopen_min_s  # delivering again: the next failure starts the backoff anew
