@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "skipped with a logged reason and the exit status is 1. Without an explicit device id "
                   "(--device-id or the config) it publishes as <host>-replay with no retained status, stats "
                   "or Home Assistant discovery, so it never speaks for a live device.")
-    _common(replay)
+    _common(replay, device_id_help="publish as this device (status and discovery too, like the daemon); default: "
+            "config's device_id, else <host name>-replay with no status or discovery")
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files; '-' = standard input")
     replay.add_argument("--realtime", action="store_true", help="pace the input at real time, like a microphone")
     replay.add_argument("--sink", choices=["mqtt", "stdout", "both"], default="mqtt",
