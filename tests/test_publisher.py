@@ -375,7 +375,7 @@ def test_listen_prints_readable_lines_and_skips_malformed(mosquitto, caplog) -> 
     lines = out.getvalue().splitlines()
     assert lines == [
         "kitchen-pi is online",
-        "2026-11-21T14:03:07.120Z kitchen-pi  #42  angry 0.71  [812.34-815.90 s]  "
+        "2026-11-21T14:03:03.050Z +3.56s kitchen-pi 5f0c2a9be41d#42  angry 0.71  "
         "(neutral 0.03, calm 0.01, happy 0.08, sad 0.02, fearful 0.05, disgust 0.07, surprised 0.03)",
         format_event_line(make_event(43, "kitchen-pi")),
     ]
