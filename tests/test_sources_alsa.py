@@ -1,4 +1,5 @@
-"""The README's ALSA ``dsnoop`` example (``asound.conf``), read by the real alsa-lib.
+"""The README's ALSA ``dsnoop`` example (``asound.conf``), read by the real alsa-lib; and a
+microphone (ALSA file plugin) that sends NaN samples.
 
 Without a sound card (``/dev/snd`` is absent here) a dsnoop PCM cannot be opened: dsnoop needs a
 hardware slave, and ALSA's ``file``/``null`` plugins, which stand in for the microphone in
@@ -17,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_microphone import clip_48k, model_path  # noqa: F401 - fixtures
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -47,3 +49,30 @@ def test_alsa_reads_the_readme_dsnoop_configuration(alsa_home: dict[str, str]) -
     assert opened.returncode != 0
     assert "Cannot get card index for seeed2micvoicec" in opened.stderr, opened.stderr
     assert "parse" not in opened.stderr.lower() and "unknown" not in opened.stderr.lower(), opened.stderr
+
+
+def test_a_microphone_sending_nan_is_refused_like_a_file_and_reopened(tmp_path: Path, clip_48k, model_path) -> None:  # noqa: F811
+    """PortAudio → ALSA file plugin → a FIFO carrying NaN samples: the daemon logs the samples as a
+    file's would be refused, reports the microphone unavailable, reopens it, stays up, exits 0."""
+    import numpy as np
+    from test_microphone import BLOCK_MS, MIC_RATE_HZ, PCM_NAME, PERIOD_FRAMES, Daemon, FifoMicrophone, _asoundrc
+
+    broken = clip_48k.copy()
+    broken[::7] = np.nan
+    home = tmp_path / "home"
+    home.mkdir()
+    mic = FifoMicrophone(tmp_path / "mic.f32le", broken, MIC_RATE_HZ, PERIOD_FRAMES)
+    (home / ".asoundrc").write_text(_asoundrc(mic.fifo))
+    config = tmp_path / "ser-edge.toml"
+    config.write_text(f"[audio]\nsample_rate_hz = {MIC_RATE_HZ}\nblock_ms = {BLOCK_MS}\n[mqtt]\nenabled = false\n")
+    daemon = Daemon(["--config", str(config), "--device", PCM_NAME, "--model", str(model_path)],
+                    {**os.environ, "HOME": str(home)}, cwd=tmp_path)
+    try:
+        daemon.wait_for_lines(r"microphone: expected finite samples, got \d+ NaN/inf; reopening in", 1, 60)
+        daemon.wait_for_lines(rf"microphone '{PCM_NAME}' open at {MIC_RATE_HZ} Hz", 2, 60)  # reopened
+        status = daemon.terminate()
+    finally:
+        daemon.kill()
+        mic.stop()
+    assert status == 0, daemon.log()
+    assert not any("Traceback" in line for line in daemon.lines), daemon.log()
