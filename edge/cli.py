@@ -24,64 +24,139 @@ availability on <prefix>/<device_id>/status). No audio leaves the device.
 
 EPILOG = """\
 examples:
+  ser-edge try                                      live tester: level, speech, label per utterance
   ser-edge replay speech.wav --sink stdout          print events for a file, no broker needed
+  arecord -f S16_LE -r 16000 -t wav | ser-edge replay - --sink stdout
   ser-edge replay a.wav b.flac --mqtt-host broker   publish them to a broker
   ser-edge run --config /etc/ser-edge/ser-edge.toml the daemon (as systemd runs it)
+  ser-edge run --input-command 'parecord --raw --format=s16le --rate=16000 --channels=1'
   ser-edge listen --mqtt-host broker                watch events from every device
   ser-edge devices                                  list microphones
   ser-edge check-config /etc/ser-edge/ser-edge.toml validate a config without starting
 """
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows ``(default: X)`` for every option with a real default; options that override the config
+    file (default ``None``) say their default in their own help text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _sub(sub, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=description, formatter_class=_HelpFormatter)
+
+
+def _common(parser: argparse.ArgumentParser, device_id_help: str | None = None) -> None:
+    from edge.settings import MqttFileSettings
+
     group = parser.add_argument_group("configuration (flags override the config file)")
-    group.add_argument("--config", metavar="FILE", help="TOML config file (see systemd/ser-edge.toml)")
-    group.add_argument("--model", metavar="PATH", help="model .tflite (manifest .json beside it)")
-    group.add_argument("--mqtt-host", metavar="H", help="MQTT broker host")
-    group.add_argument("--mqtt-port", metavar="P", type=int, help="MQTT broker port")
-    group.add_argument("--device-id", metavar="ID", help="topic level naming this device (default: host name)")
-    group.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
+    group.add_argument("--config", metavar="FILE", help="TOML config file (see systemd/ser-edge.toml); "
+                       "default: none, built-in defaults")
+    group.add_argument("--model", metavar="PATH", help="model .tflite (manifest .json beside it); "
+                       "default: config's model.path, else the model installed with ser-edge")
+    group.add_argument("--mqtt-host", metavar="H", help=f"MQTT broker host; default: config's mqtt.host, "
+                       f"else {MqttFileSettings.host}")
+    group.add_argument("--mqtt-port", metavar="P", type=int, help=f"MQTT broker port; default: config's "
+                       f"mqtt.port, else {MqttFileSettings.port}")
+    group.add_argument("--device-id", metavar="ID", help=device_id_help or "topic level naming this device; "
+                       "default: config's device_id, else the host name")
+    group.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help="log verbosity; default: config's log_level, else INFO")
+
+
+def _raw_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    from edge.sources import RAW_FORMATS
+
+    group = parser.add_argument_group(f"raw PCM ({what})")
+    group.add_argument("--raw-format", choices=sorted(RAW_FORMATS), help="sample format of headerless PCM "
+                       "(arecord -f S16_LE = s16le); default: s16le when --rate/--channels are given")
+    group.add_argument("--rate", type=int, metavar="HZ", help="sample rate of the raw PCM; default: the "
+                       "model's (16000)")
+    group.add_argument("--channels", type=int, metavar="N", help="interleaved channels of the raw PCM, "
+                       "averaged to mono; default: 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from edge.model import INTERPRETER
 
     parser = argparse.ArgumentParser(prog="ser-edge", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"ser-edge {__version__} (interpreter: {INTERPRETER})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="listen to the microphone and publish events (the daemon)",
-                         description="Read the microphone, publish an event per utterance. Stops on SIGTERM/SIGINT, "
-                                     "publishing 'offline' first. Under systemd it sends READY=1 and watchdog pings.")
+    run = _sub(sub, "run", "listen to the microphone (or a command) and publish events (the daemon)",
+               "Read the microphone, or the raw PCM a command writes to its standard output, and publish "
+               "an event per utterance. A source that fails, stalls or exits is reopened with backoff while "
+               "the daemon stays up. Stops on SIGTERM/SIGINT, publishing 'offline' first. Under systemd it "
+               "sends READY=1 and watchdog pings.")
     _common(run)
-    run.add_argument("--device", metavar="NAME|INDEX", help="input device (see 'ser-edge devices')")
+    run.add_argument("--device", metavar="NAME|INDEX", help="input device (see 'ser-edge devices'); default: "
+                     "config's audio.device, else the system's default input")
+    run.add_argument("--input-command", metavar="CMD", help="read raw PCM from this command's standard output "
+                     "instead of the microphone, e.g. 'arecord -D plughw:CARD=seeed2micvoicec -r 16000 -c 1 "
+                     "-f S16_LE -t raw' or 'parecord --raw --format=s16le --rate=16000 --channels=1'; "
+                     "default: config's audio.input_command (none)")
+    _raw_flags(run, "of --input-command")
 
-    replay = sub.add_parser("replay", help="run the same pipeline over audio files",
-                            description="Feed WAV/FLAC files (any rate >= the model's, mono or stereo) through the "
-                                        "daemon's pipeline. At the end it flushes, waits for the broker's "
-                                        "acknowledgements and exits 0; a file it cannot use is skipped with a "
-                                        "logged reason and the exit status is 1.")
-    _common(replay)
-    replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    replay = _sub(sub, "replay", "run the same pipeline over audio files or standard input",
+                  "Feed WAV/FLAC files (any rate >= the model's, mono or stereo), '-' for a WAV/FLAC stream on "
+                  "standard input, or headerless PCM (--raw-format) through the daemon's pipeline. At the end it "
+                  "flushes, waits for the broker's acknowledgements and exits 0; an input it cannot use is "
+                  "skipped with a logged reason and the exit status is 1. Without an explicit device id "
+                  "(--device-id or the config) it publishes as <host>-replay with no retained status, stats "
+                  "or Home Assistant discovery, so it never speaks for a live device.")
+    _common(replay, device_id_help="publish as this device (status and discovery too, like the daemon); default: "
+            "config's device_id, else <host name>-replay with no status or discovery")
+    replay.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files; '-' = standard input")
     replay.add_argument("--realtime", action="store_true", help="pace the input at real time, like a microphone")
     replay.add_argument("--sink", choices=["mqtt", "stdout", "both"], default="mqtt",
-                        help="publish to the broker (default), print JSON lines (no broker needed), or both")
+                        help="publish to the broker, print JSON lines (no broker needed), or both")
+    _raw_flags(replay, "every FILE is headerless")
 
-    listen = sub.add_parser("listen", help="print events from all devices (an MQTT subscriber for people)")
-    _common(listen)
+    listen = _sub(sub, "listen", "print events from all devices (an MQTT subscriber for people)",
+                  "Subscribe to <prefix>/+/emotion and <prefix>/+/status and print one line per event "
+                  "(or the JSON payloads). With --share GROUP, the events come through the MQTT shared "
+                  "subscription $share/GROUP/<prefix>/+/emotion: consumers in one group split them.")
+    _common(listen, device_id_help="only this device's events and status; default: every device")
     listen.add_argument("--json", action="store_true", help="print raw JSON payloads")
-    listen.add_argument("--count", type=int, metavar="N", help="exit after N events")
-    listen.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
+    listen.add_argument("--count", type=int, metavar="N", help="exit after N events; default: never")
+    listen.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds; default: never")
+    listen.add_argument("--share", metavar="GROUP", help="join the shared subscription group GROUP; "
+                        "default: none, every event")
 
-    sub.add_parser("devices", help="list audio input devices and their default rates")
+    _sub(sub, "devices", "list audio input devices and their default rates",
+         "List the PortAudio input devices (name, channels, default rate); use a name or index as "
+         "[audio] device or --device.")
 
-    info = sub.add_parser("info", help="show a model's manifest: labels, features, metrics")
+    info = _sub(sub, "info", "summarise the model: labels, metrics, features",
+                "A short summary of the model and its manifest; --json prints the whole manifest.")
     _common(info)
+    info.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
 
-    check = sub.add_parser("check-config", help="validate a config file without starting")
-    check.add_argument("file", nargs="?", metavar="FILE")
+    check = _sub(sub, "check-config", "validate a config file without starting",
+                 "Parse and validate the config (and the files it names) exactly as 'run' does; prints one "
+                 "line and exits 0, or the problem and 78.")
+    check.add_argument("file", nargs="?", metavar="FILE", help="the TOML file; default: built-in defaults")
     _common(check)
+
+    tester = _sub(sub, "try", "live tester for a microphone: level, speech, emotion per utterance",
+                  "Listen to the microphone (or --input-command) and show, in the terminal, the input level, "
+                  "whether speech is detected and, for every utterance, the label, its confidence and a bar per "
+                  "score. With --prompts it asks for one emotion at a time and counts how often the model "
+                  "agrees. Publishes nothing. Ctrl-C to stop.")
+    _common(tester)
+    tester.add_argument("--device", metavar="NAME|INDEX", help="input device; default: config's audio.device, "
+                        "else the system's default input")
+    tester.add_argument("--input-command", metavar="CMD", help="read raw PCM from a command instead "
+                        "(as for 'run'); default: config's audio.input_command (none)")
+    tester.add_argument("--prompts", action="store_true", help="prompt for each of the model's emotions in turn "
+                        "and count agreements")
+    tester.add_argument("--utterances", type=int, metavar="N", help="stop after N utterances; default: never")
+    _raw_flags(tester, "of --input-command")
     return parser
 
 
@@ -95,13 +170,91 @@ def _settings(args):
         "device_id": getattr(args, "device_id", None),
         "log_level": getattr(args, "log_level", None),
         "audio.device": getattr(args, "device", None),
+        "audio.input_command": getattr(args, "input_command", None),
     }
+    if args.command in ("run", "try"):  # the raw flags describe the input command's output
+        overrides.update({"audio.input_format": getattr(args, "raw_format", None),
+                          "audio.sample_rate_hz": getattr(args, "rate", None),
+                          "audio.channels": getattr(args, "channels", None)})
+    if args.command == "listen":  # --device-id filters; it does not name this process
+        overrides["device_id"] = None
+    if args.command == "try" and args.log_level is None:  # the terminal is the tester's: warnings only
+        overrides["log_level"] = "WARNING"
     config = getattr(args, "config", None) or getattr(args, "file", None)
     return load_settings(config, overrides)
 
 
+JOURNAL_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+"""Python log level -> syslog priority (sd-daemon(3): a ``<N>`` prefix on a line sets its priority)."""
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>logger: message``: the journal reads the priority from the prefix and adds its own time stamp."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = JOURNAL_PRIORITIES.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        text = super().format(record)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines() or [""])
+
+
+def stderr_is_journal(environ=None) -> bool:
+    """Whether stderr is connected to the systemd journal: ``$JOURNAL_STREAM`` (``device:inode``, set by
+    systemd for a service's stdout/stderr) names the stderr file (systemd.exec(5))."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    value = environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in value.split(":"))
+        status = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (status.st_dev, status.st_ino) == (device, inode)
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    if stderr_is_journal():
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def _info(settings, as_json: bool) -> int:
+    from edge.manifest import load_manifest
+
+    manifest = load_manifest(settings.model.path)
+    if as_json:
+        print(json.dumps(manifest.to_dict(), indent=2))
+        return 0
+    metrics = manifest.metrics or {}
+    int8 = metrics.get("int8", {}) if isinstance(metrics.get("int8"), dict) else {}
+    floats = metrics.get("float", {}) if isinstance(metrics.get("float"), dict) else {}
+    features = manifest.features
+    training = manifest.training or {}
+
+    corpus_names = [str(c.get("name", c)) if isinstance(c, dict) else str(c) for c in training.get("corpora", [])]
+
+    def figure(values: dict, key: str) -> str:
+        value = values.get(key)
+        return f"{value:.3f}" if isinstance(value, int | float) else "?"
+
+    lines = [
+        f"model      {manifest.model_id}  ({settings.model.path})",
+        f"labels     {', '.join(manifest.labels)}  (scheme {manifest.label_scheme})",
+        f"dimensions {', '.join(manifest.dimensions) or 'none'}",
+        f"metrics    int8 UA {figure(int8, 'ua')} WA {figure(int8, 'wa')}; float UA {figure(floats, 'ua')} "
+        f"WA {figure(floats, 'wa')}" + (f"  ({str(training['protocol']).split(' (')[0]})"
+                                         if training.get("protocol") else ""),
+        f"features   {features.sample_rate_hz} Hz, {features.n_mfcc} MFCC, {features.window_ms:g} ms frames "
+        f"every {features.hop_ms:g} ms; model window {manifest.input.window_s:g} s ({manifest.input.frames} frames)",
+        f"training   corpora {', '.join(corpus_names) or '?'}, seed {training.get('seed', '?')}, "
+        f"{training.get('date', '?')}",
+        "(--json for the whole manifest)",
+    ]
+    print("\n".join(lines))
+    return 0
 
 
 def _devices() -> int:
@@ -137,29 +290,44 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     _setup_logging(settings.log_level)
     try:
-        if args.command in ("check-config", "run", "replay", "info"):
+        if args.command in ("check-config", "run", "replay", "info", "try"):
             settings.check_files()
         if args.command == "check-config":
             print(f"config OK: device_id={settings.resolved_device_id}, model={settings.model.path}, "
                   f"broker={settings.mqtt.host}:{settings.mqtt.port}")
             return 0
         if args.command == "info":
-            from edge.manifest import load_manifest
-
-            manifest = load_manifest(settings.model.path)
-            print(json.dumps({k: v for k, v in manifest.to_dict().items() if k != "features"}, indent=2))
-            return 0
+            return _info(settings, args.json)
         if args.command == "listen":
             from edge.publisher import listen
 
-            return listen(settings.mqtt_settings(), args.json, stop_after=args.count, timeout_s=args.timeout)
+            try:
+                return listen(settings.mqtt_settings(), args.json, stop_after=args.count, timeout_s=args.timeout,
+                              device_id=args.device_id, share=args.share)
+            except ValueError as exc:
+                print(f"ser-edge: {exc}", file=sys.stderr)
+                return 2
+        if args.command == "try":
+            from edge.tester import run_tester
+
+            return run_tester(settings, prompts=args.prompts, utterances=args.utterances)
 
         from edge.daemon import StopFlag, run_microphone, run_replay
 
         stop = StopFlag()
         stop.install()
         if args.command == "replay":
-            return run_replay(settings, args.files, args.sink, args.realtime, stop)
+            raw = None
+            if args.raw_format or args.rate is not None or args.channels is not None:
+                from edge.sources import RawFormat
+
+                try:
+                    raw = RawFormat(args.raw_format or "s16le", 16000 if args.rate is None else args.rate,
+                                    1 if args.channels is None else args.channels)
+                except ValueError as exc:
+                    print(f"ser-edge: raw PCM: {exc}", file=sys.stderr)
+                    return 2
+            return run_replay(settings, args.files, args.sink, args.realtime, stop, raw=raw)
         return run_microphone(settings, stop)
     except ConfigError as exc:
         print(f"ser-edge: config error: {exc}", file=sys.stderr)

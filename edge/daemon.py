@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from edge import __version__
-from edge.audio import AudioError, StreamingResampler, file_blocks
-from edge.events import EMOTION_QOS, SCHEMA_VERSION, EmotionEvent, stats_topic, utc_now_rfc3339
+from edge.audio import AudioError, StreamingResampler, check_samples
+from edge.events import EMOTION_QOS, EmotionEvent, EventFactory, stats_topic
 from edge.homeassistant import HomeAssistantDiscovery
-from edge.manifest import ModelManifest
 from edge.model import INTERPRETER, EmotionModel, load_model
 from edge.notify import SystemdNotifier
 from edge.pipeline import Decision, Pipeline
 from edge.publisher import MqttPublisher, StdoutSink
 from edge.settings import AudioSettings, Settings
+from edge.sources import RawFormat, input_blocks, live_source
 from edge.stats import Stats
 from edge.stats import to_json as stats_to_json
 
@@ -34,32 +34,6 @@ logger = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 10.0
 """How long replay waits at the end for the broker to acknowledge every event."""
-
-
-class EventFactory:
-    """Turns decisions into :class:`EmotionEvent` with ``seq`` counting up by one per event."""
-
-    def __init__(self, device_id: str, manifest: ModelManifest) -> None:
-        self.device_id = device_id
-        self.manifest = manifest
-        self.seq = 0
-
-    def make(self, decision: Decision) -> EmotionEvent:
-        labels = self.manifest.labels
-        event = EmotionEvent(
-            schema=SCHEMA_VERSION,
-            device_id=self.device_id,
-            seq=self.seq,
-            time=utc_now_rfc3339(),
-            start_s=decision.start_s,
-            end_s=decision.end_s,
-            label=labels[decision.top],
-            confidence=decision.confidence,
-            scores={label: float(score) for label, score in zip(labels, decision.scores, strict=True)},
-            model=self.manifest.model_id,
-        )
-        self.seq += 1
-        return event
 
 
 class StopFlag:
@@ -128,14 +102,30 @@ def mqtt_publisher_of(sink) -> MqttPublisher | None:
     return next((s for s in getattr(sink, "sinks", ()) if isinstance(s, MqttPublisher)), None)
 
 
-def make_sink(settings: Settings, kind: str):
+REPLAY_DEVICE_SUFFIX = "-replay"
+"""``replay`` without an explicit device id publishes as ``<host>-replay``, never as the live device."""
+
+
+def replay_device_id(settings: Settings) -> tuple[str, bool]:
+    """``(device_id, explicit)`` for ``replay``: the configured id (flag or config file) if any,
+    else ``<host name>-replay`` so a replay never impersonates the daemon of the same host."""
+    if settings.device_id:
+        return settings.device_id, True
+    return settings.resolved_device_id + REPLAY_DEVICE_SUFFIX, False
+
+
+def make_sink(settings: Settings, kind: str, device_id: str | None = None, announce: bool = True):
     """A sink, not started: ``"mqtt"`` -> :class:`MqttPublisher`, ``"stdout"`` -> :class:`StdoutSink`,
-    ``"both"`` -> both. With ``mqtt.enabled = false`` in the config, MQTT is replaced by stdout."""
+    ``"both"`` -> both. With ``mqtt.enabled = false`` in the config, MQTT is replaced by stdout.
+
+    :param device_id: the events' device id (default: ``settings.resolved_device_id``).
+    :param announce: publish the retained status (``online``/``offline``, last will).
+    """
     if kind not in SINKS:
         raise ValueError(f"expected a sink in {SINKS}, got {kind!r}")
     if kind == "stdout" or not settings.mqtt.enabled:
         return StdoutSink()
-    mqtt = MqttPublisher(settings.mqtt_settings(), settings.resolved_device_id)
+    mqtt = MqttPublisher(settings.mqtt_settings(), device_id or settings.resolved_device_id, availability=announce)
     return TeeSink(StdoutSink(), mqtt) if kind == "both" else mqtt
 
 
@@ -147,24 +137,32 @@ class Session:
     (:mod:`edge.stats`) is published, and once more by :meth:`close`.
     """
 
-    def __init__(self, settings: Settings, sink_kind: str) -> None:
+    def __init__(self, settings: Settings, sink_kind: str, device_id: str | None = None,
+                 announce: bool = True) -> None:
+        """:param device_id: the events' device id (default: ``settings.resolved_device_id``).
+        :param announce: publish retained status, stats and Home Assistant discovery (a replay
+            without an explicit device id does not)."""
         self.settings = settings
+        device_id = device_id or settings.resolved_device_id
         self.model: EmotionModel = load_model(settings.model.path, num_threads=settings.model.num_threads)
         self.pipeline = Pipeline.for_model(self.model, settings.decision)
-        self.events = EventFactory(settings.resolved_device_id, self.model.manifest)
-        self.sink = make_sink(settings, sink_kind)
+        self.events = EventFactory(device_id, self.model.manifest)
+        self.clock = self.events.clock
+        """The capture clock: sources mark (stream seconds, wall time) anchors on it."""
+        self.sink = make_sink(settings, sink_kind, device_id, announce)
         self.rate_hz = self.model.manifest.features.sample_rate_hz
         self.stats = Stats()
-        self.stats_interval_s = settings.mqtt.stats_interval_s if settings.mqtt.enabled else 0.0
-        self.stats_topic = stats_topic(settings.mqtt.topic_prefix, settings.resolved_device_id)
+        self.stats_interval_s = settings.mqtt.stats_interval_s if settings.mqtt.enabled and announce else 0.0
+        self.stats_topic = stats_topic(settings.mqtt.topic_prefix, device_id)
         self._next_stats_at = float("inf")
         self.homeassistant: HomeAssistantDiscovery | None = None
         publisher = mqtt_publisher_of(self.sink)
-        if publisher is not None and settings.homeassistant.enabled:
-            self.homeassistant = HomeAssistantDiscovery(
-                settings.homeassistant.discovery_prefix, settings.mqtt.topic_prefix, settings.resolved_device_id,
-                self.model.manifest.model_id, __version__)
-            self.homeassistant.attach(publisher)  # before start(): configs follow every connect
+        if publisher is not None and self.stats_interval_s > 0:  # the source's state is known at once after
+            publisher.add_on_connected(self.publish_stats)        # a connect, not one interval later
+        if publisher is not None and announce:
+            self.homeassistant = HomeAssistantDiscovery.for_settings(settings, device_id, self.model.manifest,
+                                                                     __version__)
+            self.homeassistant.attach(publisher)  # before start(): configs (or their removal) follow every connect
 
     @property
     def audio_s(self) -> float:
@@ -177,8 +175,9 @@ class Session:
         return self.stats.cpu_s
 
     def start(self) -> None:
-        logger.info("ser-edge %s, model %s, interpreter %s, device id %s",
-                    __version__, self.model.manifest.model_id, INTERPRETER, self.events.device_id)
+        logger.info("ser-edge %s, model %s, interpreter %s, device id %s, session %s",
+                    __version__, self.model.manifest.model_id, INTERPRETER, self.events.device_id,
+                    self.events.session)
         self.stats.reset()
         if self.stats_interval_s > 0:
             self._next_stats_at = time.monotonic() + self.stats_interval_s
@@ -225,18 +224,20 @@ class Session:
         self._emit(self.pipeline.flush())
 
     def _emit(self, decisions: list[Decision]) -> None:
-        for decision in decisions:
-            if not decision.publish:
+        for decision in decisions:  # an unsure decision is still an event (it says so); only the
+            if not decision.publish:  # user's decision.confidence_threshold holds one back
                 logger.info("utterance %.2f-%.2f s below the confidence threshold (%.2f), not published",
                             decision.start_s, decision.end_s, decision.confidence)
                 continue
             event = self.events.make(decision)
-            logger.info("event #%d %s %.2f [%.2f-%.2f s]", event.seq, event.label, event.confidence,
-                        event.start_s, event.end_s)
+            logger.info("event #%d %s %.2f%s [%.2f-%.2f s]", event.seq, event.label, event.confidence,
+                        " (unsure)" if event.unsure else "", event.start_s, event.end_s)
             self.sink.publish(event)
 
     def close(self) -> bool:
         """Deliver what is queued, publish ``offline``, disconnect. Returns whether all was delivered."""
+        if self.homeassistant is not None:
+            self.homeassistant.cancel()
         delivered = self.sink.flush(FLUSH_TIMEOUT_S)
         if self.stats_interval_s > 0:
             self.publish_stats()  # the last word; close() then waits for the PUBACK of "offline" after it
@@ -250,9 +251,18 @@ class Session:
         return delivered
 
 
-def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag) -> int:
-    """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1."""
-    session = Session(settings, sink_kind)
+def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag,
+               raw: RawFormat | None = None) -> int:
+    """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1.
+
+    Without an explicit device id the events go out as ``<host>-replay`` with no retained status,
+    stats or discovery (:func:`replay_device_id`). ``start_time``/``end_time`` are the replay's
+    start plus the audio offset (real wall-clock times only with ``--realtime``). A file ``-`` is
+    standard input; ``raw`` reads every input as headerless PCM (:mod:`edge.sources`).
+    """
+    device_id, explicit = replay_device_id(settings)
+    session = Session(settings, sink_kind, device_id=device_id, announce=explicit)
+    session.clock.mark(0.0, time.time())
     session.start()
     session.stats.source_state = "file"
     skipped = 0
@@ -263,7 +273,7 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
                 break
             logger.info("replaying %s", path)
             try:
-                for block in file_blocks(path, session.rate_hz):
+                for block in input_blocks(path, session.rate_hz, raw):
                     session.feed(block)
                     if realtime:
                         ahead = session.audio_s - (time.monotonic() - wall_start)
@@ -302,6 +312,8 @@ class MicSource:
         self.rate_hz = 0
         self.last_block_at = 0.0
         self.blocks = 0
+        self.captured_at = 0.0
+        """Unix time of the first sample of the block :meth:`read` returned last (PortAudio's ADC time)."""
 
     def device(self) -> int | str | None:
         value = self.audio.device.strip()
@@ -341,16 +353,21 @@ class MicSource:
         self.blocks += 1
         if status.input_overflow:
             self.overflows += 1
+        # wall time of the first sample: now minus how long ago PortAudio's ADC captured it (0 = unknown)
+        adc_age_s = time_info.currentTime - time_info.inputBufferAdcTime if time_info.inputBufferAdcTime else 0.0
+        if not 0.0 < adc_age_s < 10.0:
+            adc_age_s = frames / self.rate_hz
         try:
-            self.queue.put_nowait(indata[:, 0].copy())
+            self.queue.put_nowait((indata[:, 0].copy(), time.time() - adc_age_s))
         except queue.Full:
             self.dropped_blocks += 1
 
     def read(self, timeout_s: float) -> np.ndarray | None:
         try:
-            return self.queue.get(timeout=timeout_s)
+            block, self.captured_at = self.queue.get(timeout=timeout_s)
         except queue.Empty:
             return None
+        return block
 
     @property
     def stall_timeout_s(self) -> float:
@@ -380,7 +397,9 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
     notifier = notifier or SystemdNotifier()
     session = Session(settings, "mqtt")
     session.start()
-    mic = MicSource(settings.audio, session.rate_hz)
+    mic = live_source(settings.audio, session.rate_hz)  # the microphone, or audio.input_command
+    kind = getattr(mic, "kind", "microphone")
+    input_s = 0.0  # seconds of input read so far: the capture clock's stream time
     delay_s = settings.audio.reopen_min_s
     ready = False
     resampler = None
@@ -395,7 +414,7 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
             if not mic.alive:
                 if mic.stream is not None:  # it was open and died: back off before reopening
                     mic.close()
-                    notifier.status("microphone lost, reopening")
+                    notifier.status(f"{kind} lost, reopening")
                     stop.event.wait(delay_s)
                     delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
                     if stop:
@@ -409,8 +428,8 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                     notifier.status(f"listening on {mic.rate_hz} Hz input, model {session.model.manifest.model_id}")
                 except Exception as exc:  # PortAudio reports a missing device in several ways
                     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    logger.error("microphone unavailable (%s); retrying in %.1f s", message, delay_s)
-                    notifier.status(f"microphone unavailable: {message}")
+                    logger.error("%s unavailable (%s); retrying in %.1f s", kind, message, delay_s)
+                    notifier.status(f"{kind} unavailable: {message}")
                     session.set_source_state(f"unavailable: {message}")
                     if not ready:
                         notifier.ready()  # the daemon is up; it keeps retrying the device
@@ -426,8 +445,20 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
             if block is None:
                 session.tick()
                 continue
+            try:
+                check_samples(block, kind)  # as for files: NaN/inf is refused, clipping is a warning
+            except AudioError as exc:  # a source that sends NaN is broken: reopen it with backoff
+                logger.error("%s; reopening in %.1f s", exc, delay_s)
+                session.set_source_state(f"unavailable: {exc}")
+                notifier.status(f"{kind} unavailable: {exc}")
+                mic.close()
+                stop.event.wait(delay_s)
+                delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
+                continue
             if mic.blocks > 1:
                 delay_s = settings.audio.reopen_min_s  # delivering again: the next failure starts the backoff anew
+            session.clock.mark(input_s, mic.captured_at)
+            input_s += block.size / mic.rate_hz
             session.feed(resampler.process(block))
             if max_audio_s is not None and session.audio_s >= max_audio_s:
                 break

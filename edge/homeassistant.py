@@ -1,67 +1,143 @@
-"""Home Assistant MQTT discovery: two sensors per device, created by Home Assistant by itself.
+"""Home Assistant MQTT discovery: the device's entities, created by Home Assistant by itself.
 
 Per https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery, a retained config on
-``<discovery_prefix>/sensor/<node_id>/<object_id>/config`` describes one entity. ser-edge publishes:
+``<discovery_prefix>/<component>/<node_id>/<object_id>/config`` describes one entity; an empty
+retained payload on the same topic removes it. ser-edge publishes, for one device:
 
-* ``.../sensor/<node_id>/emotion/config``: the label of the latest event
-  (``{{ value_json.label }}``), with the event's ``scores`` as attributes;
-* ``.../sensor/<node_id>/emotion_confidence/config``: its confidence in %
-  (``{{ (value_json.confidence * 100) | round(0) }}``).
+* ``event/<node>/emotion``: an **event** entity (https://www.home-assistant.io/integrations/event.mqtt/)
+  that fires on every utterance, even when the label repeats. ``event_types`` are the model's
+  labels plus ``"unsure"``; the event type is ``"unsure"`` when the event's ``unsure`` is true,
+  else its label; confidence, scores, arousal, valence and the utterance's times are attributes.
+* ``sensor/<node>/emotion_label``: the latest outcome as a ``device_class: enum`` sensor with
+  ``options`` (so the automation editor offers the list), ``expire_after`` seconds (it becomes
+  unavailable when nobody spoke for that long) and the scores as attributes.
+* ``sensor/<node>/emotion_confidence``: its confidence in %.
+* ``sensor/<node>/arousal`` and ``sensor/<node>/valence`` (in [-1, 1]), only when the model's
+  manifest lists those ``dimensions``.
+* ``binary_sensor/<node>/audio_problem``: a diagnostic entity (``device_class: problem``), on
+  while the audio source is not delivering (from the ``stats`` topic's ``source``; only when
+  statistics are published).
 
-Both read the emotion topic and are available while the status topic says ``online`` (retained,
-with ``offline`` as last will). The configs are published on every (re)connect and again when Home
-Assistant's birth message ``online`` arrives on ``<discovery_prefix>/status`` (it forgets
-entities it does not hear about after its own restart, if the configs were not retained).
+Every config has an ``origin`` block, the ``device`` block and availability on the status topic.
+``node_id`` is the device id made topic-safe plus a short sha256 of the device id, so two ids that
+sanitise alike never share one. Configs are sent on every (re)connect and when Home Assistant's
+birth message (``online`` on ``<discovery_prefix>/status``) arrives, at most once per
+:data:`REPUBLISH_MIN_INTERVAL_S` (a burst of birth messages gives one republish now and one at the
+end of the interval). When discovery is disabled, its retained configs are removed with empty
+payloads; under systemd (``$STATE_DIRECTORY``) the topics published last are remembered
+(:func:`state_file`), so those of a previous device id are removed too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from edge.events import EMOTION_QOS, STATUS_OFFLINE, STATUS_ONLINE, emotion_topic, status_topic
+from edge.events import (
+    EMOTION_QOS,
+    STATUS_OFFLINE,
+    STATUS_ONLINE,
+    UNSURE_EVENT_TYPE,
+    emotion_topic,
+    stats_topic,
+    status_topic,
+)
+
+if TYPE_CHECKING:
+    from edge.manifest import ModelManifest
+    from edge.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-COMPONENT = "sensor"
-LABEL_OBJECT_ID = "emotion"
-CONFIDENCE_OBJECT_ID = "emotion_confidence"
 HA_STATUS_SUBTOPIC = "status"
 """Home Assistant publishes its birth (``online``) and last will (``offline``) on ``<discovery_prefix>/status``."""
 HA_ONLINE = "online"
 MANUFACTURER = "ser-edge"
+ORIGIN_NAME = "ser-edge"
 
-LABEL_TEMPLATE = "{{ value_json.label }}"
+EVENT_OBJECT_ID = "emotion"
+LABEL_OBJECT_ID = "emotion_label"
+CONFIDENCE_OBJECT_ID = "emotion_confidence"
+AUDIO_PROBLEM_OBJECT_ID = "audio_problem"
+
+NODE_HASH_CHARS = 8
+"""Hex digits of sha256(device id) appended to the node id (32 bits: a collision between two
+devices of one home is practically impossible, and the readable part tells them apart anyway)."""
+NODE_READABLE_CHARS = 32
+"""At most this many characters of the sanitised device id lead the node id."""
+
+REPUBLISH_MIN_INTERVAL_S = 30.0
+"""Home Assistant's birth message triggers at most one republish of the configs per this many seconds."""
+
+DEFAULT_EXPIRE_AFTER_S = 300
+"""Default ``expire_after`` of the emotion sensors: unavailable after 5 minutes without speech."""
+
+STATE_FILE_NAME = "homeassistant-discovery.json"
+
+EVENT_TEMPLATE = (
+    "{{ {'event_type': ('" + UNSURE_EVENT_TYPE + "' if value_json.unsure else value_json.label), "
+    "'label': value_json.label, 'confidence': value_json.confidence, 'scores': value_json.scores, "
+    "'arousal': value_json.arousal, 'valence': value_json.valence, "
+    "'start_time': value_json.start_time, 'end_time': value_json.end_time, "
+    "'session': value_json.session, 'seq': value_json.seq} | tojson }}"
+)
+"""Renders the event payload into the JSON Home Assistant's MQTT event expects: ``event_type`` plus attributes."""
+LABEL_TEMPLATE = "{{ '" + UNSURE_EVENT_TYPE + "' if value_json.unsure else value_json.label }}"
 CONFIDENCE_TEMPLATE = "{{ (value_json.confidence * 100) | round(0) }}"
-SCORES_TEMPLATE = "{{ value_json.scores | tojson }}"
+ATTRIBUTES_TEMPLATE = (
+    "{{ {'label': value_json.label, 'confidence': value_json.confidence, 'unsure': value_json.unsure, "
+    "'scores': value_json.scores, 'start_time': value_json.start_time, 'end_time': value_json.end_time} "
+    "| tojson }}"
+)
+AUDIO_PROBLEM_TEMPLATE = "{{ 'OFF' if value_json.source in ('ok', 'file') else 'ON' }}"
+AUDIO_ATTRIBUTES_TEMPLATE = "{{ {'source': value_json.source} | tojson }}"
 
 _NODE_ID_FORBIDDEN = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 def node_id(device_id: str) -> str:
-    """The discovery ``node_id`` of a device: its id with anything but ``[a-zA-Z0-9_-]`` as ``_``."""
-    return _NODE_ID_FORBIDDEN.sub("_", device_id)
+    """The discovery ``node_id`` of a device: its id with anything but ``[a-zA-Z0-9_-]`` as ``_``
+    (at most :data:`NODE_READABLE_CHARS`), ``_``, and the first :data:`NODE_HASH_CHARS` hex digits
+    of the sha256 of the UTF-8 device id: ``kitchen-pi_1a2b3c4d``."""
+    readable = _NODE_ID_FORBIDDEN.sub("_", device_id)[:NODE_READABLE_CHARS]
+    digest = hashlib.sha256(device_id.encode("utf-8")).hexdigest()[:NODE_HASH_CHARS]
+    return f"{readable}_{digest}"
 
 
-def config_topic(discovery_prefix: str, device_id: str, object_id: str) -> str:
-    """``<discovery_prefix>/sensor/<node_id>/<object_id>/config``."""
-    return f"{discovery_prefix}/{COMPONENT}/{node_id(device_id)}/{object_id}/config"
+def config_topic(discovery_prefix: str, component: str, device_id: str, object_id: str) -> str:
+    """``<discovery_prefix>/<component>/<node_id>/<object_id>/config``."""
+    return f"{discovery_prefix}/{component}/{node_id(device_id)}/{object_id}/config"
 
 
-def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, model: str,
-                      version: str) -> dict[str, dict[str, Any]]:
-    """Config topic -> config payload (a dict, to be sent as JSON) for each sensor of the device.
+def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, model: str, version: str,
+                      labels: tuple[str, ...] | list[str], dimensions: tuple[str, ...] | list[str] = (),
+                      expire_after_s: int = DEFAULT_EXPIRE_AFTER_S,
+                      audio_diagnostic: bool = True) -> dict[str, dict[str, Any]]:
+    """Config topic -> config payload (a dict, to be sent as JSON) for each entity of the device.
 
     :param model: the events' ``model`` field (``name@sha256prefix``), shown as the device's model.
-    :param version: ser-edge's version, shown as the device's software version.
-    :raises ValueError: as :func:`edge.events.emotion_topic` for a bad prefix or device id.
+    :param version: ser-edge's version (device ``sw_version`` and ``origin.sw_version``).
+    :param labels: the model's labels, in the manifest's order (``options``/``event_types``).
+    :param dimensions: the manifest's continuous outputs; ``arousal``/``valence`` get a sensor each.
+    :param expire_after_s: ``expire_after`` of the emotion sensors, seconds; 0 = never expire (omitted).
+    :param audio_diagnostic: add the audio-problem diagnostic (needs the stats topic).
+    :raises ValueError: as :func:`edge.events.emotion_topic` for a bad prefix or device id, or
+        ``expire_after_s`` < 0.
     """
+    if isinstance(expire_after_s, bool) or not isinstance(expire_after_s, int) or expire_after_s < 0:
+        raise ValueError(f"expected expire_after_s >= 0 (integer seconds), got {expire_after_s!r}")
     state = emotion_topic(topic_prefix, device_id)
     node = node_id(device_id)
-    common = {
-        "state_topic": state,
+    outcomes = [*labels, UNSURE_EVENT_TYPE]
+    common: dict[str, Any] = {
         "availability_topic": status_topic(topic_prefix, device_id),
         "payload_available": STATUS_ONLINE,
         "payload_not_available": STATUS_OFFLINE,
@@ -73,65 +149,206 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, 
             "manufacturer": MANUFACTURER,
             "sw_version": version,
         },
+        "origin": {"name": ORIGIN_NAME, "sw_version": version},
     }
-    label = {
-        "name": "Emotion",
-        "unique_id": f"ser-edge-{node}-{LABEL_OBJECT_ID}",
-        "value_template": LABEL_TEMPLATE,
-        "json_attributes_topic": state,
-        "json_attributes_template": SCORES_TEMPLATE,
-        "icon": "mdi:emoticon-outline",
-        **common,
+    expire = {"expire_after": expire_after_s} if expire_after_s else {}
+
+    def uid(object_id: str) -> str:
+        return f"ser-edge-{node}-{object_id}"
+
+    configs: dict[str, dict[str, Any]] = {
+        config_topic(discovery_prefix, "event", device_id, EVENT_OBJECT_ID): {
+            "name": "Emotion",
+            "unique_id": uid(EVENT_OBJECT_ID),
+            "state_topic": state,
+            "value_template": EVENT_TEMPLATE,
+            "event_types": outcomes,
+            "icon": "mdi:emoticon-outline",
+            **common,
+        },
+        config_topic(discovery_prefix, "sensor", device_id, LABEL_OBJECT_ID): {
+            "name": "Latest emotion",
+            "unique_id": uid(LABEL_OBJECT_ID),
+            "state_topic": state,
+            "value_template": LABEL_TEMPLATE,
+            "device_class": "enum",
+            "options": outcomes,
+            "force_update": True,
+            "json_attributes_topic": state,
+            "json_attributes_template": ATTRIBUTES_TEMPLATE,
+            "icon": "mdi:emoticon-outline",
+            **expire,
+            **common,
+        },
+        config_topic(discovery_prefix, "sensor", device_id, CONFIDENCE_OBJECT_ID): {
+            "name": "Emotion confidence",
+            "unique_id": uid(CONFIDENCE_OBJECT_ID),
+            "state_topic": state,
+            "value_template": CONFIDENCE_TEMPLATE,
+            "unit_of_measurement": "%",
+            "state_class": "measurement",
+            "icon": "mdi:gauge",
+            **expire,
+            **common,
+        },
     }
-    confidence = {
-        "name": "Emotion confidence",
-        "unique_id": f"ser-edge-{node}-{CONFIDENCE_OBJECT_ID}",
-        "value_template": CONFIDENCE_TEMPLATE,
-        "unit_of_measurement": "%",
-        "state_class": "measurement",
-        "icon": "mdi:gauge",
-        **common,
-    }
-    return {
-        config_topic(discovery_prefix, device_id, LABEL_OBJECT_ID): label,
-        config_topic(discovery_prefix, device_id, CONFIDENCE_OBJECT_ID): confidence,
-    }
+    for dimension in ("arousal", "valence"):
+        if dimension in dimensions:
+            configs[config_topic(discovery_prefix, "sensor", device_id, dimension)] = {
+                "name": dimension.capitalize(),
+                "unique_id": uid(dimension),
+                "state_topic": state,
+                "value_template": f"{{{{ value_json.{dimension} }}}}",
+                "state_class": "measurement",
+                "suggested_display_precision": 2,
+                "icon": "mdi:chart-bell-curve",
+                **expire,
+                **common,
+            }
+    if audio_diagnostic:
+        stats = stats_topic(topic_prefix, device_id)
+        configs[config_topic(discovery_prefix, "binary_sensor", device_id, AUDIO_PROBLEM_OBJECT_ID)] = {
+            "name": "Audio input problem",
+            "unique_id": uid(AUDIO_PROBLEM_OBJECT_ID),
+            "state_topic": stats,
+            "value_template": AUDIO_PROBLEM_TEMPLATE,
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "device_class": "problem",
+            "entity_category": "diagnostic",
+            "json_attributes_topic": stats,
+            "json_attributes_template": AUDIO_ATTRIBUTES_TEMPLATE,
+            **common,
+        }
+    return configs
+
+
+def state_file(environ: dict[str, str] | None = None) -> Path | None:
+    """Where the config topics published last are remembered: ``$STATE_DIRECTORY`` (systemd's
+    ``StateDirectory=``, set by both units) / ``homeassistant-discovery.json``; ``None`` outside
+    systemd (then a device id change leaves the old entities until removed by hand)."""
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    state_dir = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state_dir) / STATE_FILE_NAME if state_dir else None
 
 
 class HomeAssistantDiscovery:
-    """Publishes the retained discovery configs through an :class:`edge.publisher.MqttPublisher`.
+    """Publishes (or removes) the retained discovery configs through an :class:`edge.publisher.MqttPublisher`.
 
     :meth:`attach` (before the publisher starts) hooks :meth:`publish_configs` to every (re)connect
-    and subscribes to Home Assistant's status topic, republishing on its birth message.
+    and, when enabled, subscribes to Home Assistant's status topic, republishing on its birth
+    message at most once per ``republish_min_interval_s``.
     """
 
-    def __init__(self, discovery_prefix: str, topic_prefix: str, device_id: str, model: str, version: str) -> None:
+    def __init__(self, discovery_prefix: str, configs: dict[str, dict[str, Any]], enabled: bool = True,
+                 memory: Path | None = None, republish_min_interval_s: float = REPUBLISH_MIN_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """:param configs: from :func:`discovery_configs` (needed also when disabled: they are removed).
+        :param memory: state file remembering the topics published last (None: no memory).
+        """
         self.discovery_prefix = discovery_prefix
+        self.enabled = enabled
         self.ha_status_topic = f"{discovery_prefix}/{HA_STATUS_SUBTOPIC}"
-        self.configs = {topic: json.dumps(config, separators=(",", ":"))
-                        for topic, config in discovery_configs(discovery_prefix, topic_prefix, device_id,
-                                                               model, version).items()}
+        self.configs = {topic: json.dumps(config, separators=(",", ":")) for topic, config in configs.items()}
+        self.memory = memory
+        self.republish_min_interval_s = republish_min_interval_s
+        self._clock = clock
         self._publisher = None
-        self.published = 0
-        """Times the set of configs was published."""
+        self._lock = threading.Lock()
+        self._last_publish = -float("inf")
+        self._deferred: threading.Timer | None = None
+        self._removed = False
+
+    @classmethod
+    def for_settings(cls, settings: Settings, device_id: str, manifest: ModelManifest,
+                     version: str) -> HomeAssistantDiscovery:
+        """The discovery of a daemon with ``settings`` (``[homeassistant]``), for ``device_id`` and the model."""
+        ha = settings.homeassistant
+        configs = discovery_configs(
+            ha.discovery_prefix, settings.mqtt.topic_prefix, device_id, manifest.model_id, version,
+            manifest.labels, manifest.dimensions, expire_after_s=ha.expire_after_s,
+            audio_diagnostic=settings.mqtt.stats_interval_s > 0)
+        return cls(ha.discovery_prefix, configs, enabled=ha.enabled, memory=state_file())
 
     def attach(self, publisher) -> None:
-        """Wire into ``publisher``: configs on every connect and on Home Assistant's ``online``."""
+        """Wire into ``publisher``: configs (or their removal) on every connect, and on Home
+        Assistant's ``online`` when enabled."""
         self._publisher = publisher
         publisher.add_on_connected(self.publish_configs)
-        publisher.subscribe(self.ha_status_topic, self._on_ha_status)
+        if self.enabled:
+            publisher.subscribe(self.ha_status_topic, self._on_ha_status)
+
+    def _remembered(self) -> set[str]:
+        if self.memory is None:
+            return set()
+        try:
+            data = json.loads(self.memory.read_text(encoding="utf-8"))
+            return {t for t in data.get("topics", []) if isinstance(t, str) and t.startswith(self.discovery_prefix + "/")}
+        except (OSError, ValueError, AttributeError):
+            return set()
+
+    def _remember(self, topics: list[str]) -> None:
+        if self.memory is None:
+            return
+        try:
+            self.memory.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.memory.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"topics": sorted(topics)}) + "\n", encoding="utf-8")
+            tmp.replace(self.memory)
+        except OSError as exc:
+            logger.warning("cannot remember the discovery topics in %s (%s); a later device id change "
+                           "will leave this one's entities in Home Assistant", self.memory, exc.strerror)
 
     def publish_configs(self) -> None:
-        """Publish every config, retained, QoS 1."""
+        """Publish every config, retained, QoS 1 (or, when disabled, an empty retained payload on
+        each, which removes the entity: once per process); also remove the configs remembered from a
+        previous device id."""
         if self._publisher is None:
             raise RuntimeError("expected attach(publisher) before publish_configs()")
-        for topic, payload in self.configs.items():
-            self._publisher.publish_raw(topic, payload, retain=True, qos=EMOTION_QOS)
-        self.published += 1
-        logger.debug("published %d Home Assistant discovery configs under %s/", len(self.configs),
-                     self.discovery_prefix)
+        with self._lock:
+            self._last_publish = self._clock()
+        current = set(self.configs) if self.enabled else set()
+        if not self.enabled and self._removed:
+            return  # disabled: the removal was sent on the first connect; nothing more under the prefix
+        stale = (self._remembered() | (set(self.configs) if not self.enabled else set())) - current
+        for topic in sorted(stale):
+            self._publisher.publish_raw(topic, b"", retain=True, qos=EMOTION_QOS)
+        if current:
+            for topic, payload in self.configs.items():
+                self._publisher.publish_raw(topic, payload, retain=True, qos=EMOTION_QOS)
+        self._remember(sorted(current))
+        self._removed = not self.enabled
+        if stale:
+            logger.info("removed %d Home Assistant discovery configs%s", len(stale),
+                        "" if self.enabled else " (discovery disabled)")
+        if current:
+            logger.debug("published %d Home Assistant discovery configs under %s/", len(current),
+                         self.discovery_prefix)
 
     def _on_ha_status(self, topic: str, payload: bytes) -> None:
-        if payload.decode("utf-8", errors="replace").strip() == HA_ONLINE:
-            logger.info("Home Assistant is online (%s); republishing discovery configs", topic)
-            self.publish_configs()
+        if payload.decode("utf-8", errors="replace").strip() != HA_ONLINE:
+            return
+        with self._lock:
+            wait_s = self._last_publish + self.republish_min_interval_s - self._clock()
+            if wait_s > 0:
+                if self._deferred is None:  # one republish at the end of the interval covers the burst
+                    self._deferred = threading.Timer(wait_s, self._deferred_publish)
+                    self._deferred.daemon = True
+                    self._deferred.start()
+                    logger.info("Home Assistant is online (%s); republishing discovery configs in %.0f s",
+                                topic, wait_s)
+                return
+        logger.info("Home Assistant is online (%s); republishing discovery configs", topic)
+        self.publish_configs()
+
+    def _deferred_publish(self) -> None:
+        with self._lock:
+            self._deferred = None
+        self.publish_configs()
+
+    def cancel(self) -> None:
+        """Cancel a deferred republish (at shutdown)."""
+        with self._lock:
+            if self._deferred is not None:
+                self._deferred.cancel()
+                self._deferred = None

@@ -352,15 +352,19 @@ class MqttPublisher:
     ``on_publish``, so holding ours around ``client.publish`` could deadlock).
     """
 
-    def __init__(self, settings: MqttSettings, device_id: str) -> None:
-        """:raises ValueError: for a ``device_id`` unusable as a topic level or a missing TLS file."""
+    def __init__(self, settings: MqttSettings, device_id: str, availability: bool = True) -> None:
+        """:param availability: publish the retained ``online``/``offline`` and the last will;
+            ``False`` for a replay that must not speak for a device (no status at all).
+        :raises ValueError: for a ``device_id`` unusable as a topic level or a missing TLS file."""
+        self._availability = availability
         self._settings = settings
         self._device_id = device_id
         self._emotion_topic = emotion_topic(settings.topic_prefix, device_id)
         self._status_topic = status_topic(settings.topic_prefix, device_id)
         self._client_id = settings.client_id or f"ser-edge-{device_id}-{secrets.token_hex(3)}"
         self._client = _make_client(settings, self._client_id)
-        self._client.will_set(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
+        if availability:
+            self._client.will_set(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
@@ -564,7 +568,7 @@ class MqttPublisher:
         with self._cond:
             self._closing = True
             connected = self._connected
-        if started and connected:
+        if started and connected and self._availability:
             info = self._client.publish(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
             try:
                 info.wait_for_publish(max(deadline - time.monotonic(), MIN_OFFLINE_WAIT_S))
@@ -675,7 +679,8 @@ class MqttPublisher:
             return
         # Birth message first: it goes out before paho re-sends unacknowledged events and before
         # the sender thread sees `connected`.
-        client.publish(self._status_topic, STATUS_ONLINE, qos=EMOTION_QOS, retain=True)
+        if self._availability:
+            client.publish(self._status_topic, STATUS_ONLINE, qos=EMOTION_QOS, retain=True)
         _paho_noise.reset()
         with self._cond:
             self._connected = True
@@ -735,13 +740,16 @@ class MqttPublisher:
 
 
 def format_event_line(event: EmotionEvent) -> str:
-    """One human-readable line for an event, other labels in the model's order::
+    """One human-readable line for an event: utterance start (UTC) and length, device, session/seq,
+    label, confidence, ``unsure``, arousal/valence if any, other labels in the model's order::
 
-        2026-11-21T14:03:07.120Z kitchen-pi  #42  angry 0.71  [812.34-815.90 s]  (neutral 0.03, ...)
+        2026-11-21T14:03:03.050Z +3.56s kitchen-pi 5f0c2a9be41d#42  angry 0.71 unsure  a=+0.40 v=-0.55  (neutral 0.03, ...)
     """
     others = ", ".join(f"{name} {p:.2f}" for name, p in event.scores.items() if name != event.label)
-    return (f"{event.time} {event.device_id}  #{event.seq}  {event.label} {event.confidence:.2f}  "
-            f"[{event.start_s:.2f}-{event.end_s:.2f} s]  ({others})")
+    dims = "".join(f"  {short}={value:+.2f}" for short, value in (("a", event.arousal), ("v", event.valence))
+                   if value is not None)
+    return (f"{event.start_time} +{event.end_s - event.start_s:.2f}s {event.device_id} {event.session}#{event.seq}  "
+            f"{event.label} {event.confidence:.2f}{' unsure' if event.unsure else ''}{dims}  ({others})")
 
 
 def _split_topic(prefix: str, topic: str) -> tuple[str, str]:
@@ -753,12 +761,39 @@ def _split_topic(prefix: str, topic: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
-           stop_after: int | None = None, timeout_s: float | None = None) -> int:
-    """Print the emotion events and availability of every device under ``settings.topic_prefix``.
+SHARE_PREFIX = "$share"
+"""MQTT 5 shared subscriptions (mosquitto also grants them to 3.1.1 clients): ``$share/GROUP/filter``;
+the broker gives each message to one subscriber of the group."""
 
-    Subscribes (QoS 1, again after every reconnect) to ``{prefix}/+/emotion`` and
-    ``{prefix}/+/status``. Events are printed with :func:`format_event_line`, or as their compact
+
+def listen_filters(prefix: str, device_id: str | None = None, share: str | None = None) -> list[tuple[str, int]]:
+    """The subscriptions of :func:`listen`: ``{prefix}/{device_id or +}/emotion`` (as
+    ``$share/{share}/...`` when ``share`` is given) and ``{prefix}/{device_id or +}/status`` (never
+    shared: every consumer sees availability, and brokers send no retained messages to shared ones).
+
+    :raises ValueError: for a device id or group that is empty or holds '/', '+', '#' or NUL.
+    """
+    level = "+"
+    if device_id is not None:
+        emotion_topic(prefix, device_id)  # raises ValueError for an unusable device id
+        level = device_id
+    emotion = f"{prefix}/{level}/{EMOTION_SUBTOPIC}"
+    if share is not None:
+        if not share or any(c in share for c in "/+#\x00"):
+            raise ValueError(f"expected a share group name without '/', '+', '#' or NUL, got {share!r}")
+        emotion = f"{SHARE_PREFIX}/{share}/{emotion}"
+    return [(emotion, LISTEN_QOS), (f"{prefix}/{level}/{STATUS_SUBTOPIC}", LISTEN_QOS)]
+
+
+def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
+           stop_after: int | None = None, timeout_s: float | None = None,
+           device_id: str | None = None, share: str | None = None) -> int:
+    """Print the emotion events and availability of every device under ``settings.topic_prefix``
+    (or of ``device_id`` only).
+
+    Subscribes (QoS 1, again after every reconnect) to :func:`listen_filters`: ``{prefix}/+/emotion``
+    and ``{prefix}/+/status``; with ``share``, the events through the shared subscription
+    ``$share/{share}/{prefix}/+/emotion``, so consumers of one group split the events between them. Events are printed with :func:`format_event_line`, or as their compact
     JSON with ``as_json``; availability as ``kitchen-pi is online``, or with ``as_json`` as
     ``{"device_id":"kitchen-pi","status":"online"}``, so the output stays one JSON object a line.
     Malformed payloads are logged as warnings and skipped. An unreachable broker is retried.
@@ -769,7 +804,7 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
     :returns: exit status: 0 when ``stop_after`` events arrived, on timeout without ``stop_after``,
         or on Ctrl-C; 1 if the timeout expired before ``stop_after`` events, or the broker refused
         the connection (bad credentials).
-    :raises ValueError: if ``stop_after`` < 1 or ``timeout_s`` <= 0.
+    :raises ValueError: if ``stop_after`` < 1 or ``timeout_s`` <= 0, or as :func:`listen_filters`.
     """
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"expected stop_after >= 1 or None, got {stop_after!r}")
@@ -777,7 +812,7 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
         raise ValueError(f"expected timeout_s > 0 or None, got {timeout_s!r}")
     stream = out if out is not None else sys.stdout
     prefix = settings.topic_prefix
-    filters = [(f"{prefix}/+/{EMOTION_SUBTOPIC}", LISTEN_QOS), (f"{prefix}/+/{STATUS_SUBTOPIC}", LISTEN_QOS)]
+    filters = listen_filters(prefix, device_id, share)
     done = threading.Event()
     lock = threading.Lock()
     state = {"events": 0, "refused": False, "failures": 0}

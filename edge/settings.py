@@ -24,7 +24,28 @@ from edge.vad import VadParams
 
 EX_CONFIG = 78
 PASSWORD_ENV = "SER_EDGE_MQTT_PASSWORD"
-DEFAULT_MODEL = "models/ravdess8-conv1d.tflite"
+DEFAULT_MODEL = ""
+"""``model.path`` default: empty = the model shipped in the package (:func:`shipped_model`)."""
+SHIPPED_MODELS_PACKAGE = "edge.models"
+"""The package holding the shipped model and manifest (the repository's ``models/``, see pyproject.toml)."""
+
+
+def shipped_model() -> str:
+    """Path of the one ``.tflite`` shipped in :data:`SHIPPED_MODELS_PACKAGE` (its ``.json`` beside it),
+    whatever its name; ``""`` if there is none or more than one (then ``model.path`` must be set).
+
+    In a source checkout or an editable install (where setuptools cannot map that data-only
+    package) it is the repository's ``models/`` folder beside ``edge/``.
+    """
+    from importlib import resources
+
+    try:
+        folder = resources.files(SHIPPED_MODELS_PACKAGE)
+        entries = list(folder.iterdir())
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError, TypeError):
+        entries = list((Path(__file__).resolve().parent.parent / "models").glob("*"))
+    found = sorted(str(entry) for entry in entries if entry.name.endswith(".tflite"))
+    return found[0] if len(found) == 1 else ""
 
 
 class ConfigError(ValueError):
@@ -34,7 +55,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelSettings:
     path: str = DEFAULT_MODEL
-    """The .tflite (its .json manifest beside it); relative paths are relative to the working directory."""
+    """The .tflite (its .json manifest beside it); relative paths are relative to the working directory.
+    Empty = the model shipped in the package (resolved by :func:`parse_settings`)."""
     num_threads: int = 1
     """Interpreter threads; 1 leaves the other cores to the rest of the device."""
 
@@ -50,6 +72,20 @@ class AudioSettings:
     reopen_min_s: float = 1.0
     """First delay before reopening a failed device; doubles up to ``reopen_max_s``."""
     reopen_max_s: float = 30.0
+    input_command: str = ""
+    """A command whose standard output is raw PCM, read instead of the microphone (``arecord -t raw``,
+    ``parecord --raw``, ``pw-record -``); restarted with the same backoff. Empty = the microphone."""
+    input_format: str = "s16le"
+    """Sample format of ``input_command``'s output: s16le, s32le, f32le or u8 (rate: ``sample_rate_hz``,
+    0 = the model's)."""
+    channels: int = 1
+    """Interleaved channels of ``input_command``'s output (averaged to mono)."""
+
+    def __post_init__(self) -> None:
+        if self.input_command:
+            from edge.sources import RawFormat
+
+            RawFormat(self.input_format, self.sample_rate_hz or 16000, self.channels)  # ValueError if bad
 
 
 @dataclass(frozen=True)
@@ -87,8 +123,12 @@ class HomeAssistantSettings:
     """Publish retained discovery configs so Home Assistant creates the device's sensors by itself."""
     discovery_prefix: str = "homeassistant"
     """Home Assistant's discovery prefix; its birth message is expected on ``<discovery_prefix>/status``."""
+    expire_after_s: int = 300
+    """Seconds without an utterance after which the emotion sensors become unavailable; 0 = never."""
 
     def __post_init__(self) -> None:
+        if self.expire_after_s < 0:
+            raise ValueError(f"expire_after_s: expected >= 0 (0 = never), got {self.expire_after_s!r}")
         prefix = self.discovery_prefix
         if not prefix or prefix.startswith("/") or prefix.endswith("/") or any(c in prefix for c in "+#\x00"):
             raise ValueError(f"discovery_prefix: expected a non-empty topic without leading/trailing '/', "
@@ -112,6 +152,8 @@ class Settings:
 
     def check_files(self) -> None:
         """Raise :class:`ConfigError` naming the key if a file the settings point at is missing."""
+        if not self.model.path:
+            raise ConfigError(f"model.path: not set, and no single model is installed in {SHIPPED_MODELS_PACKAGE}")
         model = Path(self.model.path)
         for path in (model, model.with_suffix(".json")):
             if not path.is_file():
@@ -183,6 +225,10 @@ def _build(cls: type, table: object, prefix: str, skip: tuple[str, ...] = ()) ->
         raise ConfigError(f"{prefix}: {exc}") from None
 
 
+def _resolve_model(model: ModelSettings) -> ModelSettings:
+    return model if model.path else dataclasses.replace(model, path=shipped_model())
+
+
 def parse_settings(data: dict, overrides: dict | None = None) -> Settings:
     """Settings from a parsed TOML document plus overrides ``{"mqtt.host": "x", ...}`` (flags).
 
@@ -211,7 +257,7 @@ def parse_settings(data: dict, overrides: dict | None = None) -> Settings:
     settings = Settings(
         device_id=data.get("device_id", ""),
         log_level=level,
-        model=_build(ModelSettings, data.get("model", {}), "model"),
+        model=_resolve_model(_build(ModelSettings, data.get("model", {}), "model")),
         audio=_build(AudioSettings, data.get("audio", {}), "audio"),
         mqtt=_build(MqttFileSettings, data.get("mqtt", {}), "mqtt"),
         homeassistant=_build(HomeAssistantSettings, data.get("homeassistant", {}), "homeassistant"),

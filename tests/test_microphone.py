@@ -51,6 +51,7 @@ import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -329,12 +330,14 @@ def test_run_publishes_events_heard_through_alsa(alsa_mic, model_path: Path, mos
     subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, f"{PREFIX}/{device_id}/#")
     events_topic = emotion_topic(PREFIX, device_id)
 
+    started_at = time.time()
     daemon = Daemon(["--config", str(config), "--device", PCM_NAME, "--model", str(model_path),
                      "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port), "--device-id", device_id],
                     env, cwd=tmp_path)
     try:
         daemon.wait_for_lines(rf"microphone '{PCM_NAME}' open at {MIC_RATE_HZ} Hz", 1, LOG_TIMEOUT_S)
         received = subscriber.wait_for(1, EVENT_TIMEOUT_S, topic=events_topic)
+        received_at = time.time()
         status = daemon.terminate()
     finally:
         daemon.kill()
@@ -348,6 +351,10 @@ def test_run_publishes_events_heard_through_alsa(alsa_mic, model_path: Path, mos
     # The same speech at the right rate: as long as when the file is replayed.
     assert abs((first.end_s - first.start_s) - expected_s[0]) <= DURATION_TOLERANCE_S, (first, expected_s)
     assert first.start_s >= LEAD_SILENCE_S - DURATION_TOLERANCE_S, first
+    # capture-clock times: the utterance was heard between the start and the event's arrival
+    start_wall, end_wall = (datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+                            for t in (first.start_time, first.end_time))
+    assert started_at <= start_wall < end_wall <= received_at, (started_at, first, received_at)
     assert [e.seq for e in events] == list(range(len(events)))
     statuses = [m.payload.decode() for m in subscriber.messages(status_topic(PREFIX, device_id))]
     assert statuses[0] == STATUS_ONLINE and statuses[-1] == STATUS_OFFLINE, statuses
@@ -386,7 +393,8 @@ def test_run_survives_a_microphone_that_cannot_be_opened(model_path: Path, mosqu
     _assert_offline_retained(mqtt_subscriber, mosquitto.host, mosquitto.port, device_id)
     # the operator sees why in the retained stats message, not only in the journal
     stats = [json.loads(m.payload) for m in subscriber.messages(stats_topic(PREFIX, device_id))]
-    assert stats and stats[0]["source"].startswith("unavailable: No input device matching"), stats
+    reported = [s for s in stats if s["source"] != "starting"]  # (a stats message follows the connect at once)
+    assert reported and reported[0]["source"].startswith("unavailable: No input device matching"), stats
 
 
 def test_fifo_microphone_delivers_the_clip_exactly_through_portaudio(alsa_mic, clip_48k: np.ndarray) -> None:

@@ -41,9 +41,10 @@ DESIGN_SCORES = {"neutral": 0.03, "calm": 0.01, "happy": 0.08, "sad": 0.02, "ang
 
 def make_event(seq: int, device_id: str = "test-pi", **changes: object) -> EmotionEvent:
     fields: dict[str, object] = dict(
-        schema=SCHEMA_VERSION, device_id=device_id, seq=seq, time="2026-11-21T14:03:07.120Z",
-        start_s=812.34 + seq, end_s=815.9 + seq, label="angry", confidence=0.71,
-        scores=dict(DESIGN_SCORES), model="ravdess8-conv1d@3f9a1c2b7d10")
+        schema=SCHEMA_VERSION, device_id=device_id, session="5f0c2a9be41d", seq=seq,
+        time="2026-11-21T14:03:07.120Z", start_time="2026-11-21T14:03:03.050Z", end_time="2026-11-21T14:03:06.610Z",
+        start_s=812.34 + seq, end_s=815.9 + seq, label="angry", confidence=0.71, unsure=False,
+        scores=dict(DESIGN_SCORES), arousal=None, valence=None, model="ravdess8-conv1d@3f9a1c2b7d10")
     fields.update(changes)
     return EmotionEvent(**fields)  # type: ignore[arg-type]
 
@@ -119,7 +120,7 @@ _DELETE = object()
     ("[1, 2]", "got list"),
     (_mutated(model=_DELETE), "missing ['model']"),
     (_mutated(extra=1), "unknown fields ['extra']"),
-    (_mutated(schema=2), "expected schema 1, got 2"),
+    (_mutated(schema=1), "expected schema 2, got 1"),
     (_mutated(seq="7"), "expected seq to be an integer, got str"),
     (_mutated(seq=True), "expected seq to be an integer, got bool"),
     (_mutated(seq=-1), "expected seq >= 0"),
@@ -374,7 +375,7 @@ def test_listen_prints_readable_lines_and_skips_malformed(mosquitto, caplog) -> 
     lines = out.getvalue().splitlines()
     assert lines == [
         "kitchen-pi is online",
-        "2026-11-21T14:03:07.120Z kitchen-pi  #42  angry 0.71  [812.34-815.90 s]  "
+        "2026-11-21T14:03:03.050Z +3.56s kitchen-pi 5f0c2a9be41d#42  angry 0.71  "
         "(neutral 0.03, calm 0.01, happy 0.08, sad 0.02, fearful 0.05, disgust 0.07, surprised 0.03)",
         format_event_line(make_event(43, "kitchen-pi")),
     ]

@@ -87,8 +87,8 @@ def test_check_config_accepts_the_example_with_a_real_model():
 
 
 def test_missing_model_is_a_config_error():
-    result = subprocess.run([sys.executable, "-m", "edge.cli", "check-config", str(EXAMPLE)],
-                            capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "check-config", str(EXAMPLE), "--model",
+                             "/nonexistent/model.tflite"], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 78
     assert "model.path: no such file" in result.stderr
 

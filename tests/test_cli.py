@@ -1,0 +1,203 @@
+"""The command line as a user meets it: --help with defaults, info, journal priorities, the shipped
+model outside the repository, listen --device-id and --share against a real mosquitto."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import paho.mqtt.publish as publish
+import pytest
+from paths import RAVDESS_48K, SHIPPED_MODEL
+
+from edge.cli import build_parser
+from edge.events import EmotionEvent, emotion_topic
+from edge.manifest import load_manifest
+
+CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
+WAIT_S = 30.0
+PROBE_WAIT_S = 0.5
+"""Between probe events while waiting for subscribers whose SUBACK the test cannot see."""
+COMMANDS = ("run", "replay", "listen", "devices", "info", "check-config", "try")
+
+
+def _ser_edge() -> list[str]:
+    installed = Path(sys.executable).parent / "ser-edge"
+    return [str(installed)] if installed.is_file() else [sys.executable, "-m", "edge.cli"]
+
+
+def _run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*_ser_edge(), *args], capture_output=True, text=True, timeout=120, check=False, **kwargs)
+
+
+def test_every_subcommand_has_a_description_and_every_option_its_default() -> None:
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
+    assert set(subcommands.choices) == set(COMMANDS)
+    for name, sub in subcommands.choices.items():
+        assert sub.description and len(sub.description) > 40, name
+        text = sub.format_help()
+        for action in sub._actions:
+            if not action.option_strings or action.help in (None, "show this help message and exit"):
+                continue
+            if action.default not in (None, False):
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
+            elif action.nargs != 0:  # flags overriding the config say their default in words
+                assert "default" in action.help, (name, action.dest, action.help)
+    run_help = " ".join(subcommands.choices["run"].format_help().split())
+    assert "MQTT broker host; default: config's mqtt.host, else localhost" in run_help
+    assert "else 1883" in run_help and "else INFO" in run_help and "installed with ser-edge" in run_help
+
+
+def test_info_is_a_short_summary_and_json_is_the_whole_manifest() -> None:
+    manifest = load_manifest(SHIPPED_MODEL)
+    short = _run("info", "--model", str(SHIPPED_MODEL))
+    assert short.returncode == 0, short.stderr
+    lines = short.stdout.splitlines()
+    assert len(lines) <= 10
+    assert lines[0].startswith(f"model      {manifest.model_id}")
+    assert ", ".join(manifest.labels) in short.stdout and "int8 UA 0." in short.stdout
+    full = _run("info", "--model", str(SHIPPED_MODEL), "--json")
+    assert json.loads(full.stdout) == manifest.to_dict()
+
+
+def test_the_shipped_model_is_found_outside_the_repository(tmp_path: Path) -> None:
+    """``pip install .`` installs the model as package data; from any directory, no --model."""
+    wheel_dir = tmp_path / "wheel"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                            "-w", str(wheel_dir), str(Path(__file__).resolve().parents[1])],
+                           capture_output=True, text=True, timeout=300, check=False)
+    if built.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {built.stderr.strip().splitlines()[-1:]}")
+    target = tmp_path / "site"
+    wheel = next(wheel_dir.glob("ser_edge-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    assert sorted(p.name for p in (target / "edge" / "models").iterdir()) == sorted(
+        [SHIPPED_MODEL.name, SHIPPED_MODEL.with_suffix(".json").name])
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    sample = target / "edge" / "samples" / "speech-sample.wav"
+    code = ("import sys, edge.cli, edge.settings; assert edge.cli.__file__.startswith(sys.argv[1]), edge.cli.__file__; "
+            "print('shipped model:', edge.settings.shipped_model(), file=sys.stderr); sys.exit(edge.cli.main(sys.argv[2:]))")
+    result = subprocess.run([sys.executable, "-c", code, str(target), "replay", str(sample), "--sink", "stdout"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    events = [EmotionEvent.from_json(line) for line in result.stdout.splitlines()]
+    assert events and events[0].model == load_manifest(SHIPPED_MODEL).model_id
+    assert f"shipped model: {target / 'edge' / 'models' / SHIPPED_MODEL.name}" in result.stderr
+
+
+def test_journal_priorities_when_stderr_is_the_journal(tmp_path: Path) -> None:
+    """With $JOURNAL_STREAM naming stderr (as systemd sets it), every line starts with <N>."""
+    log = tmp_path / "stderr"
+    with open(log, "w") as handle:
+        status = os.fstat(handle.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+        subprocess.run([*_ser_edge(), "replay", str(tmp_path / "missing.wav"), "--sink", "stdout",
+                        "--model", str(SHIPPED_MODEL)], stderr=handle, stdout=subprocess.DEVNULL, env=env,
+                       timeout=120, check=False)
+    lines = [line for line in log.read_text().splitlines() if line.strip() and not line.startswith("INFO: Created")]
+    assert lines and all(re.match(r"<[0-7]>", line) for line in lines), lines
+    assert any(line.startswith("<3>edge.daemon: skipped") for line in lines), lines
+    assert any(line.startswith("<6>edge.daemon: ser-edge ") for line in lines), lines
+    plain = _run("replay", str(tmp_path / "missing.wav"), "--sink", "stdout", "--model", str(SHIPPED_MODEL),
+                 env={**os.environ, "JOURNAL_STREAM": "1:2"})  # another file: not the journal
+    assert re.search(r"^\d{4}-\d\d-\d\d .* ERROR edge.daemon: skipped", plain.stderr, re.MULTILINE), plain.stderr
+
+
+# ----------------------------------------------------------------------------------------- listen
+
+
+class Listener:
+    """``ser-edge listen --json`` as a subprocess; stdout lines collected by a thread."""
+
+    def __init__(self, broker, *args: str) -> None:
+        self.proc = subprocess.Popen([*_ser_edge(), "listen", "--json", "--mqtt-host", broker.host, "--mqtt-port",
+                                      str(broker.port), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.lines: list[dict] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(json.loads(line))
+                self._cond.notify_all()
+
+    def events(self, device_id: str | None = None) -> list[dict]:
+        with self._cond:
+            return [e for e in self.lines if "seq" in e and (device_id is None or e["device_id"] == device_id)]
+
+    def wait(self, predicate, timeout_s: float = WAIT_S) -> bool:
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout_s)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(WAIT_S)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def _probe(broker, device_id: str, seq: int, session: str = "probe0000000") -> None:
+    scores = {label: 1.0 / 8 for label in load_manifest(SHIPPED_MODEL).labels}
+    event = EmotionEvent(schema=2, device_id=device_id, session=session, seq=seq, time="2026-11-21T14:03:07.120Z",
+                         start_time="2026-11-21T14:03:03.050Z", end_time="2026-11-21T14:03:06.610Z", start_s=0.0,
+                         end_s=1.0, label="calm", confidence=0.125, unsure=True, scores=scores, arousal=None,
+                         valence=None, model="probe@000000000000")
+    publish.single(emotion_topic("ser", device_id), event.to_json(), qos=1, hostname=broker.host, port=broker.port)
+
+
+def test_listen_device_id_filters(mosquitto) -> None:
+    only_a = Listener(mosquitto, "--device-id", "a")
+    everyone = Listener(mosquitto)
+    try:
+        seq = 0
+        while not (everyone.events() and only_a.events()):  # probes until both are subscribed (SUBACK unseen)
+            _probe(mosquitto, "b", seq)
+            _probe(mosquitto, "a", seq)
+            seq += 1
+            assert seq < 200, "the listeners never subscribed"
+            everyone.wait(lambda: bool(everyone.events() and only_a.events()), PROBE_WAIT_S)
+        _probe(mosquitto, "a", 1000)
+        assert only_a.wait(lambda: any(e["seq"] == 1000 for e in only_a.events()))
+        assert {e["device_id"] for e in only_a.events()} == {"a"}
+    finally:
+        assert only_a.stop() == 0 and everyone.stop() == 0
+
+
+def test_two_consumers_of_one_share_group_split_the_events_none_lost(mosquitto) -> None:
+    """``listen --share GROUP``: a real mosquitto gives each event of a replay to one consumer of the
+    group; together they have every event exactly once."""
+    first, second = Listener(mosquitto, "--share", "workers"), Listener(mosquitto, "--share", "workers")
+    try:
+        seq = 0  # probes until both consumers are subscribed (each has received one)
+        while not (first.events("probe") and second.events("probe")):
+            _probe(mosquitto, "probe", seq)
+            seq += 1
+            assert seq < 200, "the consumers never subscribed"
+            first.wait(lambda: bool(first.events("probe") and second.events("probe")), PROBE_WAIT_S)
+        replay = _run("replay", *map(str, CLIPS), "--sink", "both", "--device-id", "fleet-1", "--model",
+                      str(SHIPPED_MODEL), "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port))
+        assert replay.returncode == 0, replay.stderr
+        produced = [json.loads(line)["seq"] for line in replay.stdout.splitlines()]
+        assert len(produced) >= len(CLIPS)
+
+        def union() -> list[int]:
+            return sorted(e["seq"] for x in (first, second) for e in x.events("fleet-1"))
+
+        first.wait(lambda: len(union()) >= len(produced))
+        assert union() == sorted(produced)  # none lost, none twice
+        assert first.events("fleet-1") and second.events("fleet-1")  # split between the two
+    finally:
+        assert first.stop() == 0 and second.stop() == 0

@@ -1,0 +1,213 @@
+"""Audio from standard input, FIFOs, raw PCM and an input command: the same events as the file,
+real clips (../shared/data), the installed ``ser-edge`` as a subprocess, a real mosquitto."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from paths import RAVDESS_48K, SHIPPED_MODEL, ravdess_mini_clips
+
+from edge.events import EmotionEvent, emotion_topic, stats_topic
+from edge.sources import RawFormat
+
+CLIP_48K = sorted(RAVDESS_48K.glob("*.wav"))[0] if RAVDESS_48K.is_dir() else None
+WAIT_S = 30.0
+VOLATILE = ("session", "time", "start_time", "end_time")
+"""Fields that differ between two runs over the same audio."""
+
+
+def _ser_edge() -> list[str]:
+    installed = Path(sys.executable).parent / "ser-edge"
+    return [str(installed)] if installed.is_file() else [sys.executable, "-m", "edge.cli"]
+
+
+def _replay(*args: str, stdin: bytes | None = None, stdin_file: Path | None = None) -> subprocess.CompletedProcess:
+    handle = open(stdin_file, "rb") if stdin_file else None  # noqa: SIM115
+    try:
+        return subprocess.run([*_ser_edge(), "replay", *args, "--sink", "stdout", "--model", str(SHIPPED_MODEL)],
+                              input=stdin, stdin=handle, capture_output=True, timeout=120, check=False)
+    finally:
+        if handle:
+            handle.close()
+
+
+def _stable(result: subprocess.CompletedProcess) -> list[dict]:
+    assert result.returncode == 0, result.stderr.decode()
+    events = [json.loads(EmotionEvent.from_json(line).to_json()) for line in result.stdout.decode().splitlines()]
+    assert events, result.stderr.decode()
+    return [{k: v for k, v in e.items() if k not in VOLATILE} for e in events]
+
+
+@pytest.fixture(scope="module")
+def clip() -> Path:
+    if CLIP_48K is None:
+        pytest.skip(f"no clips in {RAVDESS_48K}")
+    return CLIP_48K
+
+
+def _unknown_length_wav(path: Path) -> bytes:
+    """The audio of ``path`` as ``arecord -t wav`` writes it to a pipe: a plain 16-bit PCM WAV (no
+    trailing chunks) whose RIFF and data sizes say "unknown" (0x7fffffff-ish)."""
+    import io
+
+    samples, rate = soundfile.read(str(path), dtype="int16")
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, subtype="PCM_16", format="WAV")
+    data = buffer.getvalue()
+    index = data.index(b"data")
+    header = bytearray(data[: index + 8])
+    header[4:8] = struct.pack("<I", 0x7FFFFFFF)
+    header[index + 4 : index + 8] = struct.pack("<I", 0x7FFFFFFF - index)
+    return bytes(header) + data[index + 8 :]
+
+
+def test_stdin_wav_flac_fifo_and_dev_stdin_give_the_file_events(clip: Path, tmp_path: Path) -> None:
+    expected = _stable(_replay(str(clip)))
+    assert _stable(_replay("-", stdin=clip.read_bytes())) == expected  # cat clip.wav | ser-edge replay -
+    assert _stable(_replay("-", stdin=_unknown_length_wav(clip))) == expected  # arecord -t wav | ...
+    assert _stable(_replay("-", stdin_file=clip)) == expected  # ser-edge replay - < clip.wav
+    assert _stable(_replay("/dev/stdin", stdin=clip.read_bytes())) == expected
+    fifo = tmp_path / "audio.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(clip.read_bytes()), daemon=True)
+    writer.start()
+    assert _stable(_replay(str(fifo))) == expected
+    writer.join(5)
+    flac = ravdess_mini_clips()[0]
+    assert _stable(_replay("-", stdin=flac.read_bytes())) == _stable(_replay(str(flac)))  # FLAC, spooled
+
+
+def test_raw_pcm_with_format_flags_and_a_clear_error_without(clip: Path, tmp_path: Path) -> None:
+    samples, rate = soundfile.read(str(clip), dtype="int16")
+    raw = tmp_path / "clip.raw"
+    raw.write_bytes(samples.astype("<i2").tobytes())
+    expected = _stable(_replay(str(clip)))
+    flags = ["--raw-format", "s16le", "--rate", str(rate), "--channels", "1"]
+    assert _stable(_replay(str(raw), *flags)) == expected
+    assert _stable(_replay("-", *flags, stdin=raw.read_bytes())) == expected
+    stereo = tmp_path / "stereo.raw"
+    stereo.write_bytes(np.repeat(samples[:, None], 2, axis=1).astype("<i2").tobytes())
+    assert _stable(_replay(str(stereo), "--raw-format", "s16le", "--rate", str(rate), "--channels", "2")) == expected
+
+    bare = _replay(str(raw))
+    assert bare.returncode == 1 and b"Traceback" not in bare.stderr
+    assert b"headerless PCM: give its format, e.g. --raw-format s16le" in bare.stderr
+    garbage = _replay("-", stdin=b"not audio at all" * 100)
+    assert garbage.returncode == 1 and b"Traceback" not in garbage.stderr
+    assert b"standard input: expected a WAV or FLAC stream" in garbage.stderr
+    bad = _replay(str(raw), "--raw-format", "s16le", "--rate", "0")
+    assert bad.returncode == 2 and b"expected a rate in 1..384000 Hz" in bad.stderr
+
+
+def test_raw_format_decodes_every_sample_format() -> None:
+    assert RawFormat("s16le").decode(struct.pack("<3h", -32768, 0, 16384)).tolist() == [-1.0, 0.0, 0.5]
+    assert RawFormat("u8").decode(bytes([0, 128, 192])).tolist() == [-1.0, 0.0, 0.5]
+    assert RawFormat("s32le", channels=2).decode(struct.pack("<4i", -2**31, 0, 2**30, 2**30)).tolist() == [-0.5, 0.5]
+    assert RawFormat("f32le").decode(struct.pack("<2f", 0.25, -0.5) + b"\x00").tolist() == [0.25, -0.5]
+    with pytest.raises(ValueError, match="expected a raw format in"):
+        RawFormat("mp3")
+
+
+# ----------------------------------------------------------------------------------------- input command
+
+
+class Daemon:
+    """``ser-edge run`` as a subprocess; stderr lines collected by a thread."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.proc = subprocess.Popen([*_ser_edge(), "run", "--model", str(SHIPPED_MODEL), *args], cwd=cwd,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, pattern: str, count: int = 1) -> list[str]:
+        regex = re.compile(pattern)
+        with self._cond:
+            self._cond.wait_for(lambda: len([x for x in self.lines if regex.search(x)]) >= count
+                                or self.proc.poll() is not None, WAIT_S)
+            found = [x for x in self.lines if regex.search(x)]
+        assert len(found) >= count, "\n".join(self.lines[-40:])
+        return found
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(WAIT_S)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+def _sox() -> str:
+    sox = shutil.which("sox")
+    if sox is None:
+        pytest.skip("sox not installed (apt-get install sox)")
+    return sox
+
+
+def test_input_command_is_supervised_like_the_microphone(clip: Path, tmp_path: Path, mosquitto, mqtt_subscriber) -> None:
+    """The command writes the clip (plus silence) as raw PCM and exits: its events arrive, it is
+    restarted with backoff, the stream time goes on; SIGTERM stops the daemon (status 0)."""
+    sox = _sox()
+    wrapped = f"{sox} -q {clip} -t raw -r 16000 -e signed -b 16 -c 1 - gain -1 pad 0.5 1.5"
+    device_id = "cmd-test"
+    events = mqtt_subscriber(mosquitto.host, mosquitto.port, emotion_topic("ser", device_id))
+    daemon = Daemon(["--input-command", wrapped, "--device-id", device_id, "--mqtt-host", mosquitto.host,
+                     "--mqtt-port", str(mosquitto.port)], tmp_path)
+    try:
+        started = daemon.wait_for(r"input command started \(pid (\d+)\)", 2)  # restarted after it exited
+        daemon.wait_for(r"input command stopped: the command exited with status 0")
+        received = events.wait_for(2, WAIT_S)
+        first, second = (EmotionEvent.from_json(m.payload) for m in received[:2])
+        assert (first.seq, second.seq) == (0, 1) and first.session == second.session
+        assert second.start_s > first.end_s  # one stream time across restarts
+        pid = int(re.search(r"pid (\d+)", started[-1]).group(1))
+    finally:
+        status = daemon.stop()
+    assert status == 0, "\n".join(daemon.lines[-40:])
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert not any("Traceback" in line for line in daemon.lines)
+
+
+def test_a_failing_or_non_finite_input_command_is_reported_and_retried(tmp_path: Path, mosquitto,
+                                                                       mqtt_subscriber) -> None:
+    device_id = "cmd-fail"
+    stats = mqtt_subscriber(mosquitto.host, mosquitto.port, stats_topic("ser", device_id))
+    daemon = Daemon(["--input-command", "/nonexistent/recorder -t raw", "--device-id", device_id,
+                     "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port)], tmp_path)
+    try:
+        daemon.wait_for(r"input command unavailable \(.*No such file or directory.*\); retrying in", 2)
+        states = [json.loads(m.payload)["source"] for m in stats.wait_for(1, WAIT_S)]
+        assert any(s.startswith("unavailable: ") for s in states), states
+    finally:
+        assert daemon.stop() == 0
+
+    nan = f"{sys.executable} -c \"import sys,struct; sys.stdout.buffer.write(struct.pack('<4000f', *[float('nan')]*4000))\""
+    daemon = Daemon(["--input-command", nan, "--raw-format", "f32le", "--device-id", "cmd-nan",
+                     "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port)], tmp_path)
+    try:
+        daemon.wait_for(r"input command stopped: input command: expected finite samples, got \d+ NaN/inf")
+        daemon.wait_for(r"input command started", 2)
+    finally:
+        assert daemon.stop() == 0
