@@ -40,11 +40,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mqtt-host", metavar="H", help="MQTT broker host")
     group.add_argument("--mqtt-port", metavar="P", type=int, help="MQTT broker port")
     group.add_argument("--device-id", metavar="ID", help="topic level naming this device (default: host name)")
-    group.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log verbosity")
+    from edge.settings import LOG_LEVELS
+
+    group.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from edge.model import INTERPRETER
+    from edge.publisher import SINKS
 
     parser = argparse.ArgumentParser(prog="ser-edge", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,14 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", metavar="NAME|INDEX", help="input device (see 'ser-edge devices')")
 
     replay = sub.add_parser("replay", help="run the same pipeline over audio files",
-                            description="Feed WAV/FLAC files (any rate >= the model's, mono or stereo) through the "
-                                        "daemon's pipeline. At the end it flushes, waits for the broker's "
-                                        "acknowledgements and exits 0; a file it cannot use is skipped with a "
-                                        "logged reason and the exit status is 1.")
+                            description="Feed WAV/FLAC files (8..384 kHz and >= the model's rate, mono or stereo; "
+                                        "MP3 and Ogg are refused) through the daemon's pipeline. At the end it "
+                                        "flushes, waits for the broker's acknowledgements and exits 0; a file it "
+                                        "cannot use is skipped with a logged reason, and an event dropped, refused "
+                                        "by the broker or left unacknowledged also makes the exit status 1.")
     _common(replay)
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
     replay.add_argument("--realtime", action="store_true", help="pace the input at real time, like a microphone")
-    replay.add_argument("--sink", choices=["mqtt", "stdout", "both"], default="mqtt",
+    replay.add_argument("--sink", choices=SINKS, default="mqtt",
                         help="publish to the broker (default), print JSON lines (no broker needed), or both")
 
     listen = sub.add_parser("listen", help="print events from all devices (an MQTT subscriber for people)")
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge.audio import AudioError
     from edge.manifest import ManifestError
     from edge.model import ModelError
+    from edge.outbox import OutboxError
     from edge.settings import EX_CONFIG, ConfigError
 
     try:
@@ -164,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ser-edge: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    except (ManifestError, ModelError, AudioError) as exc:
+    except (ManifestError, ModelError, AudioError, OutboxError) as exc:
         print(f"ser-edge: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -143,7 +143,7 @@ class EventSink(Protocol):
     def start(self) -> None: ...
     def publish(self, event: EmotionEvent) -> None: ...
     def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> object: ...
-    def flush(self, timeout_s: float) -> bool: ...
+    def flush(self, timeout_s: float, warn: bool = True) -> bool: ...
     def close(self, timeout_s: float = 5.0) -> None: ...
 
 
@@ -208,7 +208,7 @@ class StdoutSink:
         """Ignored (logged at debug): stdout carries events only, so it stays one JSON object a line."""
         logger.debug("stdout sink ignores raw message for %s (%d bytes)", topic, len(payload))
 
-    def flush(self, timeout_s: float = 5.0) -> bool:
+    def flush(self, timeout_s: float = 5.0, warn: bool = True) -> bool:
         """Flush the stream; returns ``True``."""
         self._out.flush()
         return True
@@ -644,17 +644,19 @@ class MqttPublisher:
         if connected:
             self._client.subscribe(topic_filter, qos)
 
-    def flush(self, timeout_s: float = 5.0) -> bool:
+    def flush(self, timeout_s: float = 5.0, warn: bool = True) -> bool:
         """Wait until the outbox is empty (every event acknowledged or refused).
 
-        :returns: ``True`` if nothing is pending, ``False`` after ``timeout_s`` seconds (logs how many
-            events remain).
+        :returns: ``True`` if nothing is pending, ``False`` after ``timeout_s`` seconds (then, with
+            ``warn``, logs how many events remain).
         """
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while len(self._outbox) and not self._closed:
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
+                    if not warn:
+                        return False
                     logger.warning("%d events still unacknowledged after %.1f s (%s)",
                                    len(self._outbox), timeout_s,
                                    "broker connected" if self._connected else

@@ -150,6 +150,14 @@ class Settings:
             if not path.is_file():
                 raise ConfigError(f"model.path: no such file: {path}")
         self.mqtt_settings()
+        state = self.state_dir
+        if state is not None and self.mqtt.enabled:
+            try:
+                state.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"state_directory: cannot create {state}: {exc.strerror}") from None
+            if not os.access(state, os.W_OK | os.X_OK):
+                raise ConfigError(f"state_directory: {state} is not writable")
 
     def mqtt_settings(self, environ: typing.Mapping[str, str] | None = None) -> MqttSettings:
         """The broker connection, with the password from the environment or ``password_file``.
