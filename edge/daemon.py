@@ -251,9 +251,9 @@ class Session:
                             decision.start_s, decision.end_s, decision.confidence)
                 continue
             event = self.events.make(decision)
+            self.sink.publish(event)  # stored in the outbox (durable with a state directory) on return
             logger.info("event #%d %s %.2f [%.2f-%.2f s]", event.seq, event.label, event.confidence,
                         event.start_s, event.end_s)
-            self.sink.publish(event)
 
     def close(self, watchdog: Watchdog | None = None) -> bool:
         """Deliver what is queued (up to :data:`FLUSH_TIMEOUT_S`, feeding ``watchdog`` meanwhile),

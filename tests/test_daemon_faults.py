@@ -19,6 +19,7 @@ from pathlib import Path
 
 import paho.mqtt.publish as mqtt_publish
 import pytest
+from conftest import skip_or_fail
 from paths import RAVDESS_48K, SHIPPED_MODEL
 
 from edge import __version__
@@ -39,7 +40,7 @@ FAST_RECONNECT = {"reconnect_min_s": 0.2, "reconnect_max_s": 0.5}
 @pytest.fixture(autouse=True)
 def _clips_present():
     if len(CLIPS) != 8:
-        pytest.skip(f"expected 8 clips in {RAVDESS_48K}, got {len(CLIPS)}")
+        skip_or_fail(f"expected 8 clips in {RAVDESS_48K}, got {len(CLIPS)}")
 
 
 def make_settings(broker, device_id: str, **mqtt: object) -> Settings:

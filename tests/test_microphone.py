@@ -56,6 +56,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from conftest import skip_or_fail
+from paths import RAVDESS_48K
 
 from edge.events import STATUS_OFFLINE, STATUS_ONLINE, EmotionEvent, emotion_topic, stats_topic, status_topic
 from edge.manifest import load_manifest
@@ -63,7 +65,7 @@ from edge.manifest import load_manifest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_MODEL = REPO_ROOT / "models" / "ravdess8-conv1d.tflite"
 MODEL_ENV = "SER_EDGE_TEST_MODEL"
-CLIP = Path("/work/shared/data/ravdess-48k/03-01-05-02-01-01-03.wav")
+CLIP = RAVDESS_48K / "03-01-05-02-01-01-03.wav"
 """A real RAVDESS recording at 48 kHz; read at test time, never copied into the repository."""
 
 PCM_NAME = "ser_test_mic"
@@ -97,14 +99,14 @@ def model_path() -> Path:
     env = os.environ.get(MODEL_ENV)
     if env and Path(env).is_file():
         return Path(env)
-    pytest.skip(f"no model: {REPO_MODEL.relative_to(REPO_ROOT)} is absent and {MODEL_ENV} is not set")
+    skip_or_fail(f"no model: {REPO_MODEL.relative_to(REPO_ROOT)} is absent and {MODEL_ENV} is not set")
 
 
 @pytest.fixture(scope="module")
 def clip_48k() -> np.ndarray:
     """The RAVDESS clip as mono float32 at 48 kHz, shape (frames,)."""
     if not CLIP.is_file():
-        pytest.skip(f"corpus clip not available: {CLIP}")
+        skip_or_fail(f"corpus clip not available: {CLIP}")
     samples, rate_hz = soundfile.read(str(CLIP), dtype="float32", always_2d=True)
     assert rate_hz == MIC_RATE_HZ, f"expected a {MIC_RATE_HZ} Hz clip, got {rate_hz} Hz"
     return samples.mean(axis=1).astype("<f4")
@@ -114,7 +116,7 @@ def _require_portaudio() -> None:
     probe = subprocess.run([sys.executable, "-c", "import sounddevice"], capture_output=True, text=True,
                            timeout=30)
     if probe.returncode != 0:
-        pytest.skip(f"PortAudio not loadable (apt-get install libportaudio2 libasound2): "
+        skip_or_fail(f"PortAudio not loadable (apt-get install libportaudio2 libasound2): "
                     f"{probe.stderr.strip().splitlines()[-1:]}")
 
 
