@@ -347,7 +347,8 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
     resampler: StreamingResampler | None = None
     try:
         while not stop:
-            watchdog.feed()
+            if ready:  # systemd arms the watchdog at READY=1; pings start after it
+                watchdog.feed()
             if not mic.alive:
                 if mic.stream is not None:  # it was open and died: the next attempt after the backoff
                     mic.close()
@@ -360,6 +361,8 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                     watchdog.wait(stop.event, wait_s)
                     session.tick()
                     continue
+                if ready:
+                    watchdog.feed(force=True)  # PortAudio's device scan may take a second
                 try:
                     mic.open()
                 except MicUnavailable as exc:

@@ -169,12 +169,13 @@ class Watchdog:
         """Seconds between pings (``WatchdogSec/4``), or ``None`` without a watchdog."""
         self._last = float("-inf")
 
-    def feed(self) -> None:
-        """Ping if :attr:`period_s` has passed since the last ping (the first call always pings)."""
+    def feed(self, force: bool = False) -> None:
+        """Ping if :attr:`period_s` has passed since the last ping (the first call always pings), or
+        with ``force`` (before a step that may take a while, such as opening a device)."""
         if self.period_s is None:
             return
         now = self._clock()
-        if now - self._last >= self.period_s:
+        if force or now - self._last >= self.period_s:
             self._notifier.watchdog()
             self._last = now
 
