@@ -222,8 +222,8 @@ class Pipeline:
 
     def process(self, chunk: np.ndarray) -> list[Decision]:
         """Samples (1-D float32 in [-1, 1] at the manifest's rate) -> decisions they completed."""
-        coefficients, log_energy = self.mfcc.process(chunk)
-        return self.process_frames(coefficients, log_energy)
+        coefficients, _ = self.mfcc.process(chunk)
+        return self.process_frames(coefficients, self.vad.frame_energy(chunk))  # gating on DC-blocked audio
 
     def process_frames(self, coefficients: np.ndarray, log_energy: np.ndarray) -> list[Decision]:
         """Like :meth:`process`, from frames already computed (``(k, n_mfcc)`` and ``(k,)``)."""

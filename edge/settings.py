@@ -226,7 +226,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "vad.onset_ms": (0.0, 10000.0, True),
     "vad.hangover_ms": (0.0, 10000.0, True),
     "vad.noise_floor_rise_s": (0.0, 3600.0, True),
-    "vad.noise_check_ms": (0.0, 10000.0, True),
+    "vad.stationary_ms": (0.0, 10000.0, True),
     "vad.stationary_db": (0.0, 100.0, False),
     "decision.window_stride_s": (0.0, 60.0, True),
     "decision.min_utterance_s": (0.0, 60.0, False),
