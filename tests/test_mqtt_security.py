@@ -38,8 +38,9 @@ from edge.settings import EX_CONFIG, PASSWORD_ENV
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 USERNAME = "ser"
 WRONG_PASSWORD = f"wrong-{secrets.token_hex(8)}"
-RUN_TIMEOUT_S = 30.0
-"""Upper bound of one ``ser-edge`` run; a refused replay takes its 10 s flush timeout plus start-up."""
+RUN_TIMEOUT_S = 180.0
+"""Upper bound of one ``ser-edge`` run; a refused replay takes its 10 s flush timeout plus start-up
+(model loading included, which on a loaded two-core machine took more than the 30 s once allowed)."""
 WAIT_S = 10.0
 """Upper bound of every wait on the broker; loopback deliveries take milliseconds."""
 

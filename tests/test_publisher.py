@@ -361,7 +361,7 @@ def test_listen_prints_readable_lines_and_skips_malformed(mosquitto, caplog) -> 
         out, thread, result = _run_listen(settings, as_json=False, stop_after=2, timeout_s=WAIT_S)
         assert wait_until(lambda: "kitchen-pi is online" in out.getvalue())  # subscribed: retained status
         publisher.publish_raw(emotion_topic(PREFIX, "kitchen-pi"), b'{"schema": 1}').wait_for_publish(WAIT_S)
-        publisher.publish_raw(status_topic(PREFIX, "kitchen-pi") + "/x", b"junk")
+        publisher.publish_raw(status_topic(PREFIX, "junk-pi"), b"junk")  # a status listen must refuse
         publisher.publish(event)
         publisher.publish(make_event(43, "kitchen-pi"))
         thread.join(WAIT_S + 5)
@@ -373,7 +373,9 @@ def test_listen_prints_readable_lines_and_skips_malformed(mosquitto, caplog) -> 
         "(neutral 0.03, calm 0.01, happy 0.08, sad 0.02, fearful 0.05, disgust 0.07, surprised 0.03)",
         format_event_line(make_event(43, "kitchen-pi")),
     ]
-    assert any("skipping malformed message" in r.getMessage() for r in caplog.records)
+    skipped = [r.getMessage() for r in caplog.records if "skipping malformed message" in r.getMessage()]
+    assert any(f"on {status_topic(PREFIX, 'junk-pi')}: expected one of" in m for m in skipped), skipped
+    assert any(f"on {emotion_topic(PREFIX, 'kitchen-pi')}" in m for m in skipped), skipped
 
 
 def test_listen_as_json_prints_payloads(mosquitto) -> None:
