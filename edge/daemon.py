@@ -77,19 +77,23 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.signals = 0
 
     def install(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame) -> None:
+        # Count first, log after: a second signal can run this handler inside the first one's logging.
+        self.signals += 1
+        first = self.signals == 1
+        self.event.set()
         name = signal.Signals(signum).name
-        if self.event.is_set():  # the second one: the user (or systemd) does not want to wait
+        if not first:  # the user (or systemd) does not want to wait
             logger.warning("received %s again, exiting now (unacknowledged events stay in the outbox)", name)
             sys.stderr.flush()
             os._exit(128 + signum)
         logger.info("received %s, stopping (send it again to exit at once)", name)
-        self.event.set()
 
     def __bool__(self) -> bool:
         return self.event.is_set()
