@@ -137,6 +137,7 @@ class FifoMicrophone:
         self._cycle = np.concatenate([clip.astype("<f4"), gap])
         self.readers = 0
         self._stop = threading.Event()
+        self._paused = threading.Event()
         os.mkfifo(fifo)
         self._thread = threading.Thread(target=self._main, name="fifo-microphone", daemon=True)
         self._thread.start()
@@ -185,6 +186,10 @@ class FifoMicrophone:
             written_frames = 0
             try:
                 for chunk in self._programme():
+                    while self._paused.is_set():  # a hung microphone: the reader gets nothing
+                        if self._stop.wait(OPEN_POLL_S):
+                            return
+                        started = time.monotonic() - written_frames / self.rate_hz  # resume at real time
                     if not self._wait_for_room(fd, len(chunk)):
                         return
                     os.write(fd, chunk)  # fits: the whole period lands at once
@@ -196,6 +201,13 @@ class FifoMicrophone:
                 pass  # the reader closed the PCM; wait for the next one
             finally:
                 os.close(fd)
+
+    def pause(self) -> None:
+        """Stop delivering (the reader's read blocks), as a hung USB microphone does."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def stop(self) -> None:
         self._stop.set()
@@ -419,3 +431,40 @@ def test_fifo_microphone_delivers_the_clip_exactly_through_portaudio(alsa_mic, c
     # The writer may have lost up to a pipe's worth of the lead to an earlier reader; find the clip's onset.
     start = int(np.flatnonzero(captured)[0]) - int(np.flatnonzero(clip_48k)[0])
     np.testing.assert_array_equal(captured[start:start + clip_48k.size], clip_48k)
+
+
+def test_run_reopens_a_microphone_that_stalls(alsa_mic, model_path: Path, mosquitto, mqtt_subscriber,
+                                              tmp_path: Path) -> None:
+    """The stall/reopen path: the FIFO microphone stops delivering (a hung USB device); the daemon
+    notices within its stall timeout, reports it in the stats, reopens the device after the backoff,
+    and goes on publishing events from the same microphone."""
+    env, mic = alsa_mic
+    device_id = "stalling-mic-test"
+    config = tmp_path / "ser-edge.toml"
+    config.write_text(f"[audio]\nsample_rate_hz = {MIC_RATE_HZ}\nblock_ms = {BLOCK_MS}\nreopen_min_s = 0.5\n"
+                      "reopen_max_s = 0.5\n[mqtt]\nstats_interval_s = 3600.0\n")
+    subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, f"{PREFIX}/{device_id}/#")
+    events_topic = emotion_topic(PREFIX, device_id)
+    daemon = Daemon(["--config", str(config), "--device", PCM_NAME, "--model", str(model_path),
+                     "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port), "--device-id", device_id],
+                    env, cwd=tmp_path)
+    try:
+        opened = rf"microphone '{PCM_NAME}' open at {MIC_RATE_HZ} Hz"
+        daemon.wait_for_lines(opened, 1, LOG_TIMEOUT_S)
+        subscriber.wait_for(1, EVENT_TIMEOUT_S, topic=events_topic)
+        mic.pause()
+        daemon.wait_for_lines(r"microphone stalled: no audio for 2\.0 s, reopening", 1, LOG_TIMEOUT_S)
+        mic.resume()
+        daemon.wait_for_lines(opened, 2, LOG_TIMEOUT_S)
+        before = len(subscriber.messages(events_topic))
+        subscriber.wait_for(before + 1, EVENT_TIMEOUT_S, topic=events_topic)  # events again after the reopen
+        status = daemon.terminate()
+    finally:
+        mic.resume()
+        daemon.kill()
+    assert status == 0, daemon.log()
+    assert not any("Traceback" in line for line in daemon.lines), daemon.log()
+    sources = [json.loads(m.payload)["source"] for m in subscriber.messages(stats_topic(PREFIX, device_id))]
+    assert "lost, reopening" in sources and sources[-1] == "ok", sources
+    seqs = [EmotionEvent.from_json(m.payload).seq for m in subscriber.messages(events_topic)]
+    assert seqs == list(range(len(seqs))), seqs
