@@ -1,7 +1,8 @@
 """``ser-edge``: the device-side command line.
 
-Exit status: 0 success; 1 a runtime failure (bad model, skipped file, undelivered events);
-2 bad usage; 78 (EX_CONFIG) a configuration problem. Errors are one line on stderr, no traceback.
+Exit status (edge.exitcodes): 0 success; 1 a runtime failure (bad model, skipped file, an event
+dropped, refused or undelivered); 2 bad usage; 78 (EX_CONFIG) a configuration problem; 128 + N
+a second signal N during shutdown. Errors are one line on stderr, no traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import sys
 from pathlib import Path
 
 from edge import __version__
-
-EXIT_FAILURE = 1
+from edge.exitcodes import EX_CONFIG, EXIT_FAILURE, EXIT_OK
 
 DESCRIPTION = """\
 Speech emotion recognition at the edge. Listens to speech, runs an int8 TFLite model on MFCCs,
@@ -121,7 +121,7 @@ def _devices() -> int:
     for index, device in inputs:
         print(f"{index:3d}  {device['name']}  ({device['max_input_channels']} ch, "
               f"default {device['default_samplerate']:.0f} Hz)")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge.manifest import ManifestError
     from edge.model import ModelError
     from edge.outbox import OutboxError
-    from edge.settings import EX_CONFIG, ConfigError
+    from edge.settings import ConfigError
 
     try:
         settings = _settings(args)
@@ -147,13 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             print(f"config OK: device_id={settings.resolved_device_id}, model={settings.model.path}, "
                   f"broker={settings.mqtt.host}:{settings.mqtt.port}")
-            return 0
+            return EXIT_OK
         if args.command == "info":
             from edge.manifest import load_manifest
 
             manifest = load_manifest(settings.model.path)
             print(json.dumps({k: v for k, v in manifest.to_dict().items() if k != "features"}, indent=2))
-            return 0
+            return EXIT_OK
         if args.command == "listen":
             from edge.publisher import listen
 

@@ -27,6 +27,7 @@ import numpy as np
 from edge import __version__
 from edge.audio import AudioError, MicSource, MicUnavailable, StreamingResampler, file_blocks
 from edge.events import EMOTION_QOS, SCHEMA_VERSION, EmotionEvent, stats_topic, utc_now_rfc3339
+from edge.exitcodes import EXIT_FAILURE, EXIT_OK
 from edge.homeassistant import HomeAssistantDiscovery
 from edge.manifest import ModelManifest
 from edge.model import INTERPRETER, EmotionModel, load_model
@@ -275,8 +276,8 @@ class Session:
                     self.audio_s, self.pipeline.utterances, self.events.seq, rtf)
         lost = self.sink.dropped_events + self.sink.refused_events
         if lost:
-            logger.error("%d events not delivered: %d dropped, %d refused by the broker", lost,
-                         self.sink.dropped_events, self.sink.refused_events)
+            logger.error("%d events not delivered: %d dropped, %d denied by the broker (PUBACK reason >= 0x80)",
+                         lost, self.sink.dropped_events, self.sink.refused_events)
         return delivered and not lost
 
     def _flush(self, watchdog: Watchdog | None) -> bool:
@@ -325,7 +326,7 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
         delivered = session.close()
     if skipped:
         logger.error("%d of %d files skipped", skipped, len(files))
-    return 0 if delivered and not skipped else 1
+    return EXIT_OK if delivered and not skipped else EXIT_FAILURE
 
 
 def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier | None = None) -> int:
@@ -407,4 +408,4 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
         if mic.overflows:
             logger.warning("%d input overflows", mic.overflows)
         delivered = session.close(watchdog)
-    return 0 if delivered else 1
+    return EXIT_OK if delivered else EXIT_FAILURE

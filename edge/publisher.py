@@ -51,6 +51,7 @@ from edge.events import (
     emotion_topic,
     status_topic,
 )
+from edge.exitcodes import EXIT_FAILURE, EXIT_OK
 from edge.outbox import OUTBOX_FILE, Outbox, OutboxError
 
 logger = logging.getLogger(__name__)
@@ -111,9 +112,6 @@ SENDER_WAKE_S = 1.0
 
 LISTEN_QOS = 1
 """QoS of the subscriptions made by :func:`listen`."""
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
 
 SINKS = ("mqtt", "stdout", "both")
 """Names of the event sinks (``--sink``): see :func:`edge.daemon.make_sink`."""

@@ -24,11 +24,11 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.exitcodes import EX_CONFIG  # noqa: F401 - re-exported: the exit status of a ConfigError
 from edge.pipeline import DecisionParams
 from edge.publisher import MqttSettings
 from edge.vad import VadParams
 
-EX_CONFIG = 78
 PASSWORD_ENV = "SER_EDGE_MQTT_PASSWORD"
 DEFAULT_MODEL = "models/ravdess8-conv1d.tflite"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
