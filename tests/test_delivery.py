@@ -335,3 +335,21 @@ def test_a_broker_refusing_mqtt5_gets_mqtt311_with_a_warning(mosquitto, mqtt_sub
     assert "does not speak MQTT 5; using 3.1.1" in caplog.text
     (message,) = subscriber.wait_for(1, WAIT_S, topic=topic)
     assert EmotionEvent.from_json(message.payload) == event
+
+
+def test_replay_exits_1_when_the_outbox_overflowed(mosquitto_factory, tmp_path):
+    """Issue 10: ``replay`` exited 0 with 48 events dropped from a full queue."""
+    broker = mosquitto_factory()
+    broker.stop()
+    run = Process(["replay", *map(str, CLIPS), "--config",
+                   str(write_config(tmp_path / "c.toml", broker, "full-pi", queue_size=2))])
+    try:
+        run.wait_for(EVENT_LINE.pattern, len(CLIPS))  # all made while the broker is down: 2 kept
+        broker.start()
+        rc = run.wait()
+    finally:
+        run.kill()
+    made = len(run.wait_for(EVENT_LINE.pattern, len(CLIPS)))
+    assert rc == 1, run.log()
+    assert re.search(rf"{made - 2} events not delivered: {made - 2} dropped", run.log()), run.log()
+    assert "event outbox full (2 events); dropped the 1 oldest" in run.log()
