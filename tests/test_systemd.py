@@ -87,6 +87,7 @@ def test_unit_has_key_directives(unit: dict[str, dict[str, list[str]]]) -> None:
         "Restart": "on-failure",
         "RestartSec": "5",
         "WatchdogSec": "30",
+        "StateDirectory": "ser-edge",  # $STATE_DIRECTORY: the durable outbox
         "TimeoutStartSec": "60",
         "DynamicUser": "yes",
         "SupplementaryGroups": "audio",
