@@ -34,14 +34,14 @@ examples:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    from edge.settings import LOG_LEVELS
+
     group = parser.add_argument_group("configuration (flags override the config file)")
     group.add_argument("--config", metavar="FILE", help="TOML config file (see systemd/ser-edge.toml)")
     group.add_argument("--model", metavar="PATH", help="model .tflite (manifest .json beside it)")
     group.add_argument("--mqtt-host", metavar="H", help="MQTT broker host")
     group.add_argument("--mqtt-port", metavar="P", type=int, help="MQTT broker port")
     group.add_argument("--device-id", metavar="ID", help="topic level naming this device (default: host name)")
-    from edge.settings import LOG_LEVELS
-
     group.add_argument("--log-level", choices=LOG_LEVELS, help="log verbosity")
 
 
