@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 FLUSH_TIMEOUT_S = 10.0
 """How long the daemon waits at the end for the broker to acknowledge every event."""
 
+FLUSH_SLICE_S = 0.5
+"""The final flush waits in slices of at most this, checking the stop flag and feeding the watchdog."""
+
 READ_TIMEOUT_S = 0.5
 """Longest wait for one microphone block before the loop checks the stream and the stop flag."""
 
@@ -260,11 +263,12 @@ class Session:
             logger.info("event #%d %s %.2f [%.2f-%.2f s]", event.seq, event.label, event.confidence,
                         event.start_s, event.end_s)
 
-    def close(self, watchdog: Watchdog | None = None) -> bool:
-        """Deliver what is queued (up to :data:`FLUSH_TIMEOUT_S`, feeding ``watchdog`` meanwhile),
-        publish ``offline``, disconnect. Returns whether every event was acknowledged, none dropped
-        and none refused by the broker."""
-        delivered = self._flush(watchdog)
+    def close(self, watchdog: Watchdog | None = None, stop: threading.Event | None = None) -> bool:
+        """Deliver what is queued (up to :data:`FLUSH_TIMEOUT_S`, feeding ``watchdog`` meanwhile;
+        cut short if ``stop`` is set during the wait, e.g. SIGTERM after the input ended), publish
+        ``offline``, disconnect. Returns whether every event was acknowledged, none dropped and
+        none refused by the broker."""
+        delivered = self._flush(watchdog, stop)
         if self.stats_interval_s > 0:
             self.publish_stats()  # the last word; close() then waits for the PUBACK of "offline" after it
         if delivered:
@@ -280,19 +284,27 @@ class Session:
                          lost, self.sink.dropped_events, self.sink.refused_events)
         return delivered and not lost
 
-    def _flush(self, watchdog: Watchdog | None) -> bool:
-        """``sink.flush`` for :data:`FLUSH_TIMEOUT_S` in total, in slices that feed ``watchdog``."""
-        if watchdog is None or watchdog.period_s is None:
-            return self.sink.flush(FLUSH_TIMEOUT_S)
+    def _flush(self, watchdog: Watchdog | None, stop: threading.Event | None) -> bool:
+        """``sink.flush`` for :data:`FLUSH_TIMEOUT_S` in total, in slices of :data:`FLUSH_SLICE_S`
+        that feed ``watchdog`` and end early when ``stop`` becomes set (it was not at the start)."""
+        pending = self.sink.pending
+        if pending:
+            logger.info("waiting up to %g s for the broker to acknowledge %d events", FLUSH_TIMEOUT_S, pending)
+        stopping_already = stop is not None and stop.is_set()
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
         while True:
-            watchdog.feed()
+            if watchdog is not None:
+                watchdog.feed()
             remaining_s = deadline - time.monotonic()
-            if remaining_s <= watchdog.period_s:
+            if remaining_s <= FLUSH_SLICE_S:
                 return self.sink.flush(max(remaining_s, 0.0))
-            if self.sink.pending == 0:
-                return self.sink.flush(0.0)
-            self.sink.flush(watchdog.period_s, warn=False)
+            if self.sink.flush(FLUSH_SLICE_S, warn=False):
+                return True
+            if stop is not None and stop.is_set() and not stopping_already:
+                logger.warning("stopped while waiting for the broker: %d events not acknowledged%s",
+                               self.sink.pending, " (kept in the outbox for the next start)"
+                               if self.settings.state_dir is not None else "")
+                return False
 
 
 def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag) -> int:
@@ -323,7 +335,7 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
                 logger.error("skipped %s", exc)
             session.end_of_input()  # a file's end closes its last utterance
     finally:
-        delivered = session.close()
+        delivered = session.close(stop=stop.event)
     if skipped:
         logger.error("%d of %d files skipped", skipped, len(files))
     return EXIT_OK if delivered and not skipped else EXIT_FAILURE
@@ -407,5 +419,5 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
         session.end_of_input()
         if mic.overflows:
             logger.warning("%d input overflows", mic.overflows)
-        delivered = session.close(watchdog)
+        delivered = session.close(watchdog, stop.event)
     return EXIT_OK if delivered else EXIT_FAILURE

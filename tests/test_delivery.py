@@ -353,3 +353,19 @@ def test_replay_exits_1_when_the_outbox_overflowed(mosquitto_factory, tmp_path):
     assert rc == 1, run.log()
     assert re.search(rf"{made - 2} events not delivered: {made - 2} dropped", run.log()), run.log()
     assert "event outbox full (2 events); dropped the 1 oldest" in run.log()
+
+
+def test_sigterm_during_the_final_flush_is_not_ignored(mosquitto_factory, tmp_path):
+    """Issue 10: a SIGTERM during the final flush was ignored until its 10 s timeout."""
+    broker = mosquitto_factory()
+    broker.stop()
+    run = Process(["replay", str(CLIPS[0]), "--config", str(write_config(tmp_path / "c.toml", broker, "flush-pi"))],
+                  env={**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")})
+    try:
+        run.wait_for(r"waiting up to 10 s for the broker to acknowledge 1 events")
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.wait() == 1, run.log()
+    finally:
+        run.kill()
+    assert run.wait_for(r"stopped while waiting for the broker: 1 events not acknowledged \(kept in the outbox")
+    assert "still unacknowledged after 10.0 s" not in run.log()
