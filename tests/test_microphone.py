@@ -468,3 +468,38 @@ def test_run_reopens_a_microphone_that_stalls(alsa_mic, model_path: Path, mosqui
     assert "lost, reopening" in sources and sources[-1] == "ok", sources
     seqs = [EmotionEvent.from_json(m.payload).seq for m in subscriber.messages(events_topic)]
     assert seqs == list(range(len(seqs))), seqs
+
+
+def test_run_killed_with_the_broker_down_delivers_its_events_at_the_next_start(
+        alsa_mic, model_path: Path, mosquitto_factory, mqtt_subscriber, tmp_path: Path) -> None:
+    """Issue 10: SIGKILL of ``ser-edge run`` with the broker down lost 7 of 8 queued events. Now the
+    events heard through the microphone wait in the outbox ($STATE_DIRECTORY) and the next start
+    (here a replay sharing the state directory) delivers them."""
+    env, _ = alsa_mic
+    device_id = "killed-mic-test"
+    broker = mosquitto_factory(persistence=True)
+    topic = emotion_topic(PREFIX, device_id)
+    mqtt_subscriber(broker.host, broker.port, topic, client_id="sub-killed-mic", clean_session=False).close()
+    broker.stop()
+    env = {**env, "STATE_DIRECTORY": str(tmp_path / "state")}
+    config = tmp_path / "ser-edge.toml"
+    config.write_text(f"[audio]\nsample_rate_hz = {MIC_RATE_HZ}\nblock_ms = {BLOCK_MS}\n")
+    address = ["--model", str(model_path), "--mqtt-host", broker.host, "--mqtt-port", str(broker.port)]
+    daemon = Daemon(["--config", str(config), "--device", PCM_NAME, "--device-id", device_id, *address],
+                    env, cwd=tmp_path)
+    try:
+        daemon.wait_for_lines(r"edge\.daemon: event #1 ", 1, 2 * EVENT_TIMEOUT_S)
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(EXIT_TIMEOUT_S)
+    finally:
+        daemon.kill()
+    produced = len([line for line in daemon.lines if re.search(r"edge\.daemon: event #\d+ ", line)])
+    broker.start()
+    done = subprocess.run([*_ser_edge(), "replay", str(CLIP), "--device-id", "next-start", *address], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    subscriber = mqtt_subscriber(broker.host, broker.port, topic, client_id="sub-killed-mic", clean_session=False)
+    received = subscriber.wait_for(produced, BROKER_TIMEOUT_S, topic=topic)
+    seqs = list(dict.fromkeys(EmotionEvent.from_json(m.payload).seq for m in received))
+    assert seqs[:produced] == list(range(produced)), seqs
+    print(f"\nrun SIGKILLed with the broker down: {produced} events made, {len(seqs)} delivered at the next start")
