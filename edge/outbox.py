@@ -20,6 +20,10 @@ frames are fsync'ed before :meth:`Outbox.append` returns. So
 
 With ``path=None`` the database is in memory: same behaviour, nothing survives the process.
 
+A file that is not a readable SQLite database (a storage fault) is renamed to
+``outbox.sqlite3.corrupt-<unix time>`` (with its ``-wal``/``-shm`` files), logged as an error, and a
+new outbox is started: the daemon keeps running instead of failing at every start.
+
 Bounded: at most ``capacity`` rows; :meth:`Outbox.append` on a full outbox deletes the oldest rows
 first (except one being sent) and returns how many it deleted, for the caller to count and log.
 
@@ -32,6 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -71,15 +76,37 @@ class Outbox:
         try:
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(":memory:" if self.path is None else str(self.path),
-                                       timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+            try:
+                self._open()
+            except sqlite3.DatabaseError as exc:  # not a database (or a damaged one): keep it aside
+                if self.path is None or isinstance(exc, sqlite3.OperationalError):
+                    raise
+                self._set_aside(exc)
+                self._open()
+        except (sqlite3.Error, OSError) as exc:
+            raise OutboxError(f"cannot open the outbox {self.path or ':memory:'}: {exc}") from None
+
+    def _open(self) -> None:
+        self._db = sqlite3.connect(":memory:" if self.path is None else str(self.path),
+                                   timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        try:
             if self.path is not None:
                 self._db.execute("PRAGMA journal_mode = WAL")
                 self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute(_SCHEMA)
             self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-        except (sqlite3.Error, OSError) as exc:
-            raise OutboxError(f"cannot open the outbox {self.path or ':memory:'}: {exc}") from None
+        except sqlite3.Error:
+            self._db.close()
+            raise
+
+    def _set_aside(self, error: sqlite3.Error) -> None:
+        assert self.path is not None
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(f"{self.path}{suffix}")
+            if part.exists():
+                part.rename(f"{aside}{suffix}")
+        logger.error("the outbox %s is unreadable (%s); moved to %s, starting an empty one", self.path, error, aside)
 
     @property
     def durable(self) -> bool:
