@@ -121,8 +121,8 @@ class TeeSink:
         for sink in self.sinks:
             sink.publish_raw(topic, payload, retain=retain, qos=qos)
 
-    def flush(self, timeout_s: float, warn: bool = True) -> bool:
-        return all([sink.flush(timeout_s, warn) for sink in self.sinks])
+    def flush(self, timeout_s: float, warn: bool = True, waited_s: float | None = None) -> bool:
+        return all([sink.flush(timeout_s, warn, waited_s) for sink in self.sinks])
 
     @property
     def connected(self) -> bool:
@@ -287,17 +287,17 @@ class Session:
     def _flush(self, watchdog: Watchdog | None, stop: threading.Event | None) -> bool:
         """``sink.flush`` for :data:`FLUSH_TIMEOUT_S` in total, in slices of :data:`FLUSH_SLICE_S`
         that feed ``watchdog`` and end early when ``stop`` becomes set (it was not at the start)."""
+        stopping_already = stop is not None and stop.is_set()  # before the log line tests wait for
         pending = self.sink.pending
         if pending:
             logger.info("waiting up to %g s for the broker to acknowledge %d events", FLUSH_TIMEOUT_S, pending)
-        stopping_already = stop is not None and stop.is_set()
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
         while True:
             if watchdog is not None:
                 watchdog.feed()
             remaining_s = deadline - time.monotonic()
             if remaining_s <= FLUSH_SLICE_S:
-                return self.sink.flush(max(remaining_s, 0.0))
+                return self.sink.flush(max(remaining_s, 0.0), waited_s=FLUSH_TIMEOUT_S)
             if self.sink.flush(FLUSH_SLICE_S, warn=False):
                 return True
             if stop is not None and stop.is_set() and not stopping_already:

@@ -141,7 +141,7 @@ class EventSink(Protocol):
     def start(self) -> None: ...
     def publish(self, event: EmotionEvent) -> None: ...
     def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> object: ...
-    def flush(self, timeout_s: float, warn: bool = True) -> bool: ...
+    def flush(self, timeout_s: float, warn: bool = True, waited_s: float | None = None) -> bool: ...
     def close(self, timeout_s: float = 5.0) -> None: ...
 
 
@@ -206,7 +206,7 @@ class StdoutSink:
         """Ignored (logged at debug): stdout carries events only, so it stays one JSON object a line."""
         logger.debug("stdout sink ignores raw message for %s (%d bytes)", topic, len(payload))
 
-    def flush(self, timeout_s: float = 5.0, warn: bool = True) -> bool:
+    def flush(self, timeout_s: float = 5.0, warn: bool = True, waited_s: float | None = None) -> bool:
         """Flush the stream; returns ``True``."""
         self._out.flush()
         return True
@@ -642,11 +642,13 @@ class MqttPublisher:
         if connected:
             self._client.subscribe(topic_filter, qos)
 
-    def flush(self, timeout_s: float = 5.0, warn: bool = True) -> bool:
+    def flush(self, timeout_s: float = 5.0, warn: bool = True, waited_s: float | None = None) -> bool:
         """Wait until the outbox is empty (every event acknowledged or refused).
 
+        :param waited_s: the total wait to name in the warning, when this call ends a longer wait
+            made of several calls (default ``timeout_s``).
         :returns: ``True`` if nothing is pending, ``False`` after ``timeout_s`` seconds (then, with
-            ``warn``, logs how many events remain).
+            ``warn``, logs how many events remain and why).
         """
         deadline = time.monotonic() + timeout_s
         with self._cond:
@@ -656,7 +658,7 @@ class MqttPublisher:
                     if not warn:
                         return False
                     logger.warning("%d events still unacknowledged after %.1f s (%s)",
-                                   len(self._outbox), timeout_s,
+                                   len(self._outbox), timeout_s if waited_s is None else waited_s,
                                    "broker connected" if self._connected else
                                    f"broker {UNREACHABLE}" if self._failure in (None, UNREACHABLE) else
                                    f"not connected: {self._failure}")
