@@ -1,7 +1,8 @@
 """``ser-edge``: the device-side command line.
 
-Exit status: 0 success; 1 a runtime failure (bad model, skipped file, undelivered events);
-2 bad usage; 78 (EX_CONFIG) a configuration problem. Errors are one line on stderr, no traceback.
+Exit status (edge.exitcodes): 0 success; 1 a runtime failure (bad model, skipped file, an event
+dropped, refused or undelivered); 2 bad usage; 78 (EX_CONFIG) a configuration problem; 128 + N
+a second signal N during shutdown. Errors are one line on stderr, no traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import sys
 from pathlib import Path
 
 from edge import __version__
-
-EXIT_FAILURE = 1
+from edge.exitcodes import EX_CONFIG, EX_USAGE, EXIT_FAILURE, EXIT_OK
 
 DESCRIPTION = """\
 Speech emotion recognition at the edge. Listens to speech, runs an int8 TFLite model on MFCCs,
@@ -51,7 +51,7 @@ def _sub(sub, name: str, help: str, description: str) -> argparse.ArgumentParser
 
 
 def _common(parser: argparse.ArgumentParser, device_id_help: str | None = None) -> None:
-    from edge.settings import MqttFileSettings
+    from edge.settings import LOG_LEVELS, MqttFileSettings
 
     group = parser.add_argument_group("configuration (flags override the config file)")
     group.add_argument("--config", metavar="FILE", help="TOML config file (see systemd/ser-edge.toml); "
@@ -64,7 +64,7 @@ def _common(parser: argparse.ArgumentParser, device_id_help: str | None = None) 
                        f"mqtt.port, else {MqttFileSettings.port}")
     group.add_argument("--device-id", metavar="ID", help=device_id_help or "topic level naming this device; "
                        "default: config's device_id, else the host name")
-    group.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    group.add_argument("--log-level", choices=LOG_LEVELS,
                        help="log verbosity; default: config's log_level, else INFO")
 
 
@@ -82,6 +82,7 @@ def _raw_flags(parser: argparse.ArgumentParser, what: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from edge.model import INTERPRETER
+    from edge.publisher import SINKS
 
     parser = argparse.ArgumentParser(prog="ser-edge", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=_HelpFormatter)
@@ -103,17 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     _raw_flags(run, "of --input-command")
 
     replay = _sub(sub, "replay", "run the same pipeline over audio files or standard input",
-                  "Feed WAV/FLAC files (any rate >= the model's, mono or stereo), '-' for a WAV/FLAC stream on "
-                  "standard input, or headerless PCM (--raw-format) through the daemon's pipeline. At the end it "
-                  "flushes, waits for the broker's acknowledgements and exits 0; an input it cannot use is "
-                  "skipped with a logged reason and the exit status is 1. Without an explicit device id "
+                  "Feed WAV/FLAC files (8..384 kHz and >= the model's rate, mono or stereo; MP3 and Ogg are "
+                  "refused), '-' for a WAV/FLAC stream on standard input, or headerless PCM (--raw-format) through "
+                  "the daemon's pipeline. At the end it flushes, waits for the broker's acknowledgements and exits "
+                  "0; an input it cannot use is skipped with a logged reason, and that or an event dropped, "
+                  "refused by the broker or left unacknowledged makes the exit status 1. Without an explicit device id "
                   "(--device-id or the config) it publishes as <host>-replay with no retained status, stats "
                   "or Home Assistant discovery, so it never speaks for a live device.")
     _common(replay, device_id_help="publish as this device (status and discovery too, like the daemon); default: "
             "config's device_id, else <host name>-replay with no status or discovery")
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files; '-' = standard input")
     replay.add_argument("--realtime", action="store_true", help="pace the input at real time, like a microphone")
-    replay.add_argument("--sink", choices=["mqtt", "stdout", "both"], default="mqtt",
+    replay.add_argument("--sink", choices=SINKS, default="mqtt",
                         help="publish to the broker, print JSON lines (no broker needed), or both")
     _raw_flags(replay, "every FILE is headerless")
 
@@ -227,7 +229,7 @@ def _info(settings, as_json: bool) -> int:
     manifest = load_manifest(settings.model.path)
     if as_json:
         print(json.dumps(manifest.to_dict(), indent=2))
-        return 0
+        return EXIT_OK
     metrics = manifest.metrics or {}
     int8 = metrics.get("int8", {}) if isinstance(metrics.get("int8"), dict) else {}
     floats = metrics.get("float", {}) if isinstance(metrics.get("float"), dict) else {}
@@ -254,7 +256,7 @@ def _info(settings, as_json: bool) -> int:
         "(--json for the whole manifest)",
     ]
     print("\n".join(lines))
-    return 0
+    return EXIT_OK
 
 
 def _devices() -> int:
@@ -270,7 +272,7 @@ def _devices() -> int:
     for index, device in inputs:
         print(f"{index:3d}  {device['name']}  ({device['max_input_channels']} ch, "
               f"default {device['default_samplerate']:.0f} Hz)")
-    return 0
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     from edge.audio import AudioError
     from edge.manifest import ManifestError
     from edge.model import ModelError
-    from edge.settings import EX_CONFIG, ConfigError
+    from edge.outbox import OutboxError
+    from edge.settings import ConfigError
 
     try:
         settings = _settings(args)
@@ -295,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             print(f"config OK: device_id={settings.resolved_device_id}, model={settings.model.path}, "
                   f"broker={settings.mqtt.host}:{settings.mqtt.port}")
-            return 0
+            return EXIT_OK
         if args.command == "info":
             return _info(settings, args.json)
         if args.command == "listen":
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                               device_id=args.device_id, share=args.share)
             except ValueError as exc:
                 print(f"ser-edge: {exc}", file=sys.stderr)
-                return 2
+                return EX_USAGE
         if args.command == "try":
             from edge.tester import run_tester
 
@@ -326,13 +329,13 @@ def main(argv: list[str] | None = None) -> int:
                                     1 if args.channels is None else args.channels)
                 except ValueError as exc:
                     print(f"ser-edge: raw PCM: {exc}", file=sys.stderr)
-                    return 2
+                    return EX_USAGE
             return run_replay(settings, args.files, args.sink, args.realtime, stop, raw=raw)
         return run_microphone(settings, stop)
     except ConfigError as exc:
         print(f"ser-edge: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    except (ManifestError, ModelError, AudioError) as exc:
+    except (ManifestError, ModelError, AudioError, OutboxError) as exc:
         print(f"ser-edge: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -3,14 +3,21 @@
 Two drivers share everything after the audio source: :func:`run_microphone` (``ser-edge run``,
 a sounddevice input stream whose callback only enqueues) and :func:`run_replay`
 (``ser-edge replay``, audio files read block by block). Both stop cleanly on SIGTERM/SIGINT:
-the open utterance is flushed, queued events are delivered, ``offline`` is published.
+the open utterance is flushed, queued events are delivered, ``offline`` is published. A second
+SIGTERM/SIGINT exits at once (status 128 + signal number); events not yet acknowledged stay in the
+durable outbox for the next start.
+
+Under systemd's watchdog every wait of the microphone driver (backoff, reopen, reading, the final
+flush) goes through :class:`edge.notify.Watchdog`, so pings keep coming while the microphone is
+missing or the broker is down.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,14 +25,15 @@ from pathlib import Path
 import numpy as np
 
 from edge import __version__
-from edge.audio import AudioError, StreamingResampler, check_samples
+from edge.audio import AudioError, MicUnavailable, StreamingResampler, check_samples
 from edge.events import EMOTION_QOS, EmotionEvent, EventFactory, stats_topic
+from edge.exitcodes import EXIT_FAILURE, EXIT_OK
 from edge.homeassistant import HomeAssistantDiscovery
 from edge.model import INTERPRETER, EmotionModel, load_model
-from edge.notify import SystemdNotifier
+from edge.notify import SystemdNotifier, Watchdog
 from edge.pipeline import Decision, Pipeline
-from edge.publisher import MqttPublisher, StdoutSink
-from edge.settings import AudioSettings, Settings
+from edge.publisher import SINKS, EventSink, MqttPublisher, StdoutSink
+from edge.settings import Settings
 from edge.sources import RawFormat, input_blocks, live_source
 from edge.stats import Stats
 from edge.stats import to_json as stats_to_json
@@ -33,7 +41,13 @@ from edge.stats import to_json as stats_to_json
 logger = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 10.0
-"""How long replay waits at the end for the broker to acknowledge every event."""
+"""How long the daemon waits at the end for the broker to acknowledge every event."""
+
+FLUSH_SLICE_S = 0.5
+"""The final flush waits in slices of at most this, checking the stop flag and feeding the watchdog."""
+
+READ_TIMEOUT_S = 0.5
+"""Longest wait for one microphone block before the loop checks the stream and the stop flag."""
 
 
 class StopFlag:
@@ -41,23 +55,32 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self.signals = 0
 
     def install(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        logger.info("received %s, stopping", signal.Signals(signum).name)
+        # Count first, log after: a second signal can run this handler inside the first one's logging.
+        self.signals += 1
+        first = self.signals == 1
         self.event.set()
+        name = signal.Signals(signum).name
+        if not first:  # the user (or systemd) does not want to wait
+            logger.warning("received %s again, exiting now (unacknowledged events stay in the outbox)", name)
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        logger.info("received %s, stopping (send it again to exit at once)", name)
 
     def __bool__(self) -> bool:
         return self.event.is_set()
 
 
 class TeeSink:
-    """Every call goes to each of ``sinks`` (``--sink both``: print and publish)."""
+    """Every call goes to each of ``sinks`` (``--sink both``: print and publish); an :class:`EventSink`."""
 
-    def __init__(self, *sinks) -> None:
+    def __init__(self, *sinks: EventSink) -> None:
         self.sinks = sinks
 
     def start(self) -> None:
@@ -72,16 +95,24 @@ class TeeSink:
         for sink in self.sinks:
             sink.publish_raw(topic, payload, retain=retain, qos=qos)
 
-    def flush(self, timeout_s: float) -> bool:
-        return all([sink.flush(timeout_s) for sink in self.sinks])
+    def flush(self, timeout_s: float, warn: bool = True, waited_s: float | None = None) -> bool:
+        return all([sink.flush(timeout_s, warn, waited_s) for sink in self.sinks])
 
     @property
     def connected(self) -> bool:
         return all(sink.connected for sink in self.sinks)
 
     @property
+    def published_events(self) -> int:
+        return min(sink.published_events for sink in self.sinks)
+
+    @property
     def dropped_events(self) -> int:
         return max(sink.dropped_events for sink in self.sinks)
+
+    @property
+    def refused_events(self) -> int:
+        return max(sink.refused_events for sink in self.sinks)
 
     @property
     def pending(self) -> int:
@@ -92,10 +123,7 @@ class TeeSink:
             sink.close(timeout_s)
 
 
-SINKS = ("mqtt", "stdout", "both")
-
-
-def mqtt_publisher_of(sink) -> MqttPublisher | None:
+def mqtt_publisher_of(sink: EventSink) -> MqttPublisher | None:
     """The :class:`MqttPublisher` in ``sink`` (itself or inside a :class:`TeeSink`), or ``None``."""
     if isinstance(sink, MqttPublisher):
         return sink
@@ -114,7 +142,7 @@ def replay_device_id(settings: Settings) -> tuple[str, bool]:
     return settings.resolved_device_id + REPLAY_DEVICE_SUFFIX, False
 
 
-def make_sink(settings: Settings, kind: str, device_id: str | None = None, announce: bool = True):
+def make_sink(settings: Settings, kind: str, device_id: str | None = None, announce: bool = True) -> EventSink:
     """A sink, not started: ``"mqtt"`` -> :class:`MqttPublisher`, ``"stdout"`` -> :class:`StdoutSink`,
     ``"both"`` -> both. With ``mqtt.enabled = false`` in the config, MQTT is replaced by stdout.
 
@@ -149,7 +177,7 @@ class Session:
         self.events = EventFactory(device_id, self.model.manifest)
         self.clock = self.events.clock
         """The capture clock: sources mark (stream seconds, wall time) anchors on it."""
-        self.sink = make_sink(settings, sink_kind, device_id, announce)
+        self.sink: EventSink = make_sink(settings, sink_kind, device_id, announce)
         self.rate_hz = self.model.manifest.features.sample_rate_hz
         self.stats = Stats()
         self.stats_interval_s = settings.mqtt.stats_interval_s if settings.mqtt.enabled and announce else 0.0
@@ -201,8 +229,8 @@ class Session:
         return self.stats.payload(
             events=self.events.seq, utterances=self.pipeline.utterances,
             short_utterances=self.pipeline.short_utterances, dropped_events=self.sink.dropped_events,
-            pending=self.sink.pending, interpreter=INTERPRETER, model=self.model.manifest.model_id,
-            version=__version__,
+            refused_events=self.sink.refused_events, pending=self.sink.pending, interpreter=INTERPRETER,
+            model=self.model.manifest.model_id, version=__version__,
         )
 
     def set_source_state(self, state: str) -> None:
@@ -230,15 +258,18 @@ class Session:
                             decision.start_s, decision.end_s, decision.confidence)
                 continue
             event = self.events.make(decision)
+            self.sink.publish(event)  # stored in the outbox (durable with a state directory) on return
             logger.info("event #%d %s %.2f%s [%.2f-%.2f s]", event.seq, event.label, event.confidence,
                         " (unsure)" if event.unsure else "", event.start_s, event.end_s)
-            self.sink.publish(event)
 
-    def close(self) -> bool:
-        """Deliver what is queued, publish ``offline``, disconnect. Returns whether all was delivered."""
+    def close(self, watchdog: Watchdog | None = None, stop: threading.Event | None = None) -> bool:
+        """Deliver what is queued (up to :data:`FLUSH_TIMEOUT_S`, feeding ``watchdog`` meanwhile;
+        cut short if ``stop`` is set during the wait, e.g. SIGTERM after the input ended), publish
+        ``offline``, disconnect. Returns whether every event was acknowledged, none dropped and
+        none refused by the broker."""
         if self.homeassistant is not None:
             self.homeassistant.cancel()
-        delivered = self.sink.flush(FLUSH_TIMEOUT_S)
+        delivered = self._flush(watchdog, stop)
         if self.stats_interval_s > 0:
             self.publish_stats()  # the last word; close() then waits for the PUBACK of "offline" after it
         if delivered:
@@ -248,12 +279,40 @@ class Session:
         rtf = self.audio_s / self.cpu_s if self.cpu_s > 0 else float("inf")
         logger.info("processed %.1f s of audio: %d utterances, %d events, %.0fx real time (audio s per CPU s)",
                     self.audio_s, self.pipeline.utterances, self.events.seq, rtf)
-        return delivered
+        lost = self.sink.dropped_events + self.sink.refused_events
+        if lost:
+            logger.error("%d events not delivered: %d dropped, %d denied by the broker (PUBACK reason >= 0x80)",
+                         lost, self.sink.dropped_events, self.sink.refused_events)
+        return delivered and not lost
+
+    def _flush(self, watchdog: Watchdog | None, stop: threading.Event | None) -> bool:
+        """``sink.flush`` for :data:`FLUSH_TIMEOUT_S` in total, in slices of :data:`FLUSH_SLICE_S`
+        that feed ``watchdog`` and end early when ``stop`` becomes set (it was not at the start)."""
+        stopping_already = stop is not None and stop.is_set()  # before the log line tests wait for
+        pending = self.sink.pending
+        if pending:
+            logger.info("waiting up to %g s for the broker to acknowledge %d events", FLUSH_TIMEOUT_S, pending)
+        deadline = time.monotonic() + FLUSH_TIMEOUT_S
+        while True:
+            if watchdog is not None:
+                watchdog.feed()
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= FLUSH_SLICE_S:
+                return self.sink.flush(max(remaining_s, 0.0), waited_s=FLUSH_TIMEOUT_S)
+            if self.sink.flush(FLUSH_SLICE_S, warn=False):
+                return True
+            if stop is not None and stop.is_set() and not stopping_already:
+                logger.warning("stopped while waiting for the broker: %d events not acknowledged%s",
+                               self.sink.pending, " (kept in the outbox for the next start)"
+                               if self.settings.state_dir is not None else "")
+                return False
 
 
 def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag,
                raw: RawFormat | None = None) -> int:
-    """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1.
+    """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1
+    (a skipped file, an event dropped from a full outbox or refused by the broker, or one still
+    unacknowledged at the end).
 
     Without an explicit device id the events go out as ``<host>-replay`` with no retained status,
     stats or discovery (:func:`replay_device_id`). ``start_time``/``end_time`` are the replay's
@@ -286,161 +345,78 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
                 logger.error("skipped %s", exc)
             session.end_of_input()  # a file's end closes its last utterance
     finally:
-        delivered = session.close()
+        delivered = session.close(stop=stop.event)
     if skipped:
         logger.error("%d of %d files skipped", skipped, len(files))
-    return 0 if delivered and not skipped else 1
+    return EXIT_OK if delivered and not skipped else EXIT_FAILURE
 
 
-class MicSource:
-    """A sounddevice input stream whose callback only copies each block into a queue.
+def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier | None = None) -> int:
+    """``ser-edge run``: until stopped. Exit 0 on a clean stop (1 if events were dropped or refused).
 
-    The device is opened at ``sample_rate_hz`` if set, else at the model's rate if the device
-    supports it, else at its default rate (most USB microphones: 44.1/48 kHz).
+    Sends ``READY=1`` after the first attempt to open the microphone, whether it worked or not (the
+    daemon is up and keeps retrying the device), ``STATUS=`` lines on every change of the source,
+    ``WATCHDOG=1`` through :class:`edge.notify.Watchdog` from every wait, and ``STOPPING=1`` first
+    thing on the way out.
+
+    The live source is the microphone, or ``audio.input_command`` (:func:`edge.sources.live_source`).
+    It is retried only for :class:`edge.audio.MicUnavailable` (a device that cannot be opened, a
+    command that cannot be started), after it died (stalled, exited) or after it sent NaN/inf, one
+    wait per failure: ``audio.reopen_min_s`` doubling up to ``audio.reopen_max_s``, back to the
+    minimum once blocks flow again. Any other exception propagates (a bug: systemd restarts the
+    daemon). Each block's capture time (:attr:`captured_at`) anchors the events' ``start_time``.
     """
-
-    def __init__(self, audio: AudioSettings, model_rate_hz: int) -> None:
-        import sounddevice  # PortAudio is loaded only when a microphone is used
-
-        self.sd = sounddevice
-        self.audio = audio
-        self.model_rate_hz = model_rate_hz
-        self.queue: queue.Queue[np.ndarray] = queue.Queue(maxsize=200)
-        self.overflows = 0
-        self.dropped_blocks = 0
-        self.stream = None
-        self.rate_hz = 0
-        self.last_block_at = 0.0
-        self.blocks = 0
-        self.captured_at = 0.0
-        """Unix time of the first sample of the block :meth:`read` returned last (PortAudio's ADC time)."""
-
-    def device(self) -> int | str | None:
-        value = self.audio.device.strip()
-        if not value:
-            return None
-        return int(value) if value.isdigit() else value
-
-    def open(self) -> None:
-        """Open and start the stream; raises ``sounddevice.PortAudioError``/``ValueError`` on failure.
-
-        With ``sample_rate_hz = 0`` the device's default rate is used when it is at least the
-        model's (our resample_poly then does the conversion, not ALSA's linear ``plug``
-        resampler, which aliases); otherwise the model's rate if the device accepts it.
-        """
-        while not self.queue.empty():  # blocks of an earlier stream, maybe at another rate
-            self.queue.get_nowait()
-        device = self.device()
-        rate = self.audio.sample_rate_hz
-        if not rate:
-            rate = int(self.sd.query_devices(device, "input")["default_samplerate"])
-            if rate < self.model_rate_hz:
-                self.sd.check_input_settings(device=device, channels=1, samplerate=self.model_rate_hz)
-                rate = self.model_rate_hz
-        self.rate_hz = int(rate)
-        self.stream = self.sd.InputStream(
-            device=device, channels=1, samplerate=self.rate_hz, dtype="float32",
-            blocksize=max(1, round(self.audio.block_ms * self.rate_hz / 1000)), callback=self._callback,
-        )
-        self.blocks = 0
-        self.last_block_at = time.monotonic()
-        self.stream.start()
-        info = self.sd.query_devices(self.stream.device, "input")
-        logger.info("microphone %r open at %d Hz", info["name"], self.rate_hz)
-
-    def _callback(self, indata, frames, time_info, status) -> None:  # audio thread: copy and return
-        self.last_block_at = time.monotonic()
-        self.blocks += 1
-        if status.input_overflow:
-            self.overflows += 1
-        # wall time of the first sample: now minus how long ago PortAudio's ADC captured it (0 = unknown)
-        adc_age_s = time_info.currentTime - time_info.inputBufferAdcTime if time_info.inputBufferAdcTime else 0.0
-        if not 0.0 < adc_age_s < 10.0:
-            adc_age_s = frames / self.rate_hz
-        try:
-            self.queue.put_nowait((indata[:, 0].copy(), time.time() - adc_age_s))
-        except queue.Full:
-            self.dropped_blocks += 1
-
-    def read(self, timeout_s: float) -> np.ndarray | None:
-        try:
-            block, self.captured_at = self.queue.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
-        return block
-
-    @property
-    def stall_timeout_s(self) -> float:
-        return max(2.0, 10 * self.audio.block_ms / 1000)
-
-    @property
-    def alive(self) -> bool:
-        """Open, active, and delivering: a stream silent for ``stall_timeout_s`` (a hung USB mic) is dead."""
-        if self.stream is None or not self.stream.active:
-            return False
-        if time.monotonic() - self.last_block_at > self.stall_timeout_s:
-            logger.error("microphone stalled: no audio for %.1f s, reopening", self.stall_timeout_s)
-            return False
-        return True
-
-    def close(self) -> None:
-        if self.stream is not None:
-            try:
-                self.stream.close(ignore_errors=True)
-            finally:
-                self.stream = None
-
-
-def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier | None = None,
-                   max_audio_s: float | None = None) -> int:
-    """``ser-edge run``: until stopped (or ``max_audio_s`` of audio, for tests). Exit 0 on a clean stop."""
     notifier = notifier or SystemdNotifier()
+    watchdog = Watchdog(notifier)
     session = Session(settings, "mqtt")
     session.start()
     mic = live_source(settings.audio, session.rate_hz)  # the microphone, or audio.input_command
     kind = getattr(mic, "kind", "microphone")
     input_s = 0.0  # seconds of input read so far: the capture clock's stream time
     delay_s = settings.audio.reopen_min_s
+    retry_at = 0.0  # monotonic time of the next open attempt
     ready = False
-    resampler = None
-    last_watchdog = 0.0
-    watchdog_s = notifier.watchdog_interval_s() or 5.0
+    resampler: StreamingResampler | None = None
     try:
         while not stop:
-            now = time.monotonic()
-            if now - last_watchdog >= watchdog_s / 2:
-                notifier.watchdog()
-                last_watchdog = now
+            if ready:  # systemd arms the watchdog at READY=1; pings start after it
+                watchdog.feed()
             if not mic.alive:
-                if mic.stream is not None:  # it was open and died: back off before reopening
+                if mic.stream is not None:  # it was open and died: the next attempt after the backoff
                     mic.close()
                     notifier.status(f"{kind} lost, reopening")
-                    stop.event.wait(delay_s)
+                    session.set_source_state("lost, reopening")
+                    retry_at = time.monotonic() + delay_s
                     delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
-                    if stop:
-                        break
+                wait_s = retry_at - time.monotonic()
+                if wait_s > 0:
+                    watchdog.wait(stop.event, wait_s)
+                    session.tick()
+                    continue
+                if ready:
+                    watchdog.feed(force=True)  # PortAudio's device scan may take a second
                 try:
                     mic.open()
-                    session.set_source_state("ok")
-                    if resampler is not None:
-                        session.feed(resampler.flush())  # the end of the previous stream's audio
-                    resampler = StreamingResampler(mic.rate_hz, session.rate_hz)
-                    notifier.status(f"listening on {mic.rate_hz} Hz input, model {session.model.manifest.model_id}")
-                except Exception as exc:  # PortAudio reports a missing device in several ways
-                    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    logger.error("%s unavailable (%s); retrying in %.1f s", kind, message, delay_s)
-                    notifier.status(f"{kind} unavailable: {message}")
-                    session.set_source_state(f"unavailable: {message}")
+                except MicUnavailable as exc:
+                    logger.error("%s unavailable (%s); retrying in %.1f s", kind, exc, delay_s)
+                    notifier.status(f"{kind} unavailable: {exc}")
+                    session.set_source_state(f"unavailable: {exc}")
+                    retry_at = time.monotonic() + delay_s
+                    delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
                     if not ready:
                         notifier.ready()  # the daemon is up; it keeps retrying the device
                         ready = True
-                    stop.event.wait(delay_s)
-                    delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
                     continue
+                session.set_source_state("ok")
+                if resampler is not None:
+                    session.feed(resampler.flush())  # the end of the previous stream's audio
+                resampler = StreamingResampler(mic.rate_hz, session.rate_hz)
+                notifier.status(f"listening on {mic.rate_hz} Hz input, model {session.model.manifest.model_id}")
                 if not ready:
                     notifier.ready()
                     ready = True
-            block = mic.read(timeout_s=0.5)
+            block = mic.read(timeout_s=READ_TIMEOUT_S if watchdog.period_s is None
+                             else min(READ_TIMEOUT_S, watchdog.period_s))
             session.stats.overflows = mic.overflows + mic.dropped_blocks
             if block is None:
                 session.tick()
@@ -452,7 +428,7 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                 session.set_source_state(f"unavailable: {exc}")
                 notifier.status(f"{kind} unavailable: {exc}")
                 mic.close()
-                stop.event.wait(delay_s)
+                retry_at = time.monotonic() + delay_s  # the wait is the loop's, feeding the watchdog
                 delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
                 continue
             if mic.blocks > 1:
@@ -460,8 +436,6 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
             session.clock.mark(input_s, mic.captured_at)
             input_s += block.size / mic.rate_hz
             session.feed(resampler.process(block))
-            if max_audio_s is not None and session.audio_s >= max_audio_s:
-                break
     finally:
         notifier.stopping()
         mic.close()
@@ -472,5 +446,5 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
         session.end_of_input()
         if mic.overflows:
             logger.warning("%d input overflows", mic.overflows)
-        session.close()
-    return 0
+        delivered = session.close(watchdog, stop.event)
+    return EXIT_OK if delivered else EXIT_FAILURE

@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 
-__all__ = ["SystemdNotifier"]
+__all__ = ["SystemdNotifier", "Watchdog"]
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +142,51 @@ def _socket_address(address: str | None) -> str | bytes | None:
         return address
     log.debug("expected an absolute path or @abstract name in $%s, got %r", NOTIFY_SOCKET_ENV, address)
     return None
+
+
+class Watchdog:
+    """Feeds systemd's watchdog (``WATCHDOG=1``) from every wait of the daemon.
+
+    systemd kills a ``WatchdogSec=`` service whose pings are more than ``WatchdogSec`` apart;
+    sd_watchdog_enabled(3) recommends pinging at half of that (:meth:`SystemdNotifier.watchdog_interval_s`).
+    :meth:`feed` pings when a quarter of ``WatchdogSec`` has passed since the last ping, and
+    :meth:`wait` never sleeps longer than that quarter in one go, so the gap between pings stays
+    below ``WatchdogSec/2`` as long as no single step of work between two feeds (one audio block,
+    one event) takes more than a quarter of ``WatchdogSec``, whatever the backoff settings.
+
+    Without a watchdog (``$WATCHDOG_USEC`` unset) nothing is sent and :meth:`wait` is one plain wait.
+
+    :param clock: monotonic seconds (injectable for tests of the schedule).
+    """
+
+    def __init__(self, notifier: SystemdNotifier, clock=None) -> None:
+        import time
+
+        self._notifier = notifier
+        self._clock = clock or time.monotonic
+        half = notifier.watchdog_interval_s()  # WatchdogSec / 2
+        self.period_s: float | None = half / 2 if half else None
+        """Seconds between pings (``WatchdogSec/4``), or ``None`` without a watchdog."""
+        self._last = float("-inf")
+
+    def feed(self, force: bool = False) -> None:
+        """Ping if :attr:`period_s` has passed since the last ping (the first call always pings), or
+        with ``force`` (before a step that may take a while, such as opening a device)."""
+        if self.period_s is None:
+            return
+        now = self._clock()
+        if force or now - self._last >= self.period_s:
+            self._notifier.watchdog()
+            self._last = now
+
+    def wait(self, event, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for ``event`` (a :class:`threading.Event`), feeding the
+        watchdog on the way; returns whether the event is set."""
+        deadline = self._clock() + max(0.0, timeout_s)
+        while True:
+            self.feed()
+            remaining_s = deadline - self._clock()
+            if remaining_s <= 0:
+                return event.is_set()
+            if event.wait(remaining_s if self.period_s is None else min(remaining_s, self.period_s)):
+                return True

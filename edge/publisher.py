@@ -1,13 +1,21 @@
-"""Publishers of emotion events: MQTT (QoS 1, availability, queue while offline) and stdout.
+"""Publishers of emotion events: MQTT (QoS 1, availability, durable outbox) and stdout.
 
-Both publishers share one interface (:class:`EventSink`): ``start()``, ``publish(event)``,
-``flush(timeout_s)``, ``close(timeout_s)``, ``publish_raw(...)`` and the counters ``connected``,
-``published_events``, ``dropped_events``, ``pending``; both are context managers.
+Both publishers implement :class:`EventSink`, the one interface the daemon's ``Session`` uses.
 
-MQTT delivery is at-least-once. An event leaves :class:`MqttPublisher`'s queue only when the
-broker's PUBACK arrives; after a reconnect, unacknowledged events are sent again in ``seq`` order,
-so a subscriber may see an event twice (e.g. after a broker restart) and can dedupe by
-``(device_id, seq)``.
+MQTT delivery is at-least-once and in order. Every event is first written to the outbox
+(:mod:`edge.outbox`: SQLite under the state directory, or memory), then sent; it leaves the
+outbox only when the broker's PUBACK arrives. Events still in the outbox when the process stops
+(or is killed, or the power goes) are sent at the next start, before any new one. A subscriber
+may see an event twice (after a reconnect or a restart) and can dedupe by
+``(device_id, session, seq)``.
+
+MQTT 5 (default) or 3.1.1 (``protocol = "3.1.1"``, or automatically when the broker refuses 5):
+under MQTT 5 the PUBACK carries a reason code, and one >= 0x80 (e.g. 0x87 "Not authorized": the
+broker's ACL denies the topic) means the broker did **not** accept the event; it is counted in
+:attr:`MqttPublisher.refused_events`, logged once per reason, and removed from the outbox
+(retrying cannot help). Under MQTT 3.1.1 a PUBACK has no reason code: a broker that denies the
+topic still acknowledges it (mosquitto logs "Denied PUBLISH"), so the loss is invisible to the
+device. Use 3.1.1 only with a broker that cannot speak 5.
 
 :func:`listen` is the other side: it subscribes to all devices under a prefix and prints events and
 availability changes (``ser-edge listen``).
@@ -15,10 +23,10 @@ availability changes (``ser-edge listen``).
 
 from __future__ import annotations
 
-import collections
+import ipaddress
 import json
 import logging
-import os
+import math
 import secrets
 import ssl
 import sys
@@ -26,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Protocol, Self
 
@@ -43,72 +52,97 @@ from edge.events import (
     emotion_topic,
     status_topic,
 )
+from edge.exitcodes import EXIT_FAILURE, EXIT_OK
+from edge.outbox import OUTBOX_FILE, Outbox, OutboxError
 
 logger = logging.getLogger(__name__)
 
+_PAHO_LEVELS = {mqtt.MQTT_LOG_DEBUG: logging.DEBUG, mqtt.MQTT_LOG_INFO: logging.INFO,
+                mqtt.MQTT_LOG_NOTICE: logging.INFO, mqtt.MQTT_LOG_WARNING: logging.WARNING,
+                mqtt.MQTT_LOG_ERR: logging.ERROR}
 
-class _DemotePahoRetryNoise(logging.Filter):
-    """Keep paho's per-attempt complaints to one line per cause, demoting the repeats to DEBUG.
+
+class PahoLog:
+    """paho's log lines (its public ``on_log`` callback) routed into this module's logger, its
+    repeated warnings and errors demoted to DEBUG until the next successful connection.
 
     paho 2.2 logs ERROR "Client is not connected" after every failed reconnect attempt; while the
     broker is down that would be an error line every backoff period, and the publisher logs one
     warning per outage itself: always demoted. Other warnings and errors of paho are shown once and
-    demoted when repeated before the next successful connection (:meth:`reset`), e.g. "failed to
-    receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED]" on every attempt against a broker
-    that wants a client certificate (TLS 1.3 reports that after the handshake, as a lost connection).
-
-    A repeat is recognised by the text before the first colon ("failed to receive on socket"), not
-    the whole message: the same refusal may surface as the TLS alert on one attempt and as "EOF
-    occurred in violation of protocol" on the next, depending on whether the broker's close or its
-    alert is read first.
+    demoted when repeated before :meth:`reset`, e.g. "failed to receive on socket: [SSL:
+    TLSV13_ALERT_CERTIFICATE_REQUIRED]" on every attempt against a broker that wants a client
+    certificate. A repeat is recognised by the text before the first colon ("failed to receive on
+    socket"): the same refusal may surface as the TLS alert on one attempt and as "EOF occurred in
+    violation of protocol" on the next.
     """
 
     MAX_REMEMBERED = 100
 
     def __init__(self) -> None:
-        super().__init__()
         self._seen: set[str] = set()
 
     def reset(self) -> None:
         """Forget the messages seen: the next occurrence of each is shown again."""
         self._seen = set()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno <= logging.DEBUG or record.funcName != "_easy_log":  # not a paho warning/error
-            return True
-        kind = record.getMessage().split(":", 1)[0]
-        if not kind.startswith("Client is not connected") and kind not in self._seen:
-            if len(self._seen) >= self.MAX_REMEMBERED:
-                self._seen = set()
-            self._seen.add(kind)
-            return True
-        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        return logger.isEnabledFor(logging.DEBUG)
+    def level_of(self, paho_level: int, message: str) -> int:
+        """The :mod:`logging` level for one paho message (and remember it)."""
+        level = _PAHO_LEVELS.get(paho_level, logging.DEBUG)
+        if level < logging.WARNING:
+            return level
+        kind = message.split(":", 1)[0]
+        if kind.startswith("Client is not connected") or kind in self._seen:
+            return logging.DEBUG
+        if len(self._seen) >= self.MAX_REMEMBERED:
+            self._seen = set()
+        self._seen.add(kind)
+        return level
 
+    def __call__(self, client: mqtt.Client, userdata: object, level: int, message: str) -> None:
+        logger.log(self.level_of(level, message), "paho: %s", message)
 
-_paho_noise = _DemotePahoRetryNoise()
-logger.addFilter(_paho_noise)
-
-MAX_INFLIGHT_EVENTS = 20
-"""Events handed to paho and not yet acknowledged (PUBACK) at any time; paho's own default."""
 
 MIN_OFFLINE_WAIT_S = 1.0
 """``close()`` waits at least this long for the PUBACK of the retained ``offline``."""
 
+CONNACK_TIMEOUT_S = 10.0
+"""A broker that accepted the TCP connection but sent no CONNACK within this is logged (once)."""
+
+SENDER_WAKE_S = 1.0
+"""The sender thread's longest sleep: it then checks for a missing CONNACK."""
+
 LISTEN_QOS = 1
 """QoS of the subscriptions made by :func:`listen`."""
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
+SINKS = ("mqtt", "stdout", "both")
+"""Names of the event sinks (``--sink``): see :func:`edge.daemon.make_sink`."""
+
+PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
+"""``mqtt.protocol`` values and paho's protocol constants."""
+
+REFUSED_PROTOCOL_CODES = (0x01, 0x84)
+"""CONNACK codes meaning "this broker does not speak the protocol version": 3.1.1's return code 1
+(as a 3.1.1-only broker answers a version-5 CONNECT) and MQTT 5's 0x84."""
 
 
 class EventSink(Protocol):
-    """What the daemon needs from a publisher; implemented by :class:`MqttPublisher` and :class:`StdoutSink`."""
+    """What the daemon's ``Session`` needs from a sink; :class:`MqttPublisher`, :class:`StdoutSink`
+    and ``edge.daemon.TeeSink`` implement it."""
 
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def published_events(self) -> int: ...
+    @property
+    def dropped_events(self) -> int: ...
+    @property
+    def refused_events(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
     def start(self) -> None: ...
     def publish(self, event: EmotionEvent) -> None: ...
     def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> object: ...
-    def flush(self, timeout_s: float) -> bool: ...
+    def flush(self, timeout_s: float, warn: bool = True, waited_s: float | None = None) -> bool: ...
     def close(self, timeout_s: float = 5.0) -> None: ...
 
 
@@ -147,6 +181,11 @@ class StdoutSink:
         return 0
 
     @property
+    def refused_events(self) -> int:
+        """Always 0: a stream refuses nothing."""
+        return 0
+
+    @property
     def pending(self) -> int:
         """Always 0: writes are synchronous."""
         return 0
@@ -168,7 +207,7 @@ class StdoutSink:
         """Ignored (logged at debug): stdout carries events only, so it stays one JSON object a line."""
         logger.debug("stdout sink ignores raw message for %s (%d bytes)", topic, len(payload))
 
-    def flush(self, timeout_s: float = 5.0) -> bool:
+    def flush(self, timeout_s: float = 5.0, warn: bool = True, waited_s: float | None = None) -> bool:
         """Flush the stream; returns ``True``."""
         self._out.flush()
         return True
@@ -191,7 +230,10 @@ class StdoutSink:
 
 @dataclass(frozen=True)
 class MqttSettings:
-    """Broker connection settings, validated on construction (``ValueError("expected ..., got ...")``)."""
+    """Broker connection settings, validated on construction (``ValueError("expected ..., got ...")``).
+
+    These defaults are the only ones: ``edge.settings`` reads them from here.
+    """
 
     host: str = "localhost"
     port: int = 1883
@@ -201,8 +243,10 @@ class MqttSettings:
     """MQTT client id; ``None`` makes a unique one (``ser-edge-{device_id}-{6 hex}``), so two
     processes never take over each other's connection."""
     keepalive_s: int = 60
-    """MQTT keep-alive; the broker sends the last will about 1.5 x this after the device vanishes
-    without closing its TCP connection (power loss)."""
+    """MQTT keep-alive, 1..65535 s (the protocol's 16-bit field); the broker sends the last will
+    about 1.5 x this after the device vanishes without closing its TCP connection (power loss)."""
+    protocol: str = "5"
+    """``"5"`` (MQTT 5: PUBACK reason codes reveal refused events) or ``"3.1.1"``; see the module doc."""
     username: str | None = None
     password: str | None = None
     tls: bool = False
@@ -213,30 +257,42 @@ class MqttSettings:
     """Client certificate (PEM) for mutual TLS; ``tls_keyfile`` is its key if not inside it."""
     tls_keyfile: str | None = None
     queue_size: int = 1000
-    """Events kept while the broker is unreachable (not yet handed to paho); on overflow the oldest
-    is dropped. Up to :data:`MAX_INFLIGHT_EVENTS` more may be in flight."""
+    """Events kept in the outbox (not yet acknowledged); on overflow the oldest is dropped."""
     reconnect_min_s: float = 1.0
     """First reconnect delay; doubled after each failure up to ``reconnect_max_s``."""
     reconnect_max_s: float = 60.0
+    state_dir: str | None = None
+    """Directory of the durable outbox (``outbox.sqlite3``); ``None``: the outbox is in memory and
+    events not yet acknowledged are lost with the process."""
+
+    MAX_QUEUE_SIZE = 1_000_000
+    MAX_RECONNECT_S = 3600.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or not self.host:
+        if not isinstance(self.host, str) or not self.host or "\x00" in self.host:
             raise ValueError(f"expected a broker host name, got {self.host!r}")
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
             raise ValueError(f"expected port in 1..65535, got {self.port!r}")
         emotion_topic(self.topic_prefix, "x")  # raises ValueError for a bad prefix
         if self.client_id is not None and not self.client_id:
             raise ValueError("expected client_id to be None or non-empty, got ''")
-        if isinstance(self.keepalive_s, bool) or not isinstance(self.keepalive_s, int) or self.keepalive_s < 1:
-            raise ValueError(f"expected keepalive_s >= 1 (integer seconds), got {self.keepalive_s!r}")
+        if (isinstance(self.keepalive_s, bool) or not isinstance(self.keepalive_s, int)
+                or not 1 <= self.keepalive_s <= 65535):
+            raise ValueError(f"expected keepalive_s in 1..65535 (integer seconds), got {self.keepalive_s!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"expected protocol in {sorted(PROTOCOLS)}, got {self.protocol!r}")
         if self.password is not None and self.username is None:
             raise ValueError("expected a username with the password, got a password only")
         if self.tls_keyfile is not None and self.tls_certfile is None:
             raise ValueError("expected tls_certfile with tls_keyfile, got tls_keyfile only")
-        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 1:
-            raise ValueError(f"expected queue_size >= 1, got {self.queue_size!r}")
-        if not self.reconnect_min_s > 0:
-            raise ValueError(f"expected reconnect_min_s > 0, got {self.reconnect_min_s!r}")
+        if (isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int)
+                or not 1 <= self.queue_size <= self.MAX_QUEUE_SIZE):
+            raise ValueError(f"expected queue_size in 1..{self.MAX_QUEUE_SIZE}, got {self.queue_size!r}")
+        for name in ("reconnect_min_s", "reconnect_max_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    math.isfinite(value) and 0 < value <= self.MAX_RECONNECT_S):
+                raise ValueError(f"expected {name} in (0, {self.MAX_RECONNECT_S:g}] s, got {value!r}")
         if not self.reconnect_max_s >= self.reconnect_min_s:
             raise ValueError(f"expected reconnect_max_s >= reconnect_min_s ({self.reconnect_min_s}), "
                              f"got {self.reconnect_max_s!r}")
@@ -245,6 +301,16 @@ class MqttSettings:
     def uses_tls(self) -> bool:
         """Whether the connection is TLS: ``tls`` or any ``tls_*`` file set."""
         return self.tls or any(f is not None for f in (self.tls_ca_file, self.tls_certfile, self.tls_keyfile))
+
+    @property
+    def password_in_clear(self) -> bool:
+        """Whether a password would cross a network unencrypted: plain TCP to a non-loopback host."""
+        if self.password is None or self.uses_tls or self.host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name
+            return True
 
 
 class _Client(mqtt.Client):
@@ -291,18 +357,28 @@ def describe_refusal(reason_code: mqtt.ReasonCode, settings: MqttSettings) -> st
     return f"broker refused the connection: {reason_code} ({who})"
 
 
-def _make_client(settings: MqttSettings, client_id: str) -> _Client:
-    """A paho client (MQTT 3.1.1, clean session, callback API v2) with auth/TLS from ``settings``.
+def refuses_protocol(reason_code: mqtt.ReasonCode, protocol: str) -> bool:
+    """Whether a CONNACK says the broker does not speak MQTT 5 (see :data:`REFUSED_PROTOCOL_CODES`)."""
+    return protocol == "5" and reason_code.value in REFUSED_PROTOCOL_CODES
+
+
+def _make_client(settings: MqttSettings, client_id: str, protocol: str | None = None) -> _Client:
+    """A paho client (clean session / clean start, callback API v2) with auth/TLS from ``settings``,
+    speaking ``protocol`` (default ``settings.protocol``); paho's log goes through :class:`PahoLog`.
 
     :raises ValueError: if a TLS file named in ``settings`` does not exist.
     """
     for name in ("tls_ca_file", "tls_certfile", "tls_keyfile"):
         path = getattr(settings, name)
-        if path is not None and not os.path.isfile(path):
+        if path is not None and not Path(path).is_file():
             raise ValueError(f"expected an existing file for {name}, got {path!r}")
-    client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
-                     protocol=mqtt.MQTTv311)
-    client.enable_logger(logger)
+    protocol = protocol or settings.protocol
+    if protocol == "5":  # MQTT 5 has clean_start at connect time instead of clean_session
+        client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    else:
+        client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
+                         protocol=PROTOCOLS[protocol])
+    client.on_log = PahoLog()
     # An exception in one of our callbacks is logged by paho instead of killing its network thread.
     client.suppress_exceptions = True
     if settings.username is not None:
@@ -314,12 +390,20 @@ def _make_client(settings: MqttSettings, client_id: str) -> _Client:
     return client
 
 
-@dataclass
-class _Entry:
-    """A queued event with its encoded payload."""
+def _connect(client: _Client, settings: MqttSettings, protocol: str) -> None:
+    """``connect_async`` with clean start (MQTT 5) and the keep-alive of ``settings``; returns at once."""
+    if protocol == "5":
+        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s, clean_start=True)
+    else:
+        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
 
-    event: EmotionEvent
-    payload: bytes
+
+def warn_password_in_clear(settings: MqttSettings) -> None:
+    """Log a warning when the password would cross the network unencrypted (no TLS)."""
+    if settings.password_in_clear:
+        logger.warning("the MQTT password for %r goes to %s:%d over plain TCP (no TLS): anyone on the "
+                       "network path can read it; set mqtt.tls = true", settings.username, settings.host,
+                       settings.port)
 
 
 class MqttPublisher:
@@ -329,53 +413,52 @@ class MqttPublisher:
     connect (birth message), a retained ``offline`` on :meth:`close`, and ``offline`` as last will
     (QoS 1, retained) when the connection dies without a clean disconnect.
 
-    Queueing: :meth:`publish` appends to a bounded in-order queue (``settings.queue_size``; on
-    overflow the oldest waiting event is dropped and counted in :attr:`dropped_events`). A sender
-    thread hands events to paho only while connected, in ``seq`` order, at most
-    :data:`MAX_INFLIGHT_EVENTS` unacknowledged at a time. An event is done only when its PUBACK
-    arrives. If the connection drops, paho re-sends the unacknowledged events after reconnecting
-    (before any newer event), so delivery is at-least-once and in order; a subscriber may see
-    duplicates after a broker restart and can dedupe by ``seq``.
+    Delivery: :meth:`publish` writes the event to the outbox (:class:`edge.outbox.Outbox`, in
+    ``settings.state_dir`` or memory; bounded by ``settings.queue_size``, the oldest dropped and
+    counted on overflow) and returns. A sender thread sends the outbox's oldest event while
+    connected, one at a time, and is in one of two states:
 
-    Session: clean session (MQTT 3.1.1). The publisher subscribes to nothing, so a persistent
-    session would only make the broker keep state for a device that might never return; resending
-    unacknowledged messages is done by the client, which keeps them in memory across reconnects.
+    * **idle**: nothing in flight. When connected and the outbox is not empty it hands the oldest
+      row to paho (``client.publish``) and goes to *in flight*.
+    * **in flight** (row id, mid): waiting for the PUBACK of that mid. paho keeps the message and
+      sends it again after a reconnect (QoS 1), so nothing is done on a disconnect. The PUBACK
+      removes the row (a reason code >= 0x80 counts it as refused) and the sender goes back to
+      *idle*. A new client (protocol fallback) also goes back to *idle*, the row still there.
 
-    Hooks for other messages (Home Assistant discovery): :meth:`add_on_connected` registers a
-    function run after every (re)connect, and :meth:`subscribe` a topic filter whose messages go to
-    a function; subscriptions are made again on every connect (the session is clean, so the broker
-    forgets them with the connection).
+    One event in flight at a time keeps the order without any bookkeeping of paho's resends; it
+    costs one round trip per event, far below the rate of utterances even after a long outage
+    (a thousand queued events take a thousand round trips: about a second on a LAN).
 
-    Threads: paho's network thread runs the callbacks; a sender thread calls ``client.publish``;
-    :meth:`publish` may be called from any thread. One condition variable guards the queue and the
-    counters, and it is never held while calling into paho (paho holds its own lock while calling
-    ``on_publish``, so holding ours around ``client.publish`` could deadlock).
+    Session: clean (MQTT 5 clean start with no session expiry; 3.1.1 clean session). The publisher
+    subscribes only to what :meth:`subscribe` asks for and does so again on every connect.
+
+    Threads: paho's network thread runs the callbacks; the sender thread calls ``client.publish``
+    for events; :meth:`publish` may be called from any thread. One condition variable guards the
+    outbox and the counters; it is never held while calling into paho (paho holds its own lock
+    while calling ``on_publish``, so holding ours around ``client.publish`` could deadlock).
     """
 
     def __init__(self, settings: MqttSettings, device_id: str, availability: bool = True) -> None:
         """:param availability: publish the retained ``online``/``offline`` and the last will;
             ``False`` for a replay that must not speak for a device (no status at all).
-        :raises ValueError: for a ``device_id`` unusable as a topic level or a missing TLS file."""
+        :raises ValueError: for a ``device_id`` unusable as a topic level or a missing TLS file.
+        :raises OutboxError: if the outbox in ``settings.state_dir`` cannot be opened."""
         self._availability = availability
         self._settings = settings
         self._device_id = device_id
         self._emotion_topic = emotion_topic(settings.topic_prefix, device_id)
         self._status_topic = status_topic(settings.topic_prefix, device_id)
         self._client_id = settings.client_id or f"ser-edge-{device_id}-{secrets.token_hex(3)}"
-        self._client = _make_client(settings, self._client_id)
-        if availability:
-            self._client.will_set(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
-        self._client.on_connect = self._on_connect
-        self._client.on_connect_fail = self._on_connect_fail
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_publish = self._on_publish
+        self._protocol = settings.protocol
+        self._client = self._new_client()
 
         self._cond = threading.Condition()
-        self._waiting: collections.deque[_Entry] = collections.deque()
-        self._inflight: dict[int, _Entry] = {}  # mid -> entry, insertion (= seq) order
-        self._handing: _Entry | None = None  # popped from _waiting, client.publish() not returned yet
-        self._early_acks: set[int] = set()  # PUBACKs that beat the registration of their mid
-        self._resend_barrier = False  # paho re-sends old in-flight events; hand no new ones until acked
+        path = None if settings.state_dir is None else Path(settings.state_dir) / OUTBOX_FILE
+        self._outbox = Outbox(path, settings.queue_size)
+        self._inflight: tuple[int, int] | None = None  # (row id, mid) of the event awaiting its PUBACK
+        self._acks: dict[int, mqtt.ReasonCode] = {}  # PUBACKs received while an event was in flight
+        self._awaiting = False  # an event is being handed to paho or is in flight
+        self._generation = 0  # bumped when the client is replaced (protocol fallback)
         self._connected = False
         self._started = False
         self._closing = False
@@ -384,11 +467,32 @@ class MqttPublisher:
         self._last_seq: int | None = None
         self._published = 0
         self._dropped = 0
+        self._refused = 0
+        self._refusal_reasons: set[str] = set()
         self._connect_failures = 0
         self._failure: str | None = None  # why the broker is not connected, as last logged; None: connected
+        self._connecting_since: float | None = None  # monotonic time of the last TCP connection attempt
+        self._fallback = False  # the broker refused MQTT 5: the sender thread switches to 3.1.1
         self._sender: threading.Thread | None = None
         self._connected_hooks: list[Callable[[], None]] = []
         self._subscriptions: dict[str, int] = {}  # topic filter -> QoS
+        self._dispatchers: dict[str, Callable[..., None]] = {}  # topic filter -> paho message callback
+        if len(self._outbox):
+            logger.info("outbox %s holds %d events from an earlier run; they are sent first",
+                        path, len(self._outbox))
+
+    def _new_client(self) -> _Client:
+        client = _make_client(self._settings, self._client_id, self._protocol)
+        if self._availability:
+            client.will_set(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
+        client.on_pre_connect = self._on_pre_connect
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        for topic_filter, dispatch in getattr(self, "_dispatchers", {}).items():
+            client.message_callback_add(topic_filter, dispatch)
+        return client
 
     # ------------------------------------------------------------------ properties
 
@@ -401,6 +505,11 @@ class MqttPublisher:
         return self._settings
 
     @property
+    def protocol(self) -> str:
+        """The MQTT version in use: ``"5"`` or ``"3.1.1"`` (after a fallback, or as configured)."""
+        return self._protocol
+
+    @property
     def connected(self) -> bool:
         """Whether a broker connection is up (CONNACK received, no disconnect since)."""
         with self._cond:
@@ -408,24 +517,28 @@ class MqttPublisher:
 
     @property
     def published_events(self) -> int:
-        """Events acknowledged by the broker (PUBACK) so far."""
+        """Events acknowledged by the broker (PUBACK with a success code) so far."""
         with self._cond:
             return self._published
 
     @property
     def dropped_events(self) -> int:
-        """Events dropped so far: queue overflow, or still undelivered at :meth:`close`."""
+        """Events lost: outbox overflow, or still unsent at :meth:`close` with an in-memory outbox
+        (a durable outbox keeps them for the next start: they are pending, not dropped)."""
         with self._cond:
             return self._dropped
 
     @property
-    def pending(self) -> int:
-        """Events not yet acknowledged: queued plus in flight."""
+    def refused_events(self) -> int:
+        """Events the broker answered with a PUBACK reason code >= 0x80 (MQTT 5 only)."""
         with self._cond:
-            return self._pending_locked()
+            return self._refused
 
-    def _pending_locked(self) -> int:
-        return len(self._waiting) + len(self._inflight) + (self._handing is not None)
+    @property
+    def pending(self) -> int:
+        """Events in the outbox: not yet acknowledged (in flight included)."""
+        with self._cond:
+            return len(self._outbox) if self._outbox.durable or not self._closed else 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -443,50 +556,52 @@ class MqttPublisher:
             if self._started:
                 return
             self._started = True
+        s = self._settings
+        warn_password_in_clear(s)
+        if not self._outbox.durable:
+            logger.info("no state directory: the event outbox is in memory (lost if the process dies)")
         self._sender = threading.Thread(target=self._sender_main, name=f"mqtt-sender-{self._device_id}",
                                         daemon=True)
         self._sender.start()
-        s = self._settings
-        logger.info("connecting to MQTT broker %s:%d as %r (events on %s)", s.host, s.port,
-                    self._client_id, self._emotion_topic)
-        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
+        logger.info("connecting to MQTT broker %s:%d as %r with MQTT %s (events on %s)", s.host, s.port,
+                    self._client_id, self._protocol, self._emotion_topic)
+        _connect(self._client, s, self._protocol)
         self._client.loop_start()
 
     def publish(self, event: EmotionEvent) -> None:
-        """Queue an event for delivery; returns at once.
+        """Store an event in the outbox for delivery; returns once it is stored (fsync'ed if durable).
 
         :param event: an event of this publisher's device, ``seq`` greater than the previous one.
         :raises ValueError: if ``event.device_id`` differs from the publisher's or ``seq`` does not
             increase.
         :raises RuntimeError: after :meth:`close`.
+        :raises OutboxError: if the outbox cannot be written (disk full).
         """
         if not isinstance(event, EmotionEvent):
             raise ValueError(f"expected an EmotionEvent, got {type(event).__name__}")
         if event.device_id != self._device_id:
             raise ValueError(f"expected device_id {self._device_id!r}, got {event.device_id!r}")
-        entry = _Entry(event, event.to_json().encode("utf-8"))
-        dropped: EmotionEvent | None = None
+        payload = event.to_json().encode("utf-8")
         with self._cond:
             if self._closing or self._closed:
                 raise RuntimeError("expected an open publisher, got publish() after close()")
             if self._last_seq is not None and event.seq <= self._last_seq:
                 raise ValueError(f"expected seq > {self._last_seq}, got {event.seq}")
             self._last_seq = event.seq
-            if len(self._waiting) >= self._settings.queue_size:
-                dropped = self._waiting.popleft().event
-                self._dropped += 1
-            self._waiting.append(entry)
+            keep = self._inflight[0] if self._inflight is not None else None
+            dropped = self._outbox.append(self._emotion_topic, payload, keep=keep)
+            self._dropped += dropped
             self._cond.notify_all()
-        if dropped is not None:
-            logger.warning("event queue full (%d events); dropped the oldest, seq %d",
-                           self._settings.queue_size, dropped.seq)
+        if dropped:
+            logger.warning("event outbox full (%d events); dropped the %d oldest", self._settings.queue_size,
+                           dropped)
 
     def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False,
                     qos: int = 1) -> mqtt.MQTTMessageInfo:
         """Publish any message directly through paho (stats, Home Assistant discovery).
 
-        Not queued by this class: while disconnected, paho keeps QoS 1/2 messages in memory
-        (unbounded) and sends them after reconnecting; QoS 0 messages are lost.
+        Not in the outbox: while disconnected, paho keeps QoS 1/2 messages in memory (unbounded)
+        and sends them after reconnecting; QoS 0 messages are lost.
 
         :returns: paho's ``MQTTMessageInfo`` (``wait_for_publish(timeout)`` to block on the PUBACK).
         :raises ValueError: for an invalid topic (empty, wildcards) or ``qos`` not in 0..2.
@@ -524,6 +639,7 @@ class MqttPublisher:
             except Exception:  # noqa: BLE001 - a handler must not break the network thread
                 logger.exception("handler for %s failed on a message on %s", topic_filter, message.topic)
 
+        self._dispatchers[topic_filter] = dispatch
         self._client.message_callback_add(topic_filter, dispatch)
         with self._cond:
             self._subscriptions[topic_filter] = qos
@@ -531,19 +647,23 @@ class MqttPublisher:
         if connected:
             self._client.subscribe(topic_filter, qos)
 
-    def flush(self, timeout_s: float = 5.0) -> bool:
-        """Wait until every queued event is acknowledged by the broker.
+    def flush(self, timeout_s: float = 5.0, warn: bool = True, waited_s: float | None = None) -> bool:
+        """Wait until the outbox is empty (every event acknowledged or refused).
 
-        :returns: ``True`` if nothing is pending, ``False`` after ``timeout_s`` seconds (logs how many
-            events remain).
+        :param waited_s: the total wait to name in the warning, when this call ends a longer wait
+            made of several calls (default ``timeout_s``).
+        :returns: ``True`` if nothing is pending, ``False`` after ``timeout_s`` seconds (then, with
+            ``warn``, logs how many events remain and why).
         """
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self._pending_locked():
+            while len(self._outbox) and not self._closed:
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
+                    if not warn:
+                        return False
                     logger.warning("%d events still unacknowledged after %.1f s (%s)",
-                                   self._pending_locked(), timeout_s,
+                                   len(self._outbox), timeout_s if waited_s is None else waited_s,
                                    "broker connected" if self._connected else
                                    f"broker {UNREACHABLE}" if self._failure in (None, UNREACHABLE) else
                                    f"not connected: {self._failure}")
@@ -556,7 +676,8 @@ class MqttPublisher:
 
         Takes at most about ``timeout_s`` (plus :data:`MIN_OFFLINE_WAIT_S` for the ``offline``);
         ``timeout_s = 0`` does not wait for queued events (e.g. after a :meth:`flush` that timed out).
-        Events still undelivered are counted in :attr:`dropped_events`. Idempotent.
+        Events still unacknowledged stay in a durable outbox for the next start; with an in-memory
+        outbox they are counted in :attr:`dropped_events`. Idempotent.
         """
         with self._cond:
             if self._closed or self._closing:
@@ -577,23 +698,28 @@ class MqttPublisher:
             if not info.is_published():
                 logger.warning("no PUBACK for %r on %s; subscribers rely on the last will",
                                STATUS_OFFLINE, self._status_topic)
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._sender is not None:
+            self._sender.join(timeout=MIN_OFFLINE_WAIT_S)
         if started:
             self._client.disconnect()
             self._client.loop_stop()
         with self._cond:
-            self._stopping = True
-            lost = self._pending_locked()
-            self._dropped += lost
-            self._waiting.clear()
-            self._cond.notify_all()
-        if self._sender is not None:
-            self._sender.join(timeout=MIN_OFFLINE_WAIT_S)
-        with self._cond:
+            left = len(self._outbox)
+            if not self._outbox.durable:
+                self._dropped += left
+            self._outbox.close()
             self._closed = True
-        if lost:
-            logger.warning("closed with %d undelivered events (dropped)", lost)
-        logger.info("MQTT publisher closed: %d events acknowledged, %d dropped",
-                    self._published, self._dropped)
+            self._cond.notify_all()
+        if left and self._outbox.durable:
+            logger.warning("closed with %d unacknowledged events kept in %s for the next start", left,
+                           self._outbox.path)
+        elif left:
+            logger.warning("closed with %d undelivered events (dropped: the outbox is in memory)", left)
+        logger.info("MQTT publisher closed: %d events acknowledged, %d refused by the broker, %d dropped",
+                    self._published, self._refused, self._dropped)
 
     def __enter__(self) -> Self:
         self.start()
@@ -605,47 +731,101 @@ class MqttPublisher:
 
     # ------------------------------------------------------------------ sender thread
 
-    def _can_hand_locked(self) -> bool:
-        return (self._connected and not self._resend_barrier and bool(self._waiting)
-                and self._handing is None and len(self._inflight) < MAX_INFLIGHT_EVENTS)
-
     def _sender_main(self) -> None:
-        """Hand waiting events to paho, one at a time, in queue order; the only caller of
-        ``client.publish`` for events, which keeps them in ``seq`` order."""
-        while True:
-            with self._cond:
-                while not self._stopping and not self._can_hand_locked():
-                    self._cond.wait()
+        """The state machine of the class docstring: the only caller of ``client.publish`` for events."""
+        try:
+            while self._send_one():
+                pass
+        except OutboxError as exc:  # the disk failed under us: say so; events stay queued in paho
+            logger.error("%s; the sender stopped", exc)
+
+    def _send_one(self) -> bool:
+        """Idle -> in flight -> idle for the oldest event; ``False`` when stopping."""
+        row = None
+        with self._cond:
+            while True:
                 if self._stopping:
-                    return
-                entry = self._waiting.popleft()
-                self._handing = entry
-            try:
-                info = self._client.publish(self._emotion_topic, entry.payload, qos=EMOTION_QOS)
-            except Exception:  # noqa: BLE001 - never let the sender thread die
-                logger.exception("paho refused event seq %d; dropped", entry.event.seq)
-                with self._cond:
-                    self._handing = None
-                    self._dropped += 1
-                    self._cond.notify_all()
-                continue
-            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # paho did not keep the message
-                logger.error("paho's queue is full; event seq %d dropped", entry.event.seq)
-                with self._cond:
-                    self._handing = None
-                    self._dropped += 1
-                    self._cond.notify_all()
-                continue
+                    return False
+                if self._fallback:
+                    break
+                row = self._outbox.oldest() if self._connected else None
+                if row is not None:
+                    self._acks.clear()
+                    self._awaiting = True
+                    generation = self._generation
+                    break
+                self._check_connect_timeout_locked()
+                self._cond.wait(SENDER_WAKE_S)
+        if row is None:  # the broker refused MQTT 5
+            self._switch_to_mqtt311()
+            return True
+        row_id, topic, payload = row
+        try:
+            info = self._client.publish(topic, payload, qos=EMOTION_QOS)
+        except (ValueError, TypeError) as exc:  # a topic or payload paho rejects: it never will take it
+            logger.error("paho refused outbox row %d for %s (%s); dropped", row_id, topic, exc)
             with self._cond:
-                self._handing = None
-                if info.mid in self._early_acks:
-                    self._published += 1
-                else:
-                    self._inflight[info.mid] = entry
-                self._early_acks.clear()  # any other early mid was a publish_raw/status message
-                if not self._inflight:
-                    self._resend_barrier = False
+                self._awaiting = False
+                self._outbox.remove(row_id)
+                self._dropped += 1
                 self._cond.notify_all()
+            return True
+        with self._cond:
+            self._inflight = (row_id, info.mid)
+            while not self._stopping and info.mid not in self._acks and self._generation == generation:
+                self._check_connect_timeout_locked()
+                self._cond.wait(SENDER_WAKE_S)
+            if self._stopping:
+                return False
+            self._inflight = None
+            self._awaiting = False
+            if self._generation != generation:  # a new client: send the row again
+                return True
+            reason = self._acks.pop(info.mid)
+            self._acks.clear()
+            self._outbox.remove(row_id)
+            refused = reason.is_failure
+            if refused:
+                self._refused += 1
+                first = str(reason) not in self._refusal_reasons
+                self._refusal_reasons.add(str(reason))
+            else:
+                self._published += 1
+            self._cond.notify_all()
+        if refused:
+            logger.log(logging.ERROR if first else logging.DEBUG,
+                       "broker refused an event on %s: PUBACK reason 0x%02x %s (not delivered; the "
+                       "broker's ACL may deny this topic)%s", topic, reason.value, reason,
+                       "" if first else " (again)")
+        return True
+
+    def _check_connect_timeout_locked(self) -> None:
+        """Log once when a TCP connection is up but no CONNACK came within :data:`CONNACK_TIMEOUT_S`."""
+        since = self._connecting_since
+        if since is not None and not self._connected and time.monotonic() - since > CONNACK_TIMEOUT_S:
+            self._connecting_since = None
+            s = self._settings
+            logger.warning("MQTT broker %s:%d: no answer (CONNACK) within %g s of connecting; paho gives up "
+                           "after the keep-alive (%d s) and retries", s.host, s.port, CONNACK_TIMEOUT_S,
+                           s.keepalive_s)
+
+    def _switch_to_mqtt311(self) -> None:
+        """Replace the MQTT 5 client by a 3.1.1 one (the broker refused 5); called by the sender thread."""
+        old = self._client
+        old.disconnect()
+        old.loop_stop()
+        with self._cond:
+            self._protocol = "3.1.1"
+            self._client = self._new_client()
+            self._generation += 1
+            self._fallback = False
+            self._acks.clear()
+            client = self._client
+        s = self._settings
+        logger.warning("MQTT broker %s:%d does not speak MQTT 5; using 3.1.1, which cannot report refused "
+                       "events (set mqtt.protocol = \"3.1.1\" to skip this attempt)", s.host, s.port)
+        _connect(client, s, "3.1.1")
+        client.loop_start()
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
 
@@ -657,8 +837,9 @@ class MqttPublisher:
             self._connect_failures += 1
             new = failure != self._failure
             self._failure = failure
-            pending = self._pending_locked()
+            pending = len(self._outbox)
             attempt = self._connect_failures
+            self._connecting_since = None
         if not new:
             logger.debug("MQTT broker %s:%d: %s (attempt %d)", s.host, s.port, failure, attempt)
         elif failure == UNREACHABLE:
@@ -671,29 +852,43 @@ class MqttPublisher:
                          "retrying every %g..%g s", s.host, s.port, failure, pending, s.reconnect_min_s,
                          s.reconnect_max_s)
 
+    def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
+        with self._cond:
+            self._connecting_since = time.monotonic()
+
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
         s = self._settings
+        if client is not self._client:
+            return
+        if refuses_protocol(reason_code, self._protocol):
+            with self._cond:
+                self._fallback = True
+                self._connecting_since = None
+                self._cond.notify_all()
+            return
         if reason_code.is_failure:  # CONNACK refusal (bad credentials, not authorised): paho retries
             self._log_failure(describe_refusal(reason_code, s))
             return
-        # Birth message first: it goes out before paho re-sends unacknowledged events and before
+        # Birth message first: it goes out before paho re-sends an unacknowledged event and before
         # the sender thread sees `connected`.
         if self._availability:
             client.publish(self._status_topic, STATUS_ONLINE, qos=EMOTION_QOS, retain=True)
-        _paho_noise.reset()
+        client.on_log.reset()
         with self._cond:
             self._connected = True
+            self._connecting_since = None
             self._connect_failures = 0
             self._failure = None
-            pending = self._pending_locked()
+            pending = len(self._outbox)
             # taken with `connected` set, so a concurrent subscribe() is made either here or there
             subscriptions = list(self._subscriptions.items())
             hooks = list(self._connected_hooks)
             self._cond.notify_all()
         if subscriptions:  # a clean session starts with none: (re)subscribe on every connect
             client.subscribe(subscriptions)
-        logger.info("connected to MQTT broker %s:%d; %d events pending", s.host, s.port, pending)
+        logger.info("connected to MQTT broker %s:%d (MQTT %s); %d events pending", s.host, s.port,
+                    self._protocol, pending)
         for hook in hooks:
             try:
                 hook()
@@ -705,14 +900,15 @@ class MqttPublisher:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
                        reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
+        if client is not self._client:
+            return
         with self._cond:
             was_connected = self._connected
             self._connected = False
-            if self._inflight or self._handing is not None:
-                self._resend_barrier = True
+            self._connecting_since = None
             if was_connected:  # the warning below stands for this outage; unreachable retries log at debug
                 self._failure = UNREACHABLE
-            pending = self._pending_locked()
+            pending = len(self._outbox) if not self._closed else 0
             closing = self._closing
             self._cond.notify_all()
         if was_connected and not closing:
@@ -723,17 +919,9 @@ class MqttPublisher:
                     reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
         # Called by paho with its message lock held: only bookkeeping here, no calls into paho.
         with self._cond:
-            entry = self._inflight.pop(mid, None)
-            if entry is None:
-                if self._handing is not None:
-                    self._early_acks.add(mid)
-                return
-            self._published += 1
-            if not self._inflight and self._handing is None:
-                self._resend_barrier = False
-            self._cond.notify_all()
-        if reason_code.is_failure:  # MQTT 5 only; 3.1.1 PUBACKs carry no reason
-            logger.warning("broker rejected event seq %d: %s", entry.event.seq, reason_code)
+            if self._awaiting and client is self._client:
+                self._acks[mid] = reason_code
+                self._cond.notify_all()
 
 
 # ---------------------------------------------------------------------------------------------- listen
@@ -793,7 +981,8 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
 
     Subscribes (QoS 1, again after every reconnect) to :func:`listen_filters`: ``{prefix}/+/emotion``
     and ``{prefix}/+/status``; with ``share``, the events through the shared subscription
-    ``$share/{share}/{prefix}/+/emotion``, so consumers of one group split the events between them. Events are printed with :func:`format_event_line`, or as their compact
+    ``$share/{share}/{prefix}/+/emotion``, so consumers of one group split the events between them.
+    Events are printed with :func:`format_event_line`, or as their compact
     JSON with ``as_json``; availability as ``kitchen-pi is online``, or with ``as_json`` as
     ``{"device_id":"kitchen-pi","status":"online"}``, so the output stays one JSON object a line.
     Malformed payloads are logged as warnings and skipped. An unreachable broker is retried.
@@ -830,7 +1019,7 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
             done.set()
             return
         state["failures"] = 0
-        _paho_noise.reset()
+        client.on_log.reset()
         client.subscribe(filters)
         logger.info("listening on %s:%d to %s", settings.host, settings.port, ", ".join(f for f, _ in filters))
 
@@ -880,7 +1069,8 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
     client.on_connect = on_connect
     client.on_connect_fail = on_connect_fail
     client.on_message = on_message
-    client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
+    warn_password_in_clear(settings)
+    _connect(client, settings, settings.protocol)
     client.loop_start()
     try:
         finished = done.wait(timeout_s)

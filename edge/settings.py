@@ -4,12 +4,18 @@ Every key is documented in ``systemd/ser-edge.toml``. The file is parsed into fr
 and validated before anything starts; a problem raises :class:`ConfigError` with one line naming
 the key (``mqtt.port: expected an integer, got 'abc'``), which the CLI turns into exit status 78
 (EX_CONFIG, sysexits.h). Secrets never come from flags: the MQTT password comes from the
-environment variable ``SER_EDGE_MQTT_PASSWORD`` or from ``mqtt.password_file``.
+environment variable ``SER_EDGE_MQTT_PASSWORD`` or from the first line of ``mqtt.password_file``.
+
+Validation is done once, here, for every command: each value has the type of its field, every
+number is finite and inside the range listed in :data:`RANGES` (also written in the example
+config), topic levels (device id, prefixes, client id) are non-empty, free of ``/ + # NUL``, do
+not start with ``$`` and fit a topic (:data:`MAX_TOPIC_BYTES` in UTF-8 in all), and files are UTF-8.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import tomllib
@@ -18,16 +24,24 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.exitcodes import EX_CONFIG  # noqa: F401 - re-exported: the exit status of a ConfigError
 from edge.pipeline import DecisionParams
 from edge.publisher import MqttSettings
 from edge.vad import VadParams
 
-EX_CONFIG = 78
 PASSWORD_ENV = "SER_EDGE_MQTT_PASSWORD"
 DEFAULT_MODEL = ""
 """``model.path`` default: empty = the model shipped in the package (:func:`shipped_model`)."""
 SHIPPED_MODELS_PACKAGE = "edge.models"
 """The package holding the shipped model and manifest (the repository's ``models/``, see pyproject.toml)."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MAX_TOPIC_BYTES = 65535
+"""MQTT's limit on a topic name (and a client id): a 16-bit length prefix (MQTT 5 sec. 1.5.4)."""
+TOPIC_ROOM_BYTES = 256
+"""Bytes kept free for the levels the daemon appends (``/emotion``, Home Assistant's ``/sensor/...``)."""
+MIN_RATE_HZ, MAX_RATE_HZ = 8000, 384000
+"""Audio sample rates accepted from a device or a file (8 kHz telephone to 384 kHz studio)."""
+MAX_THREADS_PER_CORE = 4
 
 
 def shipped_model() -> str:
@@ -58,7 +72,8 @@ class ModelSettings:
     """The .tflite (its .json manifest beside it); relative paths are relative to the working directory.
     Empty = the model shipped in the package (resolved by :func:`parse_settings`)."""
     num_threads: int = 1
-    """Interpreter threads; 1 leaves the other cores to the rest of the device."""
+    """Interpreter threads, 1..(cores x 4), or -1 = the interpreter decides; 1 leaves the other cores
+    to the rest of the device."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +81,12 @@ class AudioSettings:
     device: str = ""
     """Input device: a name (substring, as ``ser-edge devices`` lists) or an index; empty = the default."""
     sample_rate_hz: int = 0
-    """Rate to open the device at; 0 = the model's rate if the device supports it, else its default rate."""
+    """Rate to open the device at, 8000..384000 Hz; 0 = the model's rate if the device supports it,
+    else its default rate."""
     block_ms: float = 100.0
-    """Audio delivered per callback."""
+    """Audio delivered per callback, (0, 1000] ms."""
     reopen_min_s: float = 1.0
-    """First delay before reopening a failed device; doubles up to ``reopen_max_s``."""
+    """First delay before reopening a failed device, (0, 3600] s; doubles up to ``reopen_max_s``."""
     reopen_max_s: float = 30.0
     input_command: str = ""
     """A command whose standard output is raw PCM, read instead of the microphone (``arecord -t raw``,
@@ -82,6 +98,8 @@ class AudioSettings:
     """Interleaved channels of ``input_command``'s output (averaged to mono)."""
 
     def __post_init__(self) -> None:
+        if not self.reopen_max_s >= self.reopen_min_s:
+            raise ValueError(f"reopen_max_s: expected >= reopen_min_s ({self.reopen_min_s}), got {self.reopen_max_s!r}")
         if self.input_command:
             from edge.sources import RawFormat
 
@@ -92,23 +110,26 @@ class AudioSettings:
 class MqttFileSettings:
     """The ``[mqtt]`` table: :class:`edge.publisher.MqttSettings` plus switches that are not the connection's."""
 
+    # The defaults are MqttSettings' (defined once, there); "" stands for its None.
     enabled: bool = True
-    host: str = "localhost"
-    port: int = 1883
-    topic_prefix: str = "ser"
+    host: str = MqttSettings.host
+    port: int = MqttSettings.port
+    topic_prefix: str = MqttSettings.topic_prefix
     client_id: str = ""
-    keepalive_s: int = 60
+    keepalive_s: int = MqttSettings.keepalive_s
+    protocol: str = MqttSettings.protocol
     username: str = ""
     password_file: str = ""
-    tls: bool = False
+    tls: bool = MqttSettings.tls
     tls_ca_file: str = ""
     tls_certfile: str = ""
     tls_keyfile: str = ""
-    queue_size: int = 1000
-    reconnect_min_s: float = 1.0
-    reconnect_max_s: float = 60.0
+    queue_size: int = MqttSettings.queue_size
+    reconnect_min_s: float = MqttSettings.reconnect_min_s
+    reconnect_max_s: float = MqttSettings.reconnect_max_s
     stats_interval_s: float = 60.0
-    """Wall-clock seconds between retained messages on ``<topic_prefix>/<device_id>/stats``; 0 = none."""
+    """Wall-clock seconds between retained messages on ``<topic_prefix>/<device_id>/stats``,
+    0..86400; 0 = none."""
 
     def __post_init__(self) -> None:
         if not self.stats_interval_s >= 0:
@@ -140,6 +161,9 @@ class Settings:
     device_id: str = ""
     """Topic level naming this device; empty = the host name."""
     log_level: str = "INFO"
+    state_directory: str = ""
+    """Directory of the durable event outbox; empty = ``$STATE_DIRECTORY`` (systemd's
+    ``StateDirectory=``), and with that unset too the outbox is in memory only."""
     model: ModelSettings = field(default_factory=ModelSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     mqtt: MqttFileSettings = field(default_factory=MqttFileSettings)
@@ -150,6 +174,13 @@ class Settings:
     def resolved_device_id(self) -> str:
         return self.device_id or socket.gethostname().split(".")[0]
 
+    @property
+    def state_dir(self) -> Path | None:
+        """Where the durable outbox lives (see :attr:`state_directory`), or ``None`` (memory)."""
+        from edge.outbox import state_directory
+
+        return state_directory(self.state_directory)
+
     def check_files(self) -> None:
         """Raise :class:`ConfigError` naming the key if a file the settings point at is missing."""
         if not self.model.path:
@@ -158,7 +189,15 @@ class Settings:
         for path in (model, model.with_suffix(".json")):
             if not path.is_file():
                 raise ConfigError(f"model.path: no such file: {path}")
-        self.mqtt_settings(environ={})
+        self.mqtt_settings()
+        state = self.state_dir
+        if state is not None and self.mqtt.enabled:
+            try:
+                state.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"state_directory: cannot create {state}: {exc.strerror}") from None
+            if not os.access(state, os.W_OK | os.X_OK):
+                raise ConfigError(f"state_directory: {state} is not writable")
 
     def mqtt_settings(self, environ: typing.Mapping[str, str] | None = None) -> MqttSettings:
         """The broker connection, with the password from the environment or ``password_file``.
@@ -169,10 +208,9 @@ class Settings:
         m = self.mqtt
         password = environ.get(PASSWORD_ENV) or None
         if m.password_file:
-            try:
-                password = Path(m.password_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"mqtt.password_file: cannot read {m.password_file}: {exc.strerror}") from None
+            password = _first_line(m.password_file)
+        if password is not None and "\x00" in password:
+            raise ConfigError("mqtt.password: expected no NUL character in the password")
         for key in ("tls_ca_file", "tls_certfile", "tls_keyfile"):
             value = getattr(m, key)
             if value and not Path(value).is_file():
@@ -183,13 +221,117 @@ class Settings:
                 keepalive_s=m.keepalive_s, username=m.username or None, password=password, tls=m.tls,
                 tls_ca_file=m.tls_ca_file or None, tls_certfile=m.tls_certfile or None,
                 tls_keyfile=m.tls_keyfile or None, queue_size=m.queue_size,
-                reconnect_min_s=m.reconnect_min_s, reconnect_max_s=m.reconnect_max_s,
+                reconnect_min_s=m.reconnect_min_s, reconnect_max_s=m.reconnect_max_s, protocol=m.protocol,
+                state_dir=None if self.state_dir is None else str(self.state_dir),
             )
         except ValueError as exc:
             raise ConfigError(f"mqtt: {exc}") from None
 
 
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+def _first_line(path: str) -> str:
+    """The first line of a UTF-8 text file without its line ending (``mqtt.password_file``)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"mqtt.password_file: cannot read {path}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"mqtt.password_file: expected UTF-8 text, got byte 0x{data[exc.start]:02x} "
+                          f"at offset {exc.start}") from None
+    line = text.splitlines()[0] if text else ""
+    if not line:
+        raise ConfigError(f"mqtt.password_file: expected the password on the first line of {path}, got an "
+                          f"empty line")
+    return line
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+# Documented ranges of every numeric key: (low, high, low is exclusive). NaN and inf never pass.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "audio.block_ms": (0.0, 1000.0, True),
+    "audio.reopen_min_s": (0.0, 3600.0, True),
+    "audio.reopen_max_s": (0.0, 3600.0, True),
+    "audio.channels": (1, 32, False),
+    "mqtt.port": (1, 65535, False),
+    "mqtt.keepalive_s": (1, 65535, False),
+    "mqtt.queue_size": (1, MqttSettings.MAX_QUEUE_SIZE, False),
+    "mqtt.reconnect_min_s": (0.0, MqttSettings.MAX_RECONNECT_S, True),
+    "mqtt.reconnect_max_s": (0.0, MqttSettings.MAX_RECONNECT_S, True),
+    "mqtt.stats_interval_s": (0.0, 86400.0, False),
+    "homeassistant.expire_after_s": (0, 604800, False),
+    "vad.threshold_db": (0.0, 100.0, True),
+    "vad.min_energy_dbfs": (-200.0, 0.0, False),
+    "vad.onset_ms": (0.0, 10000.0, True),
+    "vad.hangover_ms": (0.0, 10000.0, True),
+    "vad.noise_floor_rise_s": (0.0, 3600.0, True),
+    "vad.stationary_ms": (0.0, 10000.0, True),
+    "vad.stationary_db": (0.0, 100.0, False),
+    "decision.window_stride_s": (0.0, 60.0, True),
+    "decision.min_utterance_s": (0.0, 60.0, False),
+    "decision.max_utterance_s": (0.0, 3600.0, True),
+    "decision.confidence_threshold": (0.0, 1.0, False),
+}
+"""Every numeric key's range, beyond the special cases in :func:`_check_number`."""
+
+
+def _check_number(key: str, value: object) -> None:
+    """Raise :class:`ConfigError` for a non-finite number or one outside its documented range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    if key == "model.num_threads":
+        high = _cores() * MAX_THREADS_PER_CORE
+        if value != -1 and not 1 <= value <= high:
+            raise ConfigError(f"{key}: expected 1..{high} (cores x {MAX_THREADS_PER_CORE}) or -1 (auto), got {value!r}")
+    elif key == "audio.sample_rate_hz":
+        if value != 0 and not MIN_RATE_HZ <= value <= MAX_RATE_HZ:
+            raise ConfigError(f"{key}: expected 0 (auto) or {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz, got {value!r}")
+    elif key in RANGES:
+        low, high, exclusive = RANGES[key]
+        if (value <= low if exclusive else value < low) or value > high:
+            interval = f"{'(' if exclusive else '['}{low:g}, {high:g}]"
+            raise ConfigError(f"{key}: expected a value in {interval}, got {value!r}")
+
+
+def check_topic_level(key: str, value: str, levels: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is usable in a topic: non-empty levels without
+    ``+``, ``#`` or NUL, not starting with ``$`` (the broker's ``$SYS`` space), at most
+    :data:`MAX_TOPIC_BYTES` - :data:`TOPIC_ROOM_BYTES` bytes of UTF-8; ``/`` only if ``levels``."""
+    parts = value.split("/") if levels else [value]
+    if not value or any(not part for part in parts):
+        raise ConfigError(f"{key}: expected a non-empty topic level{'s' if levels else ''}, got {value!r}")
+    bad = sorted({c for c in value if c in "+#\x00" or (c == "/" and not levels)})
+    if bad:
+        raise ConfigError(f"{key}: expected no {' '.join(repr(c) for c in bad)} in it, got {value!r}")
+    if value.startswith("$"):
+        raise ConfigError(f"{key}: expected no leading '$' (reserved for the broker, e.g. $SYS), got {value!r}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ConfigError(f"{key}: expected valid Unicode text, got {value!r}") from None
+    if size > MAX_TOPIC_BYTES - TOPIC_ROOM_BYTES:
+        raise ConfigError(f"{key}: expected at most {MAX_TOPIC_BYTES - TOPIC_ROOM_BYTES} bytes, got {size}")
+
+
+def _check_topics(settings: Settings) -> None:
+    """Topic levels one by one, and the longest topic they make together."""
+    check_topic_level("device_id", settings.resolved_device_id)
+    check_topic_level("mqtt.topic_prefix", settings.mqtt.topic_prefix, levels=True)
+    check_topic_level("homeassistant.discovery_prefix", settings.homeassistant.discovery_prefix, levels=True)
+    if settings.mqtt.client_id:
+        check_topic_level("mqtt.client_id", settings.mqtt.client_id)
+    device = len(settings.resolved_device_id.encode("utf-8"))
+    longest = device + max(len(settings.mqtt.topic_prefix.encode("utf-8")),
+                           len(settings.homeassistant.discovery_prefix.encode("utf-8")))
+    if longest > MAX_TOPIC_BYTES - TOPIC_ROOM_BYTES:
+        raise ConfigError(f"device_id: expected the topics it makes with the prefixes to fit "
+                          f"{MAX_TOPIC_BYTES} bytes, got {longest + TOPIC_ROOM_BYTES}")
+
 
 # [decision] holds DecisionParams' scalar fields; its vad field is the [vad] table.
 _TABLES: dict[str, type] = {
@@ -219,6 +361,8 @@ def _build(cls: type, table: object, prefix: str, skip: tuple[str, ...] = ()) ->
     if unknown:
         raise ConfigError(f"{prefix}.{unknown[0]}: unknown key (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(f"{prefix}.{k}", v, hints[k]) for k, v in table.items()}
+    for k, v in kwargs.items():
+        _check_number(f"{prefix}.{k}", v)
     try:
         return cls(**kwargs)
     except ValueError as exc:
@@ -240,7 +384,7 @@ def parse_settings(data: dict, overrides: dict | None = None) -> Settings:
             continue
         table, _, key = dotted.rpartition(".")
         (data.setdefault(table, {}) if table else data)[key] = value
-    top_level = {"device_id": str, "log_level": str}
+    top_level = {"device_id": str, "log_level": str, "state_directory": str}
     unknown = sorted(set(data) - set(top_level) - set(_TABLES))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown key (known: {', '.join(sorted([*top_level, *_TABLES]))})")
@@ -248,8 +392,8 @@ def parse_settings(data: dict, overrides: dict | None = None) -> Settings:
         if key in data:
             _coerce(key, data[key], kind)
     level = str(data.get("log_level", "INFO")).upper()
-    if level not in _LOG_LEVELS:
-        raise ConfigError(f"log_level: expected one of {', '.join(_LOG_LEVELS)}, got {data['log_level']!r}")
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {data['log_level']!r}")
     vad = _build(VadParams, data.get("vad", {}), "vad")
     decision_table = data.get("decision", {})
     decision = _build(DecisionParams, decision_table, "decision", skip=("vad",))
@@ -257,12 +401,14 @@ def parse_settings(data: dict, overrides: dict | None = None) -> Settings:
     settings = Settings(
         device_id=data.get("device_id", ""),
         log_level=level,
+        state_directory=data.get("state_directory", ""),
         model=_resolve_model(_build(ModelSettings, data.get("model", {}), "model")),
         audio=_build(AudioSettings, data.get("audio", {}), "audio"),
         mqtt=_build(MqttFileSettings, data.get("mqtt", {}), "mqtt"),
         homeassistant=_build(HomeAssistantSettings, data.get("homeassistant", {}), "homeassistant"),
         decision=decision,
     )
+    _check_topics(settings)
     settings.mqtt_settings(environ={})  # validate the connection settings now, not at connect time
     return settings
 
@@ -280,4 +426,7 @@ def load_settings(path: str | Path | None, overrides: dict | None = None) -> Set
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: expected UTF-8 text, got byte 0x{exc.object[exc.start]:02x} at "
+                              f"offset {exc.start}") from None
     return parse_settings(data, overrides)

@@ -38,7 +38,16 @@ from typing import BinaryIO
 import numpy as np
 import soundfile
 
-from edge.audio import FILE_BLOCK_S, AudioError, StreamingResampler, check_samples, file_blocks, to_mono
+from edge.audio import (
+    FILE_BLOCK_S,
+    AudioError,
+    MicSource,
+    MicUnavailable,
+    StreamingResampler,
+    check_samples,
+    file_blocks,
+    to_mono,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -281,14 +290,18 @@ class CommandSource:
     def open(self) -> None:
         """Start the command and its reader thread.
 
-        :raises OSError: if the command cannot be started (not found, not executable).
+        :raises MicUnavailable: if the command cannot be started (not found, not executable); the
+            daemon retries it like a missing microphone.
         """
         while not self.queue.empty():
             self.queue.get_nowait()
         self.failure = None
         self.blocks = 0
-        self.stream = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            self.stream = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            raise MicUnavailable(f"cannot start {self.argv[0]!r}: {exc.strerror or exc}") from exc
         self.last_block_at = time.monotonic()
         process = self.stream
         self._reader = threading.Thread(target=self._read_main, args=(process,), name="input-command", daemon=True)
@@ -383,6 +396,4 @@ def live_source(audio, model_rate_hz: int):
     if audio.input_command:
         raw = RawFormat(audio.input_format, audio.sample_rate_hz or model_rate_hz, audio.channels)
         return CommandSource(audio.input_command, raw, audio.block_ms)
-    from edge.daemon import MicSource  # (moving to edge.audio)
-
     return MicSource(audio, model_rate_hz)

@@ -5,7 +5,7 @@ time (0 = never) and once more at a clean shutdown. Compact JSON with exactly
 :data:`STATS_FIELDS`::
 
     {"schema":1,"uptime_s":3600.2,"audio_s":3598.4,"events":412,"utterances":415,
-     "short_utterances":37,"overflows":0,"source":"ok","dropped_events":0,"pending":0,
+     "short_utterances":37,"overflows":0,"source":"ok","dropped_events":0,"refused_events":0,"pending":0,
      "processing_ms_per_s_mean":21.4,"processing_ms_per_s_p95":48.9,
      "interpreter":"ai-edge-litert 1.2.0","model":"ravdess8-conv1d@3f9a1c2b7d10","version":"0.1.0"}
 
@@ -34,6 +34,7 @@ STATS_FIELDS = (
     "overflows",
     "source",
     "dropped_events",
+    "refused_events",
     "pending",
     "processing_ms_per_s_mean",
     "processing_ms_per_s_p95",
@@ -49,11 +50,14 @@ STATS_FIELDS = (
   those below the confidence threshold); ``short_utterances``: speech too short to score.
 * ``overflows``: audio blocks lost on input (sound-card overflows plus blocks dropped because
   processing fell behind); always 0 for file replay.
-* ``source``: the audio source's state: ``"ok"``, ``"file"`` (replay), ``"starting"``, or
+* ``source``: the audio source's state: ``"ok"``, ``"file"`` (replay), ``"starting"``,
+  ``"lost, reopening"`` (the stream died or stalled; waiting for the backoff), or
   ``"unavailable: <reason>"`` while a microphone that failed or disappeared is being retried
   (the daemon publishes the stats at once when this changes).
-* ``dropped_events``: events the publisher dropped (queue overflow, undelivered at close);
-  ``pending``: events queued or in flight, not yet acknowledged by the broker.
+* ``dropped_events``: events the publisher dropped (outbox overflow, or undelivered at close with an
+  in-memory outbox); ``refused_events``: events the broker answered with an MQTT 5 PUBACK reason
+  code >= 0x80 (e.g. not authorised: an ACL denies the topic), so they were not delivered;
+  ``pending``: events in the outbox, not yet acknowledged by the broker.
 * ``processing_ms_per_s_mean``/``_p95``: milliseconds of CPU per second of audio over the last
   :data:`PROCESSING_WINDOW_BLOCKS` blocks: the mean is the window's CPU time over its audio time,
   the p95 the 95th percentile of the blocks' ratios (numpy's linear interpolation); ``null``
@@ -88,9 +92,9 @@ class Stats:
         self.cpu_s = 0.0
         """CPU seconds spent processing it."""
         self.overflows = 0
+        """Audio blocks lost on input; set by the microphone driver."""
         self.source_state = "starting"
         """The audio source's state, see :data:`STATS_FIELDS` ``source``."""
-        """Audio blocks lost on input; set by the microphone driver."""
         self._blocks.clear()
 
     def record_block(self, audio_s: float, cpu_s: float) -> None:
@@ -119,7 +123,7 @@ class Stats:
         return float(mean), p95
 
     def payload(self, *, events: int, utterances: int, short_utterances: int, dropped_events: int,
-                pending: int, interpreter: str, model: str, version: str) -> dict[str, Any]:
+                refused_events: int, pending: int, interpreter: str, model: str, version: str) -> dict[str, Any]:
         """The stats message as a dict with exactly :data:`STATS_FIELDS`, in that order."""
         mean, p95 = self.processing_ms_per_s()
         return {
@@ -132,6 +136,7 @@ class Stats:
             "overflows": self.overflows,
             "source": self.source_state,
             "dropped_events": dropped_events,
+            "refused_events": refused_events,
             "pending": pending,
             "processing_ms_per_s_mean": None if mean is None else round(mean, STATS_DECIMALS),
             "processing_ms_per_s_p95": None if p95 is None else round(p95, STATS_DECIMALS),

@@ -27,6 +27,7 @@ from typing import IO
 import numpy as np
 
 from edge.audio import AudioError, StreamingResampler, check_samples
+from edge.exitcodes import EXIT_OK
 from edge.model import load_model
 from edge.pipeline import Decision, Pipeline
 from edge.settings import Settings
@@ -198,4 +199,4 @@ def run_tester(settings: Settings, prompts: bool = False, utterances: int | None
             if utterances is None or tester.utterances < utterances:
                 tester.show(decision)
         tester._write_lines([tester.summary()])
-    return 0
+    return EXIT_OK

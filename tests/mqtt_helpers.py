@@ -148,12 +148,13 @@ class MosquittoBroker:
     every change, so they also survive ``kill()`` (SIGKILL, no chance to save).
 
     With ``tls`` the listener speaks TLS only (:class:`BrokerTls`); with ``password_file`` (see
-    :func:`write_password_file`) anonymous clients are refused (``allow_anonymous false``).
+    :func:`write_password_file`) anonymous clients are refused (``allow_anonymous false``); with
+    ``acl_file`` (mosquitto's ``acl_file`` format) the broker denies what it does not allow.
     """
 
     def __init__(self, binary: str, workdir: Path, port: int | None = None, persistence: bool = False,
                  autosave: bool = False, tls: BrokerTls | None = None,
-                 password_file: Path | None = None) -> None:
+                 password_file: Path | None = None, acl_file: Path | None = None) -> None:
         self.binary = binary
         self.host = "127.0.0.1"
         self.port = port if port is not None else free_port()
@@ -174,6 +175,7 @@ class MosquittoBroker:
             *tls_lines,
             f"allow_anonymous {'false' if password_file is not None else 'true'}",
             *([f"password_file {password_file}"] if password_file is not None else []),
+            *([f"acl_file {acl_file}"] if acl_file is not None else []),
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {workdir}/",
             "log_dest stderr",

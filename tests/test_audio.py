@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import scipy.signal
 import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from paths import RAVDESS_48K, TESS_MINI
+from paths import RAVDESS_48K, SHIPPED_MODEL, TESS_MINI
 
 from edge.audio import AudioError, StreamingResampler, file_blocks, load_audio, rate_ratio, read_audio, resample
 
@@ -83,8 +87,9 @@ def test_stereo_is_mixed_to_mono(tmp_path):
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing.wav", "no such file"),
-    (lambda d: _bytes(d / "empty.wav", b""), "not a readable audio file"),
-    (lambda d: _bytes(d / "text.wav", b"hello, not audio\n"), "not a readable audio file"),
+    (lambda d: _bytes(d / "empty.wav", b""), "expected a WAV or FLAC file"),
+    (lambda d: _bytes(d / "text.wav", b"hello, not audio\n"), "expected a WAV or FLAC file"),
+    (lambda d: _bytes(d / "header.wav", b"RIFF\x00\x00\x00\x00WAVE"), "not a readable audio file"),
     (lambda d: _write(d / "silent0.wav", np.zeros((0,), np.float32), 16000, "PCM_16"), "empty file"),
     (lambda d: _write(d / "nan.wav", np.array([0.1, np.nan, 0.2] * 1000, np.float32), 16000, "FLOAT"), "NaN/inf"),
     (lambda d: _write(d / "inf.wav", np.array([0.1, np.inf] * 1000, np.float32), 16000, "FLOAT"), "NaN/inf"),
@@ -115,3 +120,53 @@ def test_clipping_is_a_warning_not_an_error(tmp_path, caplog):
     path = _write(tmp_path / "clipped.wav", np.clip(np.sin(np.arange(16000) / 5) * 2, -1, 1), 16000, "FLOAT")
     assert read_audio(path)[0].size == 16000
     assert "clipping" in caplog.text
+
+
+# ------------------------------------------------------------------ issue 10: rates, formats, memory
+
+
+def _wav_claiming_rate(path, rate_hz: int):
+    """A real 16 kHz WAV whose header's sample-rate field (bytes 24..27) says ``rate_hz``."""
+    samples, _ = read_audio(ANGRY_48K)
+    _write(path, samples[:16000], 16000, "PCM_16")
+    data = bytearray(path.read_bytes())
+    assert data[24:28] == (16000).to_bytes(4, "little")
+    data[24:28] = rate_hz.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("rate_hz", [2**31 - 1, 1_000_000, 400_000, 4000])
+def test_rates_outside_8_to_384_khz_are_refused_before_reading(tmp_path, rate_hz):
+    path = _wav_claiming_rate(tmp_path / f"{rate_hz}.wav", rate_hz)
+    with pytest.raises(AudioError, match=f"expected a sample rate of 8000..384000 Hz, got {rate_hz} Hz"):
+        list(file_blocks(path, 16000))
+
+
+def test_awkward_rates_resample_with_a_bounded_filter(tmp_path):
+    from edge.audio import MAX_RATIO_TERM
+
+    assert rate_ratio(383999, 16000)[1] <= MAX_RATIO_TERM  # exact: 16000/383999, a 7.7M-tap filter
+    assert rate_ratio(44100, 16000) == (160, 441) and rate_ratio(24414, 16000) == (8000, 12207)  # exact
+    samples, _ = read_audio(ANGRY_48K)
+    odd = scipy.signal.resample_poly(samples, 383999 // 1000, 48).astype(np.float32)  # ~8 x the rate
+    path = _write(tmp_path / "odd.wav", odd, 383999, "FLOAT")
+    resampler = StreamingResampler(383999, 16000)
+    assert max(resampler.up, resampler.down) <= MAX_RATIO_TERM
+    out = np.concatenate(list(file_blocks(path, 16000)))
+    assert abs(out.size - odd.size * 16000 / 383999) <= 2  # the length of 16 kHz audio, to a sample or two
+
+
+@pytest.mark.parametrize("fmt, subtype, name", [("MP3", "MPEG_LAYER_III", "MP3"), ("OGG", "VORBIS", "Ogg")])
+def test_mp3_and_ogg_are_refused_in_one_line_without_decoder_noise(tmp_path, fmt, subtype, name):
+    samples, rate = read_audio(ANGRY_48K)
+    path = tmp_path / f"speech.{fmt.lower()}"
+    soundfile.write(str(path), samples, rate, format=fmt, subtype=subtype)
+    with pytest.raises(AudioError, match=f"expected a WAV or FLAC file, got {name}"):
+        list(file_blocks(path, 16000))
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(path), "--sink", "stdout",
+                             "--model", str(SHIPPED_MODEL)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    ours = re.compile(r"^(\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ [\w.]+: |INFO: Created TensorFlow Lite)")
+    assert [line for line in result.stderr.splitlines() if not ours.match(line)] == [], result.stderr
+    assert f"expected a WAV or FLAC file, got {name}" in result.stderr

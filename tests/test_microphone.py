@@ -57,6 +57,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from conftest import skip_or_fail
+from paths import RAVDESS_48K
 
 from edge.events import STATUS_OFFLINE, STATUS_ONLINE, EmotionEvent, emotion_topic, stats_topic, status_topic
 from edge.manifest import load_manifest
@@ -64,7 +66,7 @@ from edge.manifest import load_manifest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPO_MODEL = REPO_ROOT / "models" / "ravdess8-conv1d.tflite"
 MODEL_ENV = "SER_EDGE_TEST_MODEL"
-CLIP = Path("/work/shared/data/ravdess-48k/03-01-05-02-01-01-03.wav")
+CLIP = RAVDESS_48K / "03-01-05-02-01-01-03.wav"
 """A real RAVDESS recording at 48 kHz; read at test time, never copied into the repository."""
 
 PCM_NAME = "ser_test_mic"
@@ -98,14 +100,14 @@ def model_path() -> Path:
     env = os.environ.get(MODEL_ENV)
     if env and Path(env).is_file():
         return Path(env)
-    pytest.skip(f"no model: {REPO_MODEL.relative_to(REPO_ROOT)} is absent and {MODEL_ENV} is not set")
+    skip_or_fail(f"no model: {REPO_MODEL.relative_to(REPO_ROOT)} is absent and {MODEL_ENV} is not set")
 
 
 @pytest.fixture(scope="module")
 def clip_48k() -> np.ndarray:
     """The RAVDESS clip as mono float32 at 48 kHz, shape (frames,)."""
     if not CLIP.is_file():
-        pytest.skip(f"corpus clip not available: {CLIP}")
+        skip_or_fail(f"corpus clip not available: {CLIP}")
     samples, rate_hz = soundfile.read(str(CLIP), dtype="float32", always_2d=True)
     assert rate_hz == MIC_RATE_HZ, f"expected a {MIC_RATE_HZ} Hz clip, got {rate_hz} Hz"
     return samples.mean(axis=1).astype("<f4")
@@ -115,7 +117,7 @@ def _require_portaudio() -> None:
     probe = subprocess.run([sys.executable, "-c", "import sounddevice"], capture_output=True, text=True,
                            timeout=30)
     if probe.returncode != 0:
-        pytest.skip(f"PortAudio not loadable (apt-get install libportaudio2 libasound2): "
+        skip_or_fail(f"PortAudio not loadable (apt-get install libportaudio2 libasound2): "
                     f"{probe.stderr.strip().splitlines()[-1:]}")
 
 
@@ -136,6 +138,7 @@ class FifoMicrophone:
         self._cycle = np.concatenate([clip.astype("<f4"), gap])
         self.readers = 0
         self._stop = threading.Event()
+        self._paused = threading.Event()
         os.mkfifo(fifo)
         self._thread = threading.Thread(target=self._main, name="fifo-microphone", daemon=True)
         self._thread.start()
@@ -184,6 +187,10 @@ class FifoMicrophone:
             written_frames = 0
             try:
                 for chunk in self._programme():
+                    while self._paused.is_set():  # a hung microphone: the reader gets nothing
+                        if self._stop.wait(OPEN_POLL_S):
+                            return
+                        started = time.monotonic() - written_frames / self.rate_hz  # resume at real time
                     if not self._wait_for_room(fd, len(chunk)):
                         return
                     os.write(fd, chunk)  # fits: the whole period lands at once
@@ -195,6 +202,13 @@ class FifoMicrophone:
                 pass  # the reader closed the PCM; wait for the next one
             finally:
                 os.close(fd)
+
+    def pause(self) -> None:
+        """Stop delivering (the reader's read blocks), as a hung USB microphone does."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def stop(self) -> None:
         self._stop.set()
@@ -425,3 +439,75 @@ def test_fifo_microphone_delivers_the_clip_exactly_through_portaudio(alsa_mic, c
     # The writer may have lost up to a pipe's worth of the lead to an earlier reader; find the clip's onset.
     start = int(np.flatnonzero(captured)[0]) - int(np.flatnonzero(clip_48k)[0])
     np.testing.assert_array_equal(captured[start:start + clip_48k.size], clip_48k)
+
+
+def test_run_reopens_a_microphone_that_stalls(alsa_mic, model_path: Path, mosquitto, mqtt_subscriber,
+                                              tmp_path: Path) -> None:
+    """The stall/reopen path: the FIFO microphone stops delivering (a hung USB device); the daemon
+    notices within its stall timeout, reports it in the stats, reopens the device after the backoff,
+    and goes on publishing events from the same microphone."""
+    env, mic = alsa_mic
+    device_id = "stalling-mic-test"
+    config = tmp_path / "ser-edge.toml"
+    config.write_text(f"[audio]\nsample_rate_hz = {MIC_RATE_HZ}\nblock_ms = {BLOCK_MS}\nreopen_min_s = 0.5\n"
+                      "reopen_max_s = 0.5\n[mqtt]\nstats_interval_s = 3600.0\n")
+    subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, f"{PREFIX}/{device_id}/#")
+    events_topic = emotion_topic(PREFIX, device_id)
+    daemon = Daemon(["--config", str(config), "--device", PCM_NAME, "--model", str(model_path),
+                     "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port), "--device-id", device_id],
+                    env, cwd=tmp_path)
+    try:
+        opened = rf"microphone '{PCM_NAME}' open at {MIC_RATE_HZ} Hz"
+        daemon.wait_for_lines(opened, 1, LOG_TIMEOUT_S)
+        subscriber.wait_for(1, EVENT_TIMEOUT_S, topic=events_topic)
+        mic.pause()
+        daemon.wait_for_lines(r"microphone stalled: no audio for 2\.0 s, reopening", 1, LOG_TIMEOUT_S)
+        mic.resume()
+        daemon.wait_for_lines(opened, 2, LOG_TIMEOUT_S)
+        before = len(subscriber.messages(events_topic))
+        subscriber.wait_for(before + 1, EVENT_TIMEOUT_S, topic=events_topic)  # events again after the reopen
+        status = daemon.terminate()
+    finally:
+        mic.resume()
+        daemon.kill()
+    assert status == 0, daemon.log()
+    assert not any("Traceback" in line for line in daemon.lines), daemon.log()
+    sources = [json.loads(m.payload)["source"] for m in subscriber.messages(stats_topic(PREFIX, device_id))]
+    assert "lost, reopening" in sources and sources[-1] == "ok", sources
+    seqs = [EmotionEvent.from_json(m.payload).seq for m in subscriber.messages(events_topic)]
+    assert seqs == list(range(len(seqs))), seqs
+
+
+def test_run_killed_with_the_broker_down_delivers_its_events_at_the_next_start(
+        alsa_mic, model_path: Path, mosquitto_factory, mqtt_subscriber, tmp_path: Path) -> None:
+    """Issue 10: SIGKILL of ``ser-edge run`` with the broker down lost 7 of 8 queued events. Now the
+    events heard through the microphone wait in the outbox ($STATE_DIRECTORY) and the next start
+    (here a replay sharing the state directory) delivers them."""
+    env, _ = alsa_mic
+    device_id = "killed-mic-test"
+    broker = mosquitto_factory(persistence=True)
+    topic = emotion_topic(PREFIX, device_id)
+    mqtt_subscriber(broker.host, broker.port, topic, client_id="sub-killed-mic", clean_session=False).close()
+    broker.stop()
+    env = {**env, "STATE_DIRECTORY": str(tmp_path / "state")}
+    config = tmp_path / "ser-edge.toml"
+    config.write_text(f"[audio]\nsample_rate_hz = {MIC_RATE_HZ}\nblock_ms = {BLOCK_MS}\n")
+    address = ["--model", str(model_path), "--mqtt-host", broker.host, "--mqtt-port", str(broker.port)]
+    daemon = Daemon(["--config", str(config), "--device", PCM_NAME, "--device-id", device_id, *address],
+                    env, cwd=tmp_path)
+    try:
+        daemon.wait_for_lines(r"edge\.daemon: event #1 ", 1, 2 * EVENT_TIMEOUT_S)
+        daemon.proc.send_signal(signal.SIGKILL)
+        daemon.proc.wait(EXIT_TIMEOUT_S)
+    finally:
+        daemon.kill()
+    produced = len([line for line in daemon.lines if re.search(r"edge\.daemon: event #\d+ ", line)])
+    broker.start()
+    done = subprocess.run([*_ser_edge(), "replay", str(CLIP), "--device-id", "next-start", *address], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    subscriber = mqtt_subscriber(broker.host, broker.port, topic, client_id="sub-killed-mic", clean_session=False)
+    received = subscriber.wait_for(produced, BROKER_TIMEOUT_S, topic=topic)
+    seqs = list(dict.fromkeys(EmotionEvent.from_json(m.payload).seq for m in received))
+    assert seqs[:produced] == list(range(produced)), seqs
+    print(f"\nrun SIGKILLed with the broker down: {produced} events made, {len(seqs)} delivered at the next start")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 from mqtt_helpers import (
     BrokerTls,
     MosquittoBroker,
@@ -37,8 +38,9 @@ from edge.settings import EX_CONFIG, PASSWORD_ENV
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 USERNAME = "ser"
 WRONG_PASSWORD = f"wrong-{secrets.token_hex(8)}"
-RUN_TIMEOUT_S = 30.0
-"""Upper bound of one ``ser-edge`` run; a refused replay takes its 10 s flush timeout plus start-up."""
+RUN_TIMEOUT_S = 180.0
+"""Upper bound of one ``ser-edge`` run; a refused replay takes its 10 s flush timeout plus start-up
+(model loading included, which on a loaded two-core machine took more than the 30 s once allowed)."""
 WAIT_S = 10.0
 """Upper bound of every wait on the broker; loopback deliveries take milliseconds."""
 
@@ -108,7 +110,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     try:
         return make_pki(tmp_path_factory.mktemp("pki"))
     except RuntimeError as exc:
-        pytest.skip(str(exc))
+        skip_or_fail(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +122,7 @@ def password() -> str:
 @pytest.fixture(scope="session")
 def broker_password_file(tmp_path_factory: pytest.TempPathFactory, password: str) -> Path:
     if find_mosquitto_passwd() is None:
-        pytest.skip("mosquitto_passwd not found (apt-get install mosquitto)")
+        skip_or_fail("mosquitto_passwd not found (apt-get install mosquitto)")
     return write_password_file(tmp_path_factory.mktemp("passwd") / "passwd", {USERNAME: password})
 
 
@@ -195,7 +197,7 @@ def refused_runs(pki: Pki, broker_password_file: Path, password: str,
     CA. Module-scoped: one broker and one wait serve both tests."""
     binary = find_mosquitto()
     if binary is None:
-        pytest.skip("mosquitto binary not found (apt-get install mosquitto)")
+        skip_or_fail("mosquitto binary not found (apt-get install mosquitto)")
     workdir = tmp_path_factory.mktemp("refusing")
     broker = MosquittoBroker(binary, workdir, tls=_secure_tls(pki), password_file=broker_password_file)
     runs = {

@@ -186,27 +186,22 @@ def test_settings_and_publish_reject_bad_values() -> None:
 
 def test_paho_retry_noise_is_one_line_per_kind_of_failure_until_the_next_connection() -> None:
     """The same refusal surfaces as a TLS alert on one attempt and as an EOF on the next (which one
-    depends on the read order); only the first is shown, and each kind shows again after a reset."""
-    from edge.publisher import _DemotePahoRetryNoise
+    depends on the read order); only the first is shown, and each kind shows again after a reset.
+    The routing uses paho's public ``on_log`` levels and texts, not its function names."""
+    import paho.mqtt.client as mqtt
 
-    def paho_record(message: str) -> logging.LogRecord:
-        return logging.LogRecord("edge.publisher", logging.ERROR, "client.py", 1, message, None, None,
-                                 func="_easy_log")
+    from edge.publisher import PahoLog
 
-    noise = _DemotePahoRetryNoise()
-    alert = paho_record("failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ...")
-    eof = paho_record("failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427)")
-    refused = paho_record("failed to connect: Connection refused")
-    not_connected = paho_record("Client is not connected. Socket: None). Retrying")
-    shown = [noise.filter(r) and r.levelno == logging.ERROR for r in (alert, eof, refused, not_connected)]
-    assert shown == [True, False, True, False]
-    assert (eof.levelname, not_connected.levelname) == ("DEBUG", "DEBUG")
+    noise = PahoLog()
+    alert = "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ..."
+    eof = "failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427)"
+    refused = "failed to connect: Connection refused"
+    not_connected = "Client is not connected. Socket: None). Retrying"
+    levels = [noise.level_of(mqtt.MQTT_LOG_ERR, m) for m in (alert, eof, refused, not_connected)]
+    assert levels == [logging.ERROR, logging.DEBUG, logging.ERROR, logging.DEBUG]
     noise.reset()
-    again = paho_record("failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427)")
-    assert noise.filter(again) and again.levelno == logging.ERROR
-    own = logging.LogRecord("edge.publisher", logging.WARNING, "publisher.py", 1, "broker down", None, None,
-                            func="_on_disconnect")
-    assert noise.filter(own) and noise.filter(own)  # the publisher's own lines are never demoted
+    assert noise.level_of(mqtt.MQTT_LOG_ERR, eof) == logging.ERROR
+    assert noise.level_of(mqtt.MQTT_LOG_DEBUG, "Sending PUBLISH") == logging.DEBUG
 
 
 # ------------------------------------------------------------------------------------- real broker
@@ -367,7 +362,7 @@ def test_listen_prints_readable_lines_and_skips_malformed(mosquitto, caplog) -> 
         out, thread, result = _run_listen(settings, as_json=False, stop_after=2, timeout_s=WAIT_S)
         assert wait_until(lambda: "kitchen-pi is online" in out.getvalue())  # subscribed: retained status
         publisher.publish_raw(emotion_topic(PREFIX, "kitchen-pi"), b'{"schema": 1}').wait_for_publish(WAIT_S)
-        publisher.publish_raw(status_topic(PREFIX, "kitchen-pi") + "/x", b"junk")
+        publisher.publish_raw(status_topic(PREFIX, "junk-pi"), b"junk")  # a status listen must refuse
         publisher.publish(event)
         publisher.publish(make_event(43, "kitchen-pi"))
         thread.join(WAIT_S + 5)
@@ -379,7 +374,9 @@ def test_listen_prints_readable_lines_and_skips_malformed(mosquitto, caplog) -> 
         "(neutral 0.03, calm 0.01, happy 0.08, sad 0.02, fearful 0.05, disgust 0.07, surprised 0.03)",
         format_event_line(make_event(43, "kitchen-pi")),
     ]
-    assert any("skipping malformed message" in r.getMessage() for r in caplog.records)
+    skipped = [r.getMessage() for r in caplog.records if "skipping malformed message" in r.getMessage()]
+    assert any(f"on {status_topic(PREFIX, 'junk-pi')}: expected one of" in m for m in skipped), skipped
+    assert any(f"on {emotion_topic(PREFIX, 'kitchen-pi')}" in m for m in skipped), skipped
 
 
 def test_listen_as_json_prints_payloads(mosquitto) -> None:

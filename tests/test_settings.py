@@ -52,9 +52,9 @@ def test_password_comes_from_environment_or_file(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("[mqtt]\nprot = 1883\n", "mqtt.prot: unknown key"),
     ("[mqtt]\nport = \"1883\"\n", "mqtt.port: expected int, got str"),
-    ("[mqtt]\nport = 70000\n", "mqtt: expected port in 1..65535"),
-    ("[vad]\nhangover_ms = -1\n", "vad.hangover_ms: expected > 0"),
-    ("[decision]\nconfidence_threshold = 2\n", "confidence_threshold: expected 0..1"),
+    ("[mqtt]\nport = 70000\n", r"mqtt.port: expected a value in \[1, 65535\]"),
+    ("[vad]\nhangover_ms = -1\n", r"vad.hangover_ms: expected a value in \(0, 10000\]"),
+    ("[decision]\nconfidence_threshold = 2\n", r"decision.confidence_threshold: expected a value in \[0, 1\]"),
     ("[mqtt]\ntls_ca_file = \"/nonexistent/ca.pem\"\n", "mqtt.tls_ca_file: no such file"),
     ("[mqtt]\npassword_file = \"/nonexistent/pw\"\n", "mqtt.password_file: cannot read"),
     ("[modle]\npath = \"x\"\n", "modle: unknown key"),
@@ -63,9 +63,31 @@ def test_password_comes_from_environment_or_file(tmp_path):
     ("[audio]\nblock_ms = true\n", "audio.block_ms: expected float, got bool"),
     ("mqtt = 3\n", "mqtt: expected a table"),
     ("[mqtt\n", "invalid TOML"),
-    ("[mqtt]\nstats_interval_s = -1\n", "mqtt: stats_interval_s: expected >= 0"),
+    ("[mqtt]\nstats_interval_s = -1\n", r"mqtt.stats_interval_s: expected a value in \[0, 86400\]"),
     ("[homeassistant]\ndiscovery_prefix = \"ha/#\"\n", "homeassistant: discovery_prefix: expected"),
     ("[homeassistant]\nenabled = \"yes\"\n", "homeassistant.enabled: expected bool"),
+    # issue 10: each of these passed check-config and then broke the daemon (or gave a traceback)
+    ("[mqtt]\nkeepalive_s = 70000\n", r"mqtt.keepalive_s: expected a value in \[1, 65535\]"),
+    ("device_id = \"" + "x" * 70000 + "\"\n", "device_id: expected at most 65279 bytes"),
+    ("[mqtt]\ntopic_prefix = \"" + "p" * 65500 + "\"\n", "expected at most 65279 bytes|to fit"),
+    ("device_id = \"a/b\"\n", "device_id: expected no '/'"),
+    ("device_id = \"a+\"\n", "device_id: expected no '\\+'"),
+    ("device_id = \"a#\"\n", "device_id: expected no '#'"),
+    ("device_id = \"a\\u0000b\"\n", "device_id: expected no"),
+    ("[mqtt]\ntopic_prefix = \"$SYS\"\n", "mqtt.topic_prefix: expected no leading '\\$'"),
+    ("[mqtt]\nclient_id = \"c#\"\n", "mqtt.client_id: expected no '#'"),
+    ("[vad]\nthreshold_db = nan\n", "vad.threshold_db: expected a finite number, got nan"),
+    ("[vad]\nmin_energy_dbfs = -inf\n", "vad.min_energy_dbfs: expected a finite number"),
+    ("[decision]\nwindow_stride_s = inf\n", "decision.window_stride_s: expected a finite number"),
+    ("[decision]\nmin_utterance_s = nan\n", "decision.min_utterance_s: expected a finite number"),
+    ("[audio]\nreopen_min_s = 0\n", r"audio.reopen_min_s: expected a value in \(0, 3600\]"),
+    ("[audio]\nreopen_min_s = nan\n", "audio.reopen_min_s: expected a finite number"),
+    ("[audio]\nreopen_min_s = 40.0\n", "reopen_max_s: expected >= reopen_min_s"),
+    ("[audio]\nblock_ms = -5.0\n", r"audio.block_ms: expected a value in \(0, 1000\]"),
+    ("[audio]\nsample_rate_hz = -16000\n", "audio.sample_rate_hz: expected 0 \\(auto\\) or 8000..384000"),
+    ("[model]\nnum_threads = 100000\n", "model.num_threads: expected 1.."),
+    ("[mqtt]\nreconnect_min_s = nan\n", "mqtt.reconnect_min_s: expected a finite number"),
+    ("[mqtt]\nprotocol = \"3\"\n", "mqtt: expected protocol in"),
 ])
 def test_config_errors_are_one_line_exit_78(tmp_path, text, message):
     config = tmp_path / "bad.toml"
@@ -77,6 +99,47 @@ def test_config_errors_are_one_line_exit_78(tmp_path, text, message):
                              str(SHIPPED_MODEL)], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 78
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def _check_config(config) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge.cli", "check-config", str(config), "--model",
+                           str(SHIPPED_MODEL)], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_non_utf8_config_and_password_files_are_one_line_exit_78(tmp_path):
+    config = tmp_path / "latin1.toml"
+    config.write_bytes('device_id = "küche"\n'.encode("latin-1"))
+    result = _check_config(config)
+    assert result.returncode == 78 and "expected UTF-8 text" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"p\xe4ss\n")
+    config = tmp_path / "pw.toml"
+    config.write_text(f'[mqtt]\nusername = "u"\npassword_file = "{secret}"\n')
+    result = _check_config(config)
+    assert result.returncode == 78 and "mqtt.password_file: expected UTF-8 text" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_password_file_sends_its_first_line_only(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("first line\nsecond line\n")
+    s = parse_settings({"mqtt": {"username": "u", "password_file": str(secret)}})
+    assert s.mqtt_settings({}).password == "first line"
+    secret.write_text("\nafter an empty line\n")
+    with pytest.raises(ConfigError, match="mqtt.password_file: expected the password on the first line"):
+        parse_settings({"mqtt": {"username": "u", "password_file": str(secret)}})
+
+
+def test_every_command_uses_the_same_validation(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[mqtt]\nkeepalive_s = 70000\n")
+    for argv in (["replay", "x.wav", "--config", str(config)], ["run", "--config", str(config)],
+                 ["listen", "--config", str(config)], ["info", "--config", str(config)]):
+        result = subprocess.run([sys.executable, "-m", "edge.cli", *argv], capture_output=True, text=True,
+                                timeout=120, check=False)
+        assert result.returncode == 78, argv
+        assert result.stderr.count("\n") == 1 and "mqtt.keepalive_s" in result.stderr, argv
 
 
 def test_check_config_accepts_the_example_with_a_real_model():

@@ -10,7 +10,7 @@ from edge.stats import STATS_FIELDS, Stats, to_json
 
 
 def _payload(stats: Stats) -> dict:
-    return stats.payload(events=3, utterances=4, short_utterances=1, dropped_events=0, pending=2,
+    return stats.payload(events=3, utterances=4, short_utterances=1, dropped_events=0, refused_events=0, pending=2,
                          interpreter="ai-edge-litert 1.0", model="m@0123456789ab", version="0.1.0")
 
 

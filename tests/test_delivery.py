@@ -1,0 +1,371 @@
+"""Issue 10's delivery failures, each against a real mosquitto on loopback and real audio:
+a broker that denies the topic (MQTT 5 reports it, 3.1.1 cannot), SIGKILL with the broker down
+(the durable outbox), a second SIGTERM, a broker that never answers CONNACK, a password over
+plain TCP. No mocks; every wait is on the expected line or message, bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import skip_or_fail
+from paths import RAVDESS_48K, SHIPPED_MODEL
+
+from edge.events import EmotionEvent, emotion_topic
+from edge.outbox import OUTBOX_FILE, Outbox
+from edge.publisher import MqttPublisher, MqttSettings
+
+CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
+WAIT_S = 60.0
+"""Upper bound of every wait (model loading on a loaded two-core machine included)."""
+EVENT_LINE = re.compile(r"edge\.daemon: event #(\d+) ")
+
+
+@pytest.fixture(autouse=True)
+def _clips_present():
+    if len(CLIPS) != 8:
+        skip_or_fail(f"expected 8 clips in {RAVDESS_48K}, got {len(CLIPS)}")
+
+
+class Process:
+    """``python -m edge.cli ARGS`` with its stderr read line by line in a thread."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", *args], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, count: int = 1, timeout_s: float = WAIT_S) -> list[str]:
+        """Wait until ``count`` stderr lines match ``pattern``; fails listing the log otherwise."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                found = [line for line in self.lines if regex.search(line)]
+                remaining_s = deadline - time.monotonic()
+                if len(found) >= count or remaining_s <= 0 or not self._reader.is_alive():
+                    break
+                self._cond.wait(remaining_s)
+        assert len(found) >= count, f"expected {count} lines matching {pattern!r}, got:\n{self.log()}"
+        return found
+
+    def wait(self, timeout_s: float = WAIT_S) -> int:
+        rc = self.proc.wait(timeout_s)
+        self._reader.join(timeout_s)
+        return rc
+
+    def log(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines[-60:])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(WAIT_S)
+
+
+def write_config(path: Path, broker, device_id: str, **mqtt: object) -> Path:
+    lines = [f'device_id = "{device_id}"', "[model]", f'path = "{SHIPPED_MODEL}"', "[mqtt]",
+             f'host = "{broker.host}"', f"port = {broker.port}", "reconnect_min_s = 0.2", "reconnect_max_s = 0.5"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in mqtt.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------- refused events (ACL)
+
+
+@pytest.fixture
+def acl_broker(mosquitto_factory, tmp_path):
+    """A broker whose ACL lets anonymous clients publish availability and stats, not emotion events."""
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite ser/+/status\ntopic readwrite ser/+/stats\ntopic readwrite homeassistant/#\n")
+    return mosquitto_factory(acl_file=acl)
+
+
+def test_mqtt5_reports_events_the_broker_denies_and_replay_exits_1(acl_broker, tmp_path):
+    config = write_config(tmp_path / "c.toml", acl_broker, "acl-pi")
+    run = Process(["replay", str(CLIPS[0]), str(CLIPS[1]), "--config", str(config)])
+    rc = run.wait()
+    produced = len(run.wait_for(EVENT_LINE.pattern, 1))
+    assert rc == 1, run.log()
+    refusals = [line for line in run.lines if "broker refused an event" in line]
+    assert len(refusals) == 1 and "0x87 Not authorized" in refusals[0], run.log()  # once per cause
+    assert re.search(rf"{produced} events not delivered: 0 dropped, {produced} denied by the broker", run.log()), run.log()
+    assert "Denied PUBLISH" in acl_broker.log_tail(200)
+
+
+def test_mqtt311_cannot_see_the_denial_as_documented(acl_broker, tmp_path):
+    """The limitation the README documents: under 3.1.1 the broker acknowledges what it drops."""
+    config = write_config(tmp_path / "c.toml", acl_broker, "acl-pi-311", protocol="3.1.1")
+    run = Process(["replay", str(CLIPS[0]), "--config", str(config)])
+    assert run.wait() == 0, run.log()
+    assert "Denied PUBLISH" in acl_broker.log_tail(200)
+
+
+# --------------------------------------------------------------------- SIGKILL, durable outbox
+
+
+def test_sigkill_with_the_broker_down_loses_nothing_stored(mosquitto_factory, mqtt_subscriber, tmp_path):
+    """kill -9 while the broker is down, then the broker and the daemon start again: every event the
+    first run stored (logged "event #n") is delivered by the second, in order, before the new ones."""
+    broker = mosquitto_factory(persistence=True)
+    state = tmp_path / "state"
+    topic = emotion_topic("ser", "killed-pi")
+    mqtt_subscriber(broker.host, broker.port, topic, client_id="sub-killed", clean_session=False).close()
+    broker.stop()
+    first = Process(["replay", *map(str, CLIPS), "--config",
+                     str(write_config(tmp_path / "a.toml", broker, "killed-pi"))],
+                    env={**os.environ, "STATE_DIRECTORY": str(state)})
+    try:
+        first.wait_for(EVENT_LINE.pattern, 5)
+        first.proc.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        first.kill()
+    produced = sorted({int(m.group(1)) for line in first.lines if (m := EVENT_LINE.search(line))})
+    assert produced == list(range(len(produced))) and len(produced) >= 5
+    stored = Outbox(state / OUTBOX_FILE, capacity=1000)
+    n_stored = len(stored)
+    stored.close()
+    assert n_stored >= len(produced)  # the kill may land after a store and before its log line
+
+    broker.start()
+    second = Process(["replay", str(CLIPS[0]), "--config",
+                      str(write_config(tmp_path / "b.toml", broker, "second-pi"))],
+                     env={**os.environ, "STATE_DIRECTORY": str(state)})
+    assert second.wait() == 0, second.log()
+    assert second.wait_for(rf"outbox .* holds {n_stored} events from an earlier run")
+    subscriber = mqtt_subscriber(broker.host, broker.port, topic, client_id="sub-killed", clean_session=False)
+    received = subscriber.wait_for(n_stored, WAIT_S, topic=topic)
+    seqs = list(dict.fromkeys(EmotionEvent.from_json(m.payload).seq for m in received))
+    assert seqs == list(range(n_stored)), seqs
+    print(f"\nSIGKILL with the broker down: {len(produced)} events logged, {n_stored} stored, "
+          f"{len(seqs)} delivered after the restart")
+    stored = Outbox(state / OUTBOX_FILE, capacity=1000)
+    assert len(stored) == 0
+    stored.close()
+
+
+def test_second_sigterm_exits_at_once(mosquitto_factory, tmp_path):
+    """With the broker down the final flush waits up to 10 s; a second SIGTERM ends it at once
+    (status 128 + 15), the events staying in the outbox."""
+    broker = mosquitto_factory()
+    broker.stop()
+    state = tmp_path / "state"
+    run = Process(["replay", *map(str, CLIPS), "--realtime", "--config",
+                   str(write_config(tmp_path / "c.toml", broker, "impatient-pi"))],
+                  env={**os.environ, "STATE_DIRECTORY": str(state)})
+    try:
+        run.wait_for(EVENT_LINE.pattern, 1)
+        run.proc.send_signal(signal.SIGTERM)
+        run.wait_for("received SIGTERM, stopping")
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.wait() == 128 + signal.SIGTERM, run.log()
+    finally:
+        run.kill()
+    assert run.wait_for("received SIGTERM again, exiting now")
+    stored = Outbox(state / OUTBOX_FILE, capacity=1000)
+    assert len(stored) >= 1
+    stored.close()
+
+
+# ----------------------------------------------------------------------- smaller, in process
+
+
+def test_a_broker_that_never_answers_connack_is_logged(caplog, monkeypatch):
+    """A black hole: TCP accepted, no CONNACK. paho would wait for the keep-alive (60 s) silently."""
+    import edge.publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "CONNACK_TIMEOUT_S", 0.5)
+    caplog.set_level(logging.INFO, logger="edge.publisher")
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(4)
+        port = hole.getsockname()[1]
+        publisher = MqttPublisher(MqttSettings(host="127.0.0.1", port=port, keepalive_s=600), "hole-pi")
+        publisher.start()
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while "no answer (CONNACK)" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            publisher.close(timeout_s=0)
+    assert f"MQTT broker 127.0.0.1:{port}: no answer (CONNACK) within 0.5 s" in caplog.text
+
+
+def test_a_password_over_plain_tcp_is_warned_about(caplog):
+    caplog.set_level(logging.WARNING, logger="edge.publisher")
+    assert MqttSettings(host="broker.lan", username="u", password="p").password_in_clear
+    assert not MqttSettings(host="broker.lan", username="u", password="p", tls=True).password_in_clear
+    assert not MqttSettings(host="127.0.0.1", username="u", password="p").password_in_clear
+    publisher = MqttPublisher(MqttSettings(host="192.0.2.1", username="u", password="p"), "clear-pi")
+    publisher.start()
+    publisher.close(timeout_s=0)
+    assert "over plain TCP (no TLS)" in caplog.text and "'p'" not in caplog.text
+
+
+# ------------------------------------------------------------------ a broker without MQTT 5
+
+
+class Mqtt311OnlyProxy:
+    """mosquitto behind a TCP proxy that answers an MQTT 5 CONNECT as a 3.1.1-only broker does
+    (CONNACK with return code 1, "unacceptable protocol version", then close; MQTT 3.1.1 sec. 3.1.2.2)
+    and passes every other connection through to the real broker, byte for byte."""
+
+    def __init__(self, broker) -> None:
+        self.broker = broker
+        self.refused = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self._stop = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    @staticmethod
+    def _read_packet(conn: socket.socket) -> bytes:
+        def read(n: int) -> bytes:
+            data = b""
+            while len(data) < n:
+                chunk = conn.recv(n - len(data))
+                if not chunk:
+                    raise ConnectionError("closed")
+                data += chunk
+            return data
+
+        header = read(1)
+        length, shift, lengths = 0, 0, b""
+        while True:
+            byte = read(1)
+            lengths += byte
+            length |= (byte[0] & 0x7F) << shift
+            shift += 7
+            if not byte[0] & 0x80:
+                break
+        return header + lengths + read(length)
+
+    def _accept(self) -> None:
+        self.server.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                connect = self._read_packet(conn)
+            except ConnectionError:
+                return
+            body = connect[2:] if connect[1] < 0x80 else connect[3:]
+            if body[6] == 5:  # protocol level after the name b"\x00\x04MQTT"
+                self.refused += 1
+                conn.sendall(b"\x20\x02\x00\x01")
+                return
+            with socket.create_connection((self.broker.host, self.broker.port)) as upstream:
+                upstream.sendall(connect)
+                threading.Thread(target=self._pump, args=(upstream, conn), daemon=True).start()
+                self._pump(conn, upstream)
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._acceptor.join(5.0)
+        self.server.close()
+
+
+def test_a_broker_refusing_mqtt5_gets_mqtt311_with_a_warning(mosquitto, mqtt_subscriber, caplog):
+    caplog.set_level(logging.INFO, logger="edge.publisher")
+    proxy = Mqtt311OnlyProxy(mosquitto)
+    topic = emotion_topic("ser", "old-broker-pi")
+    subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, topic)
+    publisher = MqttPublisher(MqttSettings(host="127.0.0.1", port=proxy.port, reconnect_min_s=0.1,
+                                           reconnect_max_s=0.5), "old-broker-pi")
+    try:
+        publisher.start()
+        event = EmotionEvent.from_json(json.dumps({
+            "schema": 1, "device_id": "old-broker-pi", "seq": 0, "time": "2026-11-21T14:03:07.120Z",
+            "start_s": 1.0, "end_s": 2.0, "label": "calm", "confidence": 1.0, "scores": {"calm": 1.0},
+            "model": "m@0123456789ab"}))
+        publisher.publish(event)
+        assert publisher.flush(WAIT_S)
+    finally:
+        publisher.close()
+        proxy.close()
+    assert proxy.refused >= 1 and publisher.protocol == "3.1.1"
+    assert "does not speak MQTT 5; using 3.1.1" in caplog.text
+    (message,) = subscriber.wait_for(1, WAIT_S, topic=topic)
+    assert EmotionEvent.from_json(message.payload) == event
+
+
+def test_replay_exits_1_when_the_outbox_overflowed(mosquitto_factory, tmp_path):
+    """Issue 10: ``replay`` exited 0 with 48 events dropped from a full queue."""
+    broker = mosquitto_factory()
+    broker.stop()
+    run = Process(["replay", *map(str, CLIPS), "--config",
+                   str(write_config(tmp_path / "c.toml", broker, "full-pi", queue_size=2))])
+    try:
+        run.wait_for(EVENT_LINE.pattern, len(CLIPS))  # all made while the broker is down: 2 kept
+        broker.start()
+        rc = run.wait()
+    finally:
+        run.kill()
+    made = len(run.wait_for(EVENT_LINE.pattern, len(CLIPS)))
+    assert rc == 1, run.log()
+    assert re.search(rf"{made - 2} events not delivered: {made - 2} dropped", run.log()), run.log()
+    assert "event outbox full (2 events); dropped the 1 oldest" in run.log()
+
+
+def test_sigterm_during_the_final_flush_is_not_ignored(mosquitto_factory, tmp_path):
+    """Issue 10: a SIGTERM during the final flush was ignored until its 10 s timeout."""
+    broker = mosquitto_factory()
+    broker.stop()
+    run = Process(["replay", str(CLIPS[0]), "--config", str(write_config(tmp_path / "c.toml", broker, "flush-pi"))],
+                  env={**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")})
+    try:
+        run.wait_for(r"waiting up to 10 s for the broker to acknowledge 1 events")
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.wait() == 1, run.log()
+    finally:
+        run.kill()
+    assert run.wait_for(r"stopped while waiting for the broker: 1 events not acknowledged \(kept in the outbox")
+    assert "still unacknowledged after 10.0 s" not in run.log()
