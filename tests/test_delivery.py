@@ -22,7 +22,7 @@ import pytest
 from conftest import skip_or_fail
 from paths import RAVDESS_48K, SHIPPED_MODEL
 
-from edge.events import EmotionEvent, emotion_topic
+from edge.events import SCHEMA_VERSION, EmotionEvent, emotion_topic
 from edge.outbox import OUTBOX_FILE, Outbox
 from edge.publisher import MqttPublisher, MqttSettings
 
@@ -323,8 +323,10 @@ def test_a_broker_refusing_mqtt5_gets_mqtt311_with_a_warning(mosquitto, mqtt_sub
     try:
         publisher.start()
         event = EmotionEvent.from_json(json.dumps({
-            "schema": 1, "device_id": "old-broker-pi", "seq": 0, "time": "2026-11-21T14:03:07.120Z",
-            "start_s": 1.0, "end_s": 2.0, "label": "calm", "confidence": 1.0, "scores": {"calm": 1.0},
+            "schema": SCHEMA_VERSION, "device_id": "old-broker-pi", "session": "5f0c2a9be41d", "seq": 0,
+            "time": "2026-11-21T14:03:07.120Z", "start_time": "2026-11-21T14:03:05.120Z",
+            "end_time": "2026-11-21T14:03:06.120Z", "start_s": 1.0, "end_s": 2.0, "label": "calm",
+            "confidence": 1.0, "unsure": False, "scores": {"calm": 1.0}, "arousal": None, "valence": None,
             "model": "m@0123456789ab"}))
         publisher.publish(event)
         assert publisher.flush(WAIT_S)
