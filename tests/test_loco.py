@@ -7,10 +7,10 @@ import json
 
 import numpy as np
 import pytest
+from paths import RAVDESS_MINI, SAVEE_MINI, TUREV_DB_MINI
 
 from edge.model import load_model
 from edge.pipeline import Pipeline
-from paths import RAVDESS_MINI, SAVEE_MINI, TUREV_DB_MINI
 from trainer.cli import main
 
 

@@ -6,10 +6,10 @@ import dataclasses
 
 import numpy as np
 import pytest
+from paths import RAVDESS_MINI
 
 from edge.audio import load_audio
 from edge.features import AdaptiveNormalizer, FeatureParams, mfcc_with_energy, normalize
-from paths import RAVDESS_MINI
 
 CLIP = RAVDESS_MINI / "Actor_01" / "03-01-05-02-01-01-01.flac"
 

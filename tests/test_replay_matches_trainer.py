@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from paths import CREMA_D_MINI, RAVDESS_48K, SAVEE_MINI, SHIPPED_MODEL, TESS_MINI
 
 from edge.audio import load_audio
 from edge.features import FeatureParams
 from edge.model import load_model
 from edge.pipeline import Pipeline
-from paths import CREMA_D_MINI, RAVDESS_48K, SAVEE_MINI, SHIPPED_MODEL, TESS_MINI
 from trainer.featurize import compute
 
 SOURCES = [next(RAVDESS_48K.glob("*-05-*.wav")), CREMA_D_MINI / "AudioWAV" / "1001_IEO_HAP_HI.wav",
