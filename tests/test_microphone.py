@@ -32,8 +32,8 @@ What was found out about the ``file`` plugin (alsa-lib 1.2.8, PortAudio 19.6):
   reading blocks until there is a writer). The writer restarts its programme for each new reader.
 
 Needs the Debian packages libportaudio2 and libasound2 (and mosquitto for the broker). The model
-comes from the ``model_path`` fixture: ``models/ravdess8-conv1d.tflite`` if present, else the
-environment variable ``SER_EDGE_TEST_MODEL``.
+comes from the ``model_path`` fixture: ``paths.SHIPPED_MODEL`` (the repository's model, or the
+environment variable ``SER_EDGE_TEST_MODEL``).
 """
 
 from __future__ import annotations
@@ -58,14 +58,12 @@ import numpy as np
 import pytest
 import soundfile
 from conftest import skip_or_fail
-from paths import RAVDESS_48K
+from paths import RAVDESS_48K, SHIPPED_MODEL
 
 from edge.events import STATUS_OFFLINE, STATUS_ONLINE, EmotionEvent, emotion_topic, stats_topic, status_topic
 from edge.manifest import load_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REPO_MODEL = REPO_ROOT / "models" / "ravdess8-conv1d.tflite"
-MODEL_ENV = "SER_EDGE_TEST_MODEL"
 CLIP = RAVDESS_48K / "03-01-05-02-01-01-03.wav"
 """A real RAVDESS recording at 48 kHz; read at test time, never copied into the repository."""
 
@@ -94,13 +92,10 @@ DURATION_TOLERANCE_S = 0.3
 
 @pytest.fixture
 def model_path() -> Path:
-    """The model under test: the repository's trained model, else ``$SER_EDGE_TEST_MODEL``; skips if neither."""
-    if REPO_MODEL.is_file():
-        return REPO_MODEL
-    env = os.environ.get(MODEL_ENV)
-    if env and Path(env).is_file():
-        return Path(env)
-    skip_or_fail(f"no model: {REPO_MODEL.relative_to(REPO_ROOT)} is absent and {MODEL_ENV} is not set")
+    """The model under test: ``paths.SHIPPED_MODEL`` (the repository's, or ``$SER_EDGE_TEST_MODEL``); skips if absent."""
+    if SHIPPED_MODEL.is_file():
+        return SHIPPED_MODEL
+    skip_or_fail(f"no model: {SHIPPED_MODEL} is absent (set SER_EDGE_TEST_MODEL)")
 
 
 @pytest.fixture(scope="module")
