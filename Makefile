@@ -81,9 +81,9 @@ model: $(VENV)/.installed-all ## train the shipped model on the five corpora in 
 	$(VENV)/bin/ser-train fit $(foreach c,$(CORPORA),--corpus $(c)=data/$(c)) --labels emotion4 \
 		--hold-out-speakers crema-d:1001,crema-d:1002 --out models/emotion4-conv1d
 
-screen: $(VENV)/.installed-all ## screen a recipe in minutes: two held-out corpora, 6 epochs (ARGS='--adapt 0' to vary it)
+screen: $(VENV)/.installed-all ## screen a recipe in minutes: two held-out corpora (SAVEE, TurEV-DB), 10 epochs (ARGS='--adapt 0' to vary it)
 	$(VENV)/bin/ser-train fit $(foreach c,$(CORPORA),--corpus $(c)=data/$(c)) --labels emotion4 \
-		--hold-out-speakers crema-d:1001,crema-d:1002 --folds 2,4 --epochs 6 --final-epochs 1 --no-baseline \
+		--hold-out-speakers crema-d:1001,crema-d:1002 --folds 2,4 --epochs 10 --final-epochs 1 --no-baseline \
 		--allow-chance --out runs/screen/model $(ARGS)
 
 corpus: ## how to get the full corpora into data/ (git-ignored)

@@ -17,7 +17,7 @@ TUREV_DB_MINI = SHARED_DATA / "turev-db-mini"
 FULL_DATA = Path(os.environ.get("SER_EDGE_DATA", REPO / "data"))
 #: CREMA-D's one clip of digital silence (../shared/data/README.md), in the full corpus only.
 CREMA_D_SILENT_CLIP = FULL_DATA / "crema-d" / "AudioWAV" / "1076_MTI_SAD_XX.wav"
-SHIPPED_MODEL = Path(os.environ.get("SER_EDGE_TEST_MODEL", REPO / "models" / "ravdess8-conv1d.tflite"))
+SHIPPED_MODEL = Path(os.environ.get("SER_EDGE_TEST_MODEL", REPO / "models" / "emotion4-conv1d.tflite"))
 SAMPLE = REPO / "edge" / "samples" / "speech-sample.wav"
 
 

@@ -32,7 +32,9 @@ def record() -> dict:
     for path in sorted(RAVDESS_48K.glob("*.wav")):
         d = main_decision(model, path)
         clips[path.name] = {"label": model.labels[d.top], "confidence": round(d.confidence, 4),
-                            "start_s": round(d.start_s, 3), "end_s": round(d.end_s, 3)}
+                            "start_s": round(d.start_s, 3), "end_s": round(d.end_s, 3), "unsure": d.unsure,
+                            "arousal": None if d.arousal is None else round(d.arousal, 4),
+                            "valence": None if d.valence is None else round(d.valence, 4)}
     return {"model": model.manifest.model_id, "sha256": model.manifest.sha256, "clips": clips}
 
 

@@ -93,3 +93,25 @@ def test_bad_adaptation_parameters_are_refused():
         FeatureParams(adapt_prior_s=0.0)
     with pytest.raises(ValueError, match="mean: expected finite"):
         dataclasses.replace(FeatureParams(), mean=(float("nan"),) * 40, std=(1.0,) * 40)
+
+
+def test_the_adapted_state_survives_a_restart_for_the_same_model_only(speech, tmp_path):
+    from edge.adaptation import restore_adaptation, save_adaptation
+
+    prior = params(speech.mean(axis=0), speech.std(axis=0), time_constant_s=120.0)
+    before = AdaptiveNormalizer(prior)
+    louder = speech.copy()
+    louder[:, 0] += 3.0
+    for _ in range(5):
+        before.update(louder)
+    path = tmp_path / "adaptation.json"
+    save_adaptation(path, before, "m@1")
+    after = AdaptiveNormalizer(prior)
+    assert "restored" in restore_adaptation(path, after, "m@1")
+    np.testing.assert_array_equal(after.apply(speech), before.apply(speech))
+    fresh = AdaptiveNormalizer(prior)
+    assert "not used" in restore_adaptation(path, fresh, "other@2")
+    np.testing.assert_allclose(fresh.apply(speech), normalize(speech, prior), rtol=1e-5, atol=1e-5)
+    path.write_text("{not json")
+    assert "unusable" in restore_adaptation(path, fresh, "m@1")
+    assert "no adaptation state" in restore_adaptation(tmp_path / "none.json", fresh, "m@1")

@@ -252,10 +252,13 @@ CHANCE_MARGIN = 0.05
 """A held-out UA within this of chance (1 / labels) counts as chance level: ``fit`` refuses to write it."""
 
 
-def drop_silent(feats, threshold_dbfs: float = -60.0):
-    """Clips whose loudest frame is below ``threshold_dbfs`` (digital silence, such as CREMA-D's
-    ``1076_MTI_SAD_XX.wav``) are left out, each logged with its reason."""
+def drop_silent(feats, threshold_dbfs: float | None = None):
+    """Clips whose loudest frame is below ``threshold_dbfs`` (default ``trainer.corpora.SILENCE_PEAK_DBFS``;
+    digital silence, such as CREMA-D's ``1076_MTI_SAD_XX.wav``) are left out, each logged with its reason."""
     from edge.vad import log_energy_to_dbfs
+    from trainer.corpora import SILENCE_PEAK_DBFS
+
+    threshold_dbfs = SILENCE_PEAK_DBFS if threshold_dbfs is None else threshold_dbfs
 
     kept = []
     for f in feats:
