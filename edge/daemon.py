@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edge import __version__
+from edge.adaptation import ADAPTATION_STATE_FILE, restore_adaptation, save_adaptation
 from edge.audio import AudioError, MicUnavailable, StreamingResampler, check_samples
 from edge.events import EMOTION_QOS, EmotionEvent, EventFactory, stats_topic
 from edge.exitcodes import EXIT_FAILURE, EXIT_OK
@@ -39,6 +40,9 @@ from edge.stats import Stats
 from edge.stats import to_json as stats_to_json
 
 logger = logging.getLogger(__name__)
+
+ADAPTATION_SAVE_EVERY = 20
+"""The live daemon writes the adaptation state every this many utterances (and at shutdown)."""
 
 FLUSH_TIMEOUT_S = 10.0
 """How long the daemon waits at the end for the broker to acknowledge every event."""
@@ -166,14 +170,21 @@ class Session:
     """
 
     def __init__(self, settings: Settings, sink_kind: str, device_id: str | None = None,
-                 announce: bool = True) -> None:
+                 announce: bool = True, persist_adaptation: bool = False) -> None:
         """:param device_id: the events' device id (default: ``settings.resolved_device_id``).
         :param announce: publish retained status, stats and Home Assistant discovery (a replay
-            without an explicit device id does not)."""
+            without an explicit device id does not).
+        :param persist_adaptation: restore the adaptive normalisation from the state directory at
+            start and keep it there (:mod:`edge.adaptation`; the live daemon, not a replay)."""
         self.settings = settings
         device_id = device_id or settings.resolved_device_id
         self.model: EmotionModel = load_model(settings.model.path, num_threads=settings.model.num_threads)
         self.pipeline = Pipeline.for_model(self.model, settings.decision)
+        self.adaptation_path = None
+        if persist_adaptation and settings.state_dir is not None and self.pipeline.normalizer.adaptive:
+            self.adaptation_path = settings.state_dir / ADAPTATION_STATE_FILE
+            logger.info(restore_adaptation(self.adaptation_path, self.pipeline.normalizer,
+                                           self.model.manifest.model_id))
         self.events = EventFactory(device_id, self.model.manifest)
         self.clock = self.events.clock
         """The capture clock: sources mark (stream seconds, wall time) anchors on it."""
@@ -257,10 +268,20 @@ class Session:
                 logger.info("utterance %.2f-%.2f s below the confidence threshold (%.2f), not published",
                             decision.start_s, decision.end_s, decision.confidence)
                 continue
+            if self.adaptation_path is not None and self.pipeline.utterances % ADAPTATION_SAVE_EVERY == 0:
+                self.save_adaptation()
             event = self.events.make(decision)
             self.sink.publish(event)  # stored in the outbox (durable with a state directory) on return
             logger.info("event #%d %s %.2f%s [%.2f-%.2f s]", event.seq, event.label, event.confidence,
                         " (unsure)" if event.unsure else "", event.start_s, event.end_s)
+
+    def save_adaptation(self) -> None:
+        """Keep the adaptive normalisation's statistics in the state directory (a failure is logged once)."""
+        try:
+            save_adaptation(self.adaptation_path, self.pipeline.normalizer, self.model.manifest.model_id)
+        except OSError as exc:
+            logger.warning("cannot keep the adaptation state in %s: %s", self.adaptation_path, exc.strerror)
+            self.adaptation_path = None
 
     def close(self, watchdog: Watchdog | None = None, stop: threading.Event | None = None) -> bool:
         """Deliver what is queued (up to :data:`FLUSH_TIMEOUT_S`, feeding ``watchdog`` meanwhile;
@@ -269,6 +290,8 @@ class Session:
         none refused by the broker."""
         if self.homeassistant is not None:
             self.homeassistant.cancel()
+        if self.adaptation_path is not None:
+            self.save_adaptation()
         delivered = self._flush(watchdog, stop)
         if self.stats_interval_s > 0:
             self.publish_stats()  # the last word; close() then waits for the PUBACK of "offline" after it
@@ -368,7 +391,7 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
     """
     notifier = notifier or SystemdNotifier()
     watchdog = Watchdog(notifier)
-    session = Session(settings, "mqtt")
+    session = Session(settings, "mqtt", persist_adaptation=True)
     session.start()
     mic = live_source(settings.audio, session.rate_hz)  # the microphone, or audio.input_command
     kind = getattr(mic, "kind", "microphone")

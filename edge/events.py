@@ -11,7 +11,7 @@ The payload is compact JSON (schema version :data:`SCHEMA_VERSION` = 2), fields 
      "end_time":"2026-11-21T14:03:06.610Z","start_s":812.34,"end_s":815.9,
      "label":"angry","confidence":0.71,"unsure":false,
      "scores":{"neutral":0.03,"calm":0.01,"happy":0.08,"sad":0.02,"angry":0.71,...},
-     "arousal":null,"valence":null,"model":"ravdess8-conv1d@3f9a1c2b7d10"}
+     "arousal":null,"valence":null,"model":"emotion4-conv1d@de4950545d8c"}
 
 * ``schema``: payload version, 2.
 * ``device_id``: the device (also the topic level).

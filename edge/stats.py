@@ -7,7 +7,7 @@ time (0 = never) and once more at a clean shutdown. Compact JSON with exactly
     {"schema":1,"uptime_s":3600.2,"audio_s":3598.4,"events":412,"utterances":415,
      "short_utterances":37,"overflows":0,"source":"ok","dropped_events":0,"refused_events":0,"pending":0,
      "processing_ms_per_s_mean":21.4,"processing_ms_per_s_p95":48.9,
-     "interpreter":"ai-edge-litert 1.2.0","model":"ravdess8-conv1d@3f9a1c2b7d10","version":"0.1.0"}
+     "interpreter":"ai-edge-litert 1.2.0","model":"emotion4-conv1d@de4950545d8c","version":"0.1.0"}
 
 No audio, features or scores ever go into it: counters, timings and identifiers only.
 """

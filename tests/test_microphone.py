@@ -506,3 +506,29 @@ def test_run_killed_with_the_broker_down_delivers_its_events_at_the_next_start(
     seqs = list(dict.fromkeys(EmotionEvent.from_json(m.payload).seq for m in received))
     assert seqs[:produced] == list(range(produced)), seqs
     print(f"\nrun SIGKILLed with the broker down: {produced} events made, {len(seqs)} delivered at the next start")
+
+
+def test_run_keeps_the_adapted_normalisation_across_a_restart(alsa_mic, model_path: Path, mosquitto,
+                                                               tmp_path: Path) -> None:
+    """Issue 8: the adaptation warms up over minutes of speech, so the live daemon keeps its statistics
+    in $STATE_DIRECTORY (written every 20 utterances and at shutdown) and the next start restores them."""
+    env, _ = alsa_mic
+    env = {**env, "STATE_DIRECTORY": str(tmp_path / "state")}
+    config = tmp_path / "ser-edge.toml"
+    config.write_text(f"[audio]\nsample_rate_hz = {MIC_RATE_HZ}\nblock_ms = {BLOCK_MS}\n")
+    args = ["--config", str(config), "--device", PCM_NAME, "--device-id", "adapt-test", "--model", str(model_path),
+            "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port)]
+    state = tmp_path / "state" / "adaptation.json"
+    for start in range(2):
+        daemon = Daemon(args, env, cwd=tmp_path)
+        try:
+            if start == 1:
+                daemon.wait_for_lines(r"adaptation state restored from .*adaptation\.json", 1, EVENT_TIMEOUT_S)
+            daemon.wait_for_lines(r"edge\.daemon: event #0 ", 1, 2 * EVENT_TIMEOUT_S)
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert daemon.proc.wait(EXIT_TIMEOUT_S) == 0
+        finally:
+            daemon.kill()
+        saved = json.loads(state.read_text())
+        assert saved["model"].startswith(model_path.stem + "@") and saved["speech_frames"] > 0
+    assert saved["speech_frames"] > 0

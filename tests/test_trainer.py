@@ -218,5 +218,5 @@ def test_fit_help_states_the_recipe_defaults(capsys):
     assert f"(default {params.noise_variants}: off)" in text and f"(default {params.gain_db:g}: off)" in text
     assert f"(default {','.join(f'{v:g}' for v in params.noise_snr_db)})" in text
     assert f"(trainer.acoustics; default {params.far_field_variants})" in text
-    assert f"class-weighted; default {params.windows_per_epoch})" in text
+    assert f"weighted by class; default {params.windows_per_epoch})" in text
     assert f"default {params.adapt_time_constant_s:g})" in text

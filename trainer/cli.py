@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(trainer.acoustics; default 2)")
     fit.add_argument("--windows-per-epoch", type=non_negative_int, default=None, metavar="N",
                      help="windows per epoch, clips drawn balanced across corpora and classes (0: every clip "
-                     "twice per epoch, class-weighted; default 6000)")
+                     "twice per epoch, weighted by class; default 6000)")
     fit.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                      help="time constant of the normalisation that adapts on the device, in seconds of speech "
                      "(0: fixed training statistics; default 120)")
