@@ -242,13 +242,23 @@ def _info(settings, as_json: bool) -> int:
         value = values.get(key)
         return f"{value:.3f}" if isinstance(value, int | float) else "?"
 
+    loco = metrics.get("loco") if isinstance(metrics.get("loco"), dict) else None
+    if loco:  # leave-one-corpus-out: the mean over held-out corpora, clean and far-field
+        clean = loco.get("clean", {}).get("int8", {}).get("mean", {})
+        far = loco.get("far", {}).get("int8", {}).get("mean", {})
+        cal = loco.get("calibration", {})
+        metric_line = (f"metrics    held-out corpora (LOCO, int8): UA {figure(clean, 'ua')} clean, {figure(far, 'ua')} "
+                       f"far-field; arousal CCC {figure(clean, 'arousal_ccc')}, valence AUC "
+                       f"{figure(clean, 'valence_auc')}; unsure below {figure(cal, 'unsure_below')}")
+    else:
+        metric_line = (f"metrics    int8 UA {figure(int8, 'ua')} WA {figure(int8, 'wa')}; float UA {figure(floats, 'ua')} "
+                       f"WA {figure(floats, 'wa')}" + (f"  ({str(training['protocol']).split(' (')[0]})"
+                                                       if training.get("protocol") else ""))
     lines = [
         f"model      {manifest.model_id}  ({settings.model.path})",
         f"labels     {', '.join(manifest.labels)}  (scheme {manifest.label_scheme})",
         f"dimensions {', '.join(manifest.dimensions) or 'none'}",
-        f"metrics    int8 UA {figure(int8, 'ua')} WA {figure(int8, 'wa')}; float UA {figure(floats, 'ua')} "
-        f"WA {figure(floats, 'wa')}" + (f"  ({str(training['protocol']).split(' (')[0]})"
-                                         if training.get("protocol") else ""),
+        metric_line,
         f"features   {features.sample_rate_hz} Hz, {features.n_mfcc} MFCC, {features.window_ms:g} ms frames "
         f"every {features.hop_ms:g} ms; model window {manifest.input.window_s:g} s ({manifest.input.frames} frames)",
         f"training   corpora {', '.join(corpus_names) or '?'}, seed {training.get('seed', '?')}, "
