@@ -150,10 +150,11 @@ class Listener:
 
 
 def _probe(broker, device_id: str, seq: int, session: str = "probe0000000") -> None:
-    scores = {label: 1.0 / 8 for label in load_manifest(SHIPPED_MODEL).labels}
+    labels = load_manifest(SHIPPED_MODEL).labels
+    scores = {label: 1.0 / len(labels) for label in labels}
     event = EmotionEvent(schema=2, device_id=device_id, session=session, seq=seq, time="2026-11-21T14:03:07.120Z",
                          start_time="2026-11-21T14:03:03.050Z", end_time="2026-11-21T14:03:06.610Z", start_s=0.0,
-                         end_s=1.0, label="calm", confidence=0.125, unsure=True, scores=scores, arousal=None,
+                         end_s=1.0, label=labels[-1], confidence=1.0 / len(labels), unsure=True, scores=scores, arousal=None,
                          valence=None, model="probe@000000000000")
     publish.single(emotion_topic("ser", device_id), event.to_json(), qos=1, hostname=broker.host, port=broker.port)
 

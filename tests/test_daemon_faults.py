@@ -202,13 +202,15 @@ def test_only_documented_payloads_leave_the_device(mosquitto, mqtt_subscriber, c
     stats (exactly STATS_FIELDS, scalars only), Home Assistant configs. No arrays longer than the label
     count, no keys that name samples or features, no large payloads."""
     caplog.set_level(logging.INFO, logger="edge.daemon")
-    labels = list(load_manifest(SHIPPED_MODEL).labels)
+    manifest = load_manifest(SHIPPED_MODEL)
+    labels = list(manifest.labels)
+    n_configs = 4 + len(manifest.dimensions)  # event, label, confidence, diagnostic (+ arousal, valence)
     everything = mqtt_subscriber(mosquitto.host, mosquitto.port, "#")
     daemon = Daemon(make_settings(mosquitto, "private", stats_interval_s=0.05), CLIPS, realtime=False)
     assert daemon.join() == 0
     n_events = len(events_logged(caplog))
     assert n_events >= len(CLIPS)
-    everything.wait_for(n_events + 2 + 4 + 1, WAIT_S)  # events, online/offline, 4 configs, final stats
+    everything.wait_for(n_events + 2 + n_configs + 1, WAIT_S)  # events, online/offline, configs, final stats
     # Anything else the daemon published was acknowledged before it exited, so the broker routed it
     # before this marker: once the marker arrives, everything the daemon sent is in.
     mqtt_publish.single(MARKER_TOPIC, b"end", qos=1, hostname=mosquitto.host, port=mosquitto.port)
@@ -245,7 +247,7 @@ def test_only_documented_payloads_leave_the_device(mosquitto, mqtt_subscriber, c
             if isinstance(value, dict):
                 for key in value:
                     assert key in labels or key == "audio_s" or not SUSPICIOUS.search(key), (message.topic, path, key)
-    assert kinds["event"] >= n_events and kinds["status"] == 2 and kinds["config"] == 4 and kinds["stats"] >= 1
+    assert kinds["event"] >= n_events and kinds["status"] == 2 and kinds["config"] == n_configs and kinds["stats"] >= 1
 
 
 # ----------------------------------------------------------------------------------------- stats

@@ -36,7 +36,10 @@ def test_two_runs_have_two_sessions_and_keys_stay_unique() -> None:
     for event in first:
         payload = json.loads(event.to_json())
         assert list(payload) == list(EVENT_FIELDS) and payload["schema"] == SCHEMA_VERSION == 2
-        assert payload["arousal"] is None and payload["valence"] is None and payload["unsure"] is False
+        assert all(-1 <= payload[key] <= 1 for key in ("arousal", "valence"))  # the shipped model's second head
+        threshold = load_manifest(SHIPPED_MODEL).unsure_below
+        if abs(payload["confidence"] - threshold) > 1e-3:  # the payload's confidence is rounded to 4 decimals
+            assert payload["unsure"] is (payload["confidence"] < threshold)
         # replay: utterance times are the replay start plus the audio offset
         assert _wall(event.end_time) - _wall(event.start_time) == pytest.approx(event.end_s - event.start_s, abs=0.002)
     origin = [_wall(e.start_time) - e.start_s for e in first]

@@ -27,6 +27,8 @@ from edge.publisher import MqttPublisher, MqttSettings
 from edge.settings import parse_settings
 
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
+N_CONFIGS = 4 + len(load_manifest(SHIPPED_MODEL).dimensions)
+"""Discovery configs of the shipped model: event, label, confidence, diagnostic, and arousal/valence if it has them."""
 WAIT_S = 20.0
 
 # --- The schema, from https://www.home-assistant.io/integrations/mqtt/ (discovery, the "device" and
@@ -163,7 +165,8 @@ def test_templates_turn_real_events_into_home_assistant_states(manifest) -> None
             assert attributes["confidence"] == payload["confidence"]
         assert float(_render(by_object["emotion_confidence"]["value_template"], event.to_json())) == round(
             event.confidence * 100)
-        assert _render(by_object["arousal"]["value_template"], event.to_json()) == "None"  # no such head: unknown
+        arousal = json.loads(event.to_json())["arousal"]  # a float with the shipped model's head, else null
+        assert _render(by_object["arousal"]["value_template"], event.to_json()) == str(arousal)
     stats = {"source": "ok"}
     diagnostic = by_object["audio_problem"]
     assert _render(diagnostic["value_template"], json.dumps(stats)) == diagnostic["payload_off"]
@@ -201,8 +204,9 @@ def _retained(broker, mqtt_subscriber, expected: int) -> dict[str, dict]:
 def test_replay_with_an_explicit_id_publishes_retained_configs(mosquitto, mqtt_subscriber, monkeypatch, tmp_path):
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     assert run_replay(_settings(mosquitto, "kitchen.pi"), CLIPS[:1], "mqtt", False, StopFlag()) == 0
-    configs = _retained(mosquitto, mqtt_subscriber, 4)
-    assert len(configs) == 4
+    n = N_CONFIGS
+    configs = _retained(mosquitto, mqtt_subscriber, n)
+    assert len(configs) == n
     for topic, config in configs.items():
         check_config(topic, config)
     remembered = json.loads((tmp_path / "state" / "homeassistant-discovery.json").read_text())
@@ -214,17 +218,18 @@ def test_a_changed_device_id_or_disabled_discovery_removes_the_old_configs(mosqu
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
     watcher = mqtt_subscriber(mosquitto.host, mosquitto.port, "homeassistant/#")
     assert run_replay(_settings(mosquitto, "old-name"), CLIPS[:1], "mqtt", False, StopFlag()) == 0
-    old = set(_retained(mosquitto, mqtt_subscriber, 4))
+    n = N_CONFIGS
+    old = set(_retained(mosquitto, mqtt_subscriber, n))
     assert all(node_id("old-name") in t for t in old)
 
     assert run_replay(_settings(mosquitto, "new-name"), CLIPS[:1], "mqtt", False, StopFlag()) == 0
-    removals = [m for m in watcher.wait_for(4 + 4 + 4, WAIT_S) if not m.payload]
+    removals = [m for m in watcher.wait_for(n + n + n, WAIT_S) if not m.payload]
     assert {m.topic for m in removals} == old  # (live copies carry no retain flag; the late subscriber below checks)
-    now = _retained(mosquitto, mqtt_subscriber, 4)
-    assert len(now) == 4 and all(node_id("new-name") in t for t in now)
+    now = _retained(mosquitto, mqtt_subscriber, n)
+    assert len(now) == n and all(node_id("new-name") in t for t in now)
 
     assert run_replay(_settings(mosquitto, "new-name", enabled=False), CLIPS[:1], "mqtt", False, StopFlag()) == 0
-    removed_now = {m.topic for m in watcher.wait_for(4 + 4 + 4 + 4, WAIT_S)[-4:] if not m.payload}
+    removed_now = {m.topic for m in watcher.wait_for(4 * n, WAIT_S)[-n:] if not m.payload}
     assert removed_now == set(now)
     probe = mqtt_subscriber(mosquitto.host, mosquitto.port, ["homeassistant/+/+/+/config", "ser/new-name/status"])
     probe.wait_for(1, WAIT_S, topic="ser/new-name/status")  # retained messages arrive together on subscribe

@@ -76,7 +76,7 @@ def test_try_shows_level_speech_and_a_bar_per_score_in_a_terminal(alsa_mic, mode
         assert 3.0 <= float(match.group(1)) <= 5.0  # the 4.4 s clip, as the VAD trims it
     for label in labels:  # one bar per score
         assert len(re.findall(rf"^  {label} +[#.]{{30}} [01]\.\d\d", text, re.MULTILINE)) == 2, label
-    assert 'prompt 1: say something "neutral"' in text and 'prompt 2: say something "calm"' in text
-    assert re.search(r"asked for neutral, heard \w+: (agree|disagree)  \(agreement [01]/1\)", text)
+    assert f'prompt 1: say something "{labels[0]}"' in text and f'prompt 2: say something "{labels[1]}"' in text
+    assert re.search(rf"asked for {labels[0]}, heard \w+: (agree|disagree)  \(agreement [01]/1\)", text)
     assert re.search(r"2 utterances; the model agreed with the prompt [012] times", text)
     assert mic.readers >= 1
