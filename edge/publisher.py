@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import secrets
+import signal
 import ssl
 import sys
 import threading
@@ -1072,11 +1073,19 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
     warn_password_in_clear(settings)
     _connect(client, settings, settings.protocol)
     client.loop_start()
+    # SIGINT and SIGTERM end the listening cleanly, also when SIGINT was ignored by the parent (a
+    # background job of a non-interactive shell inherits SIG_IGN, which Python keeps)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, signal.default_int_handler)  # KeyboardInterrupt below
     try:
         finished = done.wait(timeout_s)
     except KeyboardInterrupt:
         finished = True
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         client.disconnect()
         client.loop_stop()
     if state["refused"]:
