@@ -66,6 +66,7 @@ demo: deps $(VENV)/.installed-base ## replay real CREMA-D clips the model never 
 	$(VENV)/bin/python edge/samples/demo.py --model $(MODEL) --mqtt-port $(MQTT_PORT) --sink $$sink
 
 test: deps venv ## run the test suite (real mosquitto, real audio from ../shared/data)
+	@rm -rf build  # setuptools' build/lib would keep a renamed model in the wheel the packaging test builds
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(VENV)/.installed-all ## ruff
