@@ -140,11 +140,10 @@ def daemon_window_ends(clip: ClipFeatures, features: FeatureParams, frames: int,
     """Frames where :class:`edge.pipeline.Pipeline` ends its analysis windows over ``clip``
     (:class:`edge.pipeline.WindowPlacement`, clipped to the clip's length), or the clip's last
     frame if the VAD finds no utterance. int64 ``(k,)``."""
-    decision = decision or DecisionParams()
-    placement = WindowPlacement.of(features, frames, decision)
-    vad = EnergyVAD(decision.vad, features, max_utterance_frames=placement.max_utterance_frames)
+    placement = WindowPlacement.of(features, frames, decision or DecisionParams())
     n = clip.mfcc.shape[0]
-    ends = [min(e, n) for segment in vad.process(clip.log_energy) + vad.flush() for e in placement.ends(segment)]
+    ends = [min(e, n) for segment in speech_segments(clip.log_energy, features, frames, decision)
+            for e in placement.ends(segment)]
     return np.asarray(ends or [n], dtype=np.int64)
 
 
