@@ -196,7 +196,8 @@ def test_installed_command_help_and_errors(tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
     for flags, expected in ((["--early-stopping", "--validation-speakers", "0"], "--validation-speakers"),
                             (["--validation-speakers", "-1"], "--validation-speakers"), (["--speed", "fast"], "--speed"), (["--speed", "3"], "--speed"), (["--ema", "1.5"], "--ema"),
-                            (["--snr", "30"], "--snr"), (["--snr", "30,10"], "--snr"), (["--gain", "-1"], "--gain")):
+                            (["--snr", "30"], "--snr"), (["--snr", "30,10"], "--snr"), (["--gain", "-1"], "--gain"),
+                            (["--width", "0"], "--width"), (["--dropout", "1"], "--dropout")):
         wrong = subprocess.run(ser_train() + ["fit", "--corpus", f"ravdess={MINI}", "--out", str(tmp_path / "m"), *flags],
                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert wrong.returncode == 2 and wrong.stderr.strip().count("\n") == 0, wrong.stderr
@@ -220,3 +221,34 @@ def test_fit_help_states_the_recipe_defaults(capsys):
     assert f"(trainer.acoustics; default {params.far_field_variants})" in text
     assert f"weighted by class; default {params.windows_per_epoch})" in text
     assert f"default {params.adapt_time_constant_s:g})" in text
+
+
+def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path):
+    """``--protocol speakers`` on RAVDESS and TESS: each fold tests RAVDESS actors and a TESS speaker, and the
+    figures of each corpus alone (the RAVDESS 6-fold figure of a multi-corpus model) are its clips'."""
+    from paths import TESS_MINI
+    from sklearn.metrics import balanced_accuracy_score
+
+    runs = tmp_path / "runs"
+    status = main(["fit", "--corpus", f"ravdess={MINI}", "--corpus", f"tess={TESS_MINI}", "--labels", "emotion4",
+                   "--protocol", "speakers", "--n-folds", "2", "--out", str(tmp_path / "m"), "--quick", "--epochs", "1",
+                   "--windows-per-epoch", "64", "--far-field-variants", "0", "--width", "16", "--dropout", "0.5",
+                   "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
+                   "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs)])
+    assert status == 0
+    run_dir = next(runs.glob("m-*"))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train_params"]["width"] == 16 and config["train_params"]["dropout"] == 0.5
+    cv = json.loads((run_dir / "cv.json").read_text())
+    scores = np.load(run_dir / "fold_scores.npz")
+    for corpus in ("ravdess", "tess"):
+        true, pred = [], []
+        for fold in (0, 1):
+            mask = scores[f"fold{fold}_corpus"] == corpus
+            true.append(scores[f"fold{fold}_y_true"][mask])
+            pred.append(scores[f"fold{fold}_int8_scores"][mask].argmax(axis=1))
+        figures = cv["per_corpus"][corpus]["int8"]
+        assert figures["clips"] == sum(len(t) for t in true) > 0
+        assert figures["ua"] == pytest.approx(balanced_accuracy_score(np.concatenate(true), np.concatenate(pred)))
+    assert sum(m["int8"]["clips"] for m in cv["per_corpus"].values()) == sum(f["clips"] for f in cv["int8"]["folds"])
+    assert "| ravdess |" in (run_dir / "report.md").read_text()

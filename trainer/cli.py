@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                      help="time constant of the normalisation that adapts on the device, in seconds of speech "
                      "(0: fixed training statistics; default 120)")
+    fit.add_argument("--width", type=positive_int, default=None, metavar="FILTERS",
+                     help="filters of the first Conv1D blocks (the last two have 1.5x and 2x); parameters grow "
+                     "with its square: 64 gives a 162 KB int8 model, 96 about 330 KB (default 64)")
+    fit.add_argument("--dropout", type=float, default=None, metavar="P",
+                     help="dropout before the heads, in [0, 1) (default 0.3)")
     fit.add_argument("--no-dimensions", action="store_true",
                      help="no arousal/valence head (a classifier only, softmax output)")
     fit.add_argument("--no-far-field-eval", action="store_true", help="skip the far-field evaluation condition")
@@ -300,9 +305,12 @@ def fit(args) -> int:
         raise UsageError(f"--gain: expected 0 or more dB, got {args.gain}")
     if args.adapt is not None and not (np.isfinite(args.adapt) and 0 <= args.adapt <= 86400):
         raise UsageError(f"--adapt: expected 0..86400 seconds of speech, got {args.adapt}")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        raise UsageError(f"--dropout: expected a probability in [0, 1), got {args.dropout}")
     given = {"mixup_alpha": args.mixup, "ema_decay": args.ema, "noise_variants": args.noise_variants,
              "gain_db": args.gain, "far_field_variants": args.far_field_variants,
-             "windows_per_epoch": args.windows_per_epoch, "adapt_time_constant_s": args.adapt}
+             "windows_per_epoch": args.windows_per_epoch, "adapt_time_constant_s": args.adapt,
+             "width": args.width, "dropout": args.dropout}
     train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed,
                                crops_per_clip=1 if args.quick else TrainParams.crops_per_clip,
                                speed_factors=parse_speeds(args.speed, TrainParams.speed_factors),
@@ -449,12 +457,15 @@ def fit(args) -> int:
 
 def save_fold_scores(path: Path, results) -> None:
     """Every fold's per-clip test scores (int8 and float, clean and far-field, dimensions and targets) as
-    ``.npz`` arrays named ``fold<k>_<what>``, for analyses after the run (warm-up, thresholds)."""
+    ``.npz`` arrays named ``fold<k>_<what>`` (``fold<k>_corpus``: each test clip's corpus), for analyses
+    after the run (warm-up, thresholds, one corpus of speaker folds)."""
     arrays = {}
     for r in results:
         for name in ("y_true", "int8_scores", "float_scores", "dims_true", "int8_dims", "float_dims"):
             if getattr(r, name) is not None:
                 arrays[f"fold{r.fold}_{name}"] = getattr(r, name)
+        if r.clip_corpora:
+            arrays[f"fold{r.fold}_corpus"] = np.asarray(r.clip_corpora)
         for name, value in (r.far or {}).items():
             if value is not None:
                 arrays[f"fold{r.fold}_far_{name}"] = value
@@ -519,6 +530,10 @@ def format_fold_table(metrics: dict) -> str:
     lines.append(f"pooled                  {i['ua']:>8.3f} {i['wa']:>8.3f} {f['ua']:>9.3f} {f['wa']:>9.3f}")
     lines.append(f"mean of folds           {i['mean_fold_ua']:>8.3f} {i['mean_fold_wa']:>8.3f} "
                  f"{f['mean_fold_ua']:>9.3f} {f['mean_fold_wa']:>9.3f}")
+    for corpus, m in metrics.get("per_corpus", {}).items():
+        i, f = m["int8"], m["float"]
+        lines.append(f"{corpus + ' only':<23} {i['ua']:>8.3f} {i['wa']:>8.3f} {f['ua']:>9.3f} {f['wa']:>9.3f}"
+                     f"  (mean of {i['folds']} folds: UA {i['mean_fold_ua']:.3f} int8, {f['mean_fold_ua']:.3f} float)")
     return "\n".join(lines)
 
 

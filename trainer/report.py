@@ -324,6 +324,14 @@ def render(run_dir: str | Path) -> Path:
         if mlp:
             lines.append(f"| MLP baseline (tutorial features) | {_fmt(mlp['ua'])} | {_fmt(mlp['wa'])} | "
                          f"{_fmt(mlp.get('macro_f1'))} | {_fmt(mlp['mean_fold_ua'])} |")
+        if metrics.get("per_corpus"):
+            lines += ["", "### Per corpus", "", "Each corpus's held-out speakers across the folds (streamed per corpus).", "",
+                      "| corpus | clips | int8 UA | int8 WA | int8 mean of folds UA | float UA | float mean of folds UA |",
+                      "|---|---:|---:|---:|---:|---:|---:|"]
+            for corpus, m in metrics["per_corpus"].items():
+                c8, cf = m["int8"], m["float"]
+                lines.append(f"| {corpus} | {c8['clips']} | {_fmt(c8['ua'])} | {_fmt(c8['wa'])} | "
+                             f"{_fmt(c8['mean_fold_ua'])} | {_fmt(cf['ua'])} | {_fmt(cf['mean_fold_ua'])} |")
         lines += ["", "### Per fold", "", "| fold | test speakers | clips | int8 UA | int8 WA | float UA | float WA | MLP UA | best epoch |",
                   "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
         mlp_folds = {r["fold"]: r["ua"] for r in (mlp or {}).get("folds", [])}

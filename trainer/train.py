@@ -51,6 +51,8 @@ class FoldResult:
     test_corpora: tuple[str, ...] = ()
     test_labels: tuple[str, ...] = ()
     """Native labels of the test clips (for emotion4 scoring of models with more labels)."""
+    clip_corpora: tuple[str, ...] = ()
+    """Corpus of each test clip, in the order of ``y_true``."""
 
     def row(self, labels: tuple[str, ...]) -> dict:
         int8 = summarize(self.y_true, self.int8_scores.argmax(axis=1), labels)
@@ -252,7 +254,8 @@ def run_fold(
             strict=True))
     return FoldResult(fold.index, fold.test, fold.validation, best_epoch, y_true, int8_scores, float_scores,
                       history, dims_true, int8_dims, float_dims, far,
-                      tuple(sorted({c.clip.corpus for c in by["test"]})))
+                      tuple(sorted({c.clip.corpus for c in by["test"]})),
+                      clip_corpora=tuple(c.clip.corpus for c in by["test"]))
 
 
 DIMENSIONS = ("arousal", "valence")
@@ -388,6 +391,29 @@ def pooled_metrics(results: list[FoldResult], labels: tuple[str, ...]) -> dict:
         summary["mean_fold_wa"] = float(np.mean([row[prefix + "wa"] for row in rows]))
         out[kind] = summary
     out["int8"]["folds"] = rows
+    corpora = sorted({c for r in results for c in r.clip_corpora})
+    if len(corpora) > 1 and any(len(set(r.clip_corpora)) > 1 for r in results):  # speaker folds, not LOCO
+        out["per_corpus"] = {corpus: _corpus_metrics(results, corpus, labels) for corpus in corpora}
+    return out
+
+
+def _corpus_metrics(results: list[FoldResult], corpus: str, labels: tuple[str, ...]) -> dict:
+    """One corpus's test clips across the folds (speaker folds over several corpora): UA/WA pooled
+    and the mean of per-fold UA over the folds that test some of its speakers, int8 and float."""
+    out = {}
+    for kind, key in (("int8", "int8_scores"), ("float", "float_scores")):
+        trues, preds, fold_ua = [], [], []
+        for r in results:
+            mask = np.asarray(r.clip_corpora) == corpus
+            if not mask.any():
+                continue
+            pred = getattr(r, key)[mask].argmax(axis=1)
+            trues.append(r.y_true[mask])
+            preds.append(pred)
+            fold_ua.append(summarize(r.y_true[mask], pred, labels)["ua"])
+        pooled = summarize(np.concatenate(trues), np.concatenate(preds), labels)
+        out[kind] = {"clips": int(sum(len(t) for t in trues)), "ua": pooled["ua"], "wa": pooled["wa"],
+                     "folds": len(fold_ua), "mean_fold_ua": float(np.mean(fold_ua))}
     return out
 
 
