@@ -45,10 +45,12 @@ with terms <= this (:meth:`fractions.Fraction.limit_denominator`), a rate error 
 Every usual rate (8, 11.025, 16, 22.05, 32, 44.1, 48, 88.2, 96, 176.4, 192, 384 kHz) and TESS's
 24414 Hz (8000/12207) to 16 kHz is exact, so the features of the training corpora do not change."""
 
-FILE_MAGIC = {b"RIFF": "WAV", b"RIFX": "WAV", b"RF64": "WAV (RF64)", b"riff": "Wave64", b"fLaC": "FLAC"}
-"""First four bytes of the accepted file formats."""
+FILE_MAGIC = {b"RIFF": "WAV", b"RIFX": "WAV", b"RF64": "WAV (RF64)", b"riff": "Wave64", b"fLaC": "FLAC",
+              b"FORM": "AIFF"}
+"""First four bytes of the accepted file formats (AIFF/AIFC: an IFF ``FORM``; some corpora ship AIFF
+files named ``.wav``, e.g. TESS's ``YAF_germ_angry.wav``)."""
 REFUSED_MAGIC = {b"OggS": "Ogg", b"ID3": "MP3", b"\xff\xfb": "MP3", b"\xff\xf3": "MP3", b"\xff\xf2": "MP3"}
-"""Leading bytes of formats named in the refusal (anything else is "not WAV or FLAC")."""
+"""Leading bytes of formats named in the refusal (anything else is "not WAV, AIFF or FLAC")."""
 
 
 class AudioError(ValueError):
@@ -111,7 +113,7 @@ def check_samples(samples: np.ndarray, source: str) -> None:
 def sniff_format(path: Path) -> str:
     """The format of a file from its first bytes (:data:`FILE_MAGIC`), before libsndfile opens it.
 
-    :raises AudioError: for a file that is not WAV or FLAC (named when known: MP3, Ogg).
+    :raises AudioError: for a file that is not WAV, AIFF or FLAC (named when known: MP3, Ogg).
     """
     try:
         with open(path, "rb") as handle:
@@ -121,14 +123,14 @@ def sniff_format(path: Path) -> str:
     if head in FILE_MAGIC:
         return FILE_MAGIC[head]
     known = next((name for magic, name in REFUSED_MAGIC.items() if head.startswith(magic)), None)
-    raise AudioError(f"{path}: expected a WAV or FLAC file, got {known or 'another format'}"
+    raise AudioError(f"{path}: expected a WAV, AIFF or FLAC file, got {known or 'another format'}"
                      f"{' (MP3 and Ogg are not supported: convert with e.g. sox or ffmpeg)' if known else ''}")
 
 
 def open_audio(path: str | Path) -> soundfile.SoundFile:
-    """Open a WAV or FLAC file with soundfile at a sample rate in 8..384 kHz.
+    """Open a WAV, AIFF or FLAC file with soundfile at a sample rate in 8..384 kHz.
 
-    :raises AudioError: if missing, not WAV/FLAC, unreadable, empty, or at a refused rate.
+    :raises AudioError: if missing, not WAV/AIFF/FLAC, unreadable, empty, or at a refused rate.
     """
     path = Path(path)
     if not path.is_file():

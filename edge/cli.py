@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _raw_flags(run, "of --input-command")
 
     replay = _sub(sub, "replay", "run the same pipeline over audio files or standard input",
-                  "Feed WAV/FLAC files (8..384 kHz and >= the model's rate, mono or stereo; MP3 and Ogg are "
+                  "Feed WAV/AIFF/FLAC files (8..384 kHz and >= the model's rate, mono or stereo; MP3 and Ogg are "
                   "refused), '-' for a WAV/FLAC stream on standard input, or headerless PCM (--raw-format) through "
                   "the daemon's pipeline. At the end it flushes, waits for the broker's acknowledgements and exits "
                   "0; an input it cannot use is skipped with a logged reason, and that or an event dropped, "

@@ -87,8 +87,8 @@ def test_stereo_is_mixed_to_mono(tmp_path):
 
 @pytest.mark.parametrize("make, message", [
     (lambda d: d / "missing.wav", "no such file"),
-    (lambda d: _bytes(d / "empty.wav", b""), "expected a WAV or FLAC file"),
-    (lambda d: _bytes(d / "text.wav", b"hello, not audio\n"), "expected a WAV or FLAC file"),
+    (lambda d: _bytes(d / "empty.wav", b""), "expected a WAV, AIFF or FLAC file"),
+    (lambda d: _bytes(d / "text.wav", b"hello, not audio\n"), "expected a WAV, AIFF or FLAC file"),
     (lambda d: _bytes(d / "header.wav", b"RIFF\x00\x00\x00\x00WAVE"), "not a readable audio file"),
     (lambda d: _write(d / "silent0.wav", np.zeros((0,), np.float32), 16000, "PCM_16"), "empty file"),
     (lambda d: _write(d / "nan.wav", np.array([0.1, np.nan, 0.2] * 1000, np.float32), 16000, "FLOAT"), "NaN/inf"),
@@ -162,11 +162,24 @@ def test_mp3_and_ogg_are_refused_in_one_line_without_decoder_noise(tmp_path, fmt
     samples, rate = read_audio(ANGRY_48K)
     path = tmp_path / f"speech.{fmt.lower()}"
     soundfile.write(str(path), samples, rate, format=fmt, subtype=subtype)
-    with pytest.raises(AudioError, match=f"expected a WAV or FLAC file, got {name}"):
+    with pytest.raises(AudioError, match=f"expected a WAV, AIFF or FLAC file, got {name}"):
         list(file_blocks(path, 16000))
     result = subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(path), "--sink", "stdout",
                              "--model", str(SHIPPED_MODEL)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     ours = re.compile(r"^(\d{4}-\d\d-\d\d [\d:,]+ [A-Z]+ [\w.]+: |INFO: Created TensorFlow Lite)")
     assert [line for line in result.stderr.splitlines() if not ours.match(line)] == [], result.stderr
-    assert f"expected a WAV or FLAC file, got {name}" in result.stderr
+    assert f"expected a WAV, AIFF or FLAC file, got {name}" in result.stderr
+
+
+def test_aiff_named_wav_is_read_like_the_wav(tmp_path):
+    """Some corpora ship AIFF files named ``.wav`` (TESS's ``YAF_germ_angry.wav``): read by their first
+    bytes, they give the same 16 kHz samples as the same audio in a WAV file."""
+    samples, rate = read_audio(ANGRY_48K)
+    wav = _write(tmp_path / "speech.wav", samples, rate, "PCM_16")
+    aiff = tmp_path / "aiff-named.wav"
+    soundfile.write(str(aiff), samples, rate, format="AIFF", subtype="PCM_16")
+    assert aiff.read_bytes()[:4] == b"FORM"
+    from_wav = np.concatenate(list(file_blocks(wav, 16000)))
+    from_aiff = np.concatenate(list(file_blocks(aiff, 16000)))
+    np.testing.assert_array_equal(from_aiff, from_wav)

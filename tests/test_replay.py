@@ -85,7 +85,7 @@ def test_unusable_files_are_skipped_with_a_reason(tmp_path):
     bad.write_text("this is not audio\n")
     result = _replay(str(bad), str(CLIPS[0]), "--sink", "stdout")
     assert result.returncode == 1
-    assert "skipped" in result.stderr and "not-audio.wav: expected a WAV or FLAC file" in result.stderr
+    assert "skipped" in result.stderr and "not-audio.wav: expected a WAV, AIFF or FLAC file" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stdout.splitlines()) >= 1  # the good file was still processed
 
