@@ -46,6 +46,8 @@ def test_every_corpus_is_held_out_whole_clean_and_far_field(loco_run):
     for png in ("reliability.png", "loco.png", "confusion_savee_far.png"):
         assert (run_dir / png).stat().st_size > 0 and f"]({png})" in report
     assert "Leave-one-corpus-out" in report and "exactly the adaptation the daemon applies" in report
+    for fold in range(3):  # each fold's model, loadable as the device loads it
+        assert tuple(load_model(run_dir / "folds" / f"fold{fold}.tflite").labels) == ("neutral", "happy", "sad", "angry")
     scores = np.load(run_dir / "fold_scores.npz")
     assert scores["fold0_int8_scores"].shape == (72, 4) and scores["fold0_far_int8_scores"].shape == (72, 4)
 

@@ -384,6 +384,7 @@ def fit(args) -> int:
     from trainer.generalization import format_loco_table, loco_metrics
 
     save_fold_scores(run_dir / "fold_scores.npz", results)
+    save_fold_models(run_dir / "folds", results)
 
     metrics: dict = {}
     temperature, unsure_below = 1.0, 0.0
@@ -470,6 +471,15 @@ def save_fold_scores(path: Path, results) -> None:
             if value is not None:
                 arrays[f"fold{r.fold}_far_{name}"] = value
     np.savez_compressed(path, **arrays)
+
+
+def save_fold_models(folder: Path, results) -> None:
+    """Every fold's int8 model and manifest as ``folder/fold<k>.tflite`` and ``.json``: held-out figures
+    can be re-scored under other device settings (e.g. the adaptation's time constant) without retraining."""
+    for r in results:
+        for suffix, data in r.model_files.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"fold{r.fold}{suffix}").write_bytes(data)
 
 
 def _json_default(value):

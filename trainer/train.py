@@ -53,6 +53,9 @@ class FoldResult:
     """Native labels of the test clips (for emotion4 scoring of models with more labels)."""
     clip_corpora: tuple[str, ...] = ()
     """Corpus of each test clip, in the order of ``y_true``."""
+    model_files: dict[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
+    """The fold's int8 model as the device reads it: ``{".tflite": bytes, ".json": bytes}`` (the manifest),
+    for analyses after the run (:func:`trainer.cli.save_fold_models`)."""
 
     def row(self, labels: tuple[str, ...]) -> dict:
         int8 = summarize(self.y_true, self.int8_scores.argmax(axis=1), labels)
@@ -238,6 +241,7 @@ def run_fold(
         tflite_path, _ = write_model(Path(tmp) / f"fold{fold.index}", flatbuffer, labels, "native", fitted, frames,
                                      dimensions=dimensions)
         int8_model = load_model(tflite_path)
+        model_files = {suffix: tflite_path.with_suffix(suffix).read_bytes() for suffix in (".tflite", ".json")}
         int8_scores, int8_dims = score_clips(by["test"], int8_model.score, fitted, frames, decision, progress,
                                              "int8 eval", train_params.seed)
         if far_test:
@@ -255,7 +259,7 @@ def run_fold(
     return FoldResult(fold.index, fold.test, fold.validation, best_epoch, y_true, int8_scores, float_scores,
                       history, dims_true, int8_dims, float_dims, far,
                       tuple(sorted({c.clip.corpus for c in by["test"]})),
-                      clip_corpora=tuple(c.clip.corpus for c in by["test"]))
+                      clip_corpora=tuple(c.clip.corpus for c in by["test"]), model_files=model_files)
 
 
 DIMENSIONS = ("arousal", "valence")
