@@ -98,3 +98,29 @@ def test_evaluate_warns_about_speakers_the_model_trained_on(loco_run, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["trained_on"] and "not held-out" in report["trained_on"][0]
     assert 0 <= report["ua"] <= 1 and set(report["per_class"]) <= {"neutral", "happy", "sad", "angry"}
+
+
+def test_rescore_reproduces_the_held_out_figures_and_varies_the_adaptation(loco_run, capsys):
+    """``ser-train rescore`` with the fit's own adaptation settings gives exactly the run's held-out UA
+    (clean and far-field, every fold's kept int8 model); other settings give one row each."""
+    run_dir = next((loco_run / "runs").glob("m-*"))
+    loco = json.loads((run_dir / "cv.json").read_text())["loco"]
+    cache = ["--cache-dir", str(loco_run / "cache"), "--no-progress"]
+    for condition, flags in (("clean", []), ("far", ["--far-field"])):
+        assert main(["rescore", str(run_dir), "--json", *flags, *cache]) == 0
+        rows = json.loads(capsys.readouterr().out)["rows"]
+        expected = {r["corpus"]: r["ua"] for r in loco[condition]["int8"]["corpora"]}
+        assert {r["corpus"]: r["ua"] for r in rows} == pytest.approx(expected, abs=1e-12)
+    assert main(["rescore", str(run_dir), "--time-constant", "0,120", "--prior", "3", "--json", *cache]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert sorted((r["corpus"], r["time_constant_s"]) for r in rows) == [
+        (c, t) for c in ("ravdess", "savee", "turev-db") for t in (0.0, 120.0)]
+    assert all(0 <= r["first_accuracy"] <= 1 and r["prior_s"] == 3.0 for r in rows)
+
+
+def test_rescore_refuses_what_it_cannot_score(loco_run, tmp_path, capsys):
+    assert main(["rescore", str(tmp_path)]) == 2
+    assert "config.json: not found" in capsys.readouterr().err
+    run_dir = next((loco_run / "runs").glob("m-*"))
+    assert main(["rescore", str(run_dir), "--time-constant", "soon"]) == 2
+    assert "--time-constant: expected seconds" in capsys.readouterr().err

@@ -186,10 +186,60 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
     ev.add_argument("--no-progress", action="store_true")
 
+    rs = sub.add_parser("rescore", help="re-score a leave-one-corpus-out run under other adaptation settings",
+                        description="Score every held-out corpus of a leave-one-corpus-out run again with its fold's "
+                        "int8 model (RUN_DIR/folds/), as the device hears it, under other settings of the adaptive "
+                        "normalisation (edge.features.AdaptiveNormalizer), without retraining: int8 UA per corpus "
+                        "and the accuracy over the first clips of each stream (the warm-up). Run it from the folder "
+                        "the fit ran in (the run's corpus paths are relative to it).")
+    rs.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder of ser-train fit, runs/NAME-<UTC>")
+    rs.add_argument("--prior", default="10", metavar="S,S,...",
+                    help="weight of the training statistics at start-up, seconds of speech (default: 10)")
+    rs.add_argument("--time-constant", default="120", metavar="S,S,...",
+                    help="the adaptation's time constant, seconds of speech; 0 = the training statistics, no "
+                    "adaptation (default: 120)")
+    rs.add_argument("--far-field", action="store_true", help="the far-field condition instead of the clean clips")
+    rs.add_argument("--warm-up", type=positive_int, default=50, metavar="N",
+                    help="accuracy over the first N clips of each held-out stream (default: 50)")
+    rs.add_argument("--json", action="store_true", help="print the rows as JSON")
+    rs.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
+    rs.add_argument("--no-progress", action="store_true")
+
     rp = sub.add_parser("report", help="regenerate a run's report.md and PNGs from its results.json",
                         description="Render runs/NAME-<UTC>/report.md and its figures from the saved results.json.")
     rp.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     return parser
+
+
+def without_speakers(loaded: list, spec: str) -> list:
+    """``loaded`` clips without those of the speakers in ``spec`` (``--hold-out-speakers``: comma-separated
+    ``corpus:speaker``, e.g. ``crema-d:1001,crema-d:1002``; empty: all of them).
+
+    :raises UsageError: for a speaker with no clips in ``loaded``.
+    """
+    held_out = {s.strip() for s in spec.split(",") if s.strip()}
+    if not held_out:
+        return loaded
+    unknown = held_out - {c.speaker for c in loaded}
+    if unknown:
+        raise UsageError(f"--hold-out-speakers: no clips of {', '.join(sorted(unknown))} in the corpora")
+    kept = [c for c in loaded if c.speaker not in held_out]
+    logger.info("held out of everything: %s (%d clips)", ", ".join(sorted(held_out)), len(loaded) - len(kept))
+    return kept
+
+
+def parse_seconds(value: str, option: str) -> list[float]:
+    """``"3,10,30"`` -> ``[3.0, 10.0, 30.0]``: seconds of speech, each finite and in 0..86400.
+
+    :raises UsageError: naming ``option`` otherwise.
+    """
+    try:
+        out = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out or not all(np.isfinite(v) and 0 <= v <= 86400 for v in out):
+        raise UsageError(f"{option}: expected seconds in 0..86400, comma-separated, got {value!r}")
+    return out
 
 
 def load_clips(corpora):
@@ -325,13 +375,7 @@ def fit(args) -> int:
     decision = DecisionParams()
     loaded = load_clips(args.corpus)
     held_out = {s.strip() for s in args.hold_out_speakers.split(",") if s.strip()}
-    if held_out:
-        unknown = held_out - {c.speaker for c in loaded}
-        if unknown:
-            raise UsageError(f"--hold-out-speakers: no clips of {', '.join(sorted(unknown))} in the corpora")
-        before = len(loaded)
-        loaded = [c for c in loaded if c.speaker not in held_out]
-        logger.info("held out of everything: %s (%d clips)", ", ".join(sorted(held_out)), before - len(loaded))
+    loaded = without_speakers(loaded, args.hold_out_speakers)
     dims = None if args.no_dimensions else {str(c.path): dimension_targets(c) or (0.0, 0.0) for c in loaded}
     clips, labels, excluded = apply_scheme(loaded, args.labels)
     if excluded:
@@ -530,6 +574,73 @@ def report(args) -> int:
     return 0
 
 
+def rescore(args) -> int:
+    from sklearn.metrics import balanced_accuracy_score
+
+    from edge.model import load_model
+    from edge.pipeline import DecisionParams
+    from trainer.evaluate import score_clips
+    from trainer.featurize import featurize
+    from trainer.folds import corpus_folds
+    from trainer.labels import apply_scheme
+    from trainer.train import FAR_FIELD_EVAL, stream_order
+
+    config_path = args.run_dir / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"{config_path}: not found (expected a run folder of ser-train fit)")
+    config = json.loads(config_path.read_text())
+    if config.get("protocol") != "loco":
+        raise UsageError(f"{args.run_dir}: expected a leave-one-corpus-out run, got protocol {config.get('protocol')}")
+    models = sorted((args.run_dir / "folds").glob("fold*.tflite"), key=lambda p: int(p.stem[4:]))
+    if not models:
+        raise UsageError(f"{args.run_dir / 'folds'}: no fold models (this run is older than kept fold models)")
+    priors = parse_seconds(args.prior, "--prior")
+    constants = parse_seconds(args.time_constant, "--time-constant")
+    progress = not args.no_progress
+    seed = config["train_params"]["seed"]
+    loaded = without_speakers(load_clips([parse_corpus(c) for c in config["args"]["corpus"]]),
+                              config["args"]["hold_out_speakers"] or "")
+    clips, _, _ = apply_scheme(loaded, parse_scheme(config["args"]["labels"]))
+    feats = drop_silent(featurize(clips, FEATURES, cache_dir=args.cache_dir, progress=progress))
+    folds = corpus_folds(f.clip.speaker for f in feats)
+    rows = []
+    for path in models:
+        model = load_model(path)
+        fold = folds[int(path.stem[4:])]
+        test = [f for f in feats if f.clip.speaker in set(fold.test)]
+        if args.far_field:
+            test = featurize([f.clip for f in test], FEATURES, cache_dir=args.cache_dir, progress=progress,
+                             perturbation=FAR_FIELD_EVAL)
+        y = np.array([model.labels.index(f.clip.label) for f in test])
+        first = np.asarray(stream_order(test, seed))[: args.warm_up]
+        for prior in priors:
+            for constant in constants:
+                params = dataclasses.replace(model.manifest.features, adapt_prior_s=prior,
+                                             adapt_time_constant_s=constant)
+                scores, _ = score_clips(test, model.score, params, model.manifest.input.frames, DecisionParams(),
+                                        progress, f"{test[0].clip.corpus} {prior:g}/{constant:g} s", seed)
+                pred = scores.argmax(axis=1)
+                rows.append({"corpus": test[0].clip.corpus, "clips": len(test), "prior_s": prior,
+                             "time_constant_s": constant, "ua": float(balanced_accuracy_score(y, pred)),
+                             "first_accuracy": float(np.mean(pred[first] == y[first]))})
+    means = [{"prior_s": p, "time_constant_s": t,
+              "ua": float(np.mean([r["ua"] for r in rows if (r["prior_s"], r["time_constant_s"]) == (p, t)])),
+              "first_accuracy": float(np.mean([r["first_accuracy"] for r in rows
+                                               if (r["prior_s"], r["time_constant_s"]) == (p, t)]))}
+             for p in priors for t in constants]
+    if args.json:
+        print(json.dumps({"condition": "far" if args.far_field else "clean", "warm_up": args.warm_up, "rows": rows,
+                          "mean": means}, indent=2))
+        return 0
+    print(f"{'far-field' if args.far_field else 'clean'}, int8; first {args.warm_up}: accuracy over the first "
+          f"{args.warm_up} clips of each stream")
+    print(f"{'prior':>7} {'time constant':>14}  {'corpus':<10} {'clips':>6} {'int8 UA':>8} {'first ' + str(args.warm_up):>9}")
+    for r in rows + [dict(m, corpus="mean", clips="") for m in means]:
+        print(f"{r['prior_s']:>6g}s {r['time_constant_s']:>13g}s  {r['corpus']:<10} {r['clips']:>6} {r['ua']:>8.3f} "
+              f"{r['first_accuracy']:>9.3f}")
+    return 0
+
+
 def format_fold_table(metrics: dict) -> str:
     lines = ["fold  test actors        int8 UA  int8 WA  float UA  float WA  best epoch"]
     for row in metrics["int8"]["folds"]:
@@ -632,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.labels import LabelSchemeError
 
     try:
-        return {"fit": fit, "evaluate": evaluate, "report": report}[args.command](args)
+        return {"fit": fit, "evaluate": evaluate, "report": report, "rescore": rescore}[args.command](args)
     except (UsageError, CorpusError, LabelSchemeError, ManifestError, ModelError, AudioError) as exc:
         print(f"ser-train: error: {exc}", file=sys.stderr)
         return 2
