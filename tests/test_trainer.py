@@ -232,13 +232,14 @@ def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path):
     runs = tmp_path / "runs"
     status = main(["fit", "--corpus", f"ravdess={MINI}", "--corpus", f"tess={TESS_MINI}", "--labels", "emotion4",
                    "--protocol", "speakers", "--n-folds", "2", "--out", str(tmp_path / "m"), "--quick", "--epochs", "1",
-                   "--windows-per-epoch", "64", "--far-field-variants", "0", "--width", "16", "--dropout", "0.5",
+                   "--windows-per-epoch", "64", "--far-field-variants", "0", "--width", "16", "--dropout", "0.5", "--instance-norm",
                    "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
                    "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs)])
     assert status == 0
     run_dir = next(runs.glob("m-*"))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train_params"]["width"] == 16 and config["train_params"]["dropout"] == 0.5
+    assert config["train_params"]["instance_norm"] is True
     cv = json.loads((run_dir / "cv.json").read_text())
     scores = np.load(run_dir / "fold_scores.npz")
     for corpus in ("ravdess", "tess"):

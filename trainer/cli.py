@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "with its square: 64 gives a 162 KB int8 model, 96 about 330 KB (default 64)")
     fit.add_argument("--dropout", type=float, default=None, metavar="P",
                      help="dropout before the heads, in [0, 1) (default 0.3)")
+    fit.add_argument("--instance-norm", action="store_true",
+                     help="subtract each window's mean over time from every coefficient inside the model (per-window "
+                     "cepstral mean normalisation, on top of the adaptation)")
     fit.add_argument("--no-dimensions", action="store_true",
                      help="no arousal/valence head (a classifier only, softmax output)")
     fit.add_argument("--no-far-field-eval", action="store_true", help="skip the far-field evaluation condition")
@@ -360,7 +363,7 @@ def fit(args) -> int:
     given = {"mixup_alpha": args.mixup, "ema_decay": args.ema, "noise_variants": args.noise_variants,
              "gain_db": args.gain, "far_field_variants": args.far_field_variants,
              "windows_per_epoch": args.windows_per_epoch, "adapt_time_constant_s": args.adapt,
-             "width": args.width, "dropout": args.dropout}
+             "width": args.width, "dropout": args.dropout, "instance_norm": args.instance_norm or None}
     train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed,
                                crops_per_clip=1 if args.quick else TrainParams.crops_per_clip,
                                speed_factors=parse_speeds(args.speed, TrainParams.speed_factors),
