@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import skip_or_fail
 from paths import RAVDESS_48K, SHIPPED_MODEL
+from processes import LoggedProcess
 
 from edge.events import SCHEMA_VERSION, EmotionEvent, emotion_topic
 from edge.outbox import OUTBOX_FILE, Outbox
@@ -38,52 +38,11 @@ def _clips_present():
         skip_or_fail(f"expected 8 clips in {RAVDESS_48K}, got {len(CLIPS)}")
 
 
-class Process:
+class Process(LoggedProcess):
     """``python -m edge.cli ARGS`` with its stderr read line by line in a thread."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", *args], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=env)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_for(self, pattern: str, count: int = 1, timeout_s: float = WAIT_S) -> list[str]:
-        """Wait until ``count`` stderr lines match ``pattern``; fails listing the log otherwise."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                found = [line for line in self.lines if regex.search(line)]
-                remaining_s = deadline - time.monotonic()
-                if len(found) >= count or remaining_s <= 0 or not self._reader.is_alive():
-                    break
-                self._cond.wait(remaining_s)
-        assert len(found) >= count, f"expected {count} lines matching {pattern!r}, got:\n{self.log()}"
-        return found
-
-    def wait(self, timeout_s: float = WAIT_S) -> int:
-        rc = self.proc.wait(timeout_s)
-        self._reader.join(timeout_s)
-        return rc
-
-    def log(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines[-60:])
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(WAIT_S)
+        super().__init__([sys.executable, "-m", "edge.cli", *args], env=env, timeout_s=WAIT_S)
 
 
 def write_config(path: Path, broker, device_id: str, **mqtt: object) -> Path:
@@ -109,7 +68,7 @@ def test_mqtt5_reports_events_the_broker_denies_and_replay_exits_1(acl_broker, t
     config = write_config(tmp_path / "c.toml", acl_broker, "acl-pi")
     run = Process(["replay", str(CLIPS[0]), str(CLIPS[1]), "--config", str(config)])
     rc = run.wait()
-    produced = len(run.wait_for(EVENT_LINE.pattern, 1))
+    produced = len(run.wait_for_lines(EVENT_LINE.pattern, 1))
     assert rc == 1, run.log()
     refusals = [line for line in run.lines if "broker refused an event" in line]
     assert len(refusals) == 1 and "0x87 Not authorized" in refusals[0], run.log()  # once per cause
@@ -140,7 +99,7 @@ def test_sigkill_with_the_broker_down_loses_nothing_stored(mosquitto_factory, mq
                      str(write_config(tmp_path / "a.toml", broker, "killed-pi"))],
                     env={**os.environ, "STATE_DIRECTORY": str(state)})
     try:
-        first.wait_for(EVENT_LINE.pattern, 5)
+        first.wait_for_lines(EVENT_LINE.pattern, 5)
         first.proc.send_signal(signal.SIGKILL)
         first.wait()
     finally:
@@ -157,7 +116,7 @@ def test_sigkill_with_the_broker_down_loses_nothing_stored(mosquitto_factory, mq
                       str(write_config(tmp_path / "b.toml", broker, "second-pi"))],
                      env={**os.environ, "STATE_DIRECTORY": str(state)})
     assert second.wait() == 0, second.log()
-    assert second.wait_for(rf"outbox .* holds {n_stored} events from an earlier run")
+    assert second.wait_for_lines(rf"outbox .* holds {n_stored} events from an earlier run")
     subscriber = mqtt_subscriber(broker.host, broker.port, topic, client_id="sub-killed", clean_session=False)
     received = subscriber.wait_for(n_stored, WAIT_S, topic=topic)
     seqs = list(dict.fromkeys(EmotionEvent.from_json(m.payload).seq for m in received))
@@ -179,14 +138,14 @@ def test_second_sigterm_exits_at_once(mosquitto_factory, tmp_path):
                    str(write_config(tmp_path / "c.toml", broker, "impatient-pi"))],
                   env={**os.environ, "STATE_DIRECTORY": str(state)})
     try:
-        run.wait_for(EVENT_LINE.pattern, 1)
+        run.wait_for_lines(EVENT_LINE.pattern, 1)
         run.proc.send_signal(signal.SIGTERM)
-        run.wait_for("received SIGTERM, stopping")
+        run.wait_for_lines("received SIGTERM, stopping")
         run.proc.send_signal(signal.SIGTERM)
         assert run.wait() == 128 + signal.SIGTERM, run.log()
     finally:
         run.kill()
-    assert run.wait_for("received SIGTERM again, exiting now")
+    assert run.wait_for_lines("received SIGTERM again, exiting now")
     stored = Outbox(state / OUTBOX_FILE, capacity=1000)
     assert len(stored) >= 1
     stored.close()
@@ -346,12 +305,12 @@ def test_replay_exits_1_when_the_outbox_overflowed(mosquitto_factory, tmp_path):
     run = Process(["replay", *map(str, CLIPS), "--config",
                    str(write_config(tmp_path / "c.toml", broker, "full-pi", queue_size=2))])
     try:
-        run.wait_for(EVENT_LINE.pattern, len(CLIPS))  # all made while the broker is down: 2 kept
+        run.wait_for_lines(EVENT_LINE.pattern, len(CLIPS))  # all made while the broker is down: 2 kept
         broker.start()
         rc = run.wait()
     finally:
         run.kill()
-    made = len(run.wait_for(EVENT_LINE.pattern, len(CLIPS)))
+    made = len(run.wait_for_lines(EVENT_LINE.pattern, len(CLIPS)))
     assert rc == 1, run.log()
     assert re.search(rf"{made - 2} events not delivered: {made - 2} dropped", run.log()), run.log()
     assert "event outbox full (2 events); dropped the 1 oldest" in run.log()
@@ -364,10 +323,10 @@ def test_sigterm_during_the_final_flush_is_not_ignored(mosquitto_factory, tmp_pa
     run = Process(["replay", str(CLIPS[0]), "--config", str(write_config(tmp_path / "c.toml", broker, "flush-pi"))],
                   env={**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")})
     try:
-        run.wait_for(r"waiting up to 10 s for the broker to acknowledge 1 events")
+        run.wait_for_lines(r"waiting up to 10 s for the broker to acknowledge 1 events")
         run.proc.send_signal(signal.SIGTERM)
         assert run.wait() == 1, run.log()
     finally:
         run.kill()
-    assert run.wait_for(r"stopped while waiting for the broker: 1 events not acknowledged \(kept in the outbox")
+    assert run.wait_for_lines(r"stopped while waiting for the broker: 1 events not acknowledged \(kept in the outbox")
     assert "still unacknowledged after 10.0 s" not in run.log()

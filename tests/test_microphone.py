@@ -59,6 +59,7 @@ import pytest
 import soundfile
 from conftest import skip_or_fail
 from paths import RAVDESS_48K, SHIPPED_MODEL
+from processes import LoggedProcess
 
 from edge.events import STATUS_OFFLINE, STATUS_ONLINE, EmotionEvent, emotion_topic, stats_topic, status_topic
 from edge.manifest import load_manifest
@@ -244,61 +245,11 @@ def _ser_edge() -> list[str]:
     return [str(installed)] if installed.is_file() else [sys.executable, "-m", "edge.cli"]
 
 
-class Daemon:
+class Daemon(LoggedProcess):
     """``ser-edge run`` as a subprocess whose stderr lines are collected by a thread."""
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.proc = subprocess.Popen([*_ser_edge(), "run", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_for_lines(self, pattern: str, count: int, timeout_s: float) -> list[str]:
-        """At least ``count`` stderr lines matching ``pattern`` (regex search), else AssertionError."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                found = [line for line in self.lines if regex.search(line)]
-                remaining_s = deadline - time.monotonic()
-                if len(found) >= count or remaining_s <= 0 or self.proc.poll() is not None:
-                    break
-                self._cond.wait(min(remaining_s, 0.5))
-        assert len(found) >= count, (f"expected {count} lines matching {pattern!r} within {timeout_s} s "
-                                     f"(exit status {self.proc.poll()}); stderr:\n{self.log()}")
-        return found
-
-    def terminate(self, timeout_s: float = EXIT_TIMEOUT_S) -> int:
-        """SIGTERM, then the exit status (SIGKILL and AssertionError if it does not exit in time)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"ser-edge did not exit within {timeout_s} s of SIGTERM; stderr:\n{self.log()}") from None
-        finally:
-            self._reader.join(timeout=5.0)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5.0)
-
-    def log(self) -> str:
-        with self._cond:
-            return "\n".join(self.lines[-60:])
+        super().__init__([*_ser_edge(), "run", *args], env=env, cwd=cwd, timeout_s=EXIT_TIMEOUT_S)
 
 
 def _replayed_durations_s(model: Path, clip: Path) -> list[float]:

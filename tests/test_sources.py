@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile
 from paths import RAVDESS_48K, SHIPPED_MODEL, ravdess_mini_clips
+from processes import LoggedProcess
 
 from edge.events import EmotionEvent, emotion_topic, stats_topic
 from edge.sources import RawFormat
@@ -123,40 +123,11 @@ def test_raw_format_decodes_every_sample_format() -> None:
 # ----------------------------------------------------------------------------------------- input command
 
 
-class Daemon:
+class Daemon(LoggedProcess):
     """``ser-edge run`` as a subprocess; stderr lines collected by a thread."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
-        self.proc = subprocess.Popen([*_ser_edge(), "run", "--model", str(SHIPPED_MODEL), *args], cwd=cwd,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    def wait_for(self, pattern: str, count: int = 1) -> list[str]:
-        regex = re.compile(pattern)
-        with self._cond:
-            self._cond.wait_for(lambda: len([x for x in self.lines if regex.search(x)]) >= count
-                                or self.proc.poll() is not None, WAIT_S)
-            found = [x for x in self.lines if regex.search(x)]
-        assert len(found) >= count, "\n".join(self.lines[-40:])
-        return found
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(WAIT_S)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
+        super().__init__([*_ser_edge(), "run", "--model", str(SHIPPED_MODEL), *args], cwd=cwd, timeout_s=WAIT_S)
 
 
 def _sox() -> str:
@@ -176,15 +147,15 @@ def test_input_command_is_supervised_like_the_microphone(clip: Path, tmp_path: P
     daemon = Daemon(["--input-command", wrapped, "--device-id", device_id, "--mqtt-host", mosquitto.host,
                      "--mqtt-port", str(mosquitto.port)], tmp_path)
     try:
-        started = daemon.wait_for(r"input command started \(pid (\d+)\)", 2)  # restarted after it exited
-        daemon.wait_for(r"input command stopped: the command exited with status 0")
+        started = daemon.wait_for_lines(r"input command started \(pid (\d+)\)", 2)  # restarted after it exited
+        daemon.wait_for_lines(r"input command stopped: the command exited with status 0")
         received = events.wait_for(2, WAIT_S)
         first, second = (EmotionEvent.from_json(m.payload) for m in received[:2])
         assert (first.seq, second.seq) == (0, 1) and first.session == second.session
         assert second.start_s > first.end_s  # one stream time across restarts
         pid = int(re.search(r"pid (\d+)", started[-1]).group(1))
     finally:
-        status = daemon.stop()
+        status = daemon.terminate()
     assert status == 0, "\n".join(daemon.lines[-40:])
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     assert not any("Traceback" in line for line in daemon.lines)
@@ -197,17 +168,17 @@ def test_a_failing_or_non_finite_input_command_is_reported_and_retried(tmp_path:
     daemon = Daemon(["--input-command", "/nonexistent/recorder -t raw", "--device-id", device_id,
                      "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port)], tmp_path)
     try:
-        daemon.wait_for(r"input command unavailable \(.*No such file or directory.*\); retrying in", 2)
+        daemon.wait_for_lines(r"input command unavailable \(.*No such file or directory.*\); retrying in", 2)
         states = [json.loads(m.payload)["source"] for m in stats.wait_for(1, WAIT_S)]
         assert any(s.startswith("unavailable: ") for s in states), states
     finally:
-        assert daemon.stop() == 0
+        assert daemon.terminate() == 0
 
     nan = f"{sys.executable} -c \"import sys,struct; sys.stdout.buffer.write(struct.pack('<4000f', *[float('nan')]*4000))\""
     daemon = Daemon(["--input-command", nan, "--raw-format", "f32le", "--device-id", "cmd-nan",
                      "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port)], tmp_path)
     try:
-        daemon.wait_for(r"input command stopped: input command: expected finite samples, got \d+ NaN/inf")
-        daemon.wait_for(r"input command started", 2)
+        daemon.wait_for_lines(r"input command stopped: input command: expected finite samples, got \d+ NaN/inf")
+        daemon.wait_for_lines(r"input command started", 2)
     finally:
-        assert daemon.stop() == 0
+        assert daemon.terminate() == 0
