@@ -214,13 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def without_speakers(loaded: list, spec: str) -> list:
-    """``loaded`` clips without those of the speakers in ``spec`` (``--hold-out-speakers``: comma-separated
-    ``corpus:speaker``, e.g. ``crema-d:1001,crema-d:1002``; empty: all of them).
+def speaker_set(spec: str) -> set[str]:
+    """``--hold-out-speakers``: comma-separated ``corpus:speaker``, e.g. ``crema-d:1001,crema-d:1002``."""
+    return {s.strip() for s in spec.split(",") if s.strip()}
+
+
+def without_speakers(loaded: list, held_out: set[str]) -> list:
+    """``loaded`` clips without those of the ``held_out`` speakers (:func:`speaker_set`; empty: all of them).
 
     :raises UsageError: for a speaker with no clips in ``loaded``.
     """
-    held_out = {s.strip() for s in spec.split(",") if s.strip()}
     if not held_out:
         return loaded
     unknown = held_out - {c.speaker for c in loaded}
@@ -377,8 +380,8 @@ def fit(args) -> int:
     features = FEATURES
     decision = DecisionParams()
     loaded = load_clips(args.corpus)
-    held_out = {s.strip() for s in args.hold_out_speakers.split(",") if s.strip()}
-    loaded = without_speakers(loaded, args.hold_out_speakers)
+    held_out = speaker_set(args.hold_out_speakers)
+    loaded = without_speakers(loaded, held_out)
     dims = None if args.no_dimensions else {str(c.path): dimension_targets(c) or (0.0, 0.0) for c in loaded}
     clips, labels, excluded = apply_scheme(loaded, args.labels)
     if excluded:
@@ -602,7 +605,7 @@ def rescore(args) -> int:
     progress = not args.no_progress
     seed = config["train_params"]["seed"]
     loaded = without_speakers(load_clips([parse_corpus(c) for c in config["args"]["corpus"]]),
-                              config["args"]["hold_out_speakers"] or "")
+                              speaker_set(config["args"]["hold_out_speakers"] or ""))
     clips, _, _ = apply_scheme(loaded, parse_scheme(config["args"]["labels"]))
     feats = drop_silent(featurize(clips, FEATURES, cache_dir=args.cache_dir, progress=progress))
     folds = corpus_folds(f.clip.speaker for f in feats)
