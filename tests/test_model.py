@@ -222,3 +222,37 @@ def test_training_with_weight_average_returns_the_averaged_model():
     # same seed, same steps: only the averaging differs, and the average lags the last step's weights
     differs = [not np.allclose(a, b) for a, b in zip(runs[0.0], runs[0.99], strict=True)]
     assert sum(differs) >= len(differs) // 2
+
+
+def test_gradient_reversal_is_the_identity_forward_and_reverses_the_corpus_gradient():
+    """The corpus loss reaches the shared layers multiplied by ``-strength``: strength 2 gives -2 times the
+    gradient an ordinary (strength -1, i.e. +1) connection gives, and nothing at strength 0."""
+    import keras
+    import tensorflow as tf
+
+    from trainer.model import adversary_strength, with_corpus_head
+
+    model = build_model(32, 4, 3, width=8, n_dims=2, deltas=True, attention_pooling=True)
+    trained, reversal = with_corpus_head(model, 3)
+    x = np.random.default_rng(2).normal(size=(6, 32, 4)).astype(np.float32)
+    corpus = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    loss = keras.losses.CategoricalCrossentropy(from_logits=True)
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv1D))
+    grads, outputs = {}, {}
+    for strength in (-1.0, 0.0, 2.0):
+        reversal.strength.assign(strength)
+        with tf.GradientTape() as tape:
+            out = trained([x], training=False)
+            value = loss(corpus, out["corpus"])
+        grads[strength] = np.asarray(tape.gradient(value, conv.kernel))
+        outputs[strength] = np.asarray(out["corpus"])
+    assert np.abs(grads[-1.0]).max() > 0
+    np.testing.assert_allclose(grads[2.0], -2.0 * grads[-1.0], rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(grads[0.0], 0.0)
+    np.testing.assert_allclose(outputs[2.0], outputs[-1.0], rtol=1e-5, atol=1e-6)
+    assert sorted(model.output_names) == ["dimensions", "scores"]  # the exported model has no corpus head
+    assert sorted(trained.output_names) == ["corpus", "dimensions", "scores"]
+    # Ganin et al. (2016) eq. 14: 0 at the start, the full weight by the end, half of it at p = ln(3) / 10
+    assert adversary_strength(0.5, 0.0) == 0.0
+    assert adversary_strength(0.5, 1.0) == pytest.approx(0.5, abs=1e-4)
+    assert adversary_strength(0.5, np.log(3) / 10) == pytest.approx(0.25)

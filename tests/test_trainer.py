@@ -197,7 +197,8 @@ def test_installed_command_help_and_errors(tmp_path):
     for flags, expected in ((["--early-stopping", "--validation-speakers", "0"], "--validation-speakers"),
                             (["--validation-speakers", "-1"], "--validation-speakers"), (["--speed", "fast"], "--speed"), (["--speed", "3"], "--speed"), (["--ema", "1.5"], "--ema"),
                             (["--snr", "30"], "--snr"), (["--snr", "30,10"], "--snr"), (["--gain", "-1"], "--gain"),
-                            (["--width", "0"], "--width"), (["--dropout", "1"], "--dropout")):
+                            (["--width", "0"], "--width"), (["--dropout", "1"], "--dropout"),
+                            (["--adversary", "-1"], "--adversary"), (["--adversary", "1", "--no-dimensions"], "--adversary")):
         wrong = subprocess.run(ser_train() + ["fit", "--corpus", f"ravdess={MINI}", "--out", str(tmp_path / "m"), *flags],
                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert wrong.returncode == 2 and wrong.stderr.strip().count("\n") == 0, wrong.stderr
@@ -233,13 +234,13 @@ def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path):
     status = main(["fit", "--corpus", f"ravdess={MINI}", "--corpus", f"tess={TESS_MINI}", "--labels", "emotion4",
                    "--protocol", "speakers", "--n-folds", "2", "--out", str(tmp_path / "m"), "--quick", "--epochs", "1",
                    "--windows-per-epoch", "64", "--far-field-variants", "0", "--width", "16", "--dropout", "0.5", "--instance-norm",
-                   "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
+                   "--adversary", "0.5", "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
                    "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs)])
     assert status == 0
     run_dir = next(runs.glob("m-*"))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train_params"]["width"] == 16 and config["train_params"]["dropout"] == 0.5
-    assert config["train_params"]["instance_norm"] is True
+    assert config["train_params"]["instance_norm"] is True and config["train_params"]["adversary_weight"] == 0.5
     cv = json.loads((run_dir / "cv.json").read_text())
     scores = np.load(run_dir / "fold_scores.npz")
     for corpus in ("ravdess", "tess"):

@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--instance-norm", action="store_true",
                      help="subtract each window's mean over time from every coefficient inside the model (per-window "
                      "cepstral mean normalisation, on top of the adaptation)")
+    fit.add_argument("--adversary", type=float, default=None, metavar="WEIGHT",
+                     help="corpus-adversarial training: a corpus classifier behind gradient reversal of this final "
+                          "strength (ramped up from 0; Ganin et al. 2016) pushes the features to not tell the training "
+                          "corpora apart. 0 = off (default); needs two or more training corpora and the dimensions head")
     fit.add_argument("--no-dimensions", action="store_true",
                      help="no arousal/valence head (a classifier only, softmax output)")
     fit.add_argument("--no-far-field-eval", action="store_true", help="skip the far-field evaluation condition")
@@ -361,12 +365,17 @@ def fit(args) -> int:
         raise UsageError(f"--gain: expected 0 or more dB, got {args.gain}")
     if args.adapt is not None and not (np.isfinite(args.adapt) and 0 <= args.adapt <= 86400):
         raise UsageError(f"--adapt: expected 0..86400 seconds of speech, got {args.adapt}")
+    if args.adversary is not None and not (np.isfinite(args.adversary) and 0 <= args.adversary <= 10):
+        raise UsageError(f"--adversary: expected a weight in [0, 10], got {args.adversary}")
+    if args.adversary and args.no_dimensions:
+        raise UsageError("--adversary needs the arousal/valence head: drop --no-dimensions")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         raise UsageError(f"--dropout: expected a probability in [0, 1), got {args.dropout}")
     given = {"mixup_alpha": args.mixup, "ema_decay": args.ema, "noise_variants": args.noise_variants,
              "gain_db": args.gain, "far_field_variants": args.far_field_variants,
              "windows_per_epoch": args.windows_per_epoch, "adapt_time_constant_s": args.adapt,
-             "width": args.width, "dropout": args.dropout, "instance_norm": args.instance_norm or None}
+             "width": args.width, "dropout": args.dropout, "instance_norm": args.instance_norm or None,
+             "adversary_weight": args.adversary}
     train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed,
                                crops_per_clip=1 if args.quick else TrainParams.crops_per_clip,
                                speed_factors=parse_speeds(args.speed, TrainParams.speed_factors),

@@ -82,6 +82,11 @@ class TrainParams:
     0 = fixed training statistics."""
     adapt_prior_s: float = 10.0
     """Weight of the training statistics at start-up, seconds of speech."""
+    adversary_weight: float = 0.0
+    """Corpus-adversarial training (domain-adversarial training, Ganin et al., JMLR 2016): a corpus
+    classifier on the pooled features behind a gradient reversal layer whose strength ramps from 0 to
+    this value as ``w (2 / (1 + exp(-10 p)) - 1)``, ``p`` the fraction of training done (their eq. 14).
+    0 = off. The corpus head exists only while training; the exported model does not have it."""
 
 
 DELTA_KERNEL = (-2.0, -1.0, 0.0, 1.0, 2.0)
@@ -110,6 +115,47 @@ def _delta_layer(coefficients: int, name: str):
     layer.build((None, None, coefficients))
     layer.set_weights([np.tile(kernel[:, None, None], (1, coefficients, 1))])
     return layer
+
+
+def _gradient_reversal_layer():
+    import keras
+    from keras import ops
+
+    class GradientReversal(keras.layers.Layer):
+        """Identity forward; the gradient multiplied by ``-strength`` backward (Ganin et al. 2016).
+        Written as ``(1 + s) * stop_gradient(x) - s * x``, which any Keras backend differentiates."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.strength = keras.Variable(0.0, trainable=False, name="strength")
+
+        def call(self, x):
+            s = ops.cast(self.strength, x.dtype)
+            return (1.0 + s) * ops.stop_gradient(x) - s * x
+
+    return GradientReversal(name="gradient_reversal")
+
+
+def with_corpus_head(model, n_corpora: int):
+    """The training model of corpus-adversarial training: ``model``'s outputs (a dict: logits and
+    dimensions, :func:`build_model` with ``n_dims``) plus ``"corpus"`` logits ``(batch, n_corpora)``
+    from its pooled features (the layer named ``pooled``) through a :func:`_gradient_reversal_layer`
+    and a 64-unit hidden layer. Shares every layer with ``model``, so training it trains ``model``."""
+    import keras
+    from keras import layers
+
+    pooled = model.get_layer("pooled").output
+    reversal = _gradient_reversal_layer()
+    hidden = layers.Dense(64, activation="relu", name="corpus_hidden")(reversal(pooled))
+    corpus = layers.Dense(n_corpora, name="corpus")(hidden)
+    outputs = {name: model.get_layer(name).output for name in ("scores", "dimensions")}
+    return keras.Model(model.inputs, {**outputs, "corpus": corpus}, name="ser_conv1d_adversarial"), reversal
+
+
+def adversary_strength(weight: float, progress: float) -> float:
+    """Gradient reversal strength after ``progress`` (0..1) of training: ``weight (2 / (1 + exp(-10 p)) - 1)``
+    (Ganin et al., JMLR 2016, eq. 14): near 0 while the features are still random, ``weight`` by the end."""
+    return float(weight * (2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0))
 
 
 def build_model(frames: int, coefficients: int, n_labels: int, width: int = 64, dropout: float = 0.3, seed: int = 0,
@@ -153,7 +199,7 @@ def build_model(frames: int, coefficients: int, n_labels: int, width: int = 64, 
         logits = layers.Reshape((steps,))(layers.Dense(1)(x))
         weights = layers.Reshape((steps, 1))(layers.Softmax()(logits))
         pooled.append(layers.Lambda(lambda t: ops.sum(t[0] * t[1], axis=1), name="attention_pool")([x, weights]))
-    x = layers.Concatenate()(pooled)
+    x = layers.Concatenate(name="pooled")(pooled)
     x = layers.Dropout(dropout)(x)
     if not n_dims:
         outputs = layers.Dense(n_labels, activation="softmax", name="scores")(x)
@@ -304,6 +350,7 @@ def train(
     energy_per_db: float | None = None,
     train_dims: np.ndarray | None = None,
     clip_weights: np.ndarray | None = None,
+    train_corpora: np.ndarray | None = None,
 ):
     """Train on normalised clips (``train_x``: list of float32 ``(n_frames, n_mfcc)``, ``train_y``: int
     label indices). With ``params.early_stopping`` and validation clips, stops after ``patience``
@@ -316,7 +363,9 @@ def train(
     ``train_dims``: float32 ``(n_clips, n_dims)`` arousal/valence targets in [-1, 1]: the model gets a
     second head and outputs logits (see :func:`build_model`). ``clip_weights``: sampling probability
     per clip (sums to 1) for ``params.windows_per_epoch`` draws per epoch (then no class weights).
-    With ``params.ema_decay`` the model returned carries the moving-average weights.
+    ``train_corpora``: int corpus index per clip, for ``params.adversary_weight`` (needs ``train_dims``;
+    ignored with fewer than two corpora). With ``params.ema_decay`` the model returned carries the
+    moving-average weights. The returned model never has the corpus head.
     Returns ``(model, best_epoch, history)``; ``best_epoch`` is 1-based.
     """
     import keras
@@ -324,6 +373,11 @@ def train(
     n_dims = 0 if train_dims is None else train_dims.shape[1]
     model = build_model(frames, train_x[0].shape[1], n_labels, params.width, params.dropout, params.seed,
                         params.instance_norm, params.deltas, params.attention_pooling, n_dims)
+    n_corpora = int(train_corpora.max()) + 1 if train_corpora is not None and len(train_corpora) else 0
+    adversarial = params.adversary_weight > 0 and n_corpora >= 2
+    if params.adversary_weight > 0 and not n_dims:
+        raise ValueError("corpus-adversarial training needs the arousal/valence head (train_dims)")
+    trained, reversal = with_corpus_head(model, n_corpora) if adversarial else (model, None)
     sampled = clip_weights is not None and params.windows_per_epoch > 0
     per_epoch = params.windows_per_epoch if sampled else len(train_x) * params.crops_per_clip
     steps = math.ceil(per_epoch / params.batch_size) * params.epochs
@@ -331,8 +385,11 @@ def train(
     if n_dims:
         loss = {"scores": keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=params.label_smoothing),
                 "dimensions": keras.losses.MeanSquaredError()}
-        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss,
-                      loss_weights={"scores": 1.0, "dimensions": params.dims_weight})
+        loss_weights = {"scores": 1.0, "dimensions": params.dims_weight}
+        if adversarial:
+            loss["corpus"] = keras.losses.CategoricalCrossentropy(from_logits=True)
+            loss_weights["corpus"] = 1.0
+        trained.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, loss_weights=loss_weights)
     else:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
         model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
@@ -340,12 +397,14 @@ def train(
     weights = class_weights(train_y, n_labels) if not sampled else {k: 1.0 for k in range(n_labels)}
     sample_weight_of_class = np.array([weights[k] for k in range(n_labels)], dtype=np.float32)
     min_end = frames // 2
-    average = WeightAverage(model, params.ema_decay) if params.ema_decay > 0 else None
+    average = WeightAverage(trained, params.ema_decay) if params.ema_decay > 0 else None
     callbacks = [average.callback()] if average else []
     best = (-1.0, 0, None)
     history = []
     bar = tqdm(range(1, params.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
     for epoch in bar:
+        if reversal is not None:
+            reversal.strength.assign(adversary_strength(params.adversary_weight, (epoch - 1) / max(params.epochs - 1, 1)))
         xs, idx = [], []
         rounds = [rng.choice(len(train_x), size=params.windows_per_epoch, p=clip_weights)] if sampled else [
             np.arange(len(train_x))] * params.crops_per_clip
@@ -363,6 +422,7 @@ def train(
         y_index = train_y[chosen]
         y = np.eye(n_labels, dtype=np.float32)[y_index]
         d = train_dims[chosen].astype(np.float32) if n_dims else None
+        c = np.eye(n_corpora, dtype=np.float32)[train_corpora[chosen]] if adversarial else None
         sw = sample_weight_of_class[y_index]
         if params.mixup_alpha > 0:
             lam = rng.beta(params.mixup_alpha, params.mixup_alpha, size=len(x)).astype(np.float32)
@@ -372,8 +432,12 @@ def train(
             sw = lam * sw + (1 - lam) * sw[perm]
             if n_dims:
                 d = lam[:, None] * d + (1 - lam[:, None]) * d[perm]
+            if adversarial:
+                c = lam[:, None] * c + (1 - lam[:, None]) * c[perm]
         targets = {"scores": y, "dimensions": d} if n_dims else y
-        fit = model.fit(x, targets, sample_weight=sw, batch_size=params.batch_size, epochs=1, shuffle=True, verbose=0,
+        if adversarial:
+            targets["corpus"] = c
+        fit = trained.fit(x, targets, sample_weight=sw, batch_size=params.batch_size, epochs=1, shuffle=True, verbose=0,
                         callbacks=callbacks)
         record = {"epoch": epoch, "loss": float(fit.history["loss"][0])}
         if val_x:

@@ -201,8 +201,10 @@ def fit_and_convert(
     if dims is not None:
         train_dims = np.array([dims.get(str(c.clip.path), (0.0, 0.0)) for c in train_clips], dtype=np.float32)
     clip_weights = balanced_weights(train_clips, labels) if tp.windows_per_epoch else None
+    corpus_index = {corpus: k for k, corpus in enumerate(sorted({c.clip.corpus for c in train_clips}))}
+    train_corpora = np.array([corpus_index[c.clip.corpus] for c in train_clips])
     model, best_epoch, records = train(train_x, train_y, len(labels), frames, tp, val_x, val_y, progress, desc,
-                                       ends, variants, energy_per_db, train_dims, clip_weights)
+                                       ends, variants, energy_per_db, train_dims, clip_weights, train_corpora)
     if history is not None:
         history.extend(records)
     flatbuffer = to_int8_tflite(model, representative_windows(train_x + (val_x or []), frames, tp.seed))
