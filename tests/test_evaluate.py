@@ -67,3 +67,48 @@ def test_restricted_argmax_and_summary():
     summary = summarize(np.array([0, 1, 1]), np.array([0, 1, 0]), ("a", "b"))
     assert summary["ua"] == pytest.approx(0.75) and summary["wa"] == pytest.approx(2 / 3)
     assert summary["per_class"]["b"] == {"recall": 0.5, "precision": 1.0, "f1": pytest.approx(2 / 3), "support": 2}
+
+
+def _calibrated_sample(n: int, seed: int, temperature: float = 1.0):
+    """Four-class logits, labels drawn from ``softmax(logits / temperature)``, and ``softmax(logits)``:
+    a model whose scores are calibrated after dividing the logits by ``temperature``."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 2.0, size=(n, 4))
+    truth = np.exp(logits / temperature)
+    truth /= truth.sum(axis=1, keepdims=True)
+    y = (rng.random(n)[:, None] > truth.cumsum(axis=1)).sum(axis=1)  # one categorical draw per row
+    scores = np.exp(logits)
+    return scores / scores.sum(axis=1, keepdims=True), y
+
+
+def test_fit_temperature_recovers_the_temperature_that_calibrates():
+    from trainer.evaluate import expected_calibration_error, fit_temperature, temperature_scale
+
+    probabilities, y = _calibrated_sample(20000, 0, temperature=2.0)
+    temperature = fit_temperature(probabilities, y)
+    assert temperature == pytest.approx(2.0, rel=0.05)
+    before = expected_calibration_error(probabilities, y)
+    after = expected_calibration_error(temperature_scale(probabilities, temperature), y)
+    assert before > 0.1 and after < 0.02
+
+
+def test_expected_calibration_error_is_the_gap_between_confidence_and_accuracy():
+    from trainer.evaluate import expected_calibration_error
+
+    # every decision at confidence 0.7, six in ten right: ECE = |0.6 - 0.7|
+    probabilities = np.tile([0.7, 0.1, 0.1, 0.1], (10, 1))
+    y = np.array([0] * 6 + [1] * 4)
+    assert expected_calibration_error(probabilities, y) == pytest.approx(0.1)
+
+
+def test_unsure_threshold_is_where_decisions_become_right_half_the_time():
+    from trainer.evaluate import unsure_threshold
+
+    probabilities, y = _calibrated_sample(20000, 1)  # calibrated: a decision at confidence c is right with probability c
+    threshold = unsure_threshold(probabilities, y)
+    assert threshold == pytest.approx(0.5, abs=0.03)
+    confidence = probabilities.max(axis=1)
+    right = probabilities.argmax(axis=1) == y
+    assert right[confidence < threshold].mean() < 0.5 < right[confidence >= threshold].mean()
+    assert unsure_threshold(probabilities, probabilities.argmax(axis=1)) == 0.0  # every decision right
+    assert unsure_threshold(probabilities, (probabilities.argmax(axis=1) + 1) % 4) == 1.0  # every decision wrong

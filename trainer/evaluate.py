@@ -181,13 +181,21 @@ UNSURE_ACCURACY = 0.5
 """A decision is trusted when decisions of its confidence are right at least this often."""
 
 
-def unsure_threshold(probabilities: np.ndarray, y_true: np.ndarray, bins: int = 10) -> float:
-    """The confidence below which a calibrated decision is flagged unsure: the lower edge of the lowest
-    reliability bin from which every higher bin (with at least 20 decisions) is right at least
-    :data:`UNSURE_ACCURACY` of the time; 0 if all are."""
-    rows = [r for r in reliability(probabilities, y_true, bins) if r["n"] >= 20]
-    threshold = 0.0
-    for row in rows:
-        if row["accuracy"] < UNSURE_ACCURACY:
-            threshold = row["high"]
-    return float(threshold)
+def unsure_threshold(probabilities: np.ndarray, y_true: np.ndarray) -> float:
+    """The confidence below which a calibrated decision is flagged unsure: the lowest confidence at
+    which the isotonic (monotone non-decreasing) regression of correctness on confidence reaches
+    :data:`UNSURE_ACCURACY` (sklearn ``IsotonicRegression``, pool-adjacent-violators; Zadrozny & Elkan
+    2002 use it for calibration). Continuous, unlike a reliability-bin edge, so the threshold does
+    not jump by a bin width between two runs of the same recipe. ``probabilities`` float ``(n, k)``,
+    ``y_true`` int ``(n,)``; 0.0 if every confidence reaches it, 1.0 if none does."""
+    from sklearn.isotonic import IsotonicRegression
+
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == y_true).astype(np.float64)
+    fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(confidence, correct)
+    order = np.argsort(confidence)
+    reached = fitted.predict(confidence[order]) >= UNSURE_ACCURACY
+    if not reached.any():
+        return 1.0
+    first = int(np.argmax(reached))
+    return 0.0 if first == 0 else float(confidence[order][first])
