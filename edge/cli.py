@@ -259,7 +259,8 @@ def _info(settings, as_json: bool) -> int:
         f"labels     {', '.join(manifest.labels)}  (scheme {manifest.label_scheme})",
         f"dimensions {', '.join(manifest.dimensions) or 'none'}",
         metric_line,
-        f"features   {features.sample_rate_hz} Hz, {features.n_mfcc} MFCC, {features.window_ms:g} ms frames "
+        f"features   {features.sample_rate_hz} Hz, {features.n_mfcc} MFCC{' + F0 and clarity' if features.pitch else ''}, "
+        f"{features.window_ms:g} ms frames "
         f"every {features.hop_ms:g} ms; model window {manifest.input.window_s:g} s ({manifest.input.frames} frames)",
         f"training   corpora {', '.join(corpus_names) or '?'}, seed {training.get('seed', '?')}, "
         f"{training.get('date', '?')}",

@@ -21,7 +21,10 @@ The pipeline, per frame (python_speech_features 0.6, ``base.mfcc``; Davis & Merm
 8. sinusoidal liftering ``1 + (L / 2) * sin(pi * n / L)`` with ``L = lifter``
    (``base.lifter``; Juang, Rabiner & Wilpon 1987);
 9. with ``append_energy``, coefficient 0 is replaced by the log of the frame's total power
-   (sum of the power spectrum), as python_speech_features' ``appendEnergy=True``.
+   (sum of the power spectrum), as python_speech_features' ``appendEnergy=True``;
+10. with ``pitch``, two prosodic columns follow the MFCCs (:func:`pitch_features`): the frame's
+    fundamental frequency as ``log2(F0 / 100 Hz)`` and its clarity (the peak of the normalised
+    squared difference function, McLeod & Wyvill 2005), both from the same pre-emphasised frame.
 
 Everything is computed in float32 (spectra in complex64); agreement with python_speech_features
 (float64) is within 1e-3 absolute on speech, see ``tests/test_features.py``.
@@ -48,6 +51,14 @@ _NUMPY_WINDOWS = {"hamming": np.hamming, "hann": np.hanning, "hanning": np.hanni
 #: Long signals are processed this many frames at a time (numpy's FFT slows down ~3x per frame
 #: on batches that do not fit in cache).
 BLOCK_FRAMES = 128
+
+#: The columns ``pitch=True`` appends after the MFCCs, in order.
+PITCH_FEATURES = ("log2_f0_re_100hz", "clarity")
+
+#: A peak of the normalised squared difference function within this fraction of the highest one
+#: is taken when it comes first (a shorter period): McLeod & Wyvill's ``k`` (2005, section 5), against
+#: octave errors.
+PITCH_PEAK_RATIO = 0.9
 
 #: Replaces exact zeros before the log (python_speech_features uses ``numpy.finfo(float).eps``).
 LOG_FLOOR = float(np.finfo(np.float64).eps)
@@ -83,6 +94,12 @@ class FeatureParams:
     adapt_prior_s: float = 10.0
     """Weight, in seconds of speech, of the training statistics at start-up (the warm-up: after
     ``adapt_prior_s`` of speech the device's own speech weighs as much as the prior)."""
+    pitch: bool = False
+    """Append :data:`PITCH_FEATURES` (``log2(F0 / 100 Hz)`` and clarity) to every frame's MFCCs."""
+    pitch_min_hz: float = 80.0
+    """Lowest fundamental frequency searched; two of its periods must fit in a frame."""
+    pitch_max_hz: float = 500.0
+    """Highest fundamental frequency searched."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -103,9 +120,15 @@ class FeatureParams:
             problems.append(f"preemphasis: expected 0 <= a < 1, got {self.preemphasis}")
         if self.lifter < 0:
             problems.append(f"lifter: expected >= 0, got {self.lifter}")
-        if len(self.mean) != len(self.std) or len(self.mean) not in (0, self.n_mfcc):
+        if self.pitch and not (0 < self.pitch_min_hz < self.pitch_max_hz < self.sample_rate_hz / 4
+                               and 2 * self.sample_rate_hz / self.pitch_min_hz <= self.frame_length):
             problems.append(
-                f"mean/std: expected {self.n_mfcc} values each, got {len(self.mean)}/{len(self.std)}"
+                f"pitch_min_hz/pitch_max_hz: expected 2 / pitch_min_hz <= window ({self.window_ms:g} ms) and "
+                f"pitch_min_hz < pitch_max_hz < {self.sample_rate_hz / 4:g}, got {self.pitch_min_hz}/{self.pitch_max_hz}"
+            )
+        if len(self.mean) != len(self.std) or len(self.mean) not in (0, self.n_features):
+            problems.append(
+                f"mean/std: expected {self.n_features} values each, got {len(self.mean)}/{len(self.std)}"
             )
         elif any(s <= 0 or not math.isfinite(s) for s in self.std):
             problems.append("std: expected finite values > 0")
@@ -121,6 +144,11 @@ class FeatureParams:
             problems.append(f"window: expected a scipy.signal.get_window name, got {self.window!r} ({exc})")
         if problems:
             raise ValueError("; ".join(problems))
+
+    @property
+    def n_features(self) -> int:
+        """Columns per frame: ``n_mfcc``, plus the two :data:`PITCH_FEATURES` with ``pitch``."""
+        return self.n_mfcc + (len(PITCH_FEATURES) if self.pitch else 0)
 
     @property
     def frame_length(self) -> int:
@@ -315,13 +343,14 @@ def mfcc_from_emphasized(emphasized: np.ndarray, params: FeatureParams) -> tuple
     """MFCCs and log energy of every complete frame of an already pre-emphasised signal.
 
     ``emphasized``: 1-D float32, at ``params.sample_rate_hz``. Returns ``(mfcc, log_energy)``:
-    float32 of shapes ``(n, params.n_mfcc)`` and ``(n,)`` with ``n = params.n_frames(len(emphasized))``.
+    float32 of shapes ``(n, params.n_features)`` (the MFCCs, then :data:`PITCH_FEATURES` with
+    ``pitch``) and ``(n,)`` with ``n = params.n_frames(len(emphasized))``.
     ``log_energy`` is the natural log of the frame's total power (python_speech_features'
     energy term), used by the VAD whatever ``append_energy`` says.
     """
     n_frames = params.n_frames(emphasized.shape[0])
     if n_frames == 0:
-        return np.zeros((0, params.n_mfcc), dtype=np.float32), np.zeros(0, dtype=np.float32)
+        return np.zeros((0, params.n_features), dtype=np.float32), np.zeros(0, dtype=np.float32)
     if n_frames > BLOCK_FRAMES:  # blocks that stay in cache; every frame's value is the same either way
         parts = [
             mfcc_from_emphasized(emphasized[start * params.hop_length :
@@ -356,14 +385,74 @@ def mfcc_from_emphasized(emphasized: np.ndarray, params: FeatureParams) -> tuple
     log_energy = np.log(energy)
     if params.append_energy:
         coefficients[:, 0] = log_energy
+    if params.pitch:
+        coefficients = np.concatenate([coefficients, pitch_features(frames, params)], axis=1)
     return coefficients, log_energy
+
+
+def _fft_size(n: int) -> int:
+    """The smallest ``m 2^k >= n`` with ``m`` in 1, 3, 5: sizes pocketfft transforms fast (640 points
+    cost a quarter of 1024 here, and less than 625 = 5^4)."""
+    return min(m << max(math.ceil(math.log2(max(n, 1) / m)), 0) for m in (1, 3, 5))
+
+
+def pitch_features(frames: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """Fundamental frequency and clarity of each frame, by the McLeod pitch method (McLeod & Wyvill
+    2005, "A smarter way to find pitch", ICMC), which suits frames as short as two periods.
+
+    The normalised squared difference function of a frame ``x`` of ``N`` samples,
+    ``n(t) = 2 r(t) / m(t)`` with ``r(t) = sum_j x[j] x[j+t]`` and ``m(t) = sum_j x[j]^2 + x[j+t]^2``
+    (``j`` over the ``N - t`` overlapping samples), lies in [-1, 1] and is 1 at the period of a
+    periodic frame. Over lags ``sample_rate / pitch_max_hz .. sample_rate / pitch_min_hz``, the first
+    local maximum within :data:`PITCH_PEAK_RATIO` of the highest is the period (the highest when
+    there is no local maximum), refined by a parabola through it and its neighbours.
+    ``r`` comes from one zero-padded FFT per frame (numpy), ``m`` from cumulative sums; every frame is
+    computed on its own, so streaming chunks give the same values.
+
+    ``frames``: float ``(n, frame_length)`` pre-emphasised samples. Returns float32 ``(n, 2)``:
+    ``log2(F0 / 100 Hz)`` and the clarity ``n`` at the peak (near 1 voiced, near 0 for noise,
+    0 for digital silence, where F0 reads as ``pitch_max_hz``).
+    """
+    x = np.asarray(frames, dtype=np.float32)
+    n, length = x.shape
+    rate = params.sample_rate_hz
+    low = max(int(math.floor(rate / params.pitch_max_hz)), 2)
+    high = int(math.ceil(rate / params.pitch_min_hz))
+    size = _fft_size(length + high + 2)  # no circular wrap up to lag high + 1
+    padded = np.zeros((n, size), dtype=np.float32)
+    padded[:, :length] = x
+    spectrum = np.fft.rfft(padded, axis=1)
+    power = spectrum.real**2
+    power += spectrum.imag**2
+    lags = np.arange(low - 1, high + 2)
+    r = np.fft.irfft(power, n=size, axis=1)[:, low - 1 : high + 2]
+    squares = np.zeros((n, length + 1), dtype=np.float64)
+    np.cumsum(np.square(x, dtype=np.float64), axis=1, out=squares[:, 1:])
+    m = squares[:, length - lags] + (squares[:, length : length + 1] - squares[:, lags])
+    nsdf = np.divide(2.0 * r, m, out=np.zeros(r.shape, dtype=np.float64), where=m > 1e-12)
+    inner = nsdf[:, 1:-1]  # lags low..high
+    peaks = (inner > nsdf[:, :-2]) & (inner >= nsdf[:, 2:]) & (inner > 0)
+    best = np.where(peaks, inner, -np.inf).max(axis=1)
+    chosen = peaks & (inner >= PITCH_PEAK_RATIO * best[:, None])
+    index = np.where(chosen.any(axis=1), chosen.argmax(axis=1), inner.argmax(axis=1))
+    rows = np.arange(n)
+    a, b, c = nsdf[rows, index], nsdf[rows, index + 1], nsdf[rows, index + 2]
+    curvature = a - 2.0 * b + c
+    shift = np.divide(0.5 * (a - c), curvature, out=np.zeros(n), where=curvature < 0)
+    shift = np.clip(shift, -0.5, 0.5)
+    period = (low + index + shift).astype(np.float64)
+    clarity = np.clip(b - 0.25 * (a - c) * shift, -1.0, 1.0)
+    out = np.empty((n, 2), dtype=np.float32)
+    out[:, 0] = np.log2(rate / period / 100.0)
+    out[:, 1] = clarity
+    return out
 
 
 def mfcc(signal: np.ndarray, params: FeatureParams) -> np.ndarray:
     """MFCCs of a whole signal.
 
     ``signal``: 1-D float array of samples in [-1, 1] at ``params.sample_rate_hz`` (resample
-    first with :mod:`edge.audio`). Returns float32 of shape ``(n_frames, params.n_mfcc)`` with
+    first with :mod:`edge.audio`). Returns float32 of shape ``(n_frames, params.n_features)`` with
     ``n_frames = params.n_frames(len(signal))`` (complete frames only).
     Raises ``ValueError`` if ``signal`` is not 1-D.
     """
@@ -373,7 +462,7 @@ def mfcc(signal: np.ndarray, params: FeatureParams) -> np.ndarray:
 def mfcc_with_energy(signal: np.ndarray, params: FeatureParams) -> tuple[np.ndarray, np.ndarray]:
     """:func:`mfcc` plus each frame's log energy (natural log of total power), as the VAD uses it.
 
-    Returns float32 ``(n_frames, n_mfcc)`` and ``(n_frames,)``. Raises ``ValueError`` if not 1-D.
+    Returns float32 ``(n_frames, n_features)`` and ``(n_frames,)``. Raises ``ValueError`` if not 1-D.
     """
     x = np.asarray(signal)
     if x.ndim != 1:
@@ -442,7 +531,7 @@ class AdaptiveNormalizer:
         self._inv_std32 = (1.0 / np.sqrt(var)).astype(np.float32)
 
     def update(self, speech: np.ndarray) -> None:
-        """Fold speech frames, float ``(k, n_mfcc)`` raw MFCCs, into the statistics (no-op if not adaptive)."""
+        """Fold speech frames, float ``(k, n_features)`` raw MFCCs, into the statistics (no-op if not adaptive)."""
         k = speech.shape[0]
         if not self.adaptive or k == 0:
             return
@@ -455,7 +544,7 @@ class AdaptiveNormalizer:
         self._refresh()
 
     def apply(self, features: np.ndarray) -> np.ndarray:
-        """``(features - mean) / std`` with the current statistics; float32, same shape (``(..., n_mfcc)``)."""
+        """``(features - mean) / std`` with the current statistics; float32, same shape (``(..., n_features)``)."""
         return (np.asarray(features, dtype=np.float32) - self._mean32) * self._inv_std32
 
     def state(self) -> dict:
@@ -481,7 +570,7 @@ class StreamingMFCC:
     """MFCCs of a stream fed in chunks of any size; each frame is computed once.
 
     ``process(chunk)`` takes 1-D float samples in [-1, 1] at ``params.sample_rate_hz`` and returns
-    ``(mfcc, log_energy)``, float32 ``(k, n_mfcc)`` and ``(k,)``, for the ``k`` frames completed by
+    ``(mfcc, log_energy)``, float32 ``(k, n_features)`` and ``(k,)``, for the ``k`` frames completed by
     this chunk (possibly 0). The concatenation of all outputs equals :func:`mfcc` of the
     concatenated input.
     ``frames_emitted`` counts frames so far; frame ``i`` starts at sample ``i * hop_length``.

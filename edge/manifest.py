@@ -119,10 +119,11 @@ class ModelManifest:
             input_spec = InputSpec(int(spec["frames"]), int(spec["coefficients"]), float(spec["window_s"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{source}: input: expected frames, coefficients, window_s, got {spec!r} ({exc})") from None
-        if input_spec.coefficients != features.n_mfcc:
+        if input_spec.coefficients != features.n_features:
             raise ManifestError(
                 f"{source}: input shape does not match the feature parameters: input.coefficients "
-                f"{input_spec.coefficients} != features.n_mfcc {features.n_mfcc}"
+                f"{input_spec.coefficients} != {features.n_features} (features.n_mfcc"
+                f"{' + 2 pitch features' if features.pitch else ''})"
             )
         expected_window_s = features.frame_end_s(input_spec.frames - 1)
         if input_spec.frames < 1 or not math.isclose(input_spec.window_s, expected_window_s, abs_tol=features.hop_s):

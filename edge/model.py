@@ -198,7 +198,7 @@ def load_model(path: str | Path, num_threads: int = 1) -> EmotionModel:
     if actual_input != expected_input:
         raise ModelError(
             f"{tflite_path}: input shape {actual_input} does not match the manifest's "
-            f"{expected_input} (input.frames, features.n_mfcc)"
+            f"{expected_input} (input.frames, input.coefficients)"
         )
     sizes = sorted(int(np.prod(o["shape"][1:])) for o in outputs)
     expected_sizes = sorted([len(manifest.labels)] + ([len(manifest.dimensions)] if manifest.dimensions else []))

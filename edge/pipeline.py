@@ -214,7 +214,7 @@ class Pipeline:
         # the longest piece, its hangover, one window before it, and one batch of new frames
         self._batch_frames = input_frames
         capacity = max_frames + self.vad.hangover_frames + input_frames + self._batch_frames + 1
-        self.ring = FrameRing(capacity, features.n_mfcc, np.zeros(features.n_mfcc, np.float32))
+        self.ring = FrameRing(capacity, features.n_features, np.zeros(features.n_features, np.float32))
         self.mfcc = StreamingMFCC(features)
         self.normalizer = normalizer or AdaptiveNormalizer(features)
         self.reset(keep_normalizer=normalizer is not None)
@@ -320,7 +320,7 @@ def classify_features(coefficients: np.ndarray, log_energy: np.ndarray, score: S
     """
     pipeline = Pipeline(score, features, input_frames, decision, normalizer=normalizer, temperature=temperature)
     # the ring must hold the whole clip for the fallback window
-    pipeline.ring = FrameRing(max(pipeline.ring.capacity, coefficients.shape[0] + 1), features.n_mfcc, pipeline.ring.pad)
+    pipeline.ring = FrameRing(max(pipeline.ring.capacity, coefficients.shape[0] + 1), features.n_features, pipeline.ring.pad)
     decisions = pipeline.process_frames(coefficients, log_energy) + pipeline.flush()
     if not decisions:
         probabilities, dims = score(pipeline.normalized_window(pipeline.ring.end)[None])

@@ -52,9 +52,9 @@ def test_mfcc_agrees_with_python_speech_features(path, params):
 
 
 @pytest.mark.parametrize("path", REAL_CLIPS[:3], ids=lambda p: p.name)
-def test_streaming_chunks_equal_whole_signal(path):
+@pytest.mark.parametrize("params", [FeatureParams(), FeatureParams(pitch=True)], ids=["mfcc", "mfcc+pitch"])
+def test_streaming_chunks_equal_whole_signal(path, params):
     signal = _clip(path)
-    params = FeatureParams()
     whole, whole_energy = mfcc_with_energy(signal, params)
     stream = StreamingMFCC(params)
     for chunk in (160, 1024, 4000):
@@ -87,6 +87,9 @@ def test_short_signal_gives_no_frames():
     ({"high_hz": 9000.0}, "high_hz"),
     ({"window": "no-such-window"}, "window"),
     ({"mean": (0.0,), "std": (1.0,)}, "mean/std"),
+    ({"pitch": True, "pitch_min_hz": 60.0}, "pitch_min_hz"),  # two 60 Hz periods do not fit in 25 ms
+    ({"pitch": True, "pitch_max_hz": 5000.0}, "pitch_max_hz"),
+    ({"pitch": True, "mean": (0.0,) * 40, "std": (1.0,) * 40}, "expected 42 values"),
 ])
 def test_feature_params_reject_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -100,13 +103,13 @@ def test_feature_params_round_trip():
         FeatureParams.from_dict({**params.to_dict(), "n_melz": 3})
 
 
+@pytest.mark.parametrize("params", [FeatureParams(), FeatureParams(pitch=True)], ids=["mfcc", "mfcc+pitch"])
 @settings(max_examples=60, deadline=None)
 @given(
     samples=st.lists(st.floats(-1.0, 1.0, width=32), min_size=0, max_size=3000),
     chunks=st.lists(st.integers(1, 700), min_size=1, max_size=20),
 )
-def test_fuzz_streaming_matches_batch(samples, chunks):
-    params = FeatureParams()
+def test_fuzz_streaming_matches_batch(params, samples, chunks):
     signal = np.asarray(samples, dtype=np.float32)
     whole = mfcc(signal, params)
     stream = StreamingMFCC(params)
@@ -116,8 +119,8 @@ def test_fuzz_streaming_matches_batch(samples, chunks):
         parts.append(stream.process(signal[position : position + size])[0])
         position += size
         i += 1
-    got = np.concatenate(parts) if parts else np.zeros((0, 40), np.float32)
-    assert got.shape == whole.shape == (params.n_frames(signal.size), 40)
+    got = np.concatenate(parts) if parts else np.zeros((0, params.n_features), np.float32)
+    assert got.shape == whole.shape == (params.n_frames(signal.size), params.n_features)
     np.testing.assert_array_equal(got, whole)
     assert np.all(np.isfinite(got))
 
@@ -125,3 +128,43 @@ def test_fuzz_streaming_matches_batch(samples, chunks):
 def test_rejects_multichannel_input():
     with pytest.raises(ValueError, match="expected a 1-D signal"):
         mfcc(np.zeros((100, 2), dtype=np.float32), FeatureParams())
+
+
+def _harmonic_tone(f0: float, seconds: float = 1.0, rate: int = 16000) -> np.ndarray:
+    """Seven harmonics of ``f0`` with 1/k amplitudes and arbitrary phases (a voiced-speech-like source)."""
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.1 * sum(np.sin(2 * np.pi * f0 * k * t + k) / k for k in range(1, 8))).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0", [82.0, 120.0, 196.0, 310.0, 480.0])
+def test_pitch_of_a_harmonic_tone_is_its_fundamental(f0):
+    params = FeatureParams(pitch=True)
+    features = mfcc(_harmonic_tone(f0), params)
+    assert features.shape[1] == params.n_features == params.n_mfcc + 2
+    np.testing.assert_array_equal(features[:, :params.n_mfcc], mfcc(_harmonic_tone(f0), FeatureParams()))
+    estimated = 100.0 * 2.0 ** features[:, params.n_mfcc]
+    np.testing.assert_allclose(estimated, f0, rtol=0.005)  # every frame, within 9 cents
+    # clarity: periodic (frame 0 holds the pre-emphasis onset, y[0] = x[0], a step the tone does not repeat)
+    assert features[1:, params.n_mfcc + 1].min() > 0.95
+
+
+def test_pitch_clarity_separates_noise_and_silence_from_voice():
+    params = FeatureParams(pitch=True)
+    noise = np.random.default_rng(0).normal(0.0, 0.1, 16000).astype(np.float32)
+    assert np.median(mfcc(noise, params)[:, -1]) < 0.5
+    silence = mfcc(np.zeros(16000, np.float32), params)
+    assert np.all(np.isfinite(silence)) and np.all(silence[:, -1] == 0.0)
+
+
+def test_pitch_of_real_speech_is_lower_for_the_male_actor():
+    """RAVDESS actor 1 (male) and actor 2 (female), both neutral-to-sad speech: the median F0 of the
+    clearly voiced frames lies in each voice's usual range (Titze 1994: about 100-150 Hz male,
+    180-250 Hz female), the male one well below the female one."""
+    params = FeatureParams(pitch=True)
+    median = {}
+    for actor, name in (("01", "03-01-01-01-01-01-01.flac"), ("02", "03-01-04-01-02-02-02.flac")):
+        features = mfcc(load_audio(RAVDESS_MINI / f"Actor_{actor}" / name, 16000), params)
+        voiced = features[:, -1] > 0.7
+        assert voiced.sum() > 20
+        median[actor] = float(np.median(100.0 * 2.0 ** features[voiced, -2]))
+    assert 80 < median["01"] < 160 < 170 < median["02"] < 300, median

@@ -224,7 +224,7 @@ def test_fit_help_states_the_recipe_defaults(capsys):
     assert f"default {params.adapt_time_constant_s:g})" in text
 
 
-def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path):
+def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path, capsys):
     """``--protocol speakers`` on RAVDESS and TESS: each fold tests RAVDESS actors and a TESS speaker, and the
     figures of each corpus alone (the RAVDESS 6-fold figure of a multi-corpus model) are its clips'."""
     from paths import TESS_MINI
@@ -234,9 +234,18 @@ def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path):
     status = main(["fit", "--corpus", f"ravdess={MINI}", "--corpus", f"tess={TESS_MINI}", "--labels", "emotion4",
                    "--protocol", "speakers", "--n-folds", "2", "--out", str(tmp_path / "m"), "--quick", "--epochs", "1",
                    "--windows-per-epoch", "64", "--far-field-variants", "0", "--width", "16", "--dropout", "0.5", "--instance-norm",
-                   "--adversary", "0.5", "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
+                   "--adversary", "0.5", "--pitch", "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
                    "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs)])
     assert status == 0
+    # --pitch: the device's front end appends F0 and clarity, and the model and manifest say so
+    from edge.model import load_model
+
+    model = load_model(tmp_path / "m.tflite")
+    assert model.manifest.features.pitch and model.manifest.input.coefficients == 42 == len(model.manifest.features.mean)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "m.tflite"), "--corpus", f"tess={TESS_MINI}", "--json",
+                 "--no-progress", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert json.loads(capsys.readouterr().out)["clips"] > 0
     run_dir = next(runs.glob("m-*"))
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train_params"]["width"] == 16 and config["train_params"]["dropout"] == 0.5

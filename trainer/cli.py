@@ -161,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--instance-norm", action="store_true",
                      help="subtract each window's mean over time from every coefficient inside the model (per-window "
                      "cepstral mean normalisation, on top of the adaptation)")
+    fit.add_argument("--pitch", action="store_true",
+                     help="append the frame's F0 (log2 re 100 Hz) and clarity to its MFCCs (McLeod pitch method, "
+                          "edge.features.pitch_features; the device computes them too): a new front end, so the "
+                          "feature cache fills anew")
     fit.add_argument("--adversary", type=float, default=None, metavar="WEIGHT",
                      help="corpus-adversarial training: a corpus classifier behind gradient reversal of this final "
                           "strength (ramped up from 0; Ganin et al. 2016) pushes the features to not tell the training "
@@ -386,7 +390,7 @@ def fit(args) -> int:
         args.validation_speakers = 4 if args.early_stopping else 0
     if args.early_stopping and args.validation_speakers == 0:
         raise UsageError("--early-stopping needs validation speakers: --validation-speakers 1 or more")
-    features = FEATURES
+    features = dataclasses.replace(FEATURES, pitch=True) if args.pitch else FEATURES
     decision = DecisionParams()
     loaded = load_clips(args.corpus)
     held_out = speaker_set(args.hold_out_speakers)
@@ -616,7 +620,8 @@ def rescore(args) -> int:
     loaded = without_speakers(load_clips([parse_corpus(c) for c in config["args"]["corpus"]]),
                               speaker_set(config["args"]["hold_out_speakers"] or ""))
     clips, _, _ = apply_scheme(loaded, parse_scheme(config["args"]["labels"]))
-    feats = drop_silent(featurize(clips, FEATURES, cache_dir=args.cache_dir, progress=progress))
+    features = FeatureParams.from_dict(config["features"]) if "features" in config else FEATURES
+    feats = drop_silent(featurize(clips, features, cache_dir=args.cache_dir, progress=progress))
     folds = corpus_folds(f.clip.speaker for f in feats)
     rows = []
     for path in models:
@@ -624,7 +629,7 @@ def rescore(args) -> int:
         fold = folds[int(path.stem[4:])]
         test = [f for f in feats if f.clip.speaker in set(fold.test)]
         if args.far_field:
-            test = featurize([f.clip for f in test], FEATURES, cache_dir=args.cache_dir, progress=progress,
+            test = featurize([f.clip for f in test], features, cache_dir=args.cache_dir, progress=progress,
                              perturbation=FAR_FIELD_EVAL)
         y = np.array([model.labels.index(f.clip.label) for f in test])
         first = np.asarray(stream_order(test, seed))[: args.warm_up]

@@ -93,7 +93,7 @@ def write_model(
         labels=tuple(labels),
         label_scheme=label_scheme,
         features=features,
-        input=InputSpec(frames=frames, coefficients=features.n_mfcc, window_s=round(features.frame_end_s(frames - 1), 6)),
+        input=InputSpec(frames=frames, coefficients=features.n_features, window_s=round(features.frame_end_s(frames - 1), 6)),
         training=training or {},
         metrics=metrics or {},
         dimensions=tuple(dimensions),
