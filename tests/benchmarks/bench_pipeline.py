@@ -8,7 +8,7 @@ written block by block to a temporary WAV outside the repository. Then measures:
 (a) real-time factor (seconds of audio per CPU second, ``time.process_time``) of
     ``ser-edge replay FILE --sink stdout`` run in-process (``edge.daemon.run_replay``: decode,
     resampling, pipeline, JSON events), and of the pipeline alone (``Pipeline.process`` over
-    ``edge.daemon.file_blocks``, decode time counted separately);
+    ``edge.audio.file_blocks``, decode time counted separately);
 (b) ``edge.features.mfcc`` against ``python_speech_features.mfcc`` on the same excerpt with the
     same parameters (40 filters, 40 coefficients, 512-point FFT, periodic Hamming window,
     pre-emphasis 0.97, lifter 22, energy in c0), and their largest absolute difference;
@@ -47,7 +47,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))  # the checkout's edge/, also when the venv holds another install
 
 from edge.audio import resample  # noqa: E402
-from edge.daemon import StopFlag, file_blocks, run_replay  # noqa: E402
+from edge.audio import file_blocks  # noqa: E402
+from edge.daemon import StopFlag, run_replay  # noqa: E402
 from edge.features import FeatureParams, analysis_window, mfcc, mfcc_with_energy  # noqa: E402
 from edge.model import INTERPRETER, load_model  # noqa: E402
 from edge.pipeline import Pipeline  # noqa: E402
