@@ -273,7 +273,7 @@ def bench_inference(model_path: str, wav: Path, runs: int) -> list[Row]:
     return [Row("int8 inference, 1 thread (predict, 1 window)",
                 f"mean {ms.mean():.3f} ms, p95 {np.percentile(ms, 95):.3f} ms",
                 f"median {np.median(ms):.3f} ms, max {ms.max():.2f} ms over {runs} runs; "
-                f"{frames}x{features.n_mfcc} window, {INTERPRETER}")]
+                f"{frames}x{features.n_features} window, {INTERPRETER}")]
 
 
 def bench_ready(model_path: str, runs: int, timeout_s: float) -> list[Row]:
