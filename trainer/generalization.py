@@ -151,5 +151,5 @@ def format_loco_table(metrics: dict) -> str:
     cal = metrics["calibration"]
     lines.append(f"calibration: temperature {cal['temperature']:.2f}, ECE {cal['ece_before_mean']:.3f} -> "
                  f"{cal['ece_after_cross_fitted_mean']:.3f} (mean over held-out corpora, cross-fitted); "
-                 f"unsure below {cal['unsure_below']:.2f} ({cal['unsure_share']:.0%} of decisions)")
+                 f"unsure below {cal['unsure_below']:.3f} ({cal['unsure_share']:.0%} of decisions)")
     return "\n".join(lines)

@@ -276,8 +276,8 @@ def loco_section(loco: dict, labels, run_dir: Path) -> list[str]:
     lines += [f"| {p['corpus']} | {_fmt(p['ece_before'])} | {_fmt(p['ece_after'])} | {p['temperature_from_others']:.2f} |"
               for p in cal["per_corpus"]]
     lines += [f"| **mean** | {_fmt(cal['ece_before_mean'])} | {_fmt(cal['ece_after_cross_fitted_mean'])} | |", "",
-              f"Decisions below a calibrated confidence of **{cal['unsure_below']:.2f}** are flagged `unsure` (the "
-              "lowest reliability bin from which every bin is right at least half the time): "
+              f"Decisions below a calibrated confidence of **{cal['unsure_below']:.3f}** are flagged `unsure` (where "
+              "the isotonic regression of correctness on confidence reaches one half): "
               f"{cal['unsure_share']:.0%} of held-out decisions; accuracy {_fmt(cal['accuracy_sure'])} above, "
               f"{_fmt(cal['accuracy_unsure'])} below.", ""]
     plot_reliability(cal, run_dir / "reliability.png")
