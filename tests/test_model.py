@@ -115,6 +115,23 @@ def test_perturbed_versions_are_cached_apart_from_the_original(tmp_path):
 
 
 @pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
+def test_a_clip_listed_many_times_is_computed_once_by_parallel_workers(tmp_path, caplog):
+    """Twelve rows naming one file (a csv corpus may list a clip under several labels) share one cache
+    entry: two worker processes once raced on its temporary file and lost it."""
+    import logging
+
+    from trainer.featurize import featurize
+
+    path = MINI / "Actor_01" / "03-01-05-02-01-01-01.flac"
+    clips = [Clip(path, label, "x", "csv") for label in ("neutral", "happy", "sad", "angry") * 3]
+    with caplog.at_level(logging.INFO, logger="trainer.featurize"):
+        feats = featurize(clips, FeatureParams(), tmp_path, workers=2, progress=False)
+    assert "1 to compute" in caplog.text
+    assert len(list(tmp_path.glob("*.npz"))) == 1 and not list(tmp_path.glob("*.tmp.npz"))
+    assert all(np.array_equal(f.mfcc, feats[0].mfcc) for f in feats) and len(feats) == 12
+
+
+@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
 def test_noise_is_added_at_the_requested_snr_and_is_pink():
     from scipy.signal import welch
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -205,7 +206,7 @@ def _compute_to_cache(path: Path, params: FeatureParams, target: Path, perturbat
                       babble: tuple[Path, ...] = ()) -> Path:
     mfcc, log_energy = compute(path, params, perturbation, babble)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp.npz")
+    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npz")  # two fits sharing a cache never share a tmp file
     np.savez(tmp, mfcc=mfcc, log_energy=log_energy)
     tmp.replace(target)
     return target
@@ -231,9 +232,11 @@ def featurize(
     def babble(clip: Clip) -> tuple[Path, ...]:
         return tuple(path for speaker, path in pools.get(clip.corpus, []) if speaker != clip.speaker)
 
-    missing = [i for i, t in enumerate(targets) if not t.is_file()]
+    # one computation per cache entry: a clip listed twice (e.g. under two labels) is computed once
+    first = {t: i for i, t in reversed(list(enumerate(targets)))}
+    missing = sorted(i for t, i in first.items() if not t.is_file())
     what = "features" if perturbation.is_identity else f"features ({perturbation.describe()})"
-    logger.info("%s: %d clips, %d cached, %d to compute", what, len(clips), len(clips) - len(missing), len(missing))
+    logger.info("%s: %d clips, %d cached, %d to compute", what, len(clips), len(first) - len(missing), len(missing))
     if missing:
         bar = tqdm(total=len(missing), desc=what, unit="clip", disable=not progress)
         if workers > 1 and len(missing) > 8:

@@ -46,8 +46,7 @@ import soundfile
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))  # the checkout's edge/, also when the venv holds another install
 
-from edge.audio import resample  # noqa: E402
-from edge.audio import file_blocks  # noqa: E402
+from edge.audio import file_blocks, resample  # noqa: E402
 from edge.daemon import StopFlag, run_replay  # noqa: E402
 from edge.features import FeatureParams, analysis_window, mfcc, mfcc_with_energy  # noqa: E402
 from edge.model import INTERPRETER, load_model  # noqa: E402
