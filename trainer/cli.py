@@ -644,11 +644,12 @@ def rescore(args) -> int:
                 rows.append({"corpus": test[0].clip.corpus, "clips": len(test), "prior_s": prior,
                              "time_constant_s": constant, "ua": float(balanced_accuracy_score(y, pred)),
                              "first_accuracy": float(np.mean(pred[first] == y[first]))})
-    means = [{"prior_s": p, "time_constant_s": t,
-              "ua": float(np.mean([r["ua"] for r in rows if (r["prior_s"], r["time_constant_s"]) == (p, t)])),
-              "first_accuracy": float(np.mean([r["first_accuracy"] for r in rows
-                                               if (r["prior_s"], r["time_constant_s"]) == (p, t)]))}
-             for p in priors for t in constants]
+    means = []
+    for p in priors:
+        for t in constants:
+            setting = [r for r in rows if (r["prior_s"], r["time_constant_s"]) == (p, t)]
+            means.append({"prior_s": p, "time_constant_s": t, "ua": float(np.mean([r["ua"] for r in setting])),
+                          "first_accuracy": float(np.mean([r["first_accuracy"] for r in setting]))})
     if args.json:
         print(json.dumps({"condition": "far" if args.far_field else "clean", "warm_up": args.warm_up, "rows": rows,
                           "mean": means}, indent=2))
