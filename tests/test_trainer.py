@@ -198,7 +198,7 @@ def test_installed_command_help_and_errors(tmp_path):
                             (["--validation-speakers", "-1"], "--validation-speakers"), (["--speed", "fast"], "--speed"), (["--speed", "3"], "--speed"), (["--ema", "1.5"], "--ema"),
                             (["--snr", "30"], "--snr"), (["--snr", "30,10"], "--snr"), (["--gain", "-1"], "--gain"),
                             (["--width", "0"], "--width"), (["--dropout", "1"], "--dropout"),
-                            (["--adversary", "-1"], "--adversary"), (["--adversary", "1", "--no-dimensions"], "--adversary")):
+                            (["--adversary", "-1"], "--adversary"), (["--mfcc", "0"], "--mfcc"), (["--mfcc", "41"], "--mfcc"), (["--adversary", "1", "--no-dimensions"], "--adversary")):
         wrong = subprocess.run(ser_train() + ["fit", "--corpus", f"ravdess={MINI}", "--out", str(tmp_path / "m"), *flags],
                                capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert wrong.returncode == 2 and wrong.stderr.strip().count("\n") == 0, wrong.stderr
@@ -222,6 +222,24 @@ def test_fit_help_states_the_recipe_defaults(capsys):
     assert f"(trainer.acoustics; default {params.far_field_variants})" in text
     assert f"weighted by class; default {params.windows_per_epoch})" in text
     assert f"default {params.adapt_time_constant_s:g})" in text
+
+
+def test_fit_with_fewer_mfccs_gives_a_model_the_device_runs(tmp_path, capsys):
+    """``--mfcc 13``: the manifest's front end computes 13 coefficients, the model's input is 13 wide, the
+    normalisation statistics have 13 entries, and ``evaluate`` scores a corpus with it through the device's code."""
+    from edge.model import load_model
+
+    assert main(["fit", "--corpus", f"ravdess={MINI}", "--labels", "emotion4", "--mfcc", "13", "--n-folds", "2", "--out",
+                 str(tmp_path / "m"), "--quick", "--epochs", "1", "--windows-per-epoch", "64", "--far-field-variants", "0",
+                 "--width", "16", "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
+                 "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    model = load_model(tmp_path / "m.tflite")
+    features = model.manifest.features
+    assert features.n_mfcc == 13 == features.n_features == model.manifest.input.coefficients == len(features.std)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "m.tflite"), "--corpus", f"ravdess={MINI}", "--json",
+                 "--no-progress", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert json.loads(capsys.readouterr().out)["clips"] > 0
 
 
 def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path, capsys):

@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="append the frame's F0 (log2 re 100 Hz) and clarity to its MFCCs (McLeod pitch method, "
                      "edge.features.pitch_features; the device computes them too): a new front end, so the "
                      "feature cache fills anew. On the five corpora it lowered LOCO UA (README)")
+    fit.add_argument("--mfcc", type=positive_int, default=None, metavar="N",
+                     help="MFCCs per frame, 1..n_mels (40): fewer keep only the coarse spectral envelope (a new "
+                     "front end, so the feature cache fills anew; default 40)")
     fit.add_argument("--adversary", type=float, default=None, metavar="WEIGHT",
                      help="corpus-adversarial training: a corpus classifier behind gradient reversal of this final "
                      "strength (ramped up from 0; Ganin et al. 2016) pushes the features to not tell the training "
@@ -391,7 +394,9 @@ def fit(args) -> int:
         args.validation_speakers = 4 if args.early_stopping else 0
     if args.early_stopping and args.validation_speakers == 0:
         raise UsageError("--early-stopping needs validation speakers: --validation-speakers 1 or more")
-    features = dataclasses.replace(FEATURES, pitch=True) if args.pitch else FEATURES
+    if args.mfcc is not None and args.mfcc > FEATURES.n_mels:
+        raise UsageError(f"--mfcc: expected 1..{FEATURES.n_mels} (the mel bands), got {args.mfcc}")
+    features = dataclasses.replace(FEATURES, pitch=args.pitch, n_mfcc=args.mfcc or FEATURES.n_mfcc)
     decision = DecisionParams()
     loaded = load_clips(args.corpus)
     held_out = speaker_set(args.hold_out_speakers)
