@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.features import FeatureParams
+from edge.features import PITCH_FEATURES, FeatureParams
 
 SCHEMA_VERSION = 1
 SHA256_PREFIX_CHARS = 12
@@ -123,7 +123,7 @@ class ModelManifest:
             raise ManifestError(
                 f"{source}: input shape does not match the feature parameters: input.coefficients "
                 f"{input_spec.coefficients} != {features.n_features} (features.n_mfcc"
-                f"{' + 2 pitch features' if features.pitch else ''})"
+                f"{f' + {len(PITCH_FEATURES)} pitch features' if features.pitch else ''})"
             )
         expected_window_s = features.frame_end_s(input_spec.frames - 1)
         if input_spec.frames < 1 or not math.isclose(input_spec.window_s, expected_window_s, abs_tol=features.hop_s):
