@@ -54,3 +54,35 @@ def test_any_corpora_mix_is_speaker_disjoint(counts, n_folds):
 def test_too_few_speakers():
     with pytest.raises(ValueError, match="expected 2 <= folds"):
         speaker_folds(Counter({"tess:OAF": 3, "tess:YAF": 2}), 3)
+
+
+def test_balanced_weights_by_clips_and_by_speakers():
+    """Corpus shares go as the square root of their clips (or speakers); within a corpus every class has
+    the same share, and within a (corpus, class) every clip the same weight."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from trainer.corpora.base import Clip
+    from trainer.featurize import ClipFeatures
+    from trainer.train import balanced_weights
+
+    def clips(corpus, speakers, per_speaker, labels):
+        return [ClipFeatures(Clip(Path(f"/{corpus}/{s}_{i}.wav"), labels[i % len(labels)], f"{corpus}:{s}", corpus),
+                             np.zeros((1, 1), np.float32), np.zeros(1, np.float32))
+                for s in range(speakers) for i in range(per_speaker)]
+
+    # "big": 4 speakers x 25 clips = 100 clips, two classes 3:1; "small": 1 speaker x 25 clips, one class
+    big = clips("big", 4, 25, ["angry", "angry", "angry", "sad"])
+    small = clips("small", 1, 25, ["sad"])
+    everything = big + small
+    for by, share in (("clips", np.sqrt(100) / (np.sqrt(100) + np.sqrt(25))),
+                      ("speakers", np.sqrt(4) / (np.sqrt(4) + np.sqrt(1)))):
+        w = balanced_weights(everything, ("sad", "angry"), by)
+        assert w.sum() == pytest.approx(1.0) and np.all(w > 0)
+        assert w[: len(big)].sum() == pytest.approx(share)
+        angry = np.array([c.clip.label == "angry" for c in big])
+        assert w[: len(big)][angry].sum() == pytest.approx(share / 2) == w[: len(big)][~angry].sum()
+        assert np.ptp(w[: len(big)][angry]) == pytest.approx(0) and np.ptp(w[len(big):]) == pytest.approx(0)
+    with pytest.raises(ValueError, match="by must be"):
+        balanced_weights(everything, ("sad", "angry"), "voices")

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--windows-per-epoch", type=non_negative_int, default=None, metavar="N",
                      help="windows per epoch, clips drawn balanced across corpora and classes (0: every clip "
                      "twice per epoch, weighted by class; default 6000)")
+    fit.add_argument("--balance", choices=("clips", "speakers"), default=None,
+                     help="weigh each corpus in the windows drawn by the square root of its clips or of its speakers "
+                     "(default clips)")
     fit.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                      help="time constant of the normalisation that adapts on the device, in seconds of speech "
                      "(0: fixed training statistics; default 120)")
@@ -381,7 +384,7 @@ def fit(args) -> int:
         raise UsageError(f"--dropout: expected a probability in [0, 1), got {args.dropout}")
     given = {"mixup_alpha": args.mixup, "ema_decay": args.ema, "noise_variants": args.noise_variants,
              "gain_db": args.gain, "far_field_variants": args.far_field_variants,
-             "windows_per_epoch": args.windows_per_epoch, "adapt_time_constant_s": args.adapt,
+             "windows_per_epoch": args.windows_per_epoch, "corpus_balance": args.balance, "adapt_time_constant_s": args.adapt,
              "width": args.width, "dropout": args.dropout, "instance_norm": args.instance_norm or None,
              "adversary_weight": args.adversary}
     train_params = TrainParams(epochs=max_epochs, batch_size=args.batch_size, seed=args.seed,

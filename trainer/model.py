@@ -75,6 +75,9 @@ class TrainParams:
     """0: every clip ``crops_per_clip`` times per epoch. Otherwise this many windows per epoch, clips
     drawn with the sampling weights :func:`trainer.train.balanced_weights` gives (balanced across
     corpora and classes)."""
+    corpus_balance: str = "clips"
+    """How :func:`trainer.train.balanced_weights` weighs the corpora: by the square root of their clips
+    ("clips") or of their speakers ("speakers": a corpus of two voices is drawn less than one of ninety)."""
     dims_weight: float = 0.5
     """Weight of the arousal/valence regression loss (mean squared error) beside the label loss."""
     adapt_time_constant_s: float = 120.0

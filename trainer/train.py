@@ -128,15 +128,21 @@ def stream_normalized(versions: list[tuple[np.ndarray, np.ndarray]], clips: list
     return out
 
 
-def balanced_weights(clips: list[ClipFeatures], labels: tuple[str, ...]) -> np.ndarray:
+def balanced_weights(clips: list[ClipFeatures], labels: tuple[str, ...], by: str = "clips") -> np.ndarray:
     """Sampling probability per clip: corpora weighted by the square root of their size (a small
-    corpus is not drowned, a large one not over-repeated), classes equal within each corpus, clips
-    equal within a (corpus, class). float64 ``(n,)``, sums to 1."""
+    corpus is not drowned, a large one not over-repeated), counted in clips (``by="clips"``) or in
+    speakers (``by="speakers"``), classes equal within each corpus, clips equal within a (corpus,
+    class). float64 ``(n,)``, sums to 1. Raises ValueError for another ``by``."""
+    if by not in ("clips", "speakers"):
+        raise ValueError(f"balanced_weights: by must be 'clips' or 'speakers', got {by!r}")
     keys = [(c.clip.corpus, c.clip.label) for c in clips]
     per_key = Counter(keys)
-    per_corpus = Counter(k[0] for k in keys)
-    classes = {corpus: len({k[1] for k in per_key if k[0] == corpus}) for corpus in per_corpus}
-    weights = np.array([math.sqrt(per_corpus[k[0]]) / (classes[k[0]] * per_key[k]) for k in keys])
+    if by == "clips":
+        size = Counter(k[0] for k in keys)
+    else:
+        size = Counter(corpus for corpus, _ in {(c.clip.corpus, c.clip.speaker) for c in clips})
+    classes = {corpus: len({k[1] for k in per_key if k[0] == corpus}) for corpus in size}
+    weights = np.array([math.sqrt(size[k[0]]) / (classes[k[0]] * per_key[k]) for k in keys])
     return weights / weights.sum()
 
 
@@ -200,7 +206,7 @@ def fit_and_convert(
     train_dims = None
     if dims is not None:
         train_dims = np.array([dims.get(str(c.clip.path), (0.0, 0.0)) for c in train_clips], dtype=np.float32)
-    clip_weights = balanced_weights(train_clips, labels) if tp.windows_per_epoch else None
+    clip_weights = balanced_weights(train_clips, labels, tp.corpus_balance) if tp.windows_per_epoch else None
     corpus_index = {corpus: k for k, corpus in enumerate(sorted({c.clip.corpus for c in train_clips}))}
     train_corpora = np.array([corpus_index[c.clip.corpus] for c in train_clips])
     model, best_epoch, records = train(train_x, train_y, len(labels), frames, tp, val_x, val_y, progress, desc,
