@@ -195,7 +195,12 @@ def training_summary(tp: dict) -> str:
         parts.append(f"mixup {tp['mixup_alpha']:g}")
     if tp.get("label_smoothing"):
         parts.append(f"label smoothing {tp['label_smoothing']:g}")
-    parts.append("class weights")
+    if tp.get("windows_per_epoch"):
+        by = tp.get("corpus_balance", "clips")
+        parts.append(f"{tp['windows_per_epoch']} windows per epoch drawn balanced across classes and corpora "
+                     f"(corpora by the square root of their {by})")
+    else:
+        parts.append("class weights")
     return "; ".join(parts)
 
 
