@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "twice per epoch, weighted by class; default 6000)")
     fit.add_argument("--balance", choices=("clips", "speakers"), default=None,
                      help="weigh each corpus in the windows drawn by the square root of its clips or of its speakers "
-                     "(default clips)")
+                     "(default clips; speakers measured no better, README)")
     fit.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                      help="time constant of the normalisation that adapts on the device, in seconds of speech "
                      "(0: fixed training statistics; default 120)")
