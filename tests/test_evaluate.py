@@ -112,3 +112,25 @@ def test_unsure_threshold_is_where_decisions_become_right_half_the_time():
     assert right[confidence < threshold].mean() < 0.5 < right[confidence >= threshold].mean()
     assert unsure_threshold(probabilities, probabilities.argmax(axis=1)) == 0.0  # every decision right
     assert unsure_threshold(probabilities, (probabilities.argmax(axis=1) + 1) % 4) == 1.0  # every decision wrong
+
+
+def test_corpus_balanced_calibration_weighs_every_corpus_the_same():
+    """With ``groups``, a corpus of 1,000 clips calibrated at T = 1 and one of 20,000 at T = 3 give the
+    temperature of two equal corpora (between the two, not near 3 as the pooled fit is), and copying one
+    corpus's clips five times changes neither the temperature nor the unsure threshold."""
+    from trainer.evaluate import fit_temperature, group_weights, unsure_threshold
+
+    small_p, small_y = _calibrated_sample(1000, 2, temperature=1.0)
+    big_p, big_y = _calibrated_sample(20000, 3, temperature=3.0)
+    p, y = np.concatenate([small_p, big_p]), np.concatenate([small_y, big_y])
+    groups = np.array(["small"] * 1000 + ["big"] * 20000)
+    weights = group_weights(groups, len(y))
+    assert weights.sum() == pytest.approx(1.0) and weights[groups == "small"].sum() == pytest.approx(0.5)
+    assert group_weights(None, 4).tolist() == [0.25] * 4
+    pooled, balanced = fit_temperature(p, y), fit_temperature(p, y, groups)
+    assert 1.3 < balanced < pooled - 0.3 and pooled > 2.5
+    copied = (np.concatenate([np.tile(small_p, (5, 1)), big_p]), np.concatenate([np.tile(small_y, 5), big_y]),
+              np.array(["small"] * 5000 + ["big"] * 20000))
+    assert fit_temperature(*copied) == pytest.approx(balanced, rel=1e-3)
+    assert fit_temperature(copied[0], copied[1]) < pooled - 0.3  # the pooled fit follows the copies
+    assert unsure_threshold(*copied) == pytest.approx(unsure_threshold(p, y, groups), abs=1e-6)

@@ -124,3 +124,38 @@ def test_rescore_refuses_what_it_cannot_score(loco_run, tmp_path, capsys):
     run_dir = next((loco_run / "runs").glob("m-*"))
     assert main(["rescore", str(run_dir), "--time-constant", "soon"]) == 2
     assert "--time-constant: expected seconds" in capsys.readouterr().err
+
+
+def test_calibrate_refits_from_the_kept_scores_into_the_manifest(loco_run, tmp_path, capsys):
+    """``ser-train calibrate`` rebuilds the fit's calibration from the run's files alone (fold_scores.npz):
+    the same temperature and threshold as the fit computed in memory. With --model it writes them into a
+    copy of the run's manifest whose calibration was spoilt, the model still loads with the same sha256,
+    and a manifest of another run is refused."""
+    import shutil
+
+    run_dir = next((loco_run / "runs").glob("m-*"))
+    fitted = json.loads((run_dir / "cv.json").read_text())["loco"]["calibration"]
+    assert main(["calibrate", str(run_dir), "--json"]) == 0
+    refit = json.loads(capsys.readouterr().out)
+    for key in ("temperature", "unsure_below", "ece_after_cross_fitted_mean", "ece_before_mean"):
+        assert refit[key] == pytest.approx(fitted[key], rel=1e-9), key
+    for name in ("m.tflite", "m.json"):
+        shutil.copy(loco_run / name, tmp_path / name)
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    manifest["calibration"] = {"temperature": 9.5, "unsure_below": 0.99}
+    (tmp_path / "m.json").write_text(json.dumps(manifest))
+    assert main(["calibrate", str(run_dir), "--model", str(tmp_path / "m.json")]) == 0
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert written["calibration"] == {"temperature": pytest.approx(fitted["temperature"], rel=1e-9),
+                                      "unsure_below": pytest.approx(fitted["unsure_below"], rel=1e-9)}
+    assert written["training"]["calibration_refit"]["run"] == run_dir.name
+    assert "each corpus" in written["training"]["calibration_rule"]
+    model = load_model(tmp_path / "m.tflite")
+    assert model.manifest.temperature == pytest.approx(fitted["temperature"])
+    assert model.manifest.sha256 == manifest["sha256"]
+    written["training"]["command"] = "ser-train fit --something-else"
+    (tmp_path / "m.json").write_text(json.dumps(written))
+    capsys.readouterr()
+    assert main(["calibrate", str(run_dir), "--model", str(tmp_path / "m.json")]) == 2
+    assert "not the final model of" in capsys.readouterr().err
+    assert json.loads((tmp_path / "m.json").read_text())["training"]["command"] == "ser-train fit --something-else"

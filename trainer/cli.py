@@ -224,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
     rs.add_argument("--no-progress", action="store_true")
 
+    cb = sub.add_parser("calibrate", help="fit a leave-one-corpus-out run's calibration again from its held-out scores",
+                        description="Fit the temperature and the unsure threshold again from the held-out int8 scores "
+                        "a leave-one-corpus-out run kept (RUN_DIR/fold_scores.npz, clean and far-field), with the "
+                        "calibration rule of this version (trainer.generalization.CALIBRATION_RULE), without "
+                        "retraining, and print them with the ECE per held-out corpus. With --model, write them into "
+                        "the manifest of that run's final model (the .tflite, and so the model's sha256, is "
+                        "untouched; the manifest records the refit under training.calibration_refit).")
+    cb.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder of ser-train fit, runs/NAME-<UTC>")
+    cb.add_argument("--model", type=Path, default=None, metavar="MANIFEST",
+                    help="the run's final model manifest (NAME.json) to update; it must name the run's command")
+    cb.add_argument("--json", action="store_true", help="print the calibration as JSON")
+
     rp = sub.add_parser("report", help="regenerate a run's report.md and PNGs from its results.json",
                         description="Render runs/NAME-<UTC>/report.md and its figures from the saved results.json.")
     rp.add_argument("run_dir", type=Path, metavar="RUN_DIR")
@@ -513,6 +525,10 @@ def fit(args) -> int:
         "train_params": dataclasses.asdict(final_params),
     }
     training["label_scheme"] = args.labels
+    if results and protocol == "loco" and dims is not None:
+        from trainer.generalization import CALIBRATION_RULE
+
+        training["calibration_rule"] = CALIBRATION_RULE
     training["excluded_clips"] = excluded
     manifest_metrics = _manifest_metrics(metrics)
     tflite_path, json_path = write_model(args.out, flatbuffer, labels, args.labels, fitted, FRAMES, training,
@@ -600,6 +616,62 @@ def report(args) -> int:
     if not (args.run_dir / RESULTS).is_file():
         raise UsageError(f"expected a run directory with {RESULTS}, got {args.run_dir}")
     print(render(args.run_dir))
+    return 0
+
+
+def calibrate(args) -> int:
+    from edge.manifest import ModelManifest
+    from trainer.export import git_commit
+    from trainer.generalization import CALIBRATION_RULE, calibration_from_parts
+
+    paths = {name: args.run_dir / name for name in ("config.json", "cv.json", "fold_scores.npz")}
+    for path in paths.values():
+        if not path.is_file():
+            raise UsageError(f"{path}: not found (expected a leave-one-corpus-out run folder of ser-train fit)")
+    config = json.loads(paths["config.json"].read_text())
+    if config.get("protocol") != "loco":
+        raise UsageError(f"{args.run_dir}: expected a leave-one-corpus-out run, got protocol {config.get('protocol')}")
+    folds = json.loads(paths["cv.json"].read_text())["int8"]["folds"]
+    parts = []
+    with np.load(paths["fold_scores.npz"]) as scores:
+        for row in folds:
+            corpus = ",".join(sorted({speaker.split(":")[0] for speaker in row["test_actors"]}))
+            for condition in ("int8_scores", "far_int8_scores"):
+                key = f"fold{row['fold']}_{condition}"
+                if key in scores.files:
+                    parts.append((scores[key], scores[f"fold{row['fold']}_y_true"], corpus))
+    cal = calibration_from_parts(parts)
+    if args.json:
+        print(json.dumps({k: v for k, v in cal.items() if not k.startswith("reliability")}, indent=2,
+                         default=_json_default))
+    else:
+        print(f"temperature {cal['temperature']:.3f}, unsure below {cal['unsure_below']:.3f} "
+              f"({cal['unsure_share']:.0%} of held-out decisions); ECE before -> after, cross-fitted:")
+        for row in cal["per_corpus"]:
+            print(f"  {row['corpus']:<12} {row['ece_before']:.3f} -> {row['ece_after']:.3f}")
+        print(f"  {'mean':<12} {cal['ece_before_mean']:.3f} -> {cal['ece_after_cross_fitted_mean']:.3f}")
+    if args.model is None:
+        return 0
+    try:
+        manifest = json.loads(args.model.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--model {args.model}: cannot read the manifest ({exc})") from None
+    if manifest.get("training", {}).get("command") != config.get("command"):
+        raise UsageError(f"--model {args.model}: not the final model of {args.run_dir} (the manifest's "
+                         "training.command differs from the run's)")
+    manifest["calibration"] = {"temperature": cal["temperature"], "unsure_below": cal["unsure_below"]}
+    if "loco" in manifest.get("metrics", {}):
+        manifest["metrics"]["loco"]["calibration"] = _manifest_metrics({"loco": {"calibration": cal}})["loco"]["calibration"]
+    manifest["training"]["calibration_rule"] = CALIBRATION_RULE
+    manifest["training"]["calibration_refit"] = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "git_commit": git_commit(), "run": args.run_dir.name}
+    text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
+    ModelManifest.from_dict(json.loads(text), str(args.model))  # the device's checks, before anything is replaced
+    tmp = args.model.with_name(args.model.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(args.model)
+    print(f"wrote the calibration into {args.model}")
     return 0
 
 
@@ -774,7 +846,8 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.labels import LabelSchemeError
 
     try:
-        return {"fit": fit, "evaluate": evaluate, "report": report, "rescore": rescore}[args.command](args)
+        return {"fit": fit, "evaluate": evaluate, "report": report, "rescore": rescore,
+                "calibrate": calibrate}[args.command](args)
     except (UsageError, CorpusError, LabelSchemeError, ManifestError, ModelError, AudioError) as exc:
         print(f"ser-train: error: {exc}", file=sys.stderr)
         return 2

@@ -136,14 +136,29 @@ def valence_auc(valence_true: np.ndarray, valence_pred: np.ndarray) -> float:
     return float(roc_auc_score(positive, valence_pred[keep]))
 
 
-def fit_temperature(probabilities: np.ndarray, y_true: np.ndarray) -> float:
+def group_weights(groups: np.ndarray | None, n: int) -> np.ndarray:
+    """Per-sample weights, float64 ``(n,)`` summing to 1, that give every group (e.g. every held-out
+    corpus) the same total weight; equal weights when ``groups`` is None."""
+    if groups is None:
+        return np.full(n, 1.0 / n)
+    groups = np.asarray(groups)
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return 1.0 / (counts[inverse] * len(counts))
+
+
+def fit_temperature(probabilities: np.ndarray, y_true: np.ndarray, groups: np.ndarray | None = None) -> float:
     """The temperature minimising the negative log-likelihood of ``y_true`` (Guo et al. 2017, ICML,
-    "On calibration of modern neural networks"), by bounded scalar search over 0.05..20 (scipy)."""
+    "On calibration of modern neural networks"), by bounded scalar search over 0.05..20 (scipy).
+    ``groups`` (e.g. each clip's held-out corpus): the NLL is averaged within each group, then over
+    the groups, so a large corpus does not set the temperature alone; a device's speech is a domain
+    none of them is, and each is one sample of how far a new domain lies."""
     from scipy.optimize import minimize_scalar
+
+    weights = group_weights(groups, len(y_true))
 
     def nll(t: float) -> float:
         p = temperature_scale(probabilities, t)[np.arange(len(y_true)), y_true]
-        return float(-np.mean(np.log(np.maximum(p, 1e-12))))
+        return float(-np.sum(weights * np.log(np.maximum(p, 1e-12))))
 
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
 
@@ -181,18 +196,20 @@ UNSURE_ACCURACY = 0.5
 """A decision is trusted when decisions of its confidence are right at least this often."""
 
 
-def unsure_threshold(probabilities: np.ndarray, y_true: np.ndarray) -> float:
+def unsure_threshold(probabilities: np.ndarray, y_true: np.ndarray, groups: np.ndarray | None = None) -> float:
     """The confidence below which a calibrated decision is flagged unsure: the lowest confidence at
     which the isotonic (monotone non-decreasing) regression of correctness on confidence reaches
     :data:`UNSURE_ACCURACY` (sklearn ``IsotonicRegression``, pool-adjacent-violators; Zadrozny & Elkan
     2002 use it for calibration). Continuous, unlike a reliability-bin edge, so the threshold does
     not jump by a bin width between two runs of the same recipe. ``probabilities`` float ``(n, k)``,
-    ``y_true`` int ``(n,)``; 0.0 if every confidence reaches it, 1.0 if none does."""
+    ``y_true`` int ``(n,)``; ``groups``: every group weighs the same in the regression (as in
+    :func:`fit_temperature`). 0.0 if every confidence reaches it, 1.0 if none does."""
     from sklearn.isotonic import IsotonicRegression
 
     confidence = probabilities.max(axis=1)
     correct = (probabilities.argmax(axis=1) == y_true).astype(np.float64)
-    fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(confidence, correct)
+    fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(
+        confidence, correct, sample_weight=group_weights(groups, len(correct)))
     order = np.argsort(confidence)
     reached = fitted.predict(confidence[order]) >= UNSURE_ACCURACY
     if not reached.any():

@@ -5,8 +5,9 @@ and in the far-field condition (:data:`trainer.train.FAR_FIELD_EVAL`), int8 thro
 and float, on the shipped labels and on ``emotion4`` (for models with more labels, argmax over those
 four). Arousal: Lin's CCC against the circumplex targets (:func:`trainer.labels.dimension_targets`);
 valence: ROC AUC of positive against negative utterances. Calibration: one temperature fitted on
-the pooled held-out corpora (the shipped one); its ECE is reported cross-fitted (each corpus scored
-with a temperature fitted on the other held-out corpora), beside the uncalibrated ECE.
+the held-out corpora, each weighing the same (the shipped one); its ECE is reported cross-fitted
+(each corpus scored with a temperature fitted on the other held-out corpora), beside the
+uncalibrated ECE.
 """
 
 from __future__ import annotations
@@ -89,29 +90,42 @@ def loco_metrics(results: list, labels: tuple[str, ...]) -> dict:
     return out
 
 
+CALIBRATION_RULE = ("one temperature minimising the NLL averaged within each held-out corpus (clean and far-field), "
+                    "then over the corpora; the unsure threshold where the isotonic regression of correctness on "
+                    "calibrated confidence, each corpus weighing the same, reaches one half")
+"""The calibration rule, in words (the manifest's ``training.calibration_rule``)."""
+
+
 def calibration(results: list) -> dict:
-    """Temperature scaling fitted on the pooled held-out corpora (clean and far-field, int8), the
-    unsure threshold derived from the calibrated decisions, and ECE before and after (after =
-    cross-fitted per held-out corpus, and pooled in-sample)."""
+    """:func:`calibration_from_parts` of the folds' held-out int8 scores, clean and far-field."""
     parts = []
     for r in results:
         parts.append((r.int8_scores, r.y_true, ",".join(r.test_corpora)))
         if r.far is not None:
             parts.append((r.far["int8_scores"], r.y_true, ",".join(r.test_corpora)))
+    return calibration_from_parts(parts)
+
+
+def calibration_from_parts(parts: list[tuple[np.ndarray, np.ndarray, str]]) -> dict:
+    """Temperature scaling fitted on the held-out corpora, each corpus weighing the same
+    (:func:`trainer.evaluate.fit_temperature` with ``groups``), the unsure threshold derived from the
+    calibrated decisions the same way, and ECE before and after (after = cross-fitted per held-out
+    corpus, and pooled in-sample). ``parts``: ``(probabilities (n, k), y_true (n,), corpus)``, a corpus
+    may have several parts (clean and far-field)."""
     probabilities = np.concatenate([p for p, _, _ in parts])
     y_true = np.concatenate([y for _, y, _ in parts])
     corpora = np.concatenate([[c] * len(y) for _, y, c in parts])
-    temperature = fit_temperature(probabilities, y_true)
+    temperature = fit_temperature(probabilities, y_true, corpora)
     calibrated = temperature_scale(probabilities, temperature)
     per_corpus = []
     for name in sorted(set(corpora)):
         mine = corpora == name
-        t_other = fit_temperature(probabilities[~mine], y_true[~mine]) if (~mine).any() else temperature
+        t_other = fit_temperature(probabilities[~mine], y_true[~mine], corpora[~mine]) if (~mine).any() else temperature
         per_corpus.append({"corpus": name, "temperature_from_others": t_other,
                            "ece_before": expected_calibration_error(probabilities[mine], y_true[mine]),
                            "ece_after": expected_calibration_error(temperature_scale(probabilities[mine], t_other),
                                                                    y_true[mine])})
-    threshold = unsure_threshold(calibrated, y_true)
+    threshold = unsure_threshold(calibrated, y_true, corpora)
     confidence = calibrated.max(axis=1)
     correct = calibrated.argmax(axis=1) == y_true
     sure = confidence >= threshold
