@@ -275,14 +275,15 @@ def loco_section(loco: dict, labels, run_dir: Path) -> list[str]:
                   "CMU-MOSEI)."]
     cal = loco["calibration"]
     lines += ["", "### Calibration", "",
-              f"Temperature **{cal['temperature']:.3f}** fitted on the pooled held-out corpora (clean and far-field, "
-              "int8). ECE (15 bins) before and after, each corpus scored with a temperature fitted on the others:", "",
+              f"Temperature **{cal['temperature']:.3f}** fitted on the held-out corpora (clean and far-field, int8), "
+              "each corpus weighing the same. ECE (15 bins) before and after, each corpus scored with a temperature "
+              "fitted on the others:", "",
               "| held-out | ECE before | ECE after | T from the others |", "|---|---:|---:|---:|"]
     lines += [f"| {p['corpus']} | {_fmt(p['ece_before'])} | {_fmt(p['ece_after'])} | {p['temperature_from_others']:.2f} |"
               for p in cal["per_corpus"]]
     lines += [f"| **mean** | {_fmt(cal['ece_before_mean'])} | {_fmt(cal['ece_after_cross_fitted_mean'])} | |", "",
               f"Decisions below a calibrated confidence of **{cal['unsure_below']:.3f}** are flagged `unsure` (where "
-              "the isotonic regression of correctness on confidence reaches one half): "
+              "the isotonic regression of correctness on confidence, each corpus weighing the same, reaches one half): "
               f"{cal['unsure_share']:.0%} of held-out decisions; accuracy {_fmt(cal['accuracy_sure'])} above, "
               f"{_fmt(cal['accuracy_unsure'])} below.", ""]
     plot_reliability(cal, run_dir / "reliability.png")
