@@ -99,6 +99,7 @@ import functools
 import hashlib
 import logging
 import math
+import os
 import time
 import zlib
 from dataclasses import dataclass
@@ -297,7 +298,7 @@ def _save_bank(path: Path, bank: tuple[RoomImpulse, ...]) -> None:
         padded[i, : len(room.rir)] = room.rir
     meta = np.array([[r.rt60_s, r.rt60_measured_s, *r.room_m, *r.mic_m, *r.talker_m, r.distance_m, r.absorption]
                      for r in bank])
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # two processes building one bank never share it
     np.savez(tmp, rirs=padded, lengths=lengths, meta=meta, sample_rate_hz=bank[0].sample_rate_hz)
     tmp.replace(path)
 

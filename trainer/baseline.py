@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -99,7 +100,9 @@ def features_of(clips: list[Clip], cache_dir: Path | None = None, progress: bool
         out[i] = clip_features(load_audio(clip.path, SAMPLE_RATE_HZ))
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
-            np.save(target, out[i])
+            tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npy")  # a reader never sees half a file
+            np.save(tmp, out[i])
+            tmp.replace(target)
     return out
 
 
