@@ -203,3 +203,29 @@ def test_noise_colours():
     assert np.isclose(np.sqrt(np.mean(pink**2)), 1.0) and np.isclose(np.sqrt(np.mean(brown**2)), 1.0)
     assert 0.8 < octave_power_ratio(pink) < 1.25  # equal power per octave
     assert 1.6 < octave_power_ratio(brown) < 2.5  # 3 dB more per octave down
+
+
+def test_two_processes_saving_one_room_bank_do_not_collide(tmp_path, monkeypatch):
+    """Two LOCO workers of a fresh clone build the same room bank at once. Here a second process's
+    whole save happens in between the first one's write and rename (its own process id): both saves
+    succeed, one bank file is left with the bank's rooms, and no temporary file."""
+    import itertools
+
+    bank = rir_bank("train", RATE, 2)
+    path = tmp_path / "rirs-train.npz"
+    pids = itertools.count(101)
+    monkeypatch.setattr(acoustics.os, "getpid", lambda: next(pids))
+    real_savez = np.savez
+    interleaved = []
+
+    def savez(file, **arrays):
+        real_savez(file, **arrays)
+        if not interleaved:
+            interleaved.append(file)
+            acoustics._save_bank(path, bank)  # the other process writes and renames first
+
+    monkeypatch.setattr(acoustics.np, "savez", savez)
+    acoustics._save_bank(path, bank)
+    assert interleaved and [p.name for p in tmp_path.iterdir()] == [path.name]
+    loaded = acoustics._load_bank(path)
+    assert len(loaded) == 2 and all(np.array_equal(a.rir, b.rir) for a, b in zip(loaded, bank, strict=True))
