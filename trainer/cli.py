@@ -517,7 +517,7 @@ def fit(args) -> int:
         "protocol": protocol_text,
         "folds_run": selected,
         "seed": args.seed,
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "date": _utc_now(),
         "git_commit": git_commit(),
         "command": command,
         "epochs": epochs,
@@ -571,6 +571,23 @@ def save_fold_models(folder: Path, results) -> None:
             (folder / f"fold{r.fold}{suffix}").write_bytes(data)
 
 
+def _utc_now() -> str:
+    """The current UTC time, RFC 3339 to the second with a ``Z`` (the manifest's dates)."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _loco_run_config(run_dir: Path, *files: str) -> dict:
+    """The ``config.json`` of a leave-one-corpus-out run folder of ``fit``, after checking that it and
+    ``files`` (names in the folder) exist. Raises :class:`UsageError` naming what is missing or wrong."""
+    for name in ("config.json", *files):
+        if not (run_dir / name).is_file():
+            raise UsageError(f"{run_dir / name}: not found (expected a run folder of ser-train fit)")
+    config = json.loads((run_dir / "config.json").read_text())
+    if config.get("protocol") != "loco":
+        raise UsageError(f"{run_dir}: expected a leave-one-corpus-out run, got protocol {config.get('protocol')}")
+    return config
+
+
 def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -622,28 +639,23 @@ def report(args) -> int:
 def calibrate(args) -> int:
     from edge.manifest import ModelManifest
     from trainer.export import git_commit
+    from trainer.folds import corpus_of
     from trainer.generalization import CALIBRATION_RULE, calibration_from_parts
 
-    paths = {name: args.run_dir / name for name in ("config.json", "cv.json", "fold_scores.npz")}
-    for path in paths.values():
-        if not path.is_file():
-            raise UsageError(f"{path}: not found (expected a leave-one-corpus-out run folder of ser-train fit)")
-    config = json.loads(paths["config.json"].read_text())
-    if config.get("protocol") != "loco":
-        raise UsageError(f"{args.run_dir}: expected a leave-one-corpus-out run, got protocol {config.get('protocol')}")
-    folds = json.loads(paths["cv.json"].read_text())["int8"]["folds"]
+    config = _loco_run_config(args.run_dir, "cv.json", "fold_scores.npz")
+    folds = json.loads((args.run_dir / "cv.json").read_text())["int8"]["folds"]
     parts = []
-    with np.load(paths["fold_scores.npz"]) as scores:
+    with np.load(args.run_dir / "fold_scores.npz") as scores:
         for row in folds:
-            corpus = ",".join(sorted({speaker.split(":")[0] for speaker in row["test_actors"]}))
+            corpus = ",".join(sorted({corpus_of(speaker) for speaker in row["test_actors"]}))
             for condition in ("int8_scores", "far_int8_scores"):
                 key = f"fold{row['fold']}_{condition}"
                 if key in scores.files:
                     parts.append((scores[key], scores[f"fold{row['fold']}_y_true"], corpus))
     cal = calibration_from_parts(parts)
+    summary = _manifest_metrics({"loco": {"calibration": cal}})["loco"]["calibration"]  # without the reliability bins
     if args.json:
-        print(json.dumps({k: v for k, v in cal.items() if not k.startswith("reliability")}, indent=2,
-                         default=_json_default))
+        print(json.dumps(summary, indent=2))
     else:
         print(f"temperature {cal['temperature']:.3f}, unsure below {cal['unsure_below']:.3f} "
               f"({cal['unsure_share']:.0%} of held-out decisions); ECE before -> after, cross-fitted:")
@@ -661,10 +673,10 @@ def calibrate(args) -> int:
                          "training.command differs from the run's)")
     manifest["calibration"] = {"temperature": cal["temperature"], "unsure_below": cal["unsure_below"]}
     if "loco" in manifest.get("metrics", {}):
-        manifest["metrics"]["loco"]["calibration"] = _manifest_metrics({"loco": {"calibration": cal}})["loco"]["calibration"]
+        manifest["metrics"]["loco"]["calibration"] = summary
     manifest["training"]["calibration_rule"] = CALIBRATION_RULE
     manifest["training"]["calibration_refit"] = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "date": _utc_now(),
         "git_commit": git_commit(), "run": args.run_dir.name}
     text = json.dumps(manifest, indent=2, default=_json_default) + "\n"
     ModelManifest.from_dict(json.loads(text), str(args.model))  # the device's checks, before anything is replaced
@@ -686,12 +698,7 @@ def rescore(args) -> int:
     from trainer.labels import apply_scheme
     from trainer.train import FAR_FIELD_EVAL, stream_order
 
-    config_path = args.run_dir / "config.json"
-    if not config_path.is_file():
-        raise UsageError(f"{config_path}: not found (expected a run folder of ser-train fit)")
-    config = json.loads(config_path.read_text())
-    if config.get("protocol") != "loco":
-        raise UsageError(f"{args.run_dir}: expected a leave-one-corpus-out run, got protocol {config.get('protocol')}")
+    config = _loco_run_config(args.run_dir)
     models = sorted((args.run_dir / "folds").glob("fold*.tflite"), key=lambda p: int(p.stem[4:]))
     if not models:
         raise UsageError(f"{args.run_dir / 'folds'}: no fold models (this run is older than kept fold models)")
