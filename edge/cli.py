@@ -14,7 +14,11 @@ import sys
 from pathlib import Path
 
 from edge import __version__
+from edge.audio.formats import RAW_FORMATS, RawFormat
 from edge.exitcodes import EX_CONFIG, EX_USAGE, EXIT_FAILURE, EXIT_OK
+from edge.mqtt.config import MqttSettings
+from edge.settings import LOG_LEVELS, ConfigError, load_settings
+from edge.sinks import SINKS
 
 DESCRIPTION = """\
 Speech emotion recognition at the edge. Listens to speech, runs an int8 TFLite model on MFCCs,
@@ -51,17 +55,15 @@ def _sub(sub, name: str, help: str, description: str) -> argparse.ArgumentParser
 
 
 def _common(parser: argparse.ArgumentParser, device_id_help: str | None = None) -> None:
-    from edge.settings import LOG_LEVELS, MqttFileSettings
-
     group = parser.add_argument_group("configuration (flags override the config file)")
     group.add_argument("--config", metavar="FILE", help="TOML config file (see systemd/ser-edge.toml); "
                        "default: none, built-in defaults")
     group.add_argument("--model", metavar="PATH", help="model .tflite (manifest .json beside it); "
                        "default: config's model.path, else the model installed with ser-edge")
     group.add_argument("--mqtt-host", metavar="H", help=f"MQTT broker host; default: config's mqtt.host, "
-                       f"else {MqttFileSettings.host}")
+                       f"else {MqttSettings.host}")
     group.add_argument("--mqtt-port", metavar="P", type=int, help=f"MQTT broker port; default: config's "
-                       f"mqtt.port, else {MqttFileSettings.port}")
+                       f"mqtt.port, else {MqttSettings.port}")
     group.add_argument("--device-id", metavar="ID", help=device_id_help or "topic level naming this device; "
                        "default: config's device_id, else the host name")
     group.add_argument("--log-level", choices=LOG_LEVELS,
@@ -69,8 +71,6 @@ def _common(parser: argparse.ArgumentParser, device_id_help: str | None = None) 
 
 
 def _raw_flags(parser: argparse.ArgumentParser, what: str) -> None:
-    from edge.sources import RAW_FORMATS
-
     group = parser.add_argument_group(f"raw PCM ({what})")
     group.add_argument("--raw-format", choices=sorted(RAW_FORMATS), help="sample format of headerless PCM "
                        "(arecord -f S16_LE = s16le); default: s16le when --rate/--channels are given")
@@ -80,13 +80,22 @@ def _raw_flags(parser: argparse.ArgumentParser, what: str) -> None:
                        "averaged to mono; default: 1")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from edge.model import INTERPRETER
-    from edge.publisher import SINKS
+class _VersionAction(argparse.Action):
+    """``--version``: names the interpreter, so it imports :mod:`edge.model` only when asked."""
 
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None) -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from edge.model import INTERPRETER
+
+        parser.exit(message=f"ser-edge {__version__} (interpreter: {INTERPRETER})\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ser-edge", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=_HelpFormatter)
-    parser.add_argument("--version", action="version", version=f"ser-edge {__version__} (interpreter: {INTERPRETER})")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and the TFLite interpreter, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = _sub(sub, "run", "listen to the microphone (or a command) and publish events (the daemon)",
@@ -163,8 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args):
-    from edge.settings import load_settings
-
     overrides = {
         "model.path": getattr(args, "model", None),
         "mqtt.host": getattr(args, "mqtt_host", None),
@@ -186,35 +193,9 @@ def _settings(args):
     return load_settings(config, overrides)
 
 
-JOURNAL_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-"""Python log level -> syslog priority (sd-daemon(3): a ``<N>`` prefix on a line sets its priority)."""
-
-
-class JournalFormatter(logging.Formatter):
-    """``<N>logger: message``: the journal reads the priority from the prefix and adds its own time stamp."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        priority = JOURNAL_PRIORITIES.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
-        text = super().format(record)
-        return "\n".join(f"<{priority}>{line}" for line in text.splitlines() or [""])
-
-
-def stderr_is_journal(environ=None) -> bool:
-    """Whether stderr is connected to the systemd journal: ``$JOURNAL_STREAM`` (``device:inode``, set by
-    systemd for a service's stdout/stderr) names the stderr file (systemd.exec(5))."""
-    import os
-
-    environ = os.environ if environ is None else environ
-    value = environ.get("JOURNAL_STREAM", "")
-    try:
-        device, inode = (int(part) for part in value.split(":"))
-        status = os.fstat(sys.stderr.fileno())
-    except (ValueError, OSError, AttributeError):
-        return False
-    return (status.st_dev, status.st_ino) == (device, inode)
-
-
 def _setup_logging(level: str) -> None:
+    from edge.service.systemd import JournalFormatter, stderr_is_journal
+
     handler = logging.StreamHandler(sys.stderr)
     if stderr_is_journal():
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
@@ -291,11 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "devices":
         return _devices()
 
-    from edge.audio import AudioError
+    from edge.audio.io import AudioError
     from edge.manifest import ManifestError
     from edge.model import ModelError
-    from edge.outbox import OutboxError
-    from edge.settings import ConfigError
+    from edge.mqtt.outbox import OutboxError
 
     try:
         settings = _settings(args)
@@ -313,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "info":
             return _info(settings, args.json)
         if args.command == "listen":
-            from edge.publisher import listen
+            from edge.mqtt.listen import listen
 
             try:
                 return listen(settings.mqtt_settings(), args.json, stop_after=args.count, timeout_s=args.timeout,
@@ -322,19 +302,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"ser-edge: {exc}", file=sys.stderr)
                 return EX_USAGE
         if args.command == "try":
-            from edge.tester import run_tester
+            from edge.service.tester import run_tester
 
             return run_tester(settings, prompts=args.prompts, utterances=args.utterances)
 
-        from edge.daemon import StopFlag, run_microphone, run_replay
+        from edge.service.daemon import StopFlag, run_microphone, run_replay
 
         stop = StopFlag()
         stop.install()
         if args.command == "replay":
             raw = None
             if args.raw_format or args.rate is not None or args.channels is not None:
-                from edge.sources import RawFormat
-
                 try:
                     raw = RawFormat(args.raw_format or "s16le", 16000 if args.rate is None else args.rate,
                                     1 if args.channels is None else args.channels)

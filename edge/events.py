@@ -1,8 +1,5 @@
-"""Emotion events: the payload published for each utterance, its schema and its MQTT topics.
-
-One event is published per utterance on ``{prefix}/{device_id}/emotion`` with QoS 1; the device's
-availability is a retained ``online``/``offline`` on ``{prefix}/{device_id}/status`` (``offline`` is
-also the last will); periodic statistics go to ``{prefix}/{device_id}/stats``.
+"""Emotion events: the payload published for each utterance and its schema (the topics it travels on
+are :mod:`edge.mqtt.topics`').
 
 The payload is compact JSON (schema version :data:`SCHEMA_VERSION` = 2), fields in this order::
 
@@ -19,7 +16,7 @@ The payload is compact JSON (schema version :data:`SCHEMA_VERSION` = 2), fields 
 * ``seq``: 0, 1, 2, ... per session; ``(device_id, session, seq)`` is unique across restarts.
 * ``time``: wall-clock time the event was made, RFC 3339 UTC with milliseconds.
 * ``start_time``/``end_time``: wall-clock time of the utterance's first and last audio, RFC 3339
-  UTC (ms), from the capture clock (:class:`CaptureClock`: PortAudio's input ADC timestamps, the
+  UTC (ms), from the capture clock (:class:`edge.audio.clock.CaptureClock`: PortAudio's input ADC timestamps, the
   read time of an input command's pipe, or the replay's start plus the audio offset).
 * ``start_s``/``end_s``: the utterance in seconds of audio since the start of the stream.
 * ``label``/``confidence``: the top label (always one of the model's labels) and its probability.
@@ -36,20 +33,19 @@ PUBACK) and can drop duplicates by ``(device_id, session, seq)``.
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 import re
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from edge.audio.clock import CaptureClock
+
 if TYPE_CHECKING:
     from edge.manifest import ModelManifest
-    from edge.pipeline import Decision
+    from edge.postprocess import Decision
 
 SCHEMA_VERSION = 2
 """Version of the event payload; bumped on any incompatible change of :data:`EVENT_FIELDS`."""
@@ -74,19 +70,6 @@ EVENT_FIELDS = (
 )
 """Payload fields of an emotion event, in the order they are serialised."""
 
-EMOTION_SUBTOPIC = "emotion"
-STATUS_SUBTOPIC = "status"
-STATS_SUBTOPIC = "stats"
-
-STATUS_ONLINE = "online"
-"""Retained birth message on the status topic."""
-STATUS_OFFLINE = "offline"
-"""Retained message on the status topic on clean shutdown, and the last will."""
-STATUS_VALUES = (STATUS_ONLINE, STATUS_OFFLINE)
-
-EMOTION_QOS = 1
-"""QoS of emotion events and status messages: at least once."""
-
 TIME_DECIMALS = 3
 """``start_s``/``end_s`` are rounded to milliseconds in the payload."""
 SCORE_DECIMALS = 4
@@ -103,47 +86,6 @@ MODEL_SHA256_PREFIX_CHARS = 12
 """Length of the sha256 prefix in the ``model`` field (``name@3f9a1c2b7d10``)."""
 
 _RFC3339_UTC_MS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
-_TOPIC_FORBIDDEN = ("+", "#", "\x00")
-
-
-def _check_topic_parts(prefix: str, device_id: str) -> None:
-    """Raise ``ValueError`` unless ``prefix``/``device_id`` form a valid, wildcard-free topic."""
-    if not isinstance(prefix, str) or not prefix or prefix.startswith("/") or prefix.endswith("/"):
-        raise ValueError(f"expected a non-empty topic prefix without leading/trailing '/', got {prefix!r}")
-    if any(c in prefix for c in _TOPIC_FORBIDDEN):
-        raise ValueError(f"expected a topic prefix without '+', '#' or NUL, got {prefix!r}")
-    if not isinstance(device_id, str) or not device_id:
-        raise ValueError(f"expected a non-empty device_id, got {device_id!r}")
-    if any(c in device_id for c in (*_TOPIC_FORBIDDEN, "/")):
-        raise ValueError(f"expected a device_id without '/', '+', '#' or NUL, got {device_id!r}")
-
-
-def emotion_topic(prefix: str, device_id: str) -> str:
-    """Topic of the emotion events of one device: ``f"{prefix}/{device_id}/emotion"``.
-
-    :raises ValueError: if ``prefix`` is empty, starts/ends with '/' or holds a wildcard, or if
-        ``device_id`` is empty or holds '/', '+', '#'.
-    """
-    _check_topic_parts(prefix, device_id)
-    return f"{prefix}/{device_id}/{EMOTION_SUBTOPIC}"
-
-
-def status_topic(prefix: str, device_id: str) -> str:
-    """Availability topic of one device (retained ``online``/``offline``): ``.../status``.
-
-    :raises ValueError: as :func:`emotion_topic`.
-    """
-    _check_topic_parts(prefix, device_id)
-    return f"{prefix}/{device_id}/{STATUS_SUBTOPIC}"
-
-
-def stats_topic(prefix: str, device_id: str) -> str:
-    """Statistics topic of one device: ``.../stats``.
-
-    :raises ValueError: as :func:`emotion_topic`.
-    """
-    _check_topic_parts(prefix, device_id)
-    return f"{prefix}/{device_id}/{STATS_SUBTOPIC}"
 
 
 def model_id(name: str, sha256_hex: str) -> str:
@@ -388,48 +330,6 @@ class EmotionEvent:
         if unknown:
             raise ValueError(f"expected only fields {list(EVENT_FIELDS)}, got unknown fields {unknown}")
         return cls(**data)
-
-
-CLOCK_ANCHORS = 4096
-"""Anchors a :class:`CaptureClock` keeps (one per audio block: 400 s at 100 ms blocks), more than
-the longest utterance plus one model window needs."""
-
-
-class CaptureClock:
-    """Maps stream time (seconds of audio since the start of the stream) to wall-clock time.
-
-    The audio source marks anchors: "the sample at ``stream_s`` was captured at ``wall_s``" (Unix
-    seconds), one per block read: the ADC time PortAudio reports for a microphone block, the read
-    time of an input command's pipe minus the block's duration, or the replay's start plus the
-    offset for a file. :meth:`wall_s` uses the latest anchor at or before the asked stream time
-    and adds the audio elapsed since it, so gaps (a microphone reopened) and drift are corrected
-    block by block. Before any anchor, stream time 0 is the clock's creation time.
-    """
-
-    def __init__(self, start_wall_s: float | None = None) -> None:
-        """:param start_wall_s: Unix time of stream time 0 (default: now)."""
-        self._stream_s: deque[float] = deque(maxlen=CLOCK_ANCHORS)
-        self._wall_s: deque[float] = deque(maxlen=CLOCK_ANCHORS)
-        self.mark(0.0, time.time() if start_wall_s is None else start_wall_s)
-
-    def mark(self, stream_s: float, wall_s: float) -> None:
-        """Record that the audio at ``stream_s`` (seconds) was captured at Unix time ``wall_s``.
-
-        Anchors must come in stream order; an anchor before the latest one is ignored.
-        """
-        if self._stream_s and stream_s < self._stream_s[-1]:
-            return
-        self._stream_s.append(float(stream_s))
-        self._wall_s.append(float(wall_s))
-
-    def wall_s(self, stream_s: float) -> float:
-        """Unix time at which the audio at ``stream_s`` was captured (seconds)."""
-        index = max(0, bisect.bisect_right(self._stream_s, stream_s) - 1)
-        return self._wall_s[index] + (stream_s - self._stream_s[index])
-
-    def rfc3339(self, stream_s: float) -> str:
-        """:meth:`wall_s` as RFC 3339 UTC with milliseconds."""
-        return to_rfc3339_utc(datetime.fromtimestamp(self.wall_s(stream_s), UTC))
 
 
 class EventFactory:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.features import PITCH_FEATURES, FeatureParams
+from edge.dsp.features import PITCH_FEATURES, FeatureParams
 
 SCHEMA_VERSION = 1
 SHA256_PREFIX_CHARS = 12

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.features import normalize
+from edge.calibration import softmax
+from edge.dsp.normalize import normalize
 from edge.manifest import ManifestError, ModelManifest, load_manifest, resolve_paths, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -42,28 +43,11 @@ class ModelError(ValueError):
     """A model file that is missing, corrupt, or does not match its manifest. One-line message."""
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """``exp(z / T) / sum(exp(z / T))`` over the last axis, computed stably; float32, same shape."""
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-def temperature_scale(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated probabilities ``softmax(log(p) / T)`` over the last axis (for ``p = softmax(z)`` this is
-    ``softmax(z / T)``, the temperature scaling of Guo et al. 2017); float32, same shape. ``T == 1`` is
-    the identity."""
-    if temperature == 1.0:
-        return np.asarray(probabilities, dtype=np.float32)
-    return softmax(np.log(np.maximum(np.asarray(probabilities, dtype=np.float64), 1e-12)), temperature)
-
-
 class EmotionModel:
     """An int8 TFLite classifier with its manifest.
 
     Build with :func:`load_model`. :meth:`score` takes normalised MFCC windows (the caller owns the
-    normalisation: :class:`edge.features.AdaptiveNormalizer`) and returns label probabilities
+    normalisation: :class:`edge.dsp.normalize.AdaptiveNormalizer`) and returns label probabilities
     (calibration, :func:`temperature_scale`, is applied by the pipeline to each utterance's mean) and, when the manifest lists ``dimensions``, their values (arousal, valence).
     :meth:`predict` takes raw windows and normalises them with the manifest's fixed statistics.
     The interpreter's input quantisation and output dequantisation happen inside.
@@ -142,7 +126,7 @@ class EmotionModel:
         """Class probabilities for raw MFCC windows normalised with the manifest's fixed statistics.
 
         ``windows``: float32 ``(n, frames, coefficients)`` or ``(frames, coefficients)`` of raw
-        MFCCs (as :func:`edge.features.mfcc` returns them). Returns float32 ``(n, n_labels)``
+        MFCCs (as :func:`edge.dsp.features.mfcc` returns them). Returns float32 ``(n, n_labels)``
         (or ``(n_labels,)``), columns in :attr:`labels` order.
         Raises ``ValueError`` for a window of the wrong shape.
         """

@@ -2,22 +2,22 @@
 
 How windows become decisions (the event semantics):
 
-* MFCC frames are computed once each (:class:`edge.features.StreamingMFCC`) and kept in a ring
+* MFCC frames are computed once each (:class:`edge.dsp.frontend.FrontEnd`) and kept in a ring
   buffer long enough for the longest utterance piece plus one model window.
-* :class:`edge.vad.EnergyVAD` marks utterances: speech starts after ``vad.onset_ms`` of active
+* :class:`edge.dsp.vad.EnergyVAD` marks utterances: speech starts after ``vad.onset_ms`` of active
   frames and ends after ``vad.hangover_ms`` of inactive ones.
 * When an utterance closes (at frame ``decided_at`` = last active frame + hangover), the model
   scores analysis windows of ``input.frames`` frames (3 s) over it: one ending at
   ``decided_at`` and, for longer speech, one every ``window_stride_s`` from
   ``start + input.frames`` on. Window probabilities are averaged into the utterance's scores.
   Frames before the start of the stream are zeros once normalised, as the trainer pads short clips.
-* Normalisation adapts to the device (:class:`edge.features.AdaptiveNormalizer`): an utterance's
+* Normalisation adapts to the device (:class:`edge.dsp.normalize.AdaptiveNormalizer`): an utterance's
   windows are normalised with the statistics of the speech heard *before* it, then its speech
   frames ``[start, end)`` update them. The trainer's scoring runs this same class over its clips
   in order, state carried from clip to clip, as one device in one place would hear them.
 * The model gives label probabilities and, if it has them, arousal and valence; both are averaged
   over the windows, and the averaged probabilities are calibrated with the manifest's temperature
-  (:func:`edge.model.temperature_scale`). A decision whose confidence is
+  (:func:`edge.calibration.temperature_scale`). A decision whose confidence is
   below the manifest's ``unsure_below`` is flagged ``unsure`` (still published).
 * Speech longer than ``max_utterance_s`` is cut into pieces of that length, each a decision
   (``final=False`` for all but the last), so a subscriber hears about long speech periodically.
@@ -32,107 +32,21 @@ frame at which the utterance closes, i.e. within one hop of the end of the utter
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from edge.features import AdaptiveNormalizer, FeatureParams, StreamingMFCC, mfcc_with_energy
-from edge.model import temperature_scale
-from edge.vad import EnergyVAD, Segment, VadParams
+from edge.calibration import temperature_scale
+from edge.dsp.features import FeatureParams, mfcc_with_energy
+from edge.dsp.frontend import FrontEnd
+from edge.dsp.normalize import AdaptiveNormalizer
+from edge.dsp.vad import EnergyVAD, Segment
+from edge.postprocess import Decision, DecisionParams, WindowPlacement
 
 Score = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 """Normalised MFCC windows float32 ``(n, frames, coefficients)`` -> calibrated probabilities
 ``(n, n_labels)`` and dimensions ``(n, n_dimensions)`` or ``None`` (``EmotionModel.score``)."""
-
-
-@dataclass(frozen=True)
-class DecisionParams:
-    """How speech becomes decisions; all times in seconds of audio."""
-
-    vad: VadParams = field(default_factory=VadParams)
-    window_stride_s: float = 1.0
-    """Spacing of analysis windows inside an utterance longer than one window."""
-    min_utterance_s: float = 0.3
-    """Shorter speech (clicks, coughs) makes no decision."""
-    max_utterance_s: float = 10.0
-    """Longer speech is cut into pieces of this length, one decision each."""
-    confidence_threshold: float = 0.0
-    """Decisions whose top probability is below this are not published (0: every utterance is;
-    the model's own ``unsure_below`` flags unsure ones instead)."""
-
-    def __post_init__(self) -> None:
-        if self.window_stride_s <= 0:
-            raise ValueError(f"window_stride_s: expected > 0, got {self.window_stride_s}")
-        if not 0 <= self.min_utterance_s < self.max_utterance_s:
-            raise ValueError(
-                f"min_utterance_s/max_utterance_s: expected 0 <= min < max, got {self.min_utterance_s}/{self.max_utterance_s}"
-            )
-        if not 0 <= self.confidence_threshold <= 1:
-            raise ValueError(f"confidence_threshold: expected 0..1, got {self.confidence_threshold}")
-
-
-@dataclass(frozen=True)
-class WindowPlacement:
-    """Where the pipeline ends the analysis windows that score an utterance, in frames.
-
-    The one definition of the placement described in the module docstring, shared by
-    :class:`Pipeline` and the trainer (which crops its training windows to end there).
-    """
-
-    input_frames: int
-    stride_frames: int
-    min_frames: int
-    max_utterance_frames: int
-
-    @classmethod
-    def of(cls, features: FeatureParams, input_frames: int, decision: DecisionParams) -> WindowPlacement:
-        """``decision``'s times (seconds) in frames of ``features``' hop: stride rounded (at least 1),
-        the minimum utterance rounded up, the maximum rounded."""
-        hop_s = features.hop_s
-        return cls(input_frames, max(1, round(decision.window_stride_s / hop_s)),
-                   math.ceil(decision.min_utterance_s / hop_s), round(decision.max_utterance_s / hop_s))
-
-    def ends(self, segment: Segment) -> list[int]:
-        """Exclusive end frames of the windows scoring ``segment``: every ``stride_frames`` from
-        ``start + input_frames`` before ``decided_at``, then ``decided_at``; empty for an utterance
-        shorter than ``min_frames``."""
-        if segment.end - segment.start < self.min_frames:
-            return []
-        return list(range(segment.start + self.input_frames, segment.decided_at, self.stride_frames)) + [
-            segment.decided_at]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One utterance (or piece of one): frames ``[start_frame, end_frame)``, times in seconds from stream start."""
-
-    start_frame: int
-    end_frame: int
-    start_s: float
-    end_s: float
-    scores: np.ndarray  # float32 (n_labels,), sums to ~1, in the manifest's label order
-    windows: int
-    final: bool
-    publish: bool
-    unsure: bool = False
-    """The calibrated confidence is below the model's documented threshold: still an utterance that
-    happened (published), but subscribers should not act on its label."""
-    arousal: float | None = None
-    """Arousal in [-1, 1] (Russell's circumplex; calm -1 .. excited +1), None if the model has no such head."""
-    valence: float | None = None
-    """Valence in [-1, 1] (unpleasant -1 .. pleasant +1), None if the model has no such head."""
-    dims: np.ndarray | None = None
-    """float32 ``(n_dimensions,)``: every continuous output in the manifest's ``dimensions`` order, or None."""
-
-    @property
-    def top(self) -> int:
-        return int(np.argmax(self.scores))
-
-    @property
-    def confidence(self) -> float:
-        return float(self.scores[self.top])
 
 
 class FrameRing:
@@ -215,7 +129,7 @@ class Pipeline:
         self._batch_frames = input_frames
         capacity = max_frames + self.vad.hangover_frames + input_frames + self._batch_frames + 1
         self.ring = FrameRing(capacity, features.n_features, np.zeros(features.n_features, np.float32))
-        self.mfcc = StreamingMFCC(features)
+        self.frontend = FrontEnd(features)
         self.normalizer = normalizer or AdaptiveNormalizer(features)
         self.reset(keep_normalizer=normalizer is not None)
 
@@ -228,7 +142,7 @@ class Pipeline:
 
     def reset(self, keep_normalizer: bool = False) -> None:
         """A new stream; the adapted normalisation statistics survive with ``keep_normalizer``."""
-        self.mfcc.reset()
+        self.frontend.reset()
         self.vad.reset()
         self.ring.reset()
         if not keep_normalizer:
@@ -242,8 +156,7 @@ class Pipeline:
 
     def process(self, chunk: np.ndarray) -> list[Decision]:
         """Samples (1-D float32 in [-1, 1] at the manifest's rate) -> decisions they completed."""
-        coefficients, _ = self.mfcc.process(chunk)
-        return self.process_frames(coefficients, self.vad.frame_energy(chunk))  # gating on DC-blocked audio
+        return self.process_frames(*self.frontend.process(chunk))  # MFCC + gating energy (DC-blocked audio)
 
     def process_frames(self, coefficients: np.ndarray, log_energy: np.ndarray) -> list[Decision]:
         """Like :meth:`process`, from frames already computed (``(k, n_mfcc)`` and ``(k,)``)."""
@@ -311,7 +224,7 @@ def classify_features(coefficients: np.ndarray, log_energy: np.ndarray, score: S
     """One decision for a whole clip, through the daemon's own code path.
 
     ``coefficients``/``log_energy``: the clip's frames, float32 ``(n, n_mfcc)`` and ``(n,)`` from
-    :func:`edge.features.mfcc_with_energy`. Runs :class:`Pipeline` over them and averages the
+    :func:`edge.dsp.features.mfcc_with_energy`. Runs :class:`Pipeline` over them and averages the
     utterances' scores (and dimensions) weighted by their number of windows. If no utterance is
     found (silence or too short), one window ending at the clip's last frame decides.
     ``normalizer``: the adaptive normalisation state to use and update (carried from clip to clip
@@ -337,7 +250,7 @@ def classify_clip(samples: np.ndarray, sample_rate_hz: int, model, decision: Dec
     """:func:`classify_features` for samples (1-D float32) at the model's rate; returns ``(n_labels,)``.
 
     Raises ``ValueError`` if ``sample_rate_hz`` is not the manifest's (resample with
-    :func:`edge.audio.resample` first).
+    :func:`edge.audio.resample.resample` first).
     """
     features = model.manifest.features
     if sample_rate_hz != features.sample_rate_hz:

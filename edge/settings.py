@@ -24,10 +24,12 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.audio.formats import MAX_RATE_HZ, MIN_RATE_HZ, RawFormat
+from edge.dsp.vad import VadParams
 from edge.exitcodes import EX_CONFIG  # noqa: F401 - re-exported: the exit status of a ConfigError
-from edge.pipeline import DecisionParams
-from edge.publisher import MqttSettings
-from edge.vad import VadParams
+from edge.mqtt.config import MqttSettings
+from edge.postprocess import DecisionParams
+from edge.validate import expect_topic_level
 
 PASSWORD_ENV = "SER_EDGE_MQTT_PASSWORD"
 DEFAULT_MODEL = ""
@@ -39,8 +41,6 @@ MAX_TOPIC_BYTES = 65535
 """MQTT's limit on a topic name (and a client id): a 16-bit length prefix (MQTT 5 sec. 1.5.4)."""
 TOPIC_ROOM_BYTES = 256
 """Bytes kept free for the levels the daemon appends (``/emotion``, Home Assistant's ``/sensor/...``)."""
-MIN_RATE_HZ, MAX_RATE_HZ = 8000, 384000
-"""Audio sample rates accepted from a device or a file (8 kHz telephone to 384 kHz studio)."""
 MAX_THREADS_PER_CORE = 4
 
 
@@ -101,39 +101,7 @@ class AudioSettings:
         if not self.reopen_max_s >= self.reopen_min_s:
             raise ValueError(f"reopen_max_s: expected >= reopen_min_s ({self.reopen_min_s}), got {self.reopen_max_s!r}")
         if self.input_command:
-            from edge.sources import RawFormat
-
             RawFormat(self.input_format, self.sample_rate_hz or 16000, self.channels)  # ValueError if bad
-
-
-@dataclass(frozen=True)
-class MqttFileSettings:
-    """The ``[mqtt]`` table: :class:`edge.publisher.MqttSettings` plus switches that are not the connection's."""
-
-    # The defaults are MqttSettings' (defined once, there); "" stands for its None.
-    enabled: bool = True
-    host: str = MqttSettings.host
-    port: int = MqttSettings.port
-    topic_prefix: str = MqttSettings.topic_prefix
-    client_id: str = ""
-    keepalive_s: int = MqttSettings.keepalive_s
-    protocol: str = MqttSettings.protocol
-    username: str = ""
-    password_file: str = ""
-    tls: bool = MqttSettings.tls
-    tls_ca_file: str = ""
-    tls_certfile: str = ""
-    tls_keyfile: str = ""
-    queue_size: int = MqttSettings.queue_size
-    reconnect_min_s: float = MqttSettings.reconnect_min_s
-    reconnect_max_s: float = MqttSettings.reconnect_max_s
-    stats_interval_s: float = 60.0
-    """Wall-clock seconds between retained messages on ``<topic_prefix>/<device_id>/stats``,
-    0..86400; 0 = none."""
-
-    def __post_init__(self) -> None:
-        if not self.stats_interval_s >= 0:
-            raise ValueError(f"stats_interval_s: expected >= 0 (0 = off), got {self.stats_interval_s!r}")
 
 
 @dataclass(frozen=True)
@@ -150,11 +118,10 @@ class HomeAssistantSettings:
     def __post_init__(self) -> None:
         if self.expire_after_s < 0:
             raise ValueError(f"expire_after_s: expected >= 0 (0 = never), got {self.expire_after_s!r}")
-        prefix = self.discovery_prefix
-        if not prefix or prefix.startswith("/") or prefix.endswith("/") or any(c in prefix for c in "+#\x00"):
-            raise ValueError(f"discovery_prefix: expected a non-empty topic without leading/trailing '/', "
-                             f"'+', '#' or NUL, got {prefix!r}")
-
+        try:
+            expect_topic_level(self.discovery_prefix, "discovery_prefix", levels=True)
+        except ValueError as exc:
+            raise ValueError(f"discovery_prefix: {exc}") from None
 
 @dataclass(frozen=True)
 class Settings:
@@ -166,7 +133,8 @@ class Settings:
     ``StateDirectory=``), and with that unset too the outbox is in memory only."""
     model: ModelSettings = field(default_factory=ModelSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
-    mqtt: MqttFileSettings = field(default_factory=MqttFileSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    """The ``[mqtt]`` table (without the password: :meth:`mqtt_settings` adds it)."""
     homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
     decision: DecisionParams = field(default_factory=DecisionParams)
 
@@ -177,8 +145,6 @@ class Settings:
     @property
     def state_dir(self) -> Path | None:
         """Where the durable outbox lives (see :attr:`state_directory`), or ``None`` (memory)."""
-        from edge.outbox import state_directory
-
         return state_directory(self.state_directory)
 
     def check_files(self) -> None:
@@ -216,16 +182,20 @@ class Settings:
             if value and not Path(value).is_file():
                 raise ConfigError(f"mqtt.{key}: no such file: {value}")
         try:
-            return MqttSettings(
-                host=m.host, port=m.port, topic_prefix=m.topic_prefix, client_id=m.client_id or None,
-                keepalive_s=m.keepalive_s, username=m.username or None, password=password, tls=m.tls,
-                tls_ca_file=m.tls_ca_file or None, tls_certfile=m.tls_certfile or None,
-                tls_keyfile=m.tls_keyfile or None, queue_size=m.queue_size,
-                reconnect_min_s=m.reconnect_min_s, reconnect_max_s=m.reconnect_max_s, protocol=m.protocol,
-                state_dir=None if self.state_dir is None else str(self.state_dir),
-            )
+            return dataclasses.replace(m, password=password,
+                                       state_dir=None if self.state_dir is None else str(self.state_dir))
         except ValueError as exc:
             raise ConfigError(f"mqtt: {exc}") from None
+
+def state_directory(configured: str = "", environ: typing.Mapping[str, str] | None = None) -> Path | None:
+    """The state directory (the outbox, the adaptation state, Home Assistant's discovery memory):
+    ``configured`` if set, else ``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``; the first entry
+    when it lists several, separated by ``:``), else ``None`` (memory only)."""
+    if configured:
+        return Path(configured)
+    value = (os.environ if environ is None else environ).get("STATE_DIRECTORY", "")
+    first = value.split(":", 1)[0]
+    return Path(first) if first else None
 
 
 def _first_line(path: str) -> str:
@@ -256,12 +226,7 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "audio.reopen_min_s": (0.0, 3600.0, True),
     "audio.reopen_max_s": (0.0, 3600.0, True),
     "audio.channels": (1, 32, False),
-    "mqtt.port": (1, 65535, False),
-    "mqtt.keepalive_s": (1, 65535, False),
-    "mqtt.queue_size": (1, MqttSettings.MAX_QUEUE_SIZE, False),
-    "mqtt.reconnect_min_s": (0.0, MqttSettings.MAX_RECONNECT_S, True),
-    "mqtt.reconnect_max_s": (0.0, MqttSettings.MAX_RECONNECT_S, True),
-    "mqtt.stats_interval_s": (0.0, 86400.0, False),
+    **{f"mqtt.{name}": limits for name, limits in MqttSettings.RANGES.items()},
     "homeassistant.expire_after_s": (0, 604800, False),
     "vad.threshold_db": (0.0, 100.0, True),
     "vad.min_energy_dbfs": (-200.0, 0.0, False),
@@ -299,15 +264,14 @@ def _check_number(key: str, value: object) -> None:
 
 
 def check_topic_level(key: str, value: str, levels: bool = False) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is usable in a topic: non-empty levels without
-    ``+``, ``#`` or NUL, not starting with ``$`` (the broker's ``$SYS`` space), at most
-    :data:`MAX_TOPIC_BYTES` - :data:`TOPIC_ROOM_BYTES` bytes of UTF-8; ``/`` only if ``levels``."""
-    parts = value.split("/") if levels else [value]
-    if not value or any(not part for part in parts):
-        raise ConfigError(f"{key}: expected a non-empty topic level{'s' if levels else ''}, got {value!r}")
-    bad = sorted({c for c in value if c in "+#\x00" or (c == "/" and not levels)})
-    if bad:
-        raise ConfigError(f"{key}: expected no {' '.join(repr(c) for c in bad)} in it, got {value!r}")
+    """Raise :class:`ConfigError` unless ``value`` is usable in a topic (:func:`edge.validate.expect_topic_level`:
+    non-empty levels without ``+``, ``#`` or NUL; ``/`` only if ``levels``), does not start with ``$``
+    (the broker's ``$SYS`` space) and has at most :data:`MAX_TOPIC_BYTES` - :data:`TOPIC_ROOM_BYTES`
+    bytes of UTF-8."""
+    try:
+        expect_topic_level(value, key, levels)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
     if value.startswith("$"):
         raise ConfigError(f"{key}: expected no leading '$' (reserved for the broker, e.g. $SYS), got {value!r}")
     try:
@@ -335,7 +299,7 @@ def _check_topics(settings: Settings) -> None:
 
 # [decision] holds DecisionParams' scalar fields; its vad field is the [vad] table.
 _TABLES: dict[str, type] = {
-    "model": ModelSettings, "audio": AudioSettings, "mqtt": MqttFileSettings,
+    "model": ModelSettings, "audio": AudioSettings, "mqtt": MqttSettings,
     "homeassistant": HomeAssistantSettings, "decision": DecisionParams, "vad": VadParams,
 }
 
@@ -344,6 +308,8 @@ def _coerce(key: str, value: object, annotation: object) -> object:
     """Check ``value`` against a dataclass field's type (int, float, str, bool); ints pass as floats."""
     expected = annotation if isinstance(annotation, type) else None
     if isinstance(annotation, types.UnionType):
+        if value is None and type(None) in typing.get_args(annotation):
+            return None
         expected = next(a for a in typing.get_args(annotation) if a is not type(None))
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -367,6 +333,17 @@ def _build(cls: type, table: object, prefix: str, skip: tuple[str, ...] = ()) ->
         return cls(**kwargs)
     except ValueError as exc:
         raise ConfigError(f"{prefix}: {exc}") from None
+
+
+MQTT_NOT_IN_FILE = ("password", "state_dir")
+"""``MqttSettings`` fields never read from the ``[mqtt]`` table (a secret; ``state_directory``'s)."""
+
+
+def _build_mqtt(table: object) -> MqttSettings:
+    """The ``[mqtt]`` table as :class:`MqttSettings`; an empty string stands for ``None``."""
+    if isinstance(table, dict):
+        table = {k: (None if v == "" and k in MqttSettings.OPTIONAL_TEXT else v) for k, v in table.items()}
+    return _build(MqttSettings, table, "mqtt", skip=MQTT_NOT_IN_FILE)
 
 
 def _resolve_model(model: ModelSettings) -> ModelSettings:
@@ -404,7 +381,7 @@ def parse_settings(data: dict, overrides: dict | None = None) -> Settings:
         state_directory=data.get("state_directory", ""),
         model=_resolve_model(_build(ModelSettings, data.get("model", {}), "model")),
         audio=_build(AudioSettings, data.get("audio", {}), "audio"),
-        mqtt=_build(MqttFileSettings, data.get("mqtt", {}), "mqtt"),
+        mqtt=_build_mqtt(data.get("mqtt", {})),
         homeassistant=_build(HomeAssistantSettings, data.get("homeassistant", {}), "homeassistant"),
         decision=decision,
     )

@@ -1,8 +1,8 @@
-"""Shared fixtures: a real mosquitto broker on a free loopback port, and MQTT subscribers."""
+"""Shared fixtures: a real mosquitto broker on a free loopback port, MQTT subscribers, and the fake
+microphone (:mod:`microphone`). Shared functions are in :mod:`helpers`."""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,18 +11,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # `import mqtt_helpers` also when tests/ is a package
 
+from helpers import IN_CI, skip_or_fail  # noqa: E402, F401 - IN_CI: re-exported for older imports
+from microphone import alsa_mic, clip_48k, model_path  # noqa: E402, F401 - fixtures of the fake microphone
 from mqtt_helpers import BrokerTls, MosquittoBroker, Subscriber, find_mosquitto  # noqa: E402
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-"""Under CI (``CI=true``, as .ci/run sets) a missing broker, data folder or tool fails the test
-instead of skipping it: a green CI run must mean the tests ran."""
-
-
-def skip_or_fail(reason: str) -> None:
-    """``pytest.skip(reason)`` on a developer machine, ``pytest.fail(reason)`` under ``CI=true``."""
-    if IN_CI:
-        pytest.fail(f"CI=true: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import sys
 
 from paths import RAVDESS_48K, REPO, SHIPPED_MODEL
 
-from edge.audio import load_audio
+from edge.audio.io import load_audio
 from edge.model import load_model
 from edge.pipeline import Pipeline
 

@@ -12,7 +12,7 @@ import numpy as np
 import pyroomacoustics as pra
 import pytest
 
-from edge.audio import load_audio
+from edge.audio.io import load_audio
 from tests.paths import CREMA_D_MINI
 from trainer import acoustics
 from trainer.acoustics import (

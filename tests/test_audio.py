@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from paths import RAVDESS_48K, SHIPPED_MODEL, TESS_MINI
 
-from edge.audio import AudioError, StreamingResampler, file_blocks, load_audio, rate_ratio, read_audio, resample
+from edge.audio.io import AudioError, file_blocks, load_audio, read_audio
+from edge.audio.resample import StreamingResampler, rate_ratio, resample
 
 ANGRY_48K = RAVDESS_48K / "03-01-05-02-01-01-03.wav"
 
@@ -144,7 +145,7 @@ def test_rates_outside_8_to_384_khz_are_refused_before_reading(tmp_path, rate_hz
 
 
 def test_awkward_rates_resample_with_a_bounded_filter(tmp_path):
-    from edge.audio import MAX_RATIO_TERM
+    from edge.audio.resample import MAX_RATIO_TERM
 
     assert rate_ratio(383999, 16000)[1] <= MAX_RATIO_TERM  # exact: 16000/383999, a 7.7M-tap filter
     assert rate_ratio(44100, 16000) == (160, 441) and rate_ratio(24414, 16000) == (8000, 12207)  # exact

@@ -3,6 +3,8 @@ model outside the repository, listen --device-id and --share against a real mosq
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -14,11 +16,13 @@ from pathlib import Path
 
 import paho.mqtt.publish as publish
 import pytest
+from helpers import ser_edge_command
 from paths import RAVDESS_48K, SHIPPED_MODEL
 
 from edge.cli import build_parser
-from edge.events import EmotionEvent, emotion_topic
+from edge.events import EmotionEvent
 from edge.manifest import load_manifest
+from edge.mqtt.topics import emotion_topic
 
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 WAIT_S = 30.0
@@ -27,30 +31,34 @@ PROBE_WAIT_S = 0.5
 COMMANDS = ("run", "replay", "listen", "devices", "info", "check-config", "try")
 
 
-def _ser_edge() -> list[str]:
-    installed = Path(sys.executable).parent / "ser-edge"
-    return [str(installed)] if installed.is_file() else [sys.executable, "-m", "edge.cli"]
-
-
 def _run(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([*_ser_edge(), *args], capture_output=True, text=True, timeout=120, check=False, **kwargs)
+    return subprocess.run([*ser_edge_command(), *args], capture_output=True, text=True, timeout=120, check=False, **kwargs)
+
+
+def _help(*args: str) -> str:
+    """What ``ser-edge ARGS --help`` prints (in-process, through the public parser)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        build_parser().parse_args([*args, "--help"])
+    return out.getvalue()
 
 
 def test_every_subcommand_has_a_description_and_every_option_its_default() -> None:
-    parser = build_parser()
-    subcommands = next(a for a in parser._actions if isinstance(a, type(parser._subparsers._group_actions[0])))
-    assert set(subcommands.choices) == set(COMMANDS)
-    for name, sub in subcommands.choices.items():
-        assert sub.description and len(sub.description) > 40, name
-        text = sub.format_help()
-        for action in sub._actions:
-            if not action.option_strings or action.help in (None, "show this help message and exit"):
+    listed = re.findall(r"^    ([a-z][a-z-]*)", _help().split("COMMAND\n", 1)[1].split("\n\n")[0], re.MULTILINE)
+    assert set(listed) == set(COMMANDS)
+    helps = {name: _help(name) for name in COMMANDS}
+    for name, text in helps.items():
+        description = text.split("\n\n")[1]  # usage, then the description
+        assert len(description) > 40, name
+        # one entry per option: "  --flag METAVAR  help ..." up to the next option or section
+        for entry in re.split(r"\n(?=  -|\n)", text.split("options:", 1)[1]):
+            signature = entry.strip().splitlines()[0].split("  ")[0] if entry.strip() else ""
+            if not signature.startswith("-") or signature.startswith("-h"):
                 continue
-            if action.default not in (None, False):
-                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
-            elif action.nargs != 0:  # flags overriding the config say their default in words
-                assert "default" in action.help, (name, action.dest, action.help)
-    run_help = " ".join(subcommands.choices["run"].format_help().split())
+            takes_value = " " in signature.split(",")[-1].strip()  # "--model PATH", not "--realtime"
+            if takes_value:
+                assert "default" in " ".join(entry.split()), (name, signature)
+    run_help = " ".join(helps["run"].split())
     assert "MQTT broker host; default: config's mqtt.host, else localhost" in run_help
     assert "else 1883" in run_help and "else INFO" in run_help and "installed with ser-edge" in run_help
 
@@ -99,16 +107,16 @@ def test_journal_priorities_when_stderr_is_the_journal(tmp_path: Path) -> None:
     with open(log, "w") as handle:
         status = os.fstat(handle.fileno())
         env = {**os.environ, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
-        subprocess.run([*_ser_edge(), "replay", str(tmp_path / "missing.wav"), "--sink", "stdout",
+        subprocess.run([*ser_edge_command(), "replay", str(tmp_path / "missing.wav"), "--sink", "stdout",
                         "--model", str(SHIPPED_MODEL)], stderr=handle, stdout=subprocess.DEVNULL, env=env,
                        timeout=120, check=False)
     lines = [line for line in log.read_text().splitlines() if line.strip() and not line.startswith("INFO: Created")]
     assert lines and all(re.match(r"<[0-7]>", line) for line in lines), lines
-    assert any(line.startswith("<3>edge.daemon: skipped") for line in lines), lines
-    assert any(line.startswith("<6>edge.daemon: ser-edge ") for line in lines), lines
+    assert any(line.startswith("<3>edge.service.daemon: skipped") for line in lines), lines
+    assert any(line.startswith("<6>edge.service.daemon: ser-edge ") for line in lines), lines
     plain = _run("replay", str(tmp_path / "missing.wav"), "--sink", "stdout", "--model", str(SHIPPED_MODEL),
                  env={**os.environ, "JOURNAL_STREAM": "1:2"})  # another file: not the journal
-    assert re.search(r"^\d{4}-\d\d-\d\d .* ERROR edge.daemon: skipped", plain.stderr, re.MULTILINE), plain.stderr
+    assert re.search(r"^\d{4}-\d\d-\d\d .* ERROR edge.service.daemon: skipped", plain.stderr, re.MULTILINE), plain.stderr
 
 
 # ----------------------------------------------------------------------------------------- listen
@@ -118,7 +126,7 @@ class Listener:
     """``ser-edge listen --json`` as a subprocess; stdout lines collected by a thread."""
 
     def __init__(self, broker, *args: str) -> None:
-        self.proc = subprocess.Popen([*_ser_edge(), "listen", "--json", "--mqtt-host", broker.host, "--mqtt-port",
+        self.proc = subprocess.Popen([*ser_edge_command(), "listen", "--json", "--mqtt-host", broker.host, "--mqtt-port",
                                       str(broker.port), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
         self.lines: list[dict] = []

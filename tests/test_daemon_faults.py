@@ -11,25 +11,23 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.publish as mqtt_publish
 import pytest
-from conftest import skip_or_fail
+from helpers import ser_edge_command, skip_or_fail, wait_until
 from paths import RAVDESS_48K, SHIPPED_MODEL
 
 from edge import __version__
-from edge.daemon import StopFlag, run_replay
-from edge.events import EVENT_FIELDS, EmotionEvent, emotion_topic, stats_topic, status_topic
+from edge.events import EVENT_FIELDS, EmotionEvent
 from edge.manifest import load_manifest
 from edge.model import INTERPRETER
+from edge.mqtt.topics import emotion_topic, stats_topic, status_topic
+from edge.service.daemon import StopFlag, run_replay
+from edge.service.stats import STATS_FIELDS
 from edge.settings import Settings, parse_settings
-from edge.stats import STATS_FIELDS
 
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 WAIT_S = 20.0
@@ -73,17 +71,8 @@ class Daemon:
 
 
 def events_logged(caplog) -> list[int]:
-    return [int(m.group(1)) for r in caplog.records if r.name == "edge.daemon"
+    return [int(m.group(1)) for r in caplog.records if r.name == "edge.service.daemon"
             and (m := re.match(r"event #(\d+) ", r.getMessage()))]
-
-
-def wait_until(predicate, timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def first_arrivals(messages) -> list[int]:
@@ -103,8 +92,8 @@ def test_broker_down_at_start_events_are_queued_and_delivered_in_order(mosquitto
                                                                        caplog):
     """The daemon starts with the broker stopped, keeps processing (events are made and queued), and
     delivers every event in seq order once the broker starts a few seconds later."""
-    caplog.set_level(logging.INFO, logger="edge.daemon")
-    caplog.set_level(logging.INFO, logger="edge.publisher")
+    caplog.set_level(logging.INFO, logger="edge.service.daemon")
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
     broker = mosquitto_factory(persistence=True)
     topic = emotion_topic("ser", "down-at-start")
     persistent_session(broker, mqtt_subscriber, topic, "sub-down-at-start").close()
@@ -112,9 +101,9 @@ def test_broker_down_at_start_events_are_queued_and_delivered_in_order(mosquitto
 
     daemon = Daemon(make_settings(broker, "down-at-start"), CLIPS, realtime=False)
     # keeps processing without a broker: an event (at least) per clip is made while it is down
-    assert wait_until(lambda: len(events_logged(caplog)) >= len(CLIPS))
+    assert wait_until(lambda: len(events_logged(caplog)) >= len(CLIPS), WAIT_S)
     assert daemon.thread.is_alive()  # waiting for the broker to acknowledge
-    assert wait_until(lambda: re.search(r"unreachable.*; queueing events", caplog.text))  # it tried and failed
+    assert wait_until(lambda: re.search(r"unreachable.*; queueing events", caplog.text), WAIT_S)  # it tried and failed
     broker.start()
     assert daemon.join() == 0
     n_events = len(events_logged(caplog))
@@ -124,11 +113,6 @@ def test_broker_down_at_start_events_are_queued_and_delivered_in_order(mosquitto
     seqs = [EmotionEvent.from_json(m.payload).seq for m in received]
     assert first_arrivals(received) == list(range(n_events))
     assert seqs == sorted(seqs)  # in order; at least once (a duplicate would sit next to its first copy)
-
-
-def _ser_edge() -> list[str]:
-    installed = shutil.which("ser-edge", path=str(Path(sys.executable).parent))
-    return [installed] if installed else [sys.executable, "-m", "edge.cli"]
 
 
 def test_broker_killed_and_restarted_mid_replay_loses_no_event(mosquitto_factory, mqtt_subscriber, tmp_path):
@@ -144,7 +128,7 @@ def test_broker_killed_and_restarted_mid_replay_loses_no_event(mosquitto_factory
     stderr_path = tmp_path / "stderr.log"
     clips = CLIPS[:3]  # 11.8 s of audio at real time
     with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen([*_ser_edge(), "replay", *map(str, clips), "--realtime", "--sink", "both",
+        proc = subprocess.Popen([*ser_edge_command(), "replay", *map(str, clips), "--realtime", "--sink", "both",
                                  "--config", str(config), "--model", str(SHIPPED_MODEL), "--device-id", "killed",
                                  "--mqtt-host", broker.host, "--mqtt-port", str(broker.port)],
                                 stdout=subprocess.PIPE, stderr=stderr, text=True)
@@ -166,7 +150,7 @@ def test_broker_killed_and_restarted_mid_replay_loses_no_event(mosquitto_factory
     assert "lost connection to MQTT broker" in log  # the outage happened while the daemon ran
     printed = [EmotionEvent.from_json(line).seq for line in [first, second, *rest.splitlines()]]
     assert printed == list(range(len(printed))) and len(printed) >= len(clips)
-    assert log.count("edge.daemon: event #") == len(printed)
+    assert log.count("edge.service.daemon: event #") == len(printed)
     received = subscriber.wait_for(len(printed), WAIT_S)
     assert first_arrivals(received) == printed
 
@@ -201,7 +185,7 @@ def test_only_documented_payloads_leave_the_device(mosquitto, mqtt_subscriber, c
     """Everything published during a replay, on any topic: events (exactly EVENT_FIELDS), online/offline,
     stats (exactly STATS_FIELDS, scalars only), Home Assistant configs. No arrays longer than the label
     count, no keys that name samples or features, no large payloads."""
-    caplog.set_level(logging.INFO, logger="edge.daemon")
+    caplog.set_level(logging.INFO, logger="edge.service.daemon")
     manifest = load_manifest(SHIPPED_MODEL)
     labels = list(manifest.labels)
     n_configs = 4 + len(manifest.dimensions)  # event, label, confidence, diagnostic (+ arousal, valence)
@@ -254,7 +238,7 @@ def test_only_documented_payloads_leave_the_device(mosquitto, mqtt_subscriber, c
 
 
 def test_stats_are_periodic_retained_and_documented(mosquitto, mqtt_subscriber, caplog):
-    caplog.set_level(logging.INFO, logger="edge.daemon")
+    caplog.set_level(logging.INFO, logger="edge.service.daemon")
     manifest = load_manifest(SHIPPED_MODEL)
     topic = stats_topic("ser", "stats-pi")
     live = mqtt_subscriber(mosquitto.host, mosquitto.port, topic)

@@ -14,17 +14,18 @@ import signal
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
+from helpers import skip_or_fail, wait_until
 from paths import RAVDESS_48K, SHIPPED_MODEL
 from processes import LoggedProcess
 
-from edge.events import SCHEMA_VERSION, EmotionEvent, emotion_topic
-from edge.outbox import OUTBOX_FILE, Outbox
-from edge.publisher import MqttPublisher, MqttSettings
+from edge.events import SCHEMA_VERSION, EmotionEvent
+from edge.mqtt.config import MqttSettings
+from edge.mqtt.outbox import OUTBOX_FILE, Outbox
+from edge.mqtt.publisher import MqttPublisher
+from edge.mqtt.topics import emotion_topic
 
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 WAIT_S = 60.0
@@ -156,10 +157,10 @@ def test_second_sigterm_exits_at_once(mosquitto_factory, tmp_path):
 
 def test_a_broker_that_never_answers_connack_is_logged(caplog, monkeypatch):
     """A black hole: TCP accepted, no CONNACK. paho would wait for the keep-alive (60 s) silently."""
-    import edge.publisher as publisher_module
+    import edge.mqtt.publisher as publisher_module
 
     monkeypatch.setattr(publisher_module, "CONNACK_TIMEOUT_S", 0.5)
-    caplog.set_level(logging.INFO, logger="edge.publisher")
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
     with socket.socket() as hole:
         hole.bind(("127.0.0.1", 0))
         hole.listen(4)
@@ -167,16 +168,14 @@ def test_a_broker_that_never_answers_connack_is_logged(caplog, monkeypatch):
         publisher = MqttPublisher(MqttSettings(host="127.0.0.1", port=port, keepalive_s=600), "hole-pi")
         publisher.start()
         try:
-            deadline = time.monotonic() + WAIT_S
-            while "no answer (CONNACK)" not in caplog.text and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: "no answer (CONNACK)" in caplog.text, WAIT_S)
         finally:
             publisher.close(timeout_s=0)
     assert f"MQTT broker 127.0.0.1:{port}: no answer (CONNACK) within 0.5 s" in caplog.text
 
 
 def test_a_password_over_plain_tcp_is_warned_about(caplog):
-    caplog.set_level(logging.WARNING, logger="edge.publisher")
+    caplog.set_level(logging.WARNING, logger="edge.mqtt.publisher")
     assert MqttSettings(host="broker.lan", username="u", password="p").password_in_clear
     assert not MqttSettings(host="broker.lan", username="u", password="p", tls=True).password_in_clear
     assert not MqttSettings(host="127.0.0.1", username="u", password="p").password_in_clear
@@ -273,7 +272,7 @@ class Mqtt311OnlyProxy:
 
 
 def test_a_broker_refusing_mqtt5_gets_mqtt311_with_a_warning(mosquitto, mqtt_subscriber, caplog):
-    caplog.set_level(logging.INFO, logger="edge.publisher")
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
     proxy = Mqtt311OnlyProxy(mosquitto)
     topic = emotion_topic("ser", "old-broker-pi")
     subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, topic)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from paths import SAMPLE, SHIPPED_MODEL
 
-from edge.events import EVENT_FIELDS, SCHEMA_VERSION, CaptureClock, EmotionEvent, EventFactory, new_session_id
+from edge.audio.clock import CaptureClock
+from edge.events import EVENT_FIELDS, SCHEMA_VERSION, EmotionEvent, EventFactory, new_session_id, to_rfc3339_utc
 from edge.manifest import load_manifest
-from edge.pipeline import Decision
+from edge.postprocess import Decision
 
 
 def _replay_stdout(*args: str) -> list[EmotionEvent]:
@@ -53,7 +54,7 @@ def test_capture_clock_follows_the_latest_anchor_before_each_time() -> None:
     assert clock.wall_s(9.0) == 1009.0 and clock.wall_s(12.0) == 2002.0
     clock.mark(5.0, 3000.0)  # out of order: ignored
     assert clock.wall_s(12.0) == 2002.0
-    assert clock.rfc3339(12.25) == "1970-01-01T00:33:22.250Z"
+    assert to_rfc3339_utc(datetime.fromtimestamp(clock.wall_s(12.25), UTC)) == "1970-01-01T00:33:22.250Z"
 
 
 def test_factory_reads_unsure_and_dimensions_from_the_decision() -> None:

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from paths import RAVDESS_48K, RAVDESS_MINI, TESS_MINI
 from python_speech_features import mfcc as psf_mfcc
 
-from edge.audio import load_audio
-from edge.features import FeatureParams, StreamingMFCC, analysis_window, mfcc, mfcc_with_energy
+from edge.audio.io import load_audio
+from edge.dsp.features import FeatureParams, StreamingMFCC, analysis_window, mfcc, mfcc_with_energy
 
 REAL_CLIPS = [
     RAVDESS_MINI / "Actor_01" / "03-01-05-02-01-01-01.flac",  # angry, strong, male, 16 kHz FLAC

@@ -15,15 +15,13 @@ import pytest
 from paths import RAVDESS_48K, SHIPPED_MODEL
 
 from edge import __version__
-from edge.daemon import StopFlag, run_replay
-from edge.events import UNSURE_EVENT_TYPE, EmotionEvent, emotion_topic, stats_topic, status_topic
-from edge.homeassistant import (
-    HomeAssistantDiscovery,
-    discovery_configs,
-    node_id,
-)
+from edge.events import UNSURE_EVENT_TYPE, EmotionEvent
 from edge.manifest import load_manifest
-from edge.publisher import MqttPublisher, MqttSettings
+from edge.mqtt.config import MqttSettings
+from edge.mqtt.homeassistant import STATE_FILE_NAME, HomeAssistantDiscovery, discovery_configs, node_id
+from edge.mqtt.publisher import MqttPublisher
+from edge.mqtt.topics import emotion_topic, stats_topic, status_topic
+from edge.service.daemon import StopFlag, run_replay
 from edge.settings import parse_settings
 
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
@@ -187,8 +185,9 @@ def _replayed_events(clips: list[Path]) -> list[EmotionEvent]:
 # ----------------------------------------------------------------------------------------- broker
 
 
-def _settings(broker, device_id: str, **homeassistant: object):
+def _settings(broker, device_id: str, state_directory: str = "", **homeassistant: object):
     return parse_settings({"device_id": device_id, "model": {"path": str(SHIPPED_MODEL)},
+                           "state_directory": state_directory,
                            "mqtt": {"host": broker.host, "port": broker.port, "reconnect_min_s": 0.2,
                                     "reconnect_max_s": 0.5},
                            "homeassistant": homeassistant})
@@ -236,6 +235,27 @@ def test_a_changed_device_id_or_disabled_discovery_removes_the_old_configs(mosqu
     assert not [m for m in probe.messages() if m.topic.startswith("homeassistant/")]
 
 
+def test_discovery_memory_follows_state_directory_outside_systemd(mosquitto, mqtt_subscriber, monkeypatch,
+                                                                  tmp_path):
+    """No $STATE_DIRECTORY (not under systemd), ``state_directory`` configured: the memory of the published
+    configs lands there, so a device id change clears the old entities (the bug: it was kept only under
+    $STATE_DIRECTORY, and the old entities stayed orphaned in Home Assistant)."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    state = tmp_path / "configured-state"
+    watcher = mqtt_subscriber(mosquitto.host, mosquitto.port, "homeassistant/#")
+    assert run_replay(_settings(mosquitto, "old-name", str(state)), CLIPS[:1], "mqtt", False, StopFlag()) == 0
+    n = N_CONFIGS
+    old = set(_retained(mosquitto, mqtt_subscriber, n))
+    assert json.loads((state / STATE_FILE_NAME).read_text())["topics"] == sorted(old)
+
+    assert run_replay(_settings(mosquitto, "new-name", str(state)), CLIPS[:1], "mqtt", False, StopFlag()) == 0
+    removals = [m for m in watcher.wait_for(3 * n, WAIT_S) if not m.payload]
+    assert {m.topic for m in removals} == old
+    now = _retained(mosquitto, mqtt_subscriber, n)
+    assert len(now) == n and all(node_id("new-name") in t for t in now)
+    assert json.loads((state / STATE_FILE_NAME).read_text())["topics"] == sorted(now)
+
+
 def test_replay_without_a_device_id_never_speaks_for_the_live_device(mosquitto, mqtt_subscriber):
     """No explicit id: events as ``<host>-replay``; no status, stats or discovery at all."""
     everything = mqtt_subscriber(mosquitto.host, mosquitto.port, "#")
@@ -271,8 +291,7 @@ def test_a_burst_of_home_assistant_birth_messages_gives_at_most_two_republishes(
                          hostname=mosquitto.host, port=mosquitto.port)
         assert drained.wait(WAIT_S)  # the publisher has seen every birth message (one connection, in order)
         watcher.wait_for(2 * len(configs), WAIT_S)  # the deferred republish
-        with discovery._lock:
-            assert discovery._deferred is None  # fired, and nothing else is pending
+        assert not discovery.republish_pending  # fired, and nothing else is pending
         assert len(watcher.messages()) == 2 * len(configs)
     finally:
         discovery.cancel()

@@ -62,7 +62,7 @@ def test_the_manifest_carries_dimensions_calibration_and_adaptation(loco_run):
     assert "ravdess:01" in manifest["training"]["speakers"]
     model = load_model(loco_run / "m.tflite")
     pipeline = Pipeline.for_model(model)
-    from edge.audio import load_audio
+    from edge.audio.io import load_audio
 
     decisions = pipeline.process(load_audio(RAVDESS_MINI / "Actor_01" / "03-01-05-02-01-01-01.flac", 16000))
     decisions += pipeline.flush()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.features import FeatureParams
+from edge.dsp.features import FeatureParams
 from edge.pipeline import classify_features
 from trainer.corpora import Clip
 from trainer.featurize import ClipFeatures, compute
@@ -70,7 +70,7 @@ def test_daemon_window_ends_are_where_the_pipeline_ends_its_windows():
 def test_speed_perturbation_scales_duration_and_spectrum(speed):
     from scipy.signal import welch
 
-    from edge.audio import load_audio
+    from edge.audio.io import load_audio
     from trainer.featurize import speed_perturb
 
     rate = 16000
@@ -135,7 +135,7 @@ def test_a_clip_listed_many_times_is_computed_once_by_parallel_workers(tmp_path,
 def test_noise_is_added_at_the_requested_snr_and_is_pink():
     from scipy.signal import welch
 
-    from edge.audio import load_audio
+    from edge.audio.io import load_audio
     from trainer.featurize import Perturbation, add_noise, pink_noise
 
     samples = load_audio(MINI / "Actor_01" / "03-01-05-02-01-01-01.flac", 16000)
@@ -158,8 +158,9 @@ def test_noise_is_added_at_the_requested_snr_and_is_pink():
 def test_gain_augmentation_shifts_coefficient_0_as_a_real_gain_does():
     import math
 
-    from edge.audio import load_audio
-    from edge.features import mfcc_with_energy, normalize
+    from edge.audio.io import load_audio
+    from edge.dsp.features import mfcc_with_energy
+    from edge.dsp.normalize import normalize
     from trainer.model import TrainParams, augment
 
     params = FeatureParams()

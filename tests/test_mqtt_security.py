@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
+from helpers import ser_edge_command, skip_or_fail, wait_until
 from mqtt_helpers import (
     BrokerTls,
     MosquittoBroker,
@@ -31,9 +29,11 @@ from mqtt_helpers import (
 )
 from paths import RAVDESS_48K, SHIPPED_MODEL
 
-from edge.events import EmotionEvent, emotion_topic, status_topic
-from edge.publisher import format_event_line
-from edge.settings import EX_CONFIG, PASSWORD_ENV
+from edge.events import EmotionEvent
+from edge.exitcodes import EX_CONFIG
+from edge.mqtt.listen import format_event_line
+from edge.mqtt.topics import emotion_topic, status_topic
+from edge.settings import PASSWORD_ENV
 
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 USERNAME = "ser"
@@ -45,11 +45,6 @@ WAIT_S = 10.0
 """Upper bound of every wait on the broker; loopback deliveries take milliseconds."""
 
 
-def _ser_edge_command() -> list[str]:
-    installed = shutil.which("ser-edge", path=str(Path(sys.executable).parent))
-    return [installed] if installed else [sys.executable, "-m", "edge.cli"]
-
-
 def _environ(password: str | None) -> dict[str, str]:
     """This process's environment with ``SER_EDGE_MQTT_PASSWORD`` set to ``password`` (or removed)."""
     environ = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
@@ -59,7 +54,7 @@ def _environ(password: str | None) -> dict[str, str]:
 
 
 def _ser_edge(*args: str, password: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*_ser_edge_command(), *args], capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+    return subprocess.run([*ser_edge_command(), *args], capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
                           env=_environ(password), check=False)
 
 
@@ -94,7 +89,7 @@ def _assert_delivered(result: subprocess.CompletedProcess, subscriber, device_id
     assert "Traceback" not in result.stderr
     statuses = subscriber.wait_for(2, WAIT_S, topic=status_topic("ser", device_id))
     assert [m.payload for m in statuses][-2:] == [b"online", b"offline"]
-    n_events = result.stderr.count("edge.daemon: event #")
+    n_events = result.stderr.count("edge.service.daemon: event #")
     assert n_events >= 1
     received = subscriber.wait_for(n_events, WAIT_S, topic=emotion_topic("ser", device_id))
     events = [EmotionEvent.from_json(m.payload) for m in received]
@@ -211,7 +206,7 @@ def refused_runs(pki: Pki, broker_password_file: Path, password: str,
     try:
         for name, (config, run_password) in runs.items():
             with (workdir / f"{name}.out").open("w") as out, (workdir / f"{name}.err").open("w") as err:
-                processes[name] = subprocess.Popen([*_ser_edge_command(), *_replay_args(config, name)], stdout=out,
+                processes[name] = subprocess.Popen([*ser_edge_command(), *_replay_args(config, name)], stdout=out,
                                                    stderr=err, env=_environ(run_password))
         deadline = time.monotonic() + RUN_TIMEOUT_S
         for process in processes.values():
@@ -263,16 +258,15 @@ def test_check_config_names_a_missing_tls_ca_file(tmp_path):
 
 def _wait_for_subscription(broker: MosquittoBroker, n_clients: int) -> None:
     """Wait until ``n_clients`` ``ser-edge listen`` clients got their SUBACK (mosquitto's log)."""
-    deadline = time.monotonic() + WAIT_S
-    while broker.log_path.read_text(errors="replace").count("Sending SUBACK to ser-edge-listen-") < n_clients:
-        assert time.monotonic() < deadline, f"listeners not subscribed within {WAIT_S} s: {broker.log_tail()}"
-        time.sleep(0.05)
+    subscribed = wait_until(lambda: broker.log_path.read_text(errors="replace").count(
+        "Sending SUBACK to ser-edge-listen-") >= n_clients, WAIT_S)
+    assert subscribed, f"listeners not subscribed within {WAIT_S} s: {broker.log_tail()}"
 
 
 def test_listen_prints_events_of_a_replay(mosquitto, tmp_path):
     n_events = 2  # each clip gives at least one event
     address = ["--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port)]
-    listen = [*_ser_edge_command(), "listen", *address, "--count", str(n_events), "--timeout", str(RUN_TIMEOUT_S)]
+    listen = [*ser_edge_command(), "listen", *address, "--count", str(n_events), "--timeout", str(RUN_TIMEOUT_S)]
     outputs = {name: (tmp_path / f"{name}.out", tmp_path / f"{name}.err") for name in ("lines", "json")}
     processes: dict[str, subprocess.Popen] = {}
     try:
@@ -281,7 +275,7 @@ def test_listen_prints_events_of_a_replay(mosquitto, tmp_path):
                 processes[name] = subprocess.Popen([*listen, *(["--json"] if name == "json" else [])],
                                                    stdout=out_file, stderr=err_file, text=True)
         _wait_for_subscription(mosquitto, len(processes))
-        replay = subprocess.run([*_ser_edge_command(), "replay", *map(str, CLIPS[:n_events]), *address,
+        replay = subprocess.run([*ser_edge_command(), "replay", *map(str, CLIPS[:n_events]), *address,
                                  "--model", str(SHIPPED_MODEL), "--device-id", "listen-test", "--sink", "both"],
                                 capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
         assert replay.returncode == 0, replay.stderr

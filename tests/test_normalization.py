@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from paths import RAVDESS_MINI
 
-from edge.audio import load_audio
-from edge.features import AdaptiveNormalizer, FeatureParams, mfcc_with_energy, normalize
+from edge.audio.io import load_audio
+from edge.dsp.features import FeatureParams, mfcc_with_energy
+from edge.dsp.normalize import AdaptiveNormalizer, normalize
 
 CLIP = RAVDESS_MINI / "Actor_01" / "03-01-05-02-01-01-01.flac"
 
@@ -96,7 +97,7 @@ def test_bad_adaptation_parameters_are_refused():
 
 
 def test_the_adapted_state_survives_a_restart_for_the_same_model_only(speech, tmp_path):
-    from edge.adaptation import restore_adaptation, save_adaptation
+    from edge.dsp.normalize import restore_adaptation, save_adaptation
 
     prior = params(speech.mean(axis=0), speech.std(axis=0), time_constant_s=120.0)
     before = AdaptiveNormalizer(prior)

@@ -6,7 +6,8 @@ import logging
 
 import pytest
 
-from edge.outbox import OUTBOX_FILE, Outbox, OutboxError, state_directory
+from edge.mqtt.outbox import OUTBOX_FILE, Outbox, OutboxError
+from edge.settings import state_directory
 
 
 def test_rows_come_back_in_order_across_reopening(tmp_path):
@@ -40,7 +41,7 @@ def test_overflow_drops_the_oldest_but_never_the_one_in_flight(tmp_path):
 def test_a_damaged_file_is_set_aside_and_a_new_outbox_started(tmp_path, caplog):
     path = tmp_path / OUTBOX_FILE
     path.write_bytes(b"this is not an SQLite database, just what a bad SD card left" * 100)
-    with caplog.at_level(logging.ERROR, logger="edge.outbox"):
+    with caplog.at_level(logging.ERROR, logger="edge.mqtt.outbox"):
         box = Outbox(path, capacity=5)
     assert len(box) == 0 and box.append("t", b"x") == 0
     box.close()

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from paths import RAVDESS_48K, SHIPPED_MODEL, ravdess_mini_clips
 
-from edge.audio import load_audio
-from edge.features import FeatureParams
+from edge.audio.io import load_audio
+from edge.dsp.features import FeatureParams
 from edge.model import load_model
-from edge.pipeline import DecisionParams, FrameRing, Pipeline, classify_clip
+from edge.pipeline import FrameRing, Pipeline, classify_clip
+from edge.postprocess import DecisionParams
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +94,17 @@ def test_short_bursts_are_dropped(model):
 
 
 def test_confidence_threshold_marks_decisions_unpublished(model, speech):
-    decisions = _run(Pipeline.for_model(model, DecisionParams(confidence_threshold=1.0)), speech, 4000)
-    assert decisions and not any(d.publish for d in decisions if d.confidence < 1.0)
+    """Below the threshold: counted, not published; at or above it: published. Both sides are seen, so a
+    pipeline that never (or always) publishes fails."""
+    everything = _run(Pipeline.for_model(model, DecisionParams()), speech, 4000)
+    assert len(everything) >= 2 and all(d.publish for d in everything)  # threshold 0: every utterance
+    confidences = sorted(d.confidence for d in everything)
+    threshold = (confidences[0] + confidences[-1]) / 2
+    assert confidences[0] < threshold <= confidences[-1]
+    decisions = _run(Pipeline.for_model(model, DecisionParams(confidence_threshold=threshold)), speech, 4000)
+    assert [d.confidence for d in decisions] == [d.confidence for d in everything]  # same utterances
+    assert [d.publish for d in decisions] == [d.confidence >= threshold for d in decisions]
+    assert any(d.publish for d in decisions) and not all(d.publish for d in decisions)
 
 
 def test_classify_clip_uses_the_same_path(model):

@@ -10,25 +10,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import wait_until
 
-from edge.events import (
-    EVENT_FIELDS,
-    SCHEMA_VERSION,
-    STATUS_OFFLINE,
-    STATUS_ONLINE,
-    EmotionEvent,
-    emotion_topic,
-    model_id,
-    stats_topic,
-    status_topic,
-    utc_now_rfc3339,
-)
-from edge.publisher import MqttPublisher, MqttSettings, StdoutSink, format_event_line, listen
+from edge.events import EVENT_FIELDS, SCHEMA_VERSION, EmotionEvent, model_id, utc_now_rfc3339
+from edge.mqtt.config import MqttSettings
+from edge.mqtt.listen import format_event_line, listen
+from edge.mqtt.publisher import MqttPublisher
+from edge.mqtt.topics import STATUS_OFFLINE, STATUS_ONLINE, emotion_topic, stats_topic, status_topic
+from edge.sinks import StdoutSink
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "sertest"
@@ -54,15 +46,6 @@ def settings_for(broker, **changes: object) -> MqttSettings:
                                      reconnect_min_s=0.1, reconnect_max_s=0.5)
     values.update(changes)
     return MqttSettings(**values)  # type: ignore[arg-type]
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def seqs_of(messages) -> list[int]:
@@ -162,7 +145,7 @@ def test_stdout_sink_prints_one_json_line_per_event() -> None:
         sink.publish(make_event(2))
     lines = stream.getvalue().splitlines()
     assert [EmotionEvent.from_json(line).seq for line in lines] == [1, 2]
-    assert sink.published_events == 2 and sink.pending == 0
+    assert sink.published_events == 2
 
 
 def test_settings_and_publish_reject_bad_values() -> None:
@@ -190,7 +173,7 @@ def test_paho_retry_noise_is_one_line_per_kind_of_failure_until_the_next_connect
     The routing uses paho's public ``on_log`` levels and texts, not its function names."""
     import paho.mqtt.client as mqtt
 
-    from edge.publisher import PahoLog
+    from edge.mqtt.client import PahoLog
 
     noise = PahoLog()
     alert = "failed to receive on socket: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] ..."
@@ -224,7 +207,7 @@ def test_events_reach_subscriber_with_qos1(mosquitto, mqtt_subscriber) -> None:
 
 def test_online_is_retained_for_late_subscribers(mosquitto, mqtt_subscriber) -> None:
     with MqttPublisher(settings_for(mosquitto), "test-pi") as publisher:
-        assert wait_until(lambda: publisher.connected)
+        assert wait_until(lambda: publisher.connected, WAIT_S)
         topic = status_topic(PREFIX, "test-pi")
         late = mqtt_subscriber(mosquitto.host, mosquitto.port, topic)
         [message] = late.wait_for(1, WAIT_S)
@@ -236,7 +219,7 @@ def test_close_publishes_retained_offline(mosquitto, mqtt_subscriber) -> None:
     live = mqtt_subscriber(mosquitto.host, mosquitto.port, topic)
     publisher = MqttPublisher(settings_for(mosquitto), "test-pi")
     publisher.start()
-    assert wait_until(lambda: publisher.connected)
+    assert wait_until(lambda: publisher.connected, WAIT_S)
     publisher.close()
     assert not publisher.connected
     assert [m.payload for m in live.wait_for(2, WAIT_S)] == [b"online", b"offline"]
@@ -247,7 +230,8 @@ def test_close_publishes_retained_offline(mosquitto, mqtt_subscriber) -> None:
 
 DOOMED_PUBLISHER = """
 import sys, time
-from edge.publisher import MqttPublisher, MqttSettings
+from edge.mqtt.config import MqttSettings
+from edge.mqtt.publisher import MqttPublisher
 publisher = MqttPublisher(MqttSettings(host=sys.argv[1], port=int(sys.argv[2]), topic_prefix=sys.argv[3]),
                           "doomed-pi")
 publisher.start()
@@ -293,7 +277,7 @@ def test_events_queued_while_broker_down_are_delivered_in_order(mosquitto_factor
     broker = mosquitto_factory(persistence=True)
     reconnect = _persistent_subscription(broker, mqtt_subscriber, emotion_topic(PREFIX, "late-pi"), "sub-late")
     broker.stop()
-    caplog.set_level(logging.DEBUG, logger="edge.publisher")
+    caplog.set_level(logging.DEBUG, logger="edge.mqtt.publisher")
     with MqttPublisher(settings_for(broker), "late-pi") as publisher:
         for seq in range(5):
             publisher.publish(make_event(seq, "late-pi"))
@@ -303,7 +287,7 @@ def test_events_queued_while_broker_down_are_delivered_in_order(mosquitto_factor
         assert publisher.flush(WAIT_S)
         assert publisher.published_events == 5
     outage_lines = [r.getMessage() for r in caplog.records
-                    if r.name == "edge.publisher" and r.levelno >= logging.WARNING and "flush" not in r.funcName]
+                    if r.name == "edge.mqtt.publisher" and r.levelno >= logging.WARNING and "flush" not in r.funcName]
     assert len(outage_lines) == 1 and "unreachable" in outage_lines[0]  # one line per outage, no paho noise
     assert seqs_of(reconnect().wait_for(5, WAIT_S)) == [0, 1, 2, 3, 4]
 
@@ -331,7 +315,7 @@ def test_broker_restart_republishes_online_and_delivers_every_event(mosquitto_fa
             publisher.publish(make_event(seq, "restart-pi"))
         assert publisher.flush(WAIT_S)
         broker.stop()
-        assert wait_until(lambda: not publisher.connected)
+        assert wait_until(lambda: not publisher.connected, WAIT_S)
         for seq in range(3, 6):
             publisher.publish(make_event(seq, "restart-pi"))
         broker.start()
@@ -358,9 +342,9 @@ def test_listen_prints_readable_lines_and_skips_malformed(mosquitto, caplog) -> 
     settings = settings_for(mosquitto)
     event = make_event(42, "kitchen-pi", start_s=812.34, end_s=815.9)
     with MqttPublisher(settings, "kitchen-pi") as publisher:
-        assert wait_until(lambda: publisher.connected)
+        assert wait_until(lambda: publisher.connected, WAIT_S)
         out, thread, result = _run_listen(settings, as_json=False, stop_after=2, timeout_s=WAIT_S)
-        assert wait_until(lambda: "kitchen-pi is online" in out.getvalue())  # subscribed: retained status
+        assert wait_until(lambda: "kitchen-pi is online" in out.getvalue(), WAIT_S)  # subscribed: retained status
         publisher.publish_raw(emotion_topic(PREFIX, "kitchen-pi"), b'{"schema": 1}').wait_for_publish(WAIT_S)
         publisher.publish_raw(status_topic(PREFIX, "junk-pi"), b"junk")  # a status listen must refuse
         publisher.publish(event)
@@ -382,9 +366,9 @@ def test_listen_prints_readable_lines_and_skips_malformed(mosquitto, caplog) -> 
 def test_listen_as_json_prints_payloads(mosquitto) -> None:
     settings = settings_for(mosquitto)
     with MqttPublisher(settings, "json-pi") as publisher:
-        assert wait_until(lambda: publisher.connected)
+        assert wait_until(lambda: publisher.connected, WAIT_S)
         out, thread, result = _run_listen(settings, as_json=True, stop_after=1, timeout_s=WAIT_S)
-        assert wait_until(lambda: "online" in out.getvalue())
+        assert wait_until(lambda: "online" in out.getvalue(), WAIT_S)
         publisher.publish(make_event(0, "json-pi"))
         thread.join(WAIT_S + 5)
     assert result == {"rc": 0}
@@ -394,6 +378,14 @@ def test_listen_as_json_prints_payloads(mosquitto) -> None:
 
 
 def test_listen_times_out_with_status_1(mosquitto) -> None:
-    out = io.StringIO()
-    assert listen(settings_for(mosquitto), as_json=False, out=out, stop_after=1, timeout_s=0.3) == 1
-    assert out.getvalue() == ""
+    """Subscribed (it prints the retained status and one event), then the timeout ends it short of
+    ``stop_after``: status 1. A listen that never subscribed would print nothing and fail here."""
+    settings = settings_for(mosquitto)
+    with MqttPublisher(settings, "slow-pi") as publisher:
+        assert wait_until(lambda: publisher.connected, WAIT_S)
+        out, thread, result = _run_listen(settings, as_json=False, stop_after=2, timeout_s=WAIT_S / 2)
+        assert wait_until(lambda: "slow-pi is online" in out.getvalue(), WAIT_S)  # subscribed: retained status
+        publisher.publish(make_event(7, "slow-pi"))
+        thread.join(WAIT_S + 5)
+    assert result == {"rc": 1}
+    assert out.getvalue().splitlines() == ["slow-pi is online", format_event_line(make_event(7, "slow-pi"))]

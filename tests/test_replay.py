@@ -38,7 +38,7 @@ def test_replay_publishes_schema_valid_events_to_mosquitto(mosquitto, mqtt_subsc
     assert "Traceback" not in result.stderr
     statuses = subscriber.wait_for(2, 10, topic="ser/replay-test/status")
     assert [m.payload for m in statuses][-2:] == [b"online", b"offline"]
-    n_events = result.stderr.count("edge.daemon: event #")
+    n_events = result.stderr.count("edge.service.daemon: event #")
     assert n_events >= len(CLIPS)
     received = subscriber.wait_for(n_events, 10, topic="ser/replay-test/emotion")
     events = [EmotionEvent.from_json(m.payload) for m in received]

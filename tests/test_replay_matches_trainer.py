@@ -18,8 +18,8 @@ import pytest
 import soundfile
 from paths import CREMA_D_MINI, RAVDESS_48K, SAVEE_MINI, SHIPPED_MODEL, TESS_MINI
 
-from edge.audio import load_audio
-from edge.features import FeatureParams
+from edge.audio.io import load_audio
+from edge.dsp.features import FeatureParams
 from edge.model import load_model
 from edge.pipeline import Pipeline
 from trainer.featurize import compute

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from helpers import ser_edge_command
 from paths import RAVDESS_48K, SHIPPED_MODEL, ravdess_mini_clips
 from processes import LoggedProcess
 
-from edge.events import EmotionEvent, emotion_topic, stats_topic
-from edge.sources import RawFormat
+from edge.audio.formats import RawFormat
+from edge.events import EmotionEvent
+from edge.mqtt.topics import emotion_topic, stats_topic
 
 CLIP_48K = sorted(RAVDESS_48K.glob("*.wav"))[0] if RAVDESS_48K.is_dir() else None
 WAIT_S = 30.0
@@ -28,15 +30,10 @@ VOLATILE = ("session", "time", "start_time", "end_time")
 """Fields that differ between two runs over the same audio."""
 
 
-def _ser_edge() -> list[str]:
-    installed = Path(sys.executable).parent / "ser-edge"
-    return [str(installed)] if installed.is_file() else [sys.executable, "-m", "edge.cli"]
-
-
 def _replay(*args: str, stdin: bytes | None = None, stdin_file: Path | None = None) -> subprocess.CompletedProcess:
     handle = open(stdin_file, "rb") if stdin_file else None  # noqa: SIM115
     try:
-        return subprocess.run([*_ser_edge(), "replay", *args, "--sink", "stdout", "--model", str(SHIPPED_MODEL)],
+        return subprocess.run([*ser_edge_command(), "replay", *args, "--sink", "stdout", "--model", str(SHIPPED_MODEL)],
                               input=stdin, stdin=handle, capture_output=True, timeout=120, check=False)
     finally:
         if handle:
@@ -127,7 +124,7 @@ class Daemon(LoggedProcess):
     """``ser-edge run`` as a subprocess; stderr lines collected by a thread."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
-        super().__init__([*_ser_edge(), "run", "--model", str(SHIPPED_MODEL), *args], cwd=cwd, timeout_s=WAIT_S)
+        super().__init__([*ser_edge_command(), "run", "--model", str(SHIPPED_MODEL), *args], cwd=cwd, timeout_s=WAIT_S)
 
 
 def _sox() -> str:

@@ -18,7 +18,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_microphone import clip_48k, model_path  # noqa: F401 - fixtures
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -55,14 +54,14 @@ def test_a_microphone_sending_nan_is_refused_like_a_file_and_reopened(tmp_path: 
     """PortAudio → ALSA file plugin → a FIFO carrying NaN samples: the daemon logs the samples as a
     file's would be refused, reports the microphone unavailable, reopens it, stays up, exits 0."""
     import numpy as np
-    from test_microphone import BLOCK_MS, MIC_RATE_HZ, PCM_NAME, PERIOD_FRAMES, Daemon, FifoMicrophone, _asoundrc
+    from test_microphone import BLOCK_MS, MIC_RATE_HZ, PCM_NAME, PERIOD_FRAMES, Daemon, FifoMicrophone, asoundrc
 
     broken = clip_48k.copy()
     broken[::7] = np.nan
     home = tmp_path / "home"
     home.mkdir()
     mic = FifoMicrophone(tmp_path / "mic.f32le", broken, MIC_RATE_HZ, PERIOD_FRAMES)
-    (home / ".asoundrc").write_text(_asoundrc(mic.fifo))
+    (home / ".asoundrc").write_text(asoundrc(mic.fifo))
     config = tmp_path / "ser-edge.toml"
     config.write_text(f"[audio]\nsample_rate_hz = {MIC_RATE_HZ}\nblock_ms = {BLOCK_MS}\n[mqtt]\nenabled = false\n")
     daemon = Daemon(["--config", str(config), "--device", PCM_NAME, "--model", str(model_path)],

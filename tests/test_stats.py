@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edge.stats import STATS_FIELDS, Stats, to_json
+from edge.service.stats import STATS_FIELDS, Stats, to_json
 
 
 def _payload(stats: Stats) -> dict:

@@ -1,4 +1,4 @@
-"""The systemd unit (systemd/ser-edge.service) and the sd_notify client (edge.notify).
+"""The systemd unit (systemd/ser-edge.service) and the sd_notify client (edge.service.systemd).
 
 The notify tests bind a real AF_UNIX datagram socket and read back what the notifier sent;
 the unit is checked with the real ``systemd-analyze verify``.
@@ -16,40 +16,18 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
+from helpers import parse_unit, skip_or_fail
 
-from edge.notify import SystemdNotifier
+from edge.service.systemd import SystemdNotifier
 
 UNIT_PATH = Path(__file__).resolve().parent.parent / "systemd" / "ser-edge.service"
 RECV_TIMEOUT_S = 2.0
 DATAGRAM_MAX_BYTES = 4096
 
 
-def _parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
-    """Parse a systemd unit into {section: {key: [values in file order]}}.
-
-    Like configparser with strict=False and interpolation off, but keeps every value of a key
-    that is repeated (systemd appends or resets on repeats, e.g. SystemCallFilter=).
-    """
-    sections: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] | None = None
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = sections.setdefault(line[1:-1], {})
-            continue
-        assert current is not None, f"expected a [Section] before {line!r}"
-        key, sep, value = line.partition("=")
-        assert sep, f"expected KEY=VALUE, got {line!r}"
-        current.setdefault(key.strip(), []).append(value.strip())
-    return sections
-
-
 @pytest.fixture(scope="module")
 def unit() -> dict[str, dict[str, list[str]]]:
-    return _parse_unit(UNIT_PATH.read_text(encoding="utf-8"))
+    return parse_unit(UNIT_PATH.read_text(encoding="utf-8"))
 
 
 # --- the unit file -----------------------------------------------------------------------------
@@ -206,11 +184,11 @@ def test_send_failure_never_raises_and_logs_once(
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens.sock"))
     notifier = SystemdNotifier()
 
-    with caplog.at_level(logging.DEBUG, logger="edge.notify"):
+    with caplog.at_level(logging.DEBUG, logger="edge.service.systemd"):
         results = [notifier.ready(), notifier.watchdog(), notifier.watchdog()]
 
     assert results == [False, False, False]
-    assert len([r for r in caplog.records if r.name == "edge.notify"]) == 1
+    assert len([r for r in caplog.records if r.name == "edge.service.systemd"]) == 1
 
 
 @pytest.mark.parametrize(

@@ -11,15 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from test_microphone import (  # noqa: F401 - fixtures
-    BLOCK_MS,
-    MIC_RATE_HZ,
-    PCM_NAME,
-    _ser_edge,
-    alsa_mic,
-    clip_48k,
-    model_path,
-)
+from helpers import ser_edge_command
+from microphone import BLOCK_MS, MIC_RATE_HZ, PCM_NAME
 
 from edge.manifest import load_manifest
 
@@ -62,7 +55,7 @@ def test_try_shows_level_speech_and_a_bar_per_score_in_a_terminal(alsa_mic, mode
     labels = load_manifest(model_path).labels
     config = tmp_path / "ser-edge.toml"
     config.write_text(f"[audio]\nsample_rate_hz = {MIC_RATE_HZ}\nblock_ms = {BLOCK_MS}\n")
-    status, screen = _in_pty([*_ser_edge(), "try", "--config", str(config), "--device", PCM_NAME, "--model",
+    status, screen = _in_pty([*ser_edge_command(), "try", "--config", str(config), "--device", PCM_NAME, "--model",
                               str(model_path), "--prompts", "--utterances", "2"], env, tmp_path)
     text = ANSI.sub("", screen).replace("\r", "\n")
     assert status == 0, screen

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.audio import load_audio
-from edge.features import mfcc
+from edge.audio.io import load_audio
+from edge.dsp.features import mfcc
 from edge.model import load_model
 from trainer.cli import main
 from trainer.corpora import CorpusError, load_ravdess, parse_ravdess_name

@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_systemd import _parse_unit
+from helpers import parse_unit
 
 UNIT_PATH = Path(__file__).resolve().parent.parent / "systemd" / "ser-edge-user.service"
 
 
 @pytest.fixture(scope="module")
 def unit() -> dict[str, dict[str, list[str]]]:
-    return _parse_unit(UNIT_PATH.read_text(encoding="utf-8"))
+    return parse_unit(UNIT_PATH.read_text(encoding="utf-8"))
 
 
 def test_user_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:

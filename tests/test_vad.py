@@ -1,4 +1,4 @@
-"""Direct tests of the speech gating (:class:`edge.vad.EnergyVAD`) on real speech from ../shared/data:
+"""Direct tests of the speech gating (:class:`edge.dsp.vad.EnergyVAD`) on real speech from ../shared/data:
 onset and hangover, chunk invariance, the DC blocker and the stationary-noise check (issue 10), and
 the same two failures through ``ser-edge replay`` on real files."""
 
@@ -13,10 +13,10 @@ import pytest
 import soundfile
 from paths import RAVDESS_48K, SAMPLE, SHIPPED_MODEL, ravdess_mini_clips
 
-from edge.audio import load_audio
-from edge.features import FeatureParams, mfcc_with_energy
+from edge.audio.io import load_audio
+from edge.dsp.features import FeatureParams, mfcc_with_energy
+from edge.dsp.vad import EnergyVAD, GatingEnergy, VadParams
 from edge.manifest import load_manifest
-from edge.vad import EnergyVAD, GatingEnergy, VadParams
 
 RATE = 16000
 

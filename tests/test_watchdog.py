@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
+from helpers import skip_or_fail
 from paths import SHIPPED_MODEL
 
 WATCHDOG_USEC = 2_000_000

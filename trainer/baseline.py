@@ -29,7 +29,7 @@ import numpy as np
 import scipy.fft
 from tqdm import tqdm
 
-from edge.features import mel_filterbank
+from edge.dsp.features import mel_filterbank
 from trainer.corpora import Clip
 from trainer.evaluate import summarize
 from trainer.folds import Fold
@@ -85,7 +85,7 @@ def clip_features(samples: np.ndarray) -> np.ndarray:
 def features_of(clips: list[Clip], cache_dir: Path | None = None, progress: bool = True) -> np.ndarray:
     """``(n_clips, 180)`` float32 features of every clip (audio through ``edge.audio.load_audio``),
     cached per clip as ``.npy`` under ``cache_dir / "mlp"`` keyed by path, size and mtime."""
-    from edge.audio import load_audio
+    from edge.audio.io import load_audio
 
     out = np.empty((len(clips), N_MFCC + N_CHROMA + N_MELS), dtype=np.float32)
     for i, clip in enumerate(tqdm(clips, desc="MLP features", unit="clip", disable=not progress, leave=False)):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.features import FeatureParams
+from edge.dsp.features import FeatureParams
 from trainer.labels import SCHEMES
 
 logger = logging.getLogger("trainer")
@@ -344,7 +344,7 @@ CHANCE_MARGIN = 0.05
 def drop_silent(feats, threshold_dbfs: float | None = None):
     """Clips whose loudest frame is below ``threshold_dbfs`` (default ``trainer.corpora.SILENCE_PEAK_DBFS``;
     digital silence, such as CREMA-D's ``1076_MTI_SAD_XX.wav``) are left out, each logged with its reason."""
-    from edge.vad import log_energy_to_dbfs
+    from edge.dsp.vad import log_energy_to_dbfs
     from trainer.corpora import SILENCE_PEAK_DBFS
 
     threshold_dbfs = SILENCE_PEAK_DBFS if threshold_dbfs is None else threshold_dbfs
@@ -361,7 +361,7 @@ def drop_silent(feats, threshold_dbfs: float | None = None):
 
 def fit(args) -> int:
     from edge.model import load_model
-    from edge.pipeline import DecisionParams
+    from edge.postprocess import DecisionParams
     from trainer.export import git_commit, write_model
     from trainer.featurize import featurize, with_variants
     from trainer.folds import corpus_folds, speaker_folds
@@ -691,7 +691,7 @@ def rescore(args) -> int:
     from sklearn.metrics import balanced_accuracy_score
 
     from edge.model import load_model
-    from edge.pipeline import DecisionParams
+    from edge.postprocess import DecisionParams
     from trainer.evaluate import score_clips
     from trainer.featurize import featurize
     from trainer.folds import corpus_folds
@@ -770,7 +770,7 @@ def format_fold_table(metrics: dict) -> str:
 
 def evaluate(args) -> int:
     from edge.model import load_model
-    from edge.pipeline import DecisionParams
+    from edge.postprocess import DecisionParams
     from trainer.evaluate import format_confusion, restricted_argmax, score_clips, summarize
     from trainer.featurize import featurize
     from trainer.labels import to_model_label
@@ -846,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from edge.audio import AudioError
+    from edge.audio.io import AudioError
     from edge.manifest import ManifestError
     from edge.model import ModelError
     from trainer.corpora import CorpusError

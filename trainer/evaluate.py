@@ -17,9 +17,11 @@ from sklearn.metrics import (
 )
 from tqdm import tqdm
 
-from edge.features import AdaptiveNormalizer, FeatureParams
-from edge.model import softmax, temperature_scale
-from edge.pipeline import DecisionParams, Score, classify_features
+from edge.calibration import softmax, temperature_scale
+from edge.dsp.features import FeatureParams
+from edge.dsp.normalize import AdaptiveNormalizer
+from edge.pipeline import Score, classify_features
+from edge.postprocess import DecisionParams
 from trainer.featurize import ClipFeatures
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.features import FeatureParams
+from edge.dsp.features import FeatureParams
 from edge.manifest import InputSpec, ModelManifest, sha256_file
 
 logger = logging.getLogger(__name__)

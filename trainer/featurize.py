@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge.features import FeatureParams, mfcc_with_energy
+from edge.dsp.features import FeatureParams
 from trainer.corpora import Clip
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ DEFAULT_CACHE_DIR = Path("cache/features")
 @dataclass(frozen=True)
 class ClipFeatures:
     """``mfcc``: float32 ``(n_frames, n_mfcc)`` raw (unnormalised); ``log_energy``: float32 ``(n_frames,)``, the
-    energy the VAD gates on (:class:`edge.vad.GatingEnergy`, as ``Pipeline.process`` computes it).
+    energy the VAD gates on (:class:`edge.dsp.vad.GatingEnergy`, as :mod:`edge.dsp.frontend` pairs them for ``Pipeline.process`` too).
     ``variants``: ``(mfcc, log_energy)`` of perturbed versions of the clip (see :func:`with_variants`)."""
 
     clip: Clip
@@ -45,15 +45,17 @@ class ClipFeatures:
 
 def front_end_hash(params: FeatureParams) -> str:
     """Hash of every feature parameter except the normalisation statistics, and of the front end's code."""
-    import edge.audio
-    import edge.features
-    import edge.vad
+    import edge.audio.io
+    import edge.audio.resample
+    import edge.dsp.features
+    import edge.dsp.frontend
+    import edge.dsp.vad
 
     config = params.to_dict()
     config.pop("mean")
     config.pop("std")
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for module in (edge.features, edge.audio, edge.vad):
+    for module in (edge.dsp.features, edge.dsp.frontend, edge.dsp.vad, edge.audio.io, edge.audio.resample):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -145,7 +147,7 @@ def babble_pool(clips: list[Clip]) -> dict[str, list[tuple[str, Path]]]:
 
 @functools.lru_cache(maxsize=64)
 def _load_16k(path: Path) -> np.ndarray:
-    from edge.audio import load_audio
+    from edge.audio.io import load_audio
 
     return load_audio(path, 16000)
 
@@ -189,17 +191,15 @@ def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> n
 
 def compute(path: Path, params: FeatureParams, perturbation: Perturbation = Perturbation(),
             babble: tuple[Path, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """MFCC and log energy of one audio file, loaded and resampled by ``edge.audio.load_audio``
+    """MFCC and log energy of one audio file (:func:`edge.dsp.frontend.compute`), loaded and resampled by
+    ``edge.audio.io.load_audio``
     (and perturbed first unless ``perturbation`` is the identity; ``babble``: clips of other speakers)."""
-    from edge.audio import load_audio
-    from edge.vad import GatingEnergy
+    from edge.audio.io import load_audio
+    from edge.dsp.frontend import compute as front_end
 
     sources = [_load_16k(b) for b in babble] if perturbation.far_field else None
     samples = perturbation.apply(load_audio(path, params.sample_rate_hz), path.name, sources)
-    mfcc, _ = mfcc_with_energy(samples, params)
-    # the VAD gates on the DC-blocked energy, as Pipeline.process computes it from the samples
-    log_energy = GatingEnergy(params).process(samples)
-    return mfcc.astype(np.float32), log_energy.astype(np.float32)
+    return front_end(samples, params)  # MFCC + gating energy, as Pipeline.process pairs them
 
 
 def _compute_to_cache(path: Path, params: FeatureParams, target: Path, perturbation: Perturbation,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.model import temperature_scale
+from edge.calibration import temperature_scale
 from trainer.evaluate import (
     ccc,
     expected_calibration_error,

@@ -144,8 +144,8 @@ def plot_example(results: dict, out: Path) -> bool:
     clip = results.get("example_clip")
     if not clip or not Path(clip["path"]).is_file():
         return False
-    from edge.audio import load_audio
-    from edge.features import FeatureParams, analysis_window, mel_energies, preemphasize
+    from edge.audio.io import load_audio
+    from edge.dsp.features import FeatureParams, analysis_window, mel_energies, preemphasize
 
     params = FeatureParams.from_dict({k: v for k, v in results["features"].items() if k not in ("mean", "std")})
     samples = load_audio(clip["path"], params.sample_rate_hz)

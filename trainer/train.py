@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.features import AdaptiveNormalizer, FeatureParams
+from edge.dsp.features import FeatureParams
+from edge.dsp.normalize import AdaptiveNormalizer
+from edge.dsp.vad import EnergyVAD, Segment
 from edge.model import load_model
-from edge.pipeline import DecisionParams, WindowPlacement
-from edge.vad import EnergyVAD, Segment
+from edge.postprocess import DecisionParams, WindowPlacement
 from trainer.evaluate import keras_score, score_clips, summarize
 from trainer.export import REPRESENTATIVE_WINDOWS, to_int8_tflite, write_model
 from trainer.featurize import ClipFeatures, Perturbation, statistics

@@ -6,7 +6,7 @@ followed by 1-6 s of silence, with low-level Gaussian noise (``--noise-dbfs``) o
 written block by block to a temporary WAV outside the repository. Then measures:
 
 (a) real-time factor (seconds of audio per CPU second, ``time.process_time``) of
-    ``ser-edge replay FILE --sink stdout`` run in-process (``edge.daemon.run_replay``: decode,
+    ``ser-edge replay FILE --sink stdout`` run in-process (``edge.service.daemon.run_replay``: decode,
     resampling, pipeline, JSON events), and of the pipeline alone (``Pipeline.process`` over
     ``edge.audio.file_blocks``, decode time counted separately);
 (b) ``edge.features.mfcc`` against ``python_speech_features.mfcc`` on the same excerpt with the
@@ -46,11 +46,12 @@ import soundfile
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))  # the checkout's edge/, also when the venv holds another install
 
-from edge.audio import file_blocks, resample  # noqa: E402
-from edge.daemon import StopFlag, run_replay  # noqa: E402
-from edge.features import FeatureParams, analysis_window, mfcc, mfcc_with_energy  # noqa: E402
+from edge.audio.io import file_blocks  # noqa: E402
+from edge.audio.resample import resample  # noqa: E402
+from edge.dsp.features import FeatureParams, analysis_window, mfcc, mfcc_with_energy  # noqa: E402
 from edge.model import INTERPRETER, load_model  # noqa: E402
 from edge.pipeline import Pipeline  # noqa: E402
+from edge.service.daemon import StopFlag, run_replay  # noqa: E402
 from edge.settings import DEFAULT_MODEL, load_settings  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ravdess-mini"

@@ -11,7 +11,7 @@ What it does:
 2. Starts mosquitto on a free loopback port (``tests/mqtt_helpers.MosquittoBroker``, persistence on)
    and a subscriber with a persistent session (clean_session=False, fixed client id) on the
    device's emotion topic.
-3. Feeds the WAV through :class:`edge.daemon.Session` exactly as ``ser-edge replay`` does (no real-time
+3. Feeds the WAV through :class:`edge.service.daemon.Session` exactly as ``ser-edge replay`` does (no real-time
    pacing), publishing over MQTT. At ``--restarts`` evenly spaced points of the audio a thread stops
    the broker (SIGTERM; ``--kill`` for SIGKILL with autosave), keeps it down ``--down-s`` seconds and
    starts it again, while processing goes on.
@@ -46,9 +46,10 @@ sys.path.insert(0, str(TESTS.parent))
 from mqtt_helpers import MosquittoBroker, Subscriber, find_mosquitto  # noqa: E402
 from paths import SHIPPED_MODEL, ravdess_mini_clips  # noqa: E402
 
-from edge.audio import file_blocks  # noqa: E402
-from edge.daemon import Session  # noqa: E402
-from edge.events import EmotionEvent, emotion_topic  # noqa: E402
+from edge.audio.io import file_blocks  # noqa: E402
+from edge.events import EmotionEvent  # noqa: E402
+from edge.mqtt.topics import emotion_topic  # noqa: E402
+from edge.service.daemon import Session  # noqa: E402
 from edge.settings import parse_settings  # noqa: E402
 
 SAMPLE_RATE_HZ = 16000

@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -41,15 +40,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.events import (
-    EMOTION_QOS,
-    STATUS_OFFLINE,
-    STATUS_ONLINE,
-    UNSURE_EVENT_TYPE,
-    emotion_topic,
-    stats_topic,
-    status_topic,
-)
+from edge.events import UNSURE_EVENT_TYPE
+from edge.mqtt.topics import EMOTION_QOS, STATUS_OFFLINE, STATUS_ONLINE, emotion_topic, stats_topic, status_topic
+from edge.validate import atomic_write_text
 
 if TYPE_CHECKING:
     from edge.manifest import ModelManifest
@@ -129,7 +122,7 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, 
     :param dimensions: the manifest's continuous outputs; ``arousal``/``valence`` get a sensor each.
     :param expire_after_s: ``expire_after`` of the emotion sensors, seconds; 0 = never expire (omitted).
     :param audio_diagnostic: add the audio-problem diagnostic (needs the stats topic).
-    :raises ValueError: as :func:`edge.events.emotion_topic` for a bad prefix or device id, or
+    :raises ValueError: as :func:`edge.mqtt.topics.emotion_topic` for a bad prefix or device id, or
         ``expire_after_s`` < 0.
     """
     if isinstance(expire_after_s, bool) or not isinstance(expire_after_s, int) or expire_after_s < 0:
@@ -223,17 +216,16 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, 
     return configs
 
 
-def state_file(environ: dict[str, str] | None = None) -> Path | None:
-    """Where the config topics published last are remembered: ``$STATE_DIRECTORY`` (systemd's
-    ``StateDirectory=``, set by both units) / ``homeassistant-discovery.json``; ``None`` outside
-    systemd (then a device id change leaves the old entities until removed by hand)."""
-    environ = os.environ if environ is None else environ  # type: ignore[assignment]
-    state_dir = environ.get("STATE_DIRECTORY", "").split(":")[0]
+def state_file(state_dir: str | Path | None) -> Path | None:
+    """Where the config topics published last are remembered: ``state_dir`` (the daemon's state
+    directory, ``Settings.state_dir``: ``state_directory``, else ``$STATE_DIRECTORY``) /
+    ``homeassistant-discovery.json``; ``None`` without a state directory (then a device id change
+    leaves the old entities until removed by hand)."""
     return Path(state_dir) / STATE_FILE_NAME if state_dir else None
 
 
 class HomeAssistantDiscovery:
-    """Publishes (or removes) the retained discovery configs through an :class:`edge.publisher.MqttPublisher`.
+    """Publishes (or removes) the retained discovery configs through an :class:`edge.mqtt.publisher.MqttPublisher`.
 
     :meth:`attach` (before the publisher starts) hooks :meth:`publish_configs` to every (re)connect
     and, when enabled, subscribes to Home Assistant's status topic, republishing on its birth
@@ -268,7 +260,7 @@ class HomeAssistantDiscovery:
             ha.discovery_prefix, settings.mqtt.topic_prefix, device_id, manifest.model_id, version,
             manifest.labels, manifest.dimensions, expire_after_s=ha.expire_after_s,
             audio_diagnostic=settings.mqtt.stats_interval_s > 0)
-        return cls(ha.discovery_prefix, configs, enabled=ha.enabled, memory=state_file())
+        return cls(ha.discovery_prefix, configs, enabled=ha.enabled, memory=state_file(settings.state_dir))
 
     def attach(self, publisher) -> None:
         """Wire into ``publisher``: configs (or their removal) on every connect, and on Home
@@ -292,9 +284,7 @@ class HomeAssistantDiscovery:
             return
         try:
             self.memory.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.memory.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"topics": sorted(topics)}) + "\n", encoding="utf-8")
-            tmp.replace(self.memory)
+            atomic_write_text(self.memory, json.dumps({"topics": sorted(topics)}) + "\n")
         except OSError as exc:
             logger.warning("cannot remember the discovery topics in %s (%s); a later device id change "
                            "will leave this one's entities in Home Assistant", self.memory, exc.strerror)
@@ -345,6 +335,12 @@ class HomeAssistantDiscovery:
         with self._lock:
             self._deferred = None
         self.publish_configs()
+
+    @property
+    def republish_pending(self) -> bool:
+        """Whether a deferred republish (after a burst of Home Assistant birth messages) is waiting."""
+        with self._lock:
+            return self._deferred is not None
 
     def cancel(self) -> None:
         """Cancel a deferred republish (at shutdown)."""

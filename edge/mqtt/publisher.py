@@ -1,9 +1,11 @@
-"""Publishers of emotion events: MQTT (QoS 1, availability, durable outbox) and stdout.
+"""The MQTT publisher of emotion events: QoS 1, availability (birth, last will), a durable outbox.
 
-Both publishers implement :class:`EventSink`, the one interface the daemon's ``Session`` uses.
+It is an :class:`edge.sinks.EventSink` for the events, and the daemon's explicit MQTT handle for
+the rest (:meth:`MqttPublisher.publish_raw` for stats and Home Assistant discovery,
+:meth:`MqttPublisher.subscribe`, :meth:`MqttPublisher.add_on_connected`).
 
 MQTT delivery is at-least-once and in order. Every event is first written to the outbox
-(:mod:`edge.outbox`: SQLite under the state directory, or memory), then sent; it leaves the
+(:mod:`edge.mqtt.outbox`: SQLite under the state directory, or memory), then sent; it leaves the
 outbox only when the broker's PUBACK arrives. Events still in the outbox when the process stops
 (or is killed, or the power goes) are sent at the next start, before any new one. A subscriber
 may see an event twice (after a reconnect or a restart) and can dedupe by
@@ -17,91 +19,38 @@ broker's ACL denies the topic) means the broker did **not** accept the event; it
 topic still acknowledges it (mosquitto logs "Denied PUBLISH"), so the loss is invisible to the
 device. Use 3.1.1 only with a broker that cannot speak 5.
 
-:func:`listen` is the other side: it subscribes to all devices under a prefix and prints events and
-availability changes (``ser-edge listen``).
+:func:`edge.mqtt.listen.listen` is the other side (``ser-edge listen``).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import logging
-import math
 import secrets
-import signal
-import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol, Self
+from typing import Self
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.events import (
-    EMOTION_QOS,
-    EMOTION_SUBTOPIC,
-    STATUS_OFFLINE,
-    STATUS_ONLINE,
-    STATUS_SUBTOPIC,
-    STATUS_VALUES,
-    EmotionEvent,
-    emotion_topic,
-    status_topic,
+from edge.events import EmotionEvent
+from edge.mqtt.client import (
+    UNREACHABLE,
+    Client,
+    connect,
+    describe_connect_error,
+    describe_refusal,
+    make_client,
+    refuses_protocol,
+    warn_password_in_clear,
 )
-from edge.exitcodes import EXIT_FAILURE, EXIT_OK
-from edge.outbox import OUTBOX_FILE, Outbox, OutboxError
+from edge.mqtt.config import MqttSettings
+from edge.mqtt.outbox import OUTBOX_FILE, Outbox, OutboxError
+from edge.mqtt.topics import EMOTION_QOS, STATUS_OFFLINE, STATUS_ONLINE, SUBSCRIBE_QOS, emotion_topic, status_topic
 
 logger = logging.getLogger(__name__)
-
-_PAHO_LEVELS = {mqtt.MQTT_LOG_DEBUG: logging.DEBUG, mqtt.MQTT_LOG_INFO: logging.INFO,
-                mqtt.MQTT_LOG_NOTICE: logging.INFO, mqtt.MQTT_LOG_WARNING: logging.WARNING,
-                mqtt.MQTT_LOG_ERR: logging.ERROR}
-
-
-class PahoLog:
-    """paho's log lines (its public ``on_log`` callback) routed into this module's logger, its
-    repeated warnings and errors demoted to DEBUG until the next successful connection.
-
-    paho 2.2 logs ERROR "Client is not connected" after every failed reconnect attempt; while the
-    broker is down that would be an error line every backoff period, and the publisher logs one
-    warning per outage itself: always demoted. Other warnings and errors of paho are shown once and
-    demoted when repeated before :meth:`reset`, e.g. "failed to receive on socket: [SSL:
-    TLSV13_ALERT_CERTIFICATE_REQUIRED]" on every attempt against a broker that wants a client
-    certificate. A repeat is recognised by the text before the first colon ("failed to receive on
-    socket"): the same refusal may surface as the TLS alert on one attempt and as "EOF occurred in
-    violation of protocol" on the next.
-    """
-
-    MAX_REMEMBERED = 100
-
-    def __init__(self) -> None:
-        self._seen: set[str] = set()
-
-    def reset(self) -> None:
-        """Forget the messages seen: the next occurrence of each is shown again."""
-        self._seen = set()
-
-    def level_of(self, paho_level: int, message: str) -> int:
-        """The :mod:`logging` level for one paho message (and remember it)."""
-        level = _PAHO_LEVELS.get(paho_level, logging.DEBUG)
-        if level < logging.WARNING:
-            return level
-        kind = message.split(":", 1)[0]
-        if kind.startswith("Client is not connected") or kind in self._seen:
-            return logging.DEBUG
-        if len(self._seen) >= self.MAX_REMEMBERED:
-            self._seen = set()
-        self._seen.add(kind)
-        return level
-
-    def __call__(self, client: mqtt.Client, userdata: object, level: int, message: str) -> None:
-        logger.log(self.level_of(level, message), "paho: %s", message)
-
 
 MIN_OFFLINE_WAIT_S = 1.0
 """``close()`` waits at least this long for the PUBACK of the retained ``offline``."""
@@ -112,300 +61,6 @@ CONNACK_TIMEOUT_S = 10.0
 SENDER_WAKE_S = 1.0
 """The sender thread's longest sleep: it then checks for a missing CONNACK."""
 
-LISTEN_QOS = 1
-"""QoS of the subscriptions made by :func:`listen`."""
-
-SINKS = ("mqtt", "stdout", "both")
-"""Names of the event sinks (``--sink``): see :func:`edge.daemon.make_sink`."""
-
-PROTOCOLS = {"5": mqtt.MQTTv5, "3.1.1": mqtt.MQTTv311}
-"""``mqtt.protocol`` values and paho's protocol constants."""
-
-REFUSED_PROTOCOL_CODES = (0x01, 0x84)
-"""CONNACK codes meaning "this broker does not speak the protocol version": 3.1.1's return code 1
-(as a 3.1.1-only broker answers a version-5 CONNECT) and MQTT 5's 0x84."""
-
-
-class EventSink(Protocol):
-    """What the daemon's ``Session`` needs from a sink; :class:`MqttPublisher`, :class:`StdoutSink`
-    and ``edge.daemon.TeeSink`` implement it."""
-
-    @property
-    def connected(self) -> bool: ...
-    @property
-    def published_events(self) -> int: ...
-    @property
-    def dropped_events(self) -> int: ...
-    @property
-    def refused_events(self) -> int: ...
-    @property
-    def pending(self) -> int: ...
-    def start(self) -> None: ...
-    def publish(self, event: EmotionEvent) -> None: ...
-    def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> object: ...
-    def flush(self, timeout_s: float, warn: bool = True, waited_s: float | None = None) -> bool: ...
-    def close(self, timeout_s: float = 5.0) -> None: ...
-
-
-# --------------------------------------------------------------------------------------------- stdout
-
-
-class StdoutSink:
-    """Writes each event as one line of compact JSON (``EmotionEvent.to_json()``) to a text stream.
-
-    For running without a broker (``ser-edge run --stdout``) and for piping into ``jq``.
-    Not thread-safe beyond what the stream offers; the daemon publishes from one thread.
-    """
-
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        """:param stream: text stream to write to; ``None`` means ``sys.stdout`` at publish time."""
-        self._stream = stream
-        self._published = 0
-
-    @property
-    def _out(self) -> IO[str]:
-        return self._stream if self._stream is not None else sys.stdout
-
-    @property
-    def connected(self) -> bool:
-        """Always ``True``: a stream needs no connection."""
-        return True
-
-    @property
-    def published_events(self) -> int:
-        """Events written so far."""
-        return self._published
-
-    @property
-    def dropped_events(self) -> int:
-        """Always 0: writes are synchronous."""
-        return 0
-
-    @property
-    def refused_events(self) -> int:
-        """Always 0: a stream refuses nothing."""
-        return 0
-
-    @property
-    def pending(self) -> int:
-        """Always 0: writes are synchronous."""
-        return 0
-
-    def start(self) -> None:
-        """No-op (interface parity with :class:`MqttPublisher`)."""
-
-    def publish(self, event: EmotionEvent) -> None:
-        """Write ``event.to_json()`` and a newline, then flush the stream.
-
-        :raises OSError: if the stream cannot be written (e.g. a closed pipe).
-        """
-        out = self._out
-        out.write(event.to_json() + "\n")
-        out.flush()
-        self._published += 1
-
-    def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> None:
-        """Ignored (logged at debug): stdout carries events only, so it stays one JSON object a line."""
-        logger.debug("stdout sink ignores raw message for %s (%d bytes)", topic, len(payload))
-
-    def flush(self, timeout_s: float = 5.0, warn: bool = True, waited_s: float | None = None) -> bool:
-        """Flush the stream; returns ``True``."""
-        self._out.flush()
-        return True
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Flush the stream (it is not closed: it usually is ``sys.stdout``)."""
-        self._out.flush()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-
-# ----------------------------------------------------------------------------------------------- MQTT
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """Broker connection settings, validated on construction (``ValueError("expected ..., got ...")``).
-
-    These defaults are the only ones: ``edge.settings`` reads them from here.
-    """
-
-    host: str = "localhost"
-    port: int = 1883
-    topic_prefix: str = "ser"
-    """First topic level(s): events go to ``{topic_prefix}/{device_id}/emotion``."""
-    client_id: str | None = None
-    """MQTT client id; ``None`` makes a unique one (``ser-edge-{device_id}-{6 hex}``), so two
-    processes never take over each other's connection."""
-    keepalive_s: int = 60
-    """MQTT keep-alive, 1..65535 s (the protocol's 16-bit field); the broker sends the last will
-    about 1.5 x this after the device vanishes without closing its TCP connection (power loss)."""
-    protocol: str = "5"
-    """``"5"`` (MQTT 5: PUBACK reason codes reveal refused events) or ``"3.1.1"``; see the module doc."""
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    """Use TLS. With no ``tls_ca_file`` the system's CA certificates verify the broker. TLS is also
-    used whenever any ``tls_*`` file is given."""
-    tls_ca_file: str | None = None
-    tls_certfile: str | None = None
-    """Client certificate (PEM) for mutual TLS; ``tls_keyfile`` is its key if not inside it."""
-    tls_keyfile: str | None = None
-    queue_size: int = 1000
-    """Events kept in the outbox (not yet acknowledged); on overflow the oldest is dropped."""
-    reconnect_min_s: float = 1.0
-    """First reconnect delay; doubled after each failure up to ``reconnect_max_s``."""
-    reconnect_max_s: float = 60.0
-    state_dir: str | None = None
-    """Directory of the durable outbox (``outbox.sqlite3``); ``None``: the outbox is in memory and
-    events not yet acknowledged are lost with the process."""
-
-    MAX_QUEUE_SIZE = 1_000_000
-    MAX_RECONNECT_S = 3600.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or not self.host or "\x00" in self.host:
-            raise ValueError(f"expected a broker host name, got {self.host!r}")
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
-            raise ValueError(f"expected port in 1..65535, got {self.port!r}")
-        emotion_topic(self.topic_prefix, "x")  # raises ValueError for a bad prefix
-        if self.client_id is not None and not self.client_id:
-            raise ValueError("expected client_id to be None or non-empty, got ''")
-        if (isinstance(self.keepalive_s, bool) or not isinstance(self.keepalive_s, int)
-                or not 1 <= self.keepalive_s <= 65535):
-            raise ValueError(f"expected keepalive_s in 1..65535 (integer seconds), got {self.keepalive_s!r}")
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"expected protocol in {sorted(PROTOCOLS)}, got {self.protocol!r}")
-        if self.password is not None and self.username is None:
-            raise ValueError("expected a username with the password, got a password only")
-        if self.tls_keyfile is not None and self.tls_certfile is None:
-            raise ValueError("expected tls_certfile with tls_keyfile, got tls_keyfile only")
-        if (isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int)
-                or not 1 <= self.queue_size <= self.MAX_QUEUE_SIZE):
-            raise ValueError(f"expected queue_size in 1..{self.MAX_QUEUE_SIZE}, got {self.queue_size!r}")
-        for name in ("reconnect_min_s", "reconnect_max_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                    math.isfinite(value) and 0 < value <= self.MAX_RECONNECT_S):
-                raise ValueError(f"expected {name} in (0, {self.MAX_RECONNECT_S:g}] s, got {value!r}")
-        if not self.reconnect_max_s >= self.reconnect_min_s:
-            raise ValueError(f"expected reconnect_max_s >= reconnect_min_s ({self.reconnect_min_s}), "
-                             f"got {self.reconnect_max_s!r}")
-
-    @property
-    def uses_tls(self) -> bool:
-        """Whether the connection is TLS: ``tls`` or any ``tls_*`` file set."""
-        return self.tls or any(f is not None for f in (self.tls_ca_file, self.tls_certfile, self.tls_keyfile))
-
-    @property
-    def password_in_clear(self) -> bool:
-        """Whether a password would cross a network unencrypted: plain TCP to a non-loopback host."""
-        if self.password is None or self.uses_tls or self.host == "localhost":
-            return False
-        try:
-            return not ipaddress.ip_address(self.host).is_loopback
-        except ValueError:  # a host name
-            return True
-
-
-class _Client(mqtt.Client):
-    """paho's client, remembering why the last connection attempt failed.
-
-    paho's network loop catches the ``OSError`` of a failed attempt (TCP refused, TLS handshake)
-    and calls ``on_connect_fail`` without it; :attr:`last_connect_error` keeps it for the log line.
-    """
-
-    last_connect_error: OSError | None = None
-
-    def reconnect(self) -> mqtt.MQTTErrorCode:
-        try:
-            rc = super().reconnect()
-        except OSError as exc:
-            self.last_connect_error = exc
-            raise
-        self.last_connect_error = None
-        return rc
-
-
-UNREACHABLE = "unreachable"
-"""The failure phrase of a broker that does not answer (down, wrong host or port): transient."""
-
-
-def describe_connect_error(error: OSError | None, settings: MqttSettings) -> str:
-    """One phrase for why a connection attempt failed: :data:`UNREACHABLE` for a down broker, else
-    what is wrong with TLS (certificate verification, handshake), which retrying alone will not fix.
-
-    :param error: the exception of the failed attempt (``_Client.last_connect_error``), or ``None``.
-    """
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return (f"TLS verification of the broker's certificate failed: {error.verify_message} "
-                f"(CA file {settings.tls_ca_file or 'system default'})")
-    # A broker stopping mid-handshake gives EOF errors: that is a down broker, not a TLS problem.
-    if isinstance(error, ssl.SSLError) and not isinstance(error, ssl.SSLEOFError | ssl.SSLZeroReturnError):
-        return f"TLS handshake failed: {error.reason or error}"
-    return UNREACHABLE
-
-
-def describe_refusal(reason_code: mqtt.ReasonCode, settings: MqttSettings) -> str:
-    """One phrase for a CONNACK refusal, e.g. ``broker refused the connection: Not authorized (username 'ser')``."""
-    who = f"username {settings.username!r}" if settings.username is not None else "no username"
-    return f"broker refused the connection: {reason_code} ({who})"
-
-
-def refuses_protocol(reason_code: mqtt.ReasonCode, protocol: str) -> bool:
-    """Whether a CONNACK says the broker does not speak MQTT 5 (see :data:`REFUSED_PROTOCOL_CODES`)."""
-    return protocol == "5" and reason_code.value in REFUSED_PROTOCOL_CODES
-
-
-def _make_client(settings: MqttSettings, client_id: str, protocol: str | None = None) -> _Client:
-    """A paho client (clean session / clean start, callback API v2) with auth/TLS from ``settings``,
-    speaking ``protocol`` (default ``settings.protocol``); paho's log goes through :class:`PahoLog`.
-
-    :raises ValueError: if a TLS file named in ``settings`` does not exist.
-    """
-    for name in ("tls_ca_file", "tls_certfile", "tls_keyfile"):
-        path = getattr(settings, name)
-        if path is not None and not Path(path).is_file():
-            raise ValueError(f"expected an existing file for {name}, got {path!r}")
-    protocol = protocol or settings.protocol
-    if protocol == "5":  # MQTT 5 has clean_start at connect time instead of clean_session
-        client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    else:
-        client = _Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True,
-                         protocol=PROTOCOLS[protocol])
-    client.on_log = PahoLog()
-    # An exception in one of our callbacks is logged by paho instead of killing its network thread.
-    client.suppress_exceptions = True
-    if settings.username is not None:
-        client.username_pw_set(settings.username, settings.password)
-    if settings.uses_tls:
-        client.tls_set(ca_certs=settings.tls_ca_file, certfile=settings.tls_certfile,
-                       keyfile=settings.tls_keyfile)
-    client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
-    return client
-
-
-def _connect(client: _Client, settings: MqttSettings, protocol: str) -> None:
-    """``connect_async`` with clean start (MQTT 5) and the keep-alive of ``settings``; returns at once."""
-    if protocol == "5":
-        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s, clean_start=True)
-    else:
-        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
-
-
-def warn_password_in_clear(settings: MqttSettings) -> None:
-    """Log a warning when the password would cross the network unencrypted (no TLS)."""
-    if settings.password_in_clear:
-        logger.warning("the MQTT password for %r goes to %s:%d over plain TCP (no TLS): anyone on the "
-                       "network path can read it; set mqtt.tls = true", settings.username, settings.host,
-                       settings.port)
-
 
 class MqttPublisher:
     """Publishes emotion events to ``{prefix}/{device_id}/emotion`` with QoS 1, never blocking the caller.
@@ -414,7 +69,7 @@ class MqttPublisher:
     connect (birth message), a retained ``offline`` on :meth:`close`, and ``offline`` as last will
     (QoS 1, retained) when the connection dies without a clean disconnect.
 
-    Delivery: :meth:`publish` writes the event to the outbox (:class:`edge.outbox.Outbox`, in
+    Delivery: :meth:`publish` writes the event to the outbox (:class:`edge.mqtt.outbox.Outbox`, in
     ``settings.state_dir`` or memory; bounded by ``settings.queue_size``, the oldest dropped and
     counted on overflow) and returns. A sender thread sends the outbox's oldest event while
     connected, one at a time, and is in one of two states:
@@ -482,8 +137,8 @@ class MqttPublisher:
             logger.info("outbox %s holds %d events from an earlier run; they are sent first",
                         path, len(self._outbox))
 
-    def _new_client(self) -> _Client:
-        client = _make_client(self._settings, self._client_id, self._protocol)
+    def _new_client(self) -> Client:
+        client = make_client(self._settings, self._client_id, self._protocol)
         if self._availability:
             client.will_set(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
         client.on_pre_connect = self._on_pre_connect
@@ -566,7 +221,7 @@ class MqttPublisher:
         self._sender.start()
         logger.info("connecting to MQTT broker %s:%d as %r with MQTT %s (events on %s)", s.host, s.port,
                     self._client_id, self._protocol, self._emotion_topic)
-        _connect(self._client, s, self._protocol)
+        connect(self._client, s, self._protocol)
         self._client.loop_start()
 
     def publish(self, event: EmotionEvent) -> None:
@@ -617,7 +272,7 @@ class MqttPublisher:
             self._connected_hooks.append(hook)
 
     def subscribe(self, topic_filter: str, on_message: Callable[[str, bytes], None],
-                  qos: int = LISTEN_QOS) -> None:
+                  qos: int = SUBSCRIBE_QOS) -> None:
         """Deliver messages matching ``topic_filter`` to ``on_message(topic, payload)``.
 
         The subscription is made now if connected and again after every reconnect. The function
@@ -825,7 +480,7 @@ class MqttPublisher:
         s = self._settings
         logger.warning("MQTT broker %s:%d does not speak MQTT 5; using 3.1.1, which cannot report refused "
                        "events (set mqtt.protocol = \"3.1.1\" to skip this attempt)", s.host, s.port)
-        _connect(client, s, "3.1.1")
+        connect(client, s, "3.1.1")
         client.loop_start()
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
@@ -923,174 +578,3 @@ class MqttPublisher:
             if self._awaiting and client is self._client:
                 self._acks[mid] = reason_code
                 self._cond.notify_all()
-
-
-# ---------------------------------------------------------------------------------------------- listen
-
-
-def format_event_line(event: EmotionEvent) -> str:
-    """One human-readable line for an event: utterance start (UTC) and length, device, session/seq,
-    label, confidence, ``unsure``, arousal/valence if any, other labels in the model's order::
-
-        2026-11-21T14:03:03.050Z +3.56s kitchen-pi 5f0c2a9be41d#42  angry 0.71 unsure  a=+0.40 v=-0.55  (neutral 0.03, ...)
-    """
-    others = ", ".join(f"{name} {p:.2f}" for name, p in event.scores.items() if name != event.label)
-    dims = "".join(f"  {short}={value:+.2f}" for short, value in (("a", event.arousal), ("v", event.valence))
-                   if value is not None)
-    return (f"{event.start_time} +{event.end_s - event.start_s:.2f}s {event.device_id} {event.session}#{event.seq}  "
-            f"{event.label} {event.confidence:.2f}{' unsure' if event.unsure else ''}{dims}  ({others})")
-
-
-def _split_topic(prefix: str, topic: str) -> tuple[str, str]:
-    """``"{prefix}/{device_id}/{subtopic}"`` -> ``(device_id, subtopic)``; ValueError otherwise."""
-    head = prefix + "/"
-    parts = topic[len(head):].split("/") if topic.startswith(head) else []
-    if len(parts) != 2 or not parts[0]:
-        raise ValueError(f"expected a topic {prefix}/DEVICE/SUBTOPIC, got {topic!r}")
-    return parts[0], parts[1]
-
-
-SHARE_PREFIX = "$share"
-"""MQTT 5 shared subscriptions (mosquitto also grants them to 3.1.1 clients): ``$share/GROUP/filter``;
-the broker gives each message to one subscriber of the group."""
-
-
-def listen_filters(prefix: str, device_id: str | None = None, share: str | None = None) -> list[tuple[str, int]]:
-    """The subscriptions of :func:`listen`: ``{prefix}/{device_id or +}/emotion`` (as
-    ``$share/{share}/...`` when ``share`` is given) and ``{prefix}/{device_id or +}/status`` (never
-    shared: every consumer sees availability, and brokers send no retained messages to shared ones).
-
-    :raises ValueError: for a device id or group that is empty or holds '/', '+', '#' or NUL.
-    """
-    level = "+"
-    if device_id is not None:
-        emotion_topic(prefix, device_id)  # raises ValueError for an unusable device id
-        level = device_id
-    emotion = f"{prefix}/{level}/{EMOTION_SUBTOPIC}"
-    if share is not None:
-        if not share or any(c in share for c in "/+#\x00"):
-            raise ValueError(f"expected a share group name without '/', '+', '#' or NUL, got {share!r}")
-        emotion = f"{SHARE_PREFIX}/{share}/{emotion}"
-    return [(emotion, LISTEN_QOS), (f"{prefix}/{level}/{STATUS_SUBTOPIC}", LISTEN_QOS)]
-
-
-def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
-           stop_after: int | None = None, timeout_s: float | None = None,
-           device_id: str | None = None, share: str | None = None) -> int:
-    """Print the emotion events and availability of every device under ``settings.topic_prefix``
-    (or of ``device_id`` only).
-
-    Subscribes (QoS 1, again after every reconnect) to :func:`listen_filters`: ``{prefix}/+/emotion``
-    and ``{prefix}/+/status``; with ``share``, the events through the shared subscription
-    ``$share/{share}/{prefix}/+/emotion``, so consumers of one group split the events between them.
-    Events are printed with :func:`format_event_line`, or as their compact
-    JSON with ``as_json``; availability as ``kitchen-pi is online``, or with ``as_json`` as
-    ``{"device_id":"kitchen-pi","status":"online"}``, so the output stays one JSON object a line.
-    Malformed payloads are logged as warnings and skipped. An unreachable broker is retried.
-
-    :param out: text stream for the lines; ``None`` means ``sys.stdout``.
-    :param stop_after: return after this many events (status lines do not count); ``None``: never.
-    :param timeout_s: return after this many seconds; ``None``: never.
-    :returns: exit status: 0 when ``stop_after`` events arrived, on timeout without ``stop_after``,
-        or on Ctrl-C; 1 if the timeout expired before ``stop_after`` events, or the broker refused
-        the connection (bad credentials).
-    :raises ValueError: if ``stop_after`` < 1 or ``timeout_s`` <= 0, or as :func:`listen_filters`.
-    """
-    if stop_after is not None and stop_after < 1:
-        raise ValueError(f"expected stop_after >= 1 or None, got {stop_after!r}")
-    if timeout_s is not None and not timeout_s > 0:
-        raise ValueError(f"expected timeout_s > 0 or None, got {timeout_s!r}")
-    stream = out if out is not None else sys.stdout
-    prefix = settings.topic_prefix
-    filters = listen_filters(prefix, device_id, share)
-    done = threading.Event()
-    lock = threading.Lock()
-    state = {"events": 0, "refused": False, "failures": 0}
-
-    def write(line: str) -> None:
-        stream.write(line + "\n")
-        stream.flush()
-
-    def on_connect(client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
-                   reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
-        if reason_code.is_failure:
-            logger.error("connection to MQTT broker %s:%d failed: %s", settings.host, settings.port,
-                         describe_refusal(reason_code, settings))
-            state["refused"] = True
-            done.set()
-            return
-        state["failures"] = 0
-        client.on_log.reset()
-        client.subscribe(filters)
-        logger.info("listening on %s:%d to %s", settings.host, settings.port, ", ".join(f for f, _ in filters))
-
-    def on_connect_fail(client: mqtt.Client, userdata: object) -> None:
-        state["failures"] += 1
-        failure = describe_connect_error(getattr(client, "last_connect_error", None), settings)
-        level = (logging.DEBUG if state["failures"] > 1 else
-                 logging.WARNING if failure == UNREACHABLE else logging.ERROR)
-        if failure == UNREACHABLE:
-            logger.log(level, "MQTT broker %s:%d unreachable; retrying", settings.host, settings.port)
-        else:
-            logger.log(level, "connection to MQTT broker %s:%d failed: %s; retrying", settings.host,
-                       settings.port, failure)
-
-    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        try:
-            device_id, subtopic = _split_topic(prefix, message.topic)
-            if subtopic == STATUS_SUBTOPIC:
-                if not message.payload:  # a retained status being cleared
-                    return
-                status = message.payload.decode("utf-8", errors="replace")
-                if status not in STATUS_VALUES:
-                    raise ValueError(f"expected one of {list(STATUS_VALUES)}, got {status!r}")
-                line = (json.dumps({"device_id": device_id, "status": status}, separators=(",", ":"))
-                        if as_json else f"{device_id} is {status}")
-                with lock:
-                    if not done.is_set():
-                        write(line)
-                return
-            event = EmotionEvent.from_json(message.payload)
-            if event.device_id != device_id:
-                raise ValueError(f"expected device_id {device_id!r} as in the topic, got {event.device_id!r}")
-            with lock:
-                if done.is_set():
-                    return
-                write(event.to_json() if as_json else format_event_line(event))
-                state["events"] += 1
-                if stop_after is not None and state["events"] >= stop_after:
-                    done.set()
-        except ValueError as err:
-            logger.warning("skipping malformed message on %s: %s", message.topic, err)
-        except OSError as err:  # output closed (e.g. `| head`): stop listening
-            logger.debug("output closed: %s", err)
-            done.set()
-
-    client = _make_client(settings, settings.client_id or f"ser-edge-listen-{secrets.token_hex(3)}")
-    client.on_connect = on_connect
-    client.on_connect_fail = on_connect_fail
-    client.on_message = on_message
-    warn_password_in_clear(settings)
-    _connect(client, settings, settings.protocol)
-    client.loop_start()
-    # SIGINT and SIGTERM end the listening cleanly, also when SIGINT was ignored by the parent (a
-    # background job of a non-interactive shell inherits SIG_IGN, which Python keeps)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, signal.default_int_handler)  # KeyboardInterrupt below
-    try:
-        finished = done.wait(timeout_s)
-    except KeyboardInterrupt:
-        finished = True
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        client.disconnect()
-        client.loop_stop()
-    if state["refused"]:
-        return EXIT_FAILURE
-    if not finished and stop_after is not None:
-        logger.warning("timed out after %g s with %d of %d events", timeout_s, state["events"], stop_after)
-        return EXIT_FAILURE
-    return EXIT_OK

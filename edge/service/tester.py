@@ -26,10 +26,12 @@ from typing import IO
 
 import numpy as np
 
-from edge.audio import AudioError, StreamingResampler, check_samples
+from edge.audio.live import LiveSource, Supervisor, live_source
+from edge.audio.resample import StreamingResampler
 from edge.exitcodes import EXIT_OK
 from edge.model import load_model
-from edge.pipeline import Decision, Pipeline
+from edge.pipeline import Pipeline
+from edge.postprocess import Decision
 from edge.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -97,10 +99,10 @@ class Tester:
         self._status_at = 0.0
         self._status_shown = False
 
-    def _prompt(self) -> str:
+    def prompt(self) -> str:
         return f'prompt {self.utterances + 1}: say something "{self.labels[self.utterances % len(self.labels)]}"'
 
-    def _write_lines(self, lines: list[str]) -> None:
+    def write_lines(self, lines: list[str]) -> None:
         if self._status_shown:
             self.out.write(ERASE_LINE)
             self._status_shown = False
@@ -130,8 +132,8 @@ class Tester:
             self.agreed += heard == wanted
             lines.append(f"  asked for {wanted}, heard {heard}: {'agree' if heard == wanted else 'disagree'}"
                          f"  (agreement {self.agreed}/{self.utterances})")
-            lines.append(self._prompt())
-        self._write_lines(lines)
+            lines.append(self.prompt())
+        self.write_lines(lines)
 
     def summary(self) -> str:
         if self.prompts and self.utterances:
@@ -140,11 +142,44 @@ class Tester:
         return f"{self.utterances} utterances"
 
 
+class _SourceReport:
+    """How ``ser-edge try`` reports the supervision of its live source: a line each, and the resampler."""
+
+    def __init__(self, tester: Tester, model_rate_hz: int, kind: str) -> None:
+        self.tester = tester
+        self.kind = kind
+        self.model_rate_hz = model_rate_hz
+        self.resampler: StreamingResampler | None = None
+
+    def opening(self) -> None:
+        pass
+
+    def opened(self, source: LiveSource) -> None:
+        self.resampler = StreamingResampler(source.rate_hz, self.model_rate_hz)
+        self.tester.write_lines([f"{source.kind} open at {source.rate_hz} Hz"])
+
+    def failed(self, what: str, error: Exception | None, retry_in_s: float) -> None:
+        kind = self.kind
+        if what == "lost":
+            line = f"{kind} lost; reopening in {retry_in_s:.0f} s"
+        elif what == "unavailable":
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            line = f"{kind} unavailable ({message}); retrying in {retry_in_s:.0f} s"
+        else:
+            line = f"{error}; reopening in {retry_in_s:.0f} s"
+        self.tester.write_lines([line])
+
+    def idle(self) -> None:
+        pass
+
+
 def run_tester(settings: Settings, prompts: bool = False, utterances: int | None = None,
                out: IO[str] | None = None) -> int:
-    """``ser-edge try``: until Ctrl-C/SIGTERM or ``utterances`` utterances; exit status 0."""
-    from edge.daemon import StopFlag
-    from edge.sources import live_source
+    """``ser-edge try``: until Ctrl-C/SIGTERM or ``utterances`` utterances; exit status 0.
+
+    The live source is supervised as by the daemon (:class:`edge.audio.live.Supervisor`, the same
+    exception policy and backoff)."""
+    from edge.service.daemon import StopFlag
 
     out = out if out is not None else sys.stdout
     stop = StopFlag()
@@ -153,44 +188,17 @@ def run_tester(settings: Settings, prompts: bool = False, utterances: int | None
     rate_hz = model.manifest.features.sample_rate_hz
     tester = Tester(Pipeline.for_model(model, settings.decision), model.manifest.labels, out, prompts)
     source = live_source(settings.audio, rate_hz)
-    kind = getattr(source, "kind", "microphone")
-    resampler: StreamingResampler | None = None
-    delay_s = settings.audio.reopen_min_s
-    tester._write_lines([f"ser-edge try: model {model.manifest.model_id}; speak, Ctrl-C to stop"]
-                        + ([tester._prompt()] if prompts else []))
+    report = _SourceReport(tester, rate_hz, source.kind)
+    supervisor = Supervisor(source, report, settings.audio.reopen_min_s, settings.audio.reopen_max_s,
+                            wait=stop.event.wait)
+    tester.write_lines([f"ser-edge try: model {model.manifest.model_id}; speak, Ctrl-C to stop"]
+                       + ([tester.prompt()] if prompts else []))
     try:
         while not stop and (utterances is None or tester.utterances < utterances):
-            if not source.alive:
-                if source.stream is not None:  # it was open and died: back off before reopening
-                    source.close()
-                    tester._write_lines([f"{kind} lost; reopening in {delay_s:.0f} s"])
-                    stop.event.wait(delay_s)
-                    delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
-                    continue
-                try:
-                    source.open()
-                except Exception as exc:  # noqa: BLE001 - PortAudio reports a missing device in several ways
-                    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    tester._write_lines([f"{kind} unavailable ({message}); retrying in {delay_s:.0f} s"])
-                    stop.event.wait(delay_s)
-                    delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
-                    continue
-                resampler = StreamingResampler(source.rate_hz, rate_hz)
-                tester._write_lines([f"{kind} open at {source.rate_hz} Hz"])
-            block = source.read(timeout_s=0.5)
-            if block is None or resampler is None:
+            block = supervisor.read(timeout_s=0.5)
+            if block is None or report.resampler is None:
                 continue
-            try:
-                check_samples(block, kind)  # NaN/inf: a broken source, reopened as by the daemon
-            except AudioError as exc:
-                tester._write_lines([f"{exc}; reopening in {delay_s:.0f} s"])
-                source.close()
-                stop.event.wait(delay_s)
-                delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
-                continue
-            if source.blocks > 1:
-                delay_s = settings.audio.reopen_min_s  # delivering again: the next failure starts the backoff anew
-            tester.feed(resampler.process(block), block)
+            tester.feed(report.resampler.process(block), block)
     except KeyboardInterrupt:
         pass
     finally:
@@ -198,5 +206,5 @@ def run_tester(settings: Settings, prompts: bool = False, utterances: int | None
         for decision in tester.pipeline.flush():
             if utterances is None or tester.utterances < utterances:
                 tester.show(decision)
-        tester._write_lines([tester.summary()])
+        tester.write_lines([tester.summary()])
     return EXIT_OK

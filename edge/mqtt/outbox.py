@@ -34,7 +34,6 @@ every call); the connection is opened with ``check_same_thread=False`` for that 
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -165,14 +164,3 @@ class Outbox:
             self._db.close()
         except sqlite3.Error as exc:  # pragma: no cover - closing a healthy connection does not fail
             logger.warning("closing the outbox: %s", exc)
-
-
-def state_directory(configured: str = "", environ: dict[str, str] | None = None) -> Path | None:
-    """Where the outbox lives: ``configured`` if set, else ``$STATE_DIRECTORY`` (systemd's
-    ``StateDirectory=``; the first entry when it lists several, separated by ``:``), else ``None``
-    (the outbox is then in memory only)."""
-    if configured:
-        return Path(configured)
-    value = (os.environ if environ is None else environ).get("STATE_DIRECTORY", "")
-    first = value.split(":", 1)[0]
-    return Path(first) if first else None

@@ -8,7 +8,7 @@ SIGTERM/SIGINT exits at once (status 128 + signal number); events not yet acknow
 durable outbox for the next start.
 
 Under systemd's watchdog every wait of the microphone driver (backoff, reopen, reading, the final
-flush) goes through :class:`edge.notify.Watchdog`, so pings keep coming while the microphone is
+flush) goes through :class:`edge.service.systemd.Watchdog`, so pings keep coming while the microphone is
 missing or the broker is down.
 """
 
@@ -25,19 +25,25 @@ from pathlib import Path
 import numpy as np
 
 from edge import __version__
-from edge.adaptation import ADAPTATION_STATE_FILE, restore_adaptation, save_adaptation
-from edge.audio import AudioError, MicUnavailable, StreamingResampler, check_samples
-from edge.events import EMOTION_QOS, EmotionEvent, EventFactory, stats_topic
+from edge.audio.formats import RawFormat
+from edge.audio.io import AudioError
+from edge.audio.io import blocks as input_blocks
+from edge.audio.live import LiveSource, Supervisor, live_source
+from edge.audio.resample import StreamingResampler
+from edge.dsp.normalize import ADAPTATION_STATE_FILE, restore_adaptation, save_adaptation
+from edge.events import EventFactory
 from edge.exitcodes import EXIT_FAILURE, EXIT_OK
-from edge.homeassistant import HomeAssistantDiscovery
 from edge.model import INTERPRETER, EmotionModel, load_model
-from edge.notify import SystemdNotifier, Watchdog
-from edge.pipeline import Decision, Pipeline
-from edge.publisher import SINKS, EventSink, MqttPublisher, StdoutSink
+from edge.mqtt.homeassistant import HomeAssistantDiscovery
+from edge.mqtt.publisher import MqttPublisher
+from edge.mqtt.topics import EMOTION_QOS, stats_topic
+from edge.pipeline import Pipeline
+from edge.postprocess import Decision
+from edge.service.stats import Stats
+from edge.service.stats import to_json as stats_to_json
+from edge.service.systemd import SystemdNotifier, Watchdog
 from edge.settings import Settings
-from edge.sources import RawFormat, input_blocks, live_source
-from edge.stats import Stats
-from edge.stats import to_json as stats_to_json
+from edge.sinks import SINKS, EventSink, StdoutSink, TeeSink
 
 logger = logging.getLogger(__name__)
 
@@ -81,59 +87,6 @@ class StopFlag:
         return self.event.is_set()
 
 
-class TeeSink:
-    """Every call goes to each of ``sinks`` (``--sink both``: print and publish); an :class:`EventSink`."""
-
-    def __init__(self, *sinks: EventSink) -> None:
-        self.sinks = sinks
-
-    def start(self) -> None:
-        for sink in self.sinks:
-            sink.start()
-
-    def publish(self, event: EmotionEvent) -> None:
-        for sink in self.sinks:
-            sink.publish(event)
-
-    def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False, qos: int = 1) -> None:
-        for sink in self.sinks:
-            sink.publish_raw(topic, payload, retain=retain, qos=qos)
-
-    def flush(self, timeout_s: float, warn: bool = True, waited_s: float | None = None) -> bool:
-        return all([sink.flush(timeout_s, warn, waited_s) for sink in self.sinks])
-
-    @property
-    def connected(self) -> bool:
-        return all(sink.connected for sink in self.sinks)
-
-    @property
-    def published_events(self) -> int:
-        return min(sink.published_events for sink in self.sinks)
-
-    @property
-    def dropped_events(self) -> int:
-        return max(sink.dropped_events for sink in self.sinks)
-
-    @property
-    def refused_events(self) -> int:
-        return max(sink.refused_events for sink in self.sinks)
-
-    @property
-    def pending(self) -> int:
-        return max(sink.pending for sink in self.sinks)
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        for sink in self.sinks:
-            sink.close(timeout_s)
-
-
-def mqtt_publisher_of(sink: EventSink) -> MqttPublisher | None:
-    """The :class:`MqttPublisher` in ``sink`` (itself or inside a :class:`TeeSink`), or ``None``."""
-    if isinstance(sink, MqttPublisher):
-        return sink
-    return next((s for s in getattr(sink, "sinks", ()) if isinstance(s, MqttPublisher)), None)
-
-
 REPLAY_DEVICE_SUFFIX = "-replay"
 """``replay`` without an explicit device id publishes as ``<host>-replay``, never as the live device."""
 
@@ -146,9 +99,12 @@ def replay_device_id(settings: Settings) -> tuple[str, bool]:
     return settings.resolved_device_id + REPLAY_DEVICE_SUFFIX, False
 
 
-def make_sink(settings: Settings, kind: str, device_id: str | None = None, announce: bool = True) -> EventSink:
-    """A sink, not started: ``"mqtt"`` -> :class:`MqttPublisher`, ``"stdout"`` -> :class:`StdoutSink`,
-    ``"both"`` -> both. With ``mqtt.enabled = false`` in the config, MQTT is replaced by stdout.
+def make_sinks(settings: Settings, kind: str, device_id: str | None = None,
+               announce: bool = True) -> tuple[EventSink, MqttPublisher | None]:
+    """The event sink, not started, and the MQTT publisher inside it (``None`` without MQTT):
+    ``"mqtt"`` -> the publisher, ``"stdout"`` -> :class:`edge.sinks.StdoutSink`, ``"both"`` -> a
+    :class:`edge.sinks.TeeSink` of both. With ``mqtt.enabled = false`` in the config, MQTT is
+    replaced by stdout.
 
     :param device_id: the events' device id (default: ``settings.resolved_device_id``).
     :param announce: publish the retained status (``online``/``offline``, last will).
@@ -156,9 +112,9 @@ def make_sink(settings: Settings, kind: str, device_id: str | None = None, annou
     if kind not in SINKS:
         raise ValueError(f"expected a sink in {SINKS}, got {kind!r}")
     if kind == "stdout" or not settings.mqtt.enabled:
-        return StdoutSink()
+        return StdoutSink(), None
     mqtt = MqttPublisher(settings.mqtt_settings(), device_id or settings.resolved_device_id, availability=announce)
-    return TeeSink(StdoutSink(), mqtt) if kind == "both" else mqtt
+    return (TeeSink(StdoutSink(), mqtt) if kind == "both" else mqtt), mqtt
 
 
 class Session:
@@ -166,7 +122,7 @@ class Session:
 
     The drivers call :meth:`feed` for every block (and :meth:`tick` while no audio arrives);
     every ``mqtt.stats_interval_s`` of wall-clock time a retained stats message
-    (:mod:`edge.stats`) is published, and once more by :meth:`close`.
+    (:mod:`edge.service.stats`) is published, and once more by :meth:`close`.
     """
 
     def __init__(self, settings: Settings, sink_kind: str, device_id: str | None = None,
@@ -175,7 +131,7 @@ class Session:
         :param announce: publish retained status, stats and Home Assistant discovery (a replay
             without an explicit device id does not).
         :param persist_adaptation: restore the adaptive normalisation from the state directory at
-            start and keep it there (:mod:`edge.adaptation`; the live daemon, not a replay)."""
+            start and keep it there (:mod:`edge.dsp.normalize`; the live daemon, not a replay)."""
         self.settings = settings
         device_id = device_id or settings.resolved_device_id
         self.model: EmotionModel = load_model(settings.model.path, num_threads=settings.model.num_threads)
@@ -188,14 +144,16 @@ class Session:
         self.events = EventFactory(device_id, self.model.manifest)
         self.clock = self.events.clock
         """The capture clock: sources mark (stream seconds, wall time) anchors on it."""
-        self.sink: EventSink = make_sink(settings, sink_kind, device_id, announce)
+        self.sink, self.mqtt = make_sinks(settings, sink_kind, device_id, announce)
+        """The events go to :attr:`sink`; :attr:`mqtt` is the broker handle for stats and discovery
+        (the publisher inside the sink), ``None`` without MQTT."""
         self.rate_hz = self.model.manifest.features.sample_rate_hz
         self.stats = Stats()
         self.stats_interval_s = settings.mqtt.stats_interval_s if settings.mqtt.enabled and announce else 0.0
         self.stats_topic = stats_topic(settings.mqtt.topic_prefix, device_id)
         self._next_stats_at = float("inf")
         self.homeassistant: HomeAssistantDiscovery | None = None
-        publisher = mqtt_publisher_of(self.sink)
+        publisher = self.mqtt
         if publisher is not None and self.stats_interval_s > 0:  # the source's state is known at once after
             publisher.add_on_connected(self.publish_stats)        # a connect, not one interval later
         if publisher is not None and announce:
@@ -235,12 +193,27 @@ class Session:
             self._next_stats_at = now + self.stats_interval_s
             self.publish_stats()
 
+    @property
+    def dropped_events(self) -> int:
+        """Events lost by the MQTT publisher (outbox overflow, in-memory outbox at close); 0 without MQTT."""
+        return self.mqtt.dropped_events if self.mqtt is not None else 0
+
+    @property
+    def refused_events(self) -> int:
+        """Events the broker refused (PUBACK reason >= 0x80); 0 without MQTT."""
+        return self.mqtt.refused_events if self.mqtt is not None else 0
+
+    @property
+    def pending(self) -> int:
+        """Events not yet acknowledged by the broker; 0 without MQTT."""
+        return self.mqtt.pending if self.mqtt is not None else 0
+
     def stats_payload(self) -> dict:
-        """The current stats message (:data:`edge.stats.STATS_FIELDS`)."""
+        """The current stats message (:data:`edge.service.stats.STATS_FIELDS`)."""
         return self.stats.payload(
             events=self.events.seq, utterances=self.pipeline.utterances,
-            short_utterances=self.pipeline.short_utterances, dropped_events=self.sink.dropped_events,
-            refused_events=self.sink.refused_events, pending=self.sink.pending, interpreter=INTERPRETER,
+            short_utterances=self.pipeline.short_utterances, dropped_events=self.dropped_events,
+            refused_events=self.refused_events, pending=self.pending, interpreter=INTERPRETER,
             model=self.model.manifest.model_id, version=__version__,
         )
 
@@ -254,10 +227,12 @@ class Session:
     def publish_stats(self) -> None:
         """Publish the retained stats message now; skipped while the broker is unreachable (a stale
         snapshot queued during an outage is worth nothing, and paho's queue for it is unbounded)."""
-        if not self.sink.connected:
+        if self.mqtt is None:
+            return
+        if not self.mqtt.connected:
             logger.debug("broker unreachable; stats not published")
             return
-        self.sink.publish_raw(self.stats_topic, stats_to_json(self.stats_payload()), retain=True, qos=EMOTION_QOS)
+        self.mqtt.publish_raw(self.stats_topic, stats_to_json(self.stats_payload()), retain=True, qos=EMOTION_QOS)
 
     def end_of_input(self) -> None:
         self._emit(self.pipeline.flush())
@@ -302,17 +277,21 @@ class Session:
         rtf = self.audio_s / self.cpu_s if self.cpu_s > 0 else float("inf")
         logger.info("processed %.1f s of audio: %d utterances, %d events, %.0fx real time (audio s per CPU s)",
                     self.audio_s, self.pipeline.utterances, self.events.seq, rtf)
-        lost = self.sink.dropped_events + self.sink.refused_events
+        lost = self.dropped_events + self.refused_events
         if lost:
             logger.error("%d events not delivered: %d dropped, %d denied by the broker (PUBACK reason >= 0x80)",
-                         lost, self.sink.dropped_events, self.sink.refused_events)
+                         lost, self.dropped_events, self.refused_events)
         return delivered and not lost
 
     def _flush(self, watchdog: Watchdog | None, stop: threading.Event | None) -> bool:
-        """``sink.flush`` for :data:`FLUSH_TIMEOUT_S` in total, in slices of :data:`FLUSH_SLICE_S`
-        that feed ``watchdog`` and end early when ``stop`` becomes set (it was not at the start)."""
+        """Wait for the broker's acknowledgements (:meth:`MqttPublisher.flush`) for :data:`FLUSH_TIMEOUT_S`
+        in total, in slices of :data:`FLUSH_SLICE_S` that feed ``watchdog`` and end early when ``stop``
+        becomes set (it was not at the start). Without MQTT, the sink's flush."""
+        if self.mqtt is None:
+            return self.sink.flush(FLUSH_TIMEOUT_S)
+        mqtt = self.mqtt
         stopping_already = stop is not None and stop.is_set()  # before the log line tests wait for
-        pending = self.sink.pending
+        pending = mqtt.pending
         if pending:
             logger.info("waiting up to %g s for the broker to acknowledge %d events", FLUSH_TIMEOUT_S, pending)
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
@@ -321,15 +300,14 @@ class Session:
                 watchdog.feed()
             remaining_s = deadline - time.monotonic()
             if remaining_s <= FLUSH_SLICE_S:
-                return self.sink.flush(max(remaining_s, 0.0), waited_s=FLUSH_TIMEOUT_S)
-            if self.sink.flush(FLUSH_SLICE_S, warn=False):
-                return True
+                return mqtt.flush(max(remaining_s, 0.0), waited_s=FLUSH_TIMEOUT_S) and self.sink.flush(0.0)
+            if mqtt.flush(FLUSH_SLICE_S, warn=False):
+                return self.sink.flush(0.0)
             if stop is not None and stop.is_set() and not stopping_already:
                 logger.warning("stopped while waiting for the broker: %d events not acknowledged%s",
-                               self.sink.pending, " (kept in the outbox for the next start)"
+                               mqtt.pending, " (kept in the outbox for the next start)"
                                if self.settings.state_dir is not None else "")
                 return False
-
 
 def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag,
                raw: RawFormat | None = None) -> int:
@@ -340,7 +318,7 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
     Without an explicit device id the events go out as ``<host>-replay`` with no retained status,
     stats or discovery (:func:`replay_device_id`). ``start_time``/``end_time`` are the replay's
     start plus the audio offset (real wall-clock times only with ``--realtime``). A file ``-`` is
-    standard input; ``raw`` reads every input as headerless PCM (:mod:`edge.sources`).
+    standard input; ``raw`` reads every input as headerless PCM (:mod:`edge.audio.io`).
     """
     device_id, explicit = replay_device_id(settings)
     session = Session(settings, sink_kind, device_id=device_id, announce=explicit)
@@ -374,98 +352,96 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
     return EXIT_OK if delivered and not skipped else EXIT_FAILURE
 
 
+class _MicrophoneReport:
+    """How ``ser-edge run`` reports its live source's supervision (:class:`edge.audio.live.Supervisor`):
+    log lines, systemd ``STATUS=``/``READY=1``, the stats message's ``source``, the resampler."""
+
+    def __init__(self, session: Session, notifier: SystemdNotifier, watchdog: Watchdog, kind: str) -> None:
+        self.session = session
+        self.kind = kind
+        self.notifier = notifier
+        self.watchdog = watchdog
+        self.ready = False
+        self.resampler: StreamingResampler | None = None
+
+    def _ready(self) -> None:
+        if not self.ready:  # systemd arms the watchdog at READY=1; pings start after it
+            self.notifier.ready()
+            self.ready = True
+
+    def opening(self) -> None:
+        if self.ready:
+            self.watchdog.feed(force=True)  # PortAudio's device scan may take a second
+
+    def opened(self, source: LiveSource) -> None:
+        session = self.session
+        session.set_source_state("ok")
+        if self.resampler is not None:
+            session.feed(self.resampler.flush())  # the end of the previous stream's audio
+        self.resampler = StreamingResampler(source.rate_hz, session.rate_hz)
+        self.notifier.status(f"listening on {source.rate_hz} Hz input, model {session.model.manifest.model_id}")
+        self._ready()
+
+    def failed(self, what: str, error: Exception | None, retry_in_s: float) -> None:
+        kind = self.kind
+        if what == "lost":
+            self.notifier.status(f"{kind} lost, reopening")
+            self.session.set_source_state("lost, reopening")
+            return
+        if what == "unavailable":
+            logger.error("%s unavailable (%s); retrying in %.1f s", kind, error, retry_in_s)
+        else:  # bad samples
+            logger.error("%s; reopening in %.1f s", error, retry_in_s)
+        self.notifier.status(f"{kind} unavailable: {error}")
+        self.session.set_source_state(f"unavailable: {error}")
+        if what == "unavailable":
+            self._ready()  # the daemon is up; it keeps retrying the device
+
+    def idle(self) -> None:
+        self.session.tick()
+
+
 def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier | None = None) -> int:
     """``ser-edge run``: until stopped. Exit 0 on a clean stop (1 if events were dropped or refused).
 
     Sends ``READY=1`` after the first attempt to open the microphone, whether it worked or not (the
     daemon is up and keeps retrying the device), ``STATUS=`` lines on every change of the source,
-    ``WATCHDOG=1`` through :class:`edge.notify.Watchdog` from every wait, and ``STOPPING=1`` first
-    thing on the way out.
+    ``WATCHDOG=1`` through :class:`edge.service.systemd.Watchdog` from every wait, and ``STOPPING=1``
+    first thing on the way out.
 
-    The live source is the microphone, or ``audio.input_command`` (:func:`edge.sources.live_source`).
-    It is retried only for :class:`edge.audio.MicUnavailable` (a device that cannot be opened, a
-    command that cannot be started), after it died (stalled, exited) or after it sent NaN/inf, one
-    wait per failure: ``audio.reopen_min_s`` doubling up to ``audio.reopen_max_s``, back to the
-    minimum once blocks flow again. Any other exception propagates (a bug: systemd restarts the
-    daemon). Each block's capture time (:attr:`captured_at`) anchors the events' ``start_time``.
+    The live source is the microphone, or ``audio.input_command`` (:func:`edge.audio.live.live_source`),
+    kept open by :class:`edge.audio.live.Supervisor` (its exception policy and backoff:
+    ``audio.reopen_min_s`` doubling up to ``audio.reopen_max_s``). Any other exception propagates (a
+    bug: systemd restarts the daemon). Each block's capture time anchors the events' ``start_time``.
     """
     notifier = notifier or SystemdNotifier()
     watchdog = Watchdog(notifier)
     session = Session(settings, "mqtt", persist_adaptation=True)
     session.start()
     mic = live_source(settings.audio, session.rate_hz)  # the microphone, or audio.input_command
-    kind = getattr(mic, "kind", "microphone")
+    report = _MicrophoneReport(session, notifier, watchdog, mic.kind)
+    supervisor = Supervisor(mic, report, settings.audio.reopen_min_s, settings.audio.reopen_max_s,
+                            wait=lambda seconds: watchdog.wait(stop.event, seconds))
+    read_timeout_s = READ_TIMEOUT_S if watchdog.period_s is None else min(READ_TIMEOUT_S, watchdog.period_s)
     input_s = 0.0  # seconds of input read so far: the capture clock's stream time
-    delay_s = settings.audio.reopen_min_s
-    retry_at = 0.0  # monotonic time of the next open attempt
-    ready = False
-    resampler: StreamingResampler | None = None
     try:
         while not stop:
-            if ready:  # systemd arms the watchdog at READY=1; pings start after it
+            if report.ready:
                 watchdog.feed()
-            if not mic.alive:
-                if mic.stream is not None:  # it was open and died: the next attempt after the backoff
-                    mic.close()
-                    notifier.status(f"{kind} lost, reopening")
-                    session.set_source_state("lost, reopening")
-                    retry_at = time.monotonic() + delay_s
-                    delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
-                wait_s = retry_at - time.monotonic()
-                if wait_s > 0:
-                    watchdog.wait(stop.event, wait_s)
-                    session.tick()
-                    continue
-                if ready:
-                    watchdog.feed(force=True)  # PortAudio's device scan may take a second
-                try:
-                    mic.open()
-                except MicUnavailable as exc:
-                    logger.error("%s unavailable (%s); retrying in %.1f s", kind, exc, delay_s)
-                    notifier.status(f"{kind} unavailable: {exc}")
-                    session.set_source_state(f"unavailable: {exc}")
-                    retry_at = time.monotonic() + delay_s
-                    delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
-                    if not ready:
-                        notifier.ready()  # the daemon is up; it keeps retrying the device
-                        ready = True
-                    continue
-                session.set_source_state("ok")
-                if resampler is not None:
-                    session.feed(resampler.flush())  # the end of the previous stream's audio
-                resampler = StreamingResampler(mic.rate_hz, session.rate_hz)
-                notifier.status(f"listening on {mic.rate_hz} Hz input, model {session.model.manifest.model_id}")
-                if not ready:
-                    notifier.ready()
-                    ready = True
-            block = mic.read(timeout_s=READ_TIMEOUT_S if watchdog.period_s is None
-                             else min(READ_TIMEOUT_S, watchdog.period_s))
+            block = supervisor.read(read_timeout_s)
             session.stats.overflows = mic.overflows + mic.dropped_blocks
-            if block is None:
-                session.tick()
+            if block is None or report.resampler is None:
                 continue
-            try:
-                check_samples(block, kind)  # as for files: NaN/inf is refused, clipping is a warning
-            except AudioError as exc:  # a source that sends NaN is broken: reopen it with backoff
-                logger.error("%s; reopening in %.1f s", exc, delay_s)
-                session.set_source_state(f"unavailable: {exc}")
-                notifier.status(f"{kind} unavailable: {exc}")
-                mic.close()
-                retry_at = time.monotonic() + delay_s  # the wait is the loop's, feeding the watchdog
-                delay_s = min(delay_s * 2, settings.audio.reopen_max_s)
-                continue
-            if mic.blocks > 1:
-                delay_s = settings.audio.reopen_min_s  # delivering again: the next failure starts the backoff anew
             session.clock.mark(input_s, mic.captured_at)
             input_s += block.size / mic.rate_hz
-            session.feed(resampler.process(block))
+            session.feed(report.resampler.process(block))
     finally:
         notifier.stopping()
         mic.close()
-        if resampler is not None:
-            while (block := mic.read(0)) is not None:  # audio captured before the stop
-                session.feed(resampler.process(block))
-            session.feed(resampler.flush())
+        if report.resampler is not None:
+            for block in supervisor.drain():  # audio captured before the stop
+                session.feed(report.resampler.process(block))
+            session.feed(report.resampler.flush())
         session.end_of_input()
         if mic.overflows:
             logger.warning("%d input overflows", mic.overflows)

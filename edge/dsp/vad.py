@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.features import LOG_FLOOR, FeatureParams, analysis_window, preemphasize
+from edge.dsp.features import LOG_FLOOR, FeatureParams, analysis_window, preemphasize
 
 DC_BLOCKER_HZ = 20.0
 """Cut-off of the DC blocker in front of the gating energy (below speech's lowest fundamental)."""
@@ -77,7 +77,7 @@ class VadParams:
 
 @functools.lru_cache(maxsize=8)
 def full_scale_log_energy(params: FeatureParams) -> float:
-    """Natural-log frame energy (as :func:`edge.features.mfcc_with_energy`) of a full-scale sine.
+    """Natural-log frame energy (as :func:`edge.dsp.features.mfcc_with_energy`) of a full-scale sine.
 
     Power spectrum ``|X|^2 / n_fft`` summed over the ``n_fft/2 + 1`` bins is, by Parseval, half
     the windowed frame's energy; a full-scale sine has mean square 1/2, so the reference is
@@ -99,7 +99,7 @@ class GatingEnergy:
 
     ``process(chunk)`` takes 1-D float samples at ``features.sample_rate_hz`` and returns float64
     ``(k,)``: the natural log of ``0.5 * sum((window * frame)**2)`` for the ``k`` frames completed
-    by the chunk, where the frames are those of :class:`edge.features.StreamingMFCC` (same
+    by the chunk, where the frames are those of :class:`edge.dsp.features.StreamingMFCC` (same
     pre-emphasis, window, length and hop; so ``k`` equals its frame count for the same chunks) but
     of the signal after the DC blocker (:data:`DC_BLOCKER_HZ`, see the module docstring). Without
     a DC offset the values match the features' ``log_energy`` (Parseval: the one-sided power

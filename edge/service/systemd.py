@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 
 __all__ = ["SystemdNotifier", "Watchdog"]
 
@@ -190,3 +191,29 @@ class Watchdog:
                 return event.is_set()
             if event.wait(remaining_s if self.period_s is None else min(remaining_s, self.period_s)):
                 return True
+
+
+JOURNAL_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+"""Python log level -> syslog priority (sd-daemon(3): a ``<N>`` prefix on a line sets its priority)."""
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>logger: message``: the journal reads the priority from the prefix and adds its own time stamp."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = JOURNAL_PRIORITIES.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        text = super().format(record)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines() or [""])
+
+
+def stderr_is_journal(environ=None) -> bool:
+    """Whether stderr is connected to the systemd journal: ``$JOURNAL_STREAM`` (``device:inode``, set by
+    systemd for a service's stdout/stderr) names the stderr file (systemd.exec(5))."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in value.split(":"))
+        status = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (status.st_dev, status.st_ino) == (device, inode)

@@ -1,0 +1,326 @@
+"""Audio input that has an end: files, standard input and raw PCM, as mono float32 blocks at the
+model's sample rate, read by one block reader (:func:`blocks`) and checked by one rate check
+(:func:`check_rate`, :func:`check_min_rate`).
+
+Accepted input: sample rates of :data:`MIN_RATE_HZ`..:data:`MAX_RATE_HZ` (8 to 384 kHz); files in
+WAV (RIFF, RF64, Wave64), AIFF or FLAC only, recognised by their first bytes before libsndfile sees
+them. MP3 and Ogg (Vorbis/Opus) are refused: the model was trained on lossless audio, and
+libsndfile's MP3 decoder (libmpg123) writes its own complaints to the terminal. Memory does not grow
+with the rate or the file: files are read in :data:`FILE_BLOCK_S` blocks and resampled as a stream
+(:class:`edge.audio.resample.StreamingResampler`).
+
+* ``ser-edge replay -``: a WAV or FLAC stream on standard input (``arecord -t wav | ser-edge replay -``).
+  A WAV stream is read as it arrives (libsndfile's pipe mode; arecord's "unknown length" header is
+  fine); other formats from a pipe (FLAC needs to seek) are spooled to a temporary file first, so
+  they are read when the stream ends. A regular file redirected to standard input is read directly.
+* Raw PCM (no header), from a file or standard input: :class:`RawFormat` (``--raw-format s16le
+  --rate 16000 --channels 1``), read block by block with numpy; also the format of an input
+  command's output (:class:`edge.audio.live.CommandSource`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile
+
+from edge.audio.formats import MAX_RATE_HZ, MIN_RATE_HZ, RawFormat, to_mono
+from edge.audio.resample import StreamingResampler, resample
+
+logger = logging.getLogger(__name__)
+
+#: Samples at or above this magnitude count as clipped (a warning, not an error).
+CLIPPING_LEVEL = 0.999
+
+
+FILE_BLOCK_S = 0.5
+"""Files are read in blocks of this much audio, so memory stays flat for hour-long recordings."""
+
+FILE_MAGIC = {b"RIFF": "WAV", b"RIFX": "WAV", b"RF64": "WAV (RF64)", b"riff": "Wave64", b"fLaC": "FLAC",
+              b"FORM": "AIFF"}
+"""First four bytes of the accepted file formats (AIFF/AIFC: an IFF ``FORM``; some corpora ship AIFF
+files named ``.wav``, e.g. TESS's ``YAF_germ_angry.wav``)."""
+REFUSED_MAGIC = {b"OggS": "Ogg", b"ID3": "MP3", b"\xff\xfb": "MP3", b"\xff\xf3": "MP3", b"\xff\xf2": "MP3"}
+"""Leading bytes of formats named in the refusal (anything else is "not WAV, AIFF or FLAC")."""
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used: unreadable, empty, wrong rate, non-finite samples. One line."""
+
+
+class MicUnavailable(AudioError):
+    """The microphone cannot be opened: no such device, busy, unplugged, unsupported settings.
+
+    Only these errors make the daemon retry the device; any other exception is a bug (a crash
+    that systemd restarts), not a reason to wait for a microphone."""
+
+
+def check_rate(rate_hz: int, source: str) -> None:
+    """Raise :class:`AudioError` unless ``rate_hz`` is within :data:`MIN_RATE_HZ`..:data:`MAX_RATE_HZ`."""
+    if not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ:
+        raise AudioError(f"{source}: expected a sample rate of {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz, got {rate_hz} Hz")
+
+
+
+def check_samples(samples: np.ndarray, source: str) -> None:
+    """Raise :class:`AudioError` for NaN/inf samples; log a warning for clipping."""
+    if not np.all(np.isfinite(samples)):
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        raise AudioError(f"{source}: expected finite samples, got {bad} NaN/inf")
+    clipped = int(np.count_nonzero(np.abs(samples) >= CLIPPING_LEVEL))
+    if clipped:
+        logger.warning("%s: %d samples at full scale (clipping); emotion scores may suffer", source, clipped)
+
+
+def sniff_format(path: Path) -> str:
+    """The format of a file from its first bytes (:data:`FILE_MAGIC`), before libsndfile opens it.
+
+    :raises AudioError: for a file that is not WAV, AIFF or FLAC (named when known: MP3, Ogg).
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot read ({exc.strerror})") from None
+    if head in FILE_MAGIC:
+        return FILE_MAGIC[head]
+    known = next((name for magic, name in REFUSED_MAGIC.items() if head.startswith(magic)), None)
+    raise AudioError(f"{path}: expected a WAV, AIFF or FLAC file, got {known or 'another format'}"
+                     f"{' (MP3 and Ogg are not supported: convert with e.g. sox or ffmpeg)' if known else ''}")
+
+
+def open_audio(path: str | Path) -> soundfile.SoundFile:
+    """Open a WAV, AIFF or FLAC file with soundfile at a sample rate in 8..384 kHz.
+
+    :raises AudioError: if missing, not WAV/AIFF/FLAC, unreadable, empty, or at a refused rate.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    sniff_format(path)
+    try:
+        handle = soundfile.SoundFile(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"{path}: not a readable audio file ({str(exc).splitlines()[0]})") from None
+    if handle.frames == 0:
+        handle.close()
+        raise AudioError(f"{path}: expected audio samples, got an empty file")
+    try:
+        check_rate(handle.samplerate, str(path))
+    except AudioError:
+        handle.close()
+        raise
+    return handle
+
+
+def _read_block(handle: soundfile.SoundFile, frames: int, name: str) -> np.ndarray:
+    try:
+        block = handle.read(frames, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(f"{name}: truncated or corrupt audio ({exc})") from None
+    samples = to_mono(block)
+    check_samples(samples, name)
+    return samples
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read a whole file as mono float32 in [-1, 1] (channels averaged) and its rate in Hz.
+
+    Raises :class:`AudioError` for a missing, unreadable, empty or non-finite file.
+    """
+    with open_audio(path) as handle:
+        return _read_block(handle, -1, str(path)), int(handle.samplerate)
+
+
+def check_min_rate(rate_hz: int, target_rate_hz: int, source: str) -> None:
+    """Raise :class:`AudioError` for input below the model's rate: upsampling cannot put back the band
+    the model listens to (an 8 kHz telephone recording has nothing above 4 kHz)."""
+    if rate_hz < target_rate_hz:
+        raise AudioError(
+            f"{source}: expected a sample rate of at least {target_rate_hz} Hz, got {rate_hz} Hz "
+            f"(it lacks the band above {rate_hz // 2} Hz that the model uses)"
+        )
+
+
+def _soundfile_blocks(handle: soundfile.SoundFile, target_rate_hz: int, name: str,
+                      block_s: float = FILE_BLOCK_S) -> Iterator[np.ndarray]:
+    """The one block reader of libsndfile input (files, standard input): ``block_s`` seconds at a time,
+    mono, checked, resampled to ``target_rate_hz``; the last block is the resampler's flush. Closes
+    ``handle``."""
+    with handle:
+        check_rate(handle.samplerate, name)
+        check_min_rate(handle.samplerate, target_rate_hz, name)
+        resampler = StreamingResampler(handle.samplerate, target_rate_hz)
+        frames = max(1, round(block_s * handle.samplerate))
+        while True:
+            samples = _read_block(handle, frames, name)
+            if samples.size == 0:
+                break
+            yield resampler.process(samples)
+        yield resampler.flush()
+
+
+def file_blocks(path: str | Path, target_rate_hz: int, block_s: float = FILE_BLOCK_S) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of a file resampled to ``target_rate_hz`` (the last from the resampler's flush).
+
+    Reads ``block_s`` seconds at a time, so memory stays bounded. Raises :class:`AudioError` as
+    :func:`load_audio` does, possibly after yielding some blocks (a truncated file).
+    """
+    yield from _soundfile_blocks(open_audio(path), target_rate_hz, str(path), block_s)
+
+
+def load_audio(path: str | Path, target_rate_hz: int) -> np.ndarray:
+    """:func:`read_audio`, resampled to ``target_rate_hz``; float32 ``(n,)``.
+
+    :raises AudioError: as :func:`read_audio`, and for a file below ``target_rate_hz``
+        (:func:`check_min_rate`).
+    """
+    samples, rate = read_audio(path)
+    check_min_rate(rate, target_rate_hz, str(path))
+    return resample(samples, rate, target_rate_hz)
+
+
+STDIN = "-"
+"""The file name that means standard input."""
+
+STREAM_MAGIC = (b"RIFF", b"RF64")
+"""WAV headers libsndfile can read from a pipe as the audio arrives."""
+
+
+def _read_exactly(stream: BinaryIO, nbytes: int) -> bytes:
+    """Up to ``nbytes`` bytes: fewer only at the end of the stream (a pipe returns short reads)."""
+    chunks, remaining = [], nbytes
+    while remaining > 0:
+        chunk = stream.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def raw_blocks(stream: BinaryIO, raw: RawFormat, target_rate_hz: int, name: str,
+               block_s: float = FILE_BLOCK_S) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of headerless PCM from ``stream``, resampled to ``target_rate_hz``.
+
+    :raises AudioError: for a rate below ``target_rate_hz`` or non-finite samples (``f32le``),
+        naming ``name``; a trailing partial frame is ignored.
+    """
+    check_min_rate(raw.rate_hz, target_rate_hz, name)
+    resampler = StreamingResampler(raw.rate_hz, target_rate_hz)
+    nbytes = max(1, round(block_s * raw.rate_hz)) * raw.frame_bytes
+    while data := _read_exactly(stream, nbytes):
+        samples = raw.decode(data)
+        check_samples(samples, name)
+        yield resampler.process(samples)
+    yield resampler.flush()
+
+
+def _relay(head: bytes, source: BinaryIO) -> int:
+    """A pipe's read end that yields ``head`` then the rest of ``source`` (a thread copies), so
+    libsndfile can read a stream whose first bytes were already taken to recognise it."""
+    read_fd, write_fd = os.pipe()
+
+    def copy() -> None:
+        try:
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(head)
+                while chunk := source.read1(1 << 16) if hasattr(source, "read1") else source.read(1 << 16):
+                    out.write(chunk)
+        except (BrokenPipeError, OSError):  # the reader stopped (a stop signal, a bad stream)
+            pass
+
+    threading.Thread(target=copy, name="stdin-relay", daemon=True).start()
+    return read_fd
+
+
+def stdin_blocks(target_rate_hz: int, stream: BinaryIO | None = None,
+                 name: str = "standard input") -> Iterator[np.ndarray]:
+    """Mono float32 blocks of a WAV/FLAC (any format libsndfile reads) on standard input, or on
+    another stream (a FIFO, a character device).
+
+    :param stream: the binary stream (default ``sys.stdin.buffer``).
+    :raises AudioError: for an empty or unreadable stream, or as :func:`file_blocks`.
+    """
+    stream = stream if stream is not None else sys.stdin.buffer
+    try:
+        regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        regular = False
+    if regular:  # `< file.flac`: seekable, libsndfile reads it like a file
+        try:
+            handle = soundfile.SoundFile(stream.fileno(), closefd=False)
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{name}: not a readable audio stream ({str(exc).splitlines()[0]})") from None
+        yield from _soundfile_blocks(handle, target_rate_hz, name)
+        return
+    head = _read_exactly(stream, 12)
+    if not head:
+        raise AudioError(f"{name}: expected a WAV or FLAC stream, got nothing")
+    if head[:4] in STREAM_MAGIC:
+        fd = _relay(head, stream)
+        try:
+            handle = soundfile.SoundFile(fd, closefd=True)
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            os.close(fd)
+            raise AudioError(f"{name}: not a readable WAV stream ({str(exc).splitlines()[0]})") from None
+        yield from _soundfile_blocks(handle, target_rate_hz, name)
+        return
+    with tempfile.TemporaryFile(prefix="ser-edge-stdin-") as spool:  # FLAC & co. need to seek
+        spool.write(head)
+        shutil.copyfileobj(stream, spool, 1 << 16)
+        spool.seek(0)
+        try:
+            handle = soundfile.SoundFile(spool)
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{name}: expected a WAV or FLAC stream ({str(exc).splitlines()[0]}); "
+                             f"for headerless PCM give --raw-format, --rate and --channels") from None
+        yield from _soundfile_blocks(handle, target_rate_hz, name)
+
+
+RAW_SUFFIXES = (".raw", ".pcm")
+
+
+def blocks(source: str | Path, target_rate_hz: int, raw: RawFormat | None = None) -> Iterator[np.ndarray]:
+    """The one block reader: mono float32 blocks at ``target_rate_hz`` of one input: ``"-"`` (standard input) or a path; raw PCM when ``raw`` is given.
+
+    :raises AudioError: one line, e.g. for a headerless ``.raw``/``.pcm`` file without ``raw``.
+    """
+    if raw is not None:
+        if str(source) == STDIN:
+            yield from raw_blocks(sys.stdin.buffer, raw, target_rate_hz, "standard input")
+            return
+        path = Path(source)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below, the generator may stop early
+        except OSError as exc:
+            raise AudioError(f"{path}: {exc.strerror.lower() if exc.strerror else exc}") from None
+        with handle:
+            yield from raw_blocks(handle, raw, target_rate_hz, str(path))
+        return
+    if str(source) == STDIN:
+        yield from stdin_blocks(target_rate_hz)
+        return
+    path = Path(source)
+    if path.suffix.lower() in RAW_SUFFIXES:
+        raise AudioError(f"{source}: headerless PCM: give its format, e.g. --raw-format s16le --rate 16000 "
+                         f"--channels 1")
+    if path.exists() and not path.is_file():  # a FIFO, /dev/stdin on a pipe: a stream, not a file
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise AudioError(f"{path}: {exc.strerror or exc}") from None
+        with handle:
+            yield from stdin_blocks(target_rate_hz, handle, str(path))
+        return
+    yield from file_blocks(source, target_rate_hz)
