@@ -25,7 +25,7 @@ APT_PACKAGES := python3 python3-venv mosquitto mosquitto-clients libportaudio2 l
 
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help deps venv demo test lint bench model screen corpus sample
+.PHONY: help deps venv demo test check lint bench model screen corpus sample
 
 help: ## list the targets
 	@echo "ser-edge: make TARGET"
@@ -68,6 +68,9 @@ demo: deps $(VENV)/.installed-base ## replay real CREMA-D clips the model never 
 test: deps venv ## run the test suite (real mosquitto, real audio from ../shared/data)
 	@rm -rf build  # setuptools' build/lib would keep a renamed model in the wheel the packaging test builds
 	$(VENV)/bin/python -m pytest -q
+
+check: $(VENV)/.installed-all ## the fast subset to run between edits: every test not marked slow (training, long subprocesses)
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-all ## ruff
 	$(VENV)/bin/ruff check .

@@ -30,7 +30,7 @@ from edge.mqtt.topics import emotion_topic
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 WAIT_S = 60.0
 """Upper bound of every wait (model loading on a loaded two-core machine included)."""
-EVENT_LINE = re.compile(r"edge\.daemon: event #(\d+) ")
+EVENT_LINE = re.compile(r"edge\.service\.daemon: event #(\d+) ")
 
 
 @pytest.fixture(autouse=True)

@@ -260,12 +260,12 @@ def test_run_killed_with_the_broker_down_delivers_its_events_at_the_next_start(
     daemon = Daemon(["--config", str(config), "--device", PCM_NAME, "--device-id", device_id, *address],
                     env, cwd=tmp_path)
     try:
-        daemon.wait_for_lines(r"edge\.daemon: event #1 ", 1, 2 * EVENT_TIMEOUT_S)
+        daemon.wait_for_lines(r"edge\.service\.daemon: event #1 ", 1, 2 * EVENT_TIMEOUT_S)
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(EXIT_TIMEOUT_S)
     finally:
         daemon.kill()
-    produced = len([line for line in daemon.lines if re.search(r"edge\.daemon: event #\d+ ", line)])
+    produced = len([line for line in daemon.lines if re.search(r"edge\.service\.daemon: event #\d+ ", line)])
     broker.start()
     done = subprocess.run([*ser_edge_command(), "replay", str(CLIP), "--device-id", "next-start", *address], env=env,
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -293,7 +293,7 @@ def test_run_keeps_the_adapted_normalisation_across_a_restart(alsa_mic, model_pa
         try:
             if start == 1:
                 daemon.wait_for_lines(r"adaptation state restored from .*adaptation\.json", 1, EVENT_TIMEOUT_S)
-            daemon.wait_for_lines(r"edge\.daemon: event #0 ", 1, 2 * EVENT_TIMEOUT_S)
+            daemon.wait_for_lines(r"edge\.service\.daemon: event #0 ", 1, 2 * EVENT_TIMEOUT_S)
             daemon.proc.send_signal(signal.SIGTERM)
             assert daemon.proc.wait(EXIT_TIMEOUT_S) == 0
         finally:

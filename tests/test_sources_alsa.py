@@ -54,7 +54,7 @@ def test_a_microphone_sending_nan_is_refused_like_a_file_and_reopened(tmp_path: 
     """PortAudio → ALSA file plugin → a FIFO carrying NaN samples: the daemon logs the samples as a
     file's would be refused, reports the microphone unavailable, reopens it, stays up, exits 0."""
     import numpy as np
-    from test_microphone import BLOCK_MS, MIC_RATE_HZ, PCM_NAME, PERIOD_FRAMES, Daemon, FifoMicrophone, asoundrc
+    from microphone import BLOCK_MS, MIC_RATE_HZ, PCM_NAME, PERIOD_FRAMES, Daemon, FifoMicrophone, asoundrc
 
     broken = clip_48k.copy()
     broken[::7] = np.nan
