@@ -368,10 +368,11 @@ class Supervisor:
 
     :param wait: ``wait(seconds)`` blocks for a backoff (returning early when stopping is fine); the
         daemon's feeds the systemd watchdog meanwhile.
+    :param clock: monotonic seconds (the backoff's time base).
     """
 
     def __init__(self, source: LiveSource, listener: SupervisorListener, reopen_min_s: float, reopen_max_s: float,
-                 wait: Callable[[float], object]) -> None:
+                 wait: Callable[[float], object], clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
         self.listener = listener
         self.reopen_min_s = reopen_min_s
@@ -379,14 +380,15 @@ class Supervisor:
         self.delay_s = reopen_min_s
         """The wait before the next attempt after a failure, seconds."""
         self._wait = wait
-        self._retry_at = 0.0  # monotonic time of the next open attempt
+        self._clock = clock
+        self._retry_at = 0.0  # clock time of the next open attempt
 
     @property
     def kind(self) -> str:
         return self.source.kind
 
     def _failed(self, what: str, error: Exception | None) -> None:
-        self._retry_at = time.monotonic() + self.delay_s
+        self._retry_at = self._clock() + self.delay_s
         self.listener.failed(what, error, self.delay_s)
         self.delay_s = min(self.delay_s * 2, self.reopen_max_s)
 
@@ -398,7 +400,7 @@ class Supervisor:
             if source.stream is not None:  # it was open and died: the next attempt after the backoff
                 source.close()
                 self._failed("lost", None)
-            wait_s = self._retry_at - time.monotonic()
+            wait_s = self._retry_at - self._clock()
             if wait_s > 0:
                 self._wait(wait_s)
                 self.listener.idle()
