@@ -158,6 +158,7 @@ def test_awkward_rates_resample_with_a_bounded_filter(tmp_path):
     assert abs(out.size - odd.size * 16000 / 383999) <= 2  # the length of 16 kHz audio, to a sample or two
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt, subtype, name", [("MP3", "MPEG_LAYER_III", "MP3"), ("OGG", "VORBIS", "Ogg")])
 def test_mp3_and_ogg_are_refused_in_one_line_without_decoder_noise(tmp_path, fmt, subtype, name):
     samples, rate = read_audio(ANGRY_48K)

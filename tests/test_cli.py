@@ -63,6 +63,7 @@ def test_every_subcommand_has_a_description_and_every_option_its_default() -> No
     assert "else 1883" in run_help and "else INFO" in run_help and "installed with ser-edge" in run_help
 
 
+@pytest.mark.slow
 def test_info_is_a_short_summary_and_json_is_the_whole_manifest() -> None:
     manifest = load_manifest(SHIPPED_MODEL)
     short = _run("info", "--model", str(SHIPPED_MODEL))
@@ -101,6 +102,7 @@ def test_the_shipped_model_is_found_outside_the_repository(tmp_path: Path) -> No
     assert f"shipped model: {target / 'edge' / 'models' / SHIPPED_MODEL.name}" in result.stderr
 
 
+@pytest.mark.slow
 def test_journal_priorities_when_stderr_is_the_journal(tmp_path: Path) -> None:
     """With $JOURNAL_STREAM naming stderr (as systemd sets it), every line starts with <N>."""
     log = tmp_path / "stderr"
@@ -185,6 +187,7 @@ def test_listen_device_id_filters(mosquitto) -> None:
         assert only_a.stop() == 0 and everyone.stop() == 0
 
 
+@pytest.mark.slow
 def test_two_consumers_of_one_share_group_split_the_events_none_lost(mosquitto) -> None:
     """``listen --share GROUP``: a real mosquitto gives each event of a replay to one consumer of the
     group; together they have every event exactly once."""

@@ -29,6 +29,8 @@ from edge.service.daemon import StopFlag, run_replay
 from edge.service.stats import STATS_FIELDS
 from edge.settings import Settings, parse_settings
 
+pytestmark = pytest.mark.slow  # each test runs ser-edge or a broker for several seconds (make check skips them)
+
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 WAIT_S = 20.0
 """Upper bound of every wait; on loopback things take milliseconds to a second or two."""

@@ -27,6 +27,8 @@ from edge.mqtt.outbox import OUTBOX_FILE, Outbox
 from edge.mqtt.publisher import MqttPublisher
 from edge.mqtt.topics import emotion_topic
 
+pytestmark = pytest.mark.slow  # each test runs ser-edge or a broker for several seconds (make check skips them)
+
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 WAIT_S = 60.0
 """Upper bound of every wait (model loading on a loaded two-core machine included)."""

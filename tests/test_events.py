@@ -27,6 +27,7 @@ def _wall(text: str) -> float:
     return datetime.strptime(text.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
 
 
+@pytest.mark.slow
 def test_two_runs_have_two_sessions_and_keys_stay_unique() -> None:
     first, second = _replay_stdout(), _replay_stdout()
     assert first and len(first) == len(second)

@@ -142,6 +142,7 @@ def _render(template: str, payload: str) -> str:
     return jinja2.Environment().from_string(template).render(value_json=json.loads(payload), value=payload)
 
 
+@pytest.mark.slow
 def test_templates_turn_real_events_into_home_assistant_states(manifest) -> None:
     """The event entity gets ``event_type`` (label, or ``unsure``) plus attributes; the enum sensor a
     state from its options; confidence in %. Events from a replay of real speech."""
@@ -200,6 +201,7 @@ def _retained(broker, mqtt_subscriber, expected: int) -> dict[str, dict]:
     return {m.topic: json.loads(m.payload) for m in messages if m.payload}
 
 
+@pytest.mark.slow
 def test_replay_with_an_explicit_id_publishes_retained_configs(mosquitto, mqtt_subscriber, monkeypatch, tmp_path):
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     assert run_replay(_settings(mosquitto, "kitchen.pi"), CLIPS[:1], "mqtt", False, StopFlag()) == 0
@@ -212,6 +214,7 @@ def test_replay_with_an_explicit_id_publishes_retained_configs(mosquitto, mqtt_s
     assert sorted(remembered["topics"]) == sorted(configs)
 
 
+@pytest.mark.slow
 def test_a_changed_device_id_or_disabled_discovery_removes_the_old_configs(mosquitto, mqtt_subscriber,
                                                                           monkeypatch, tmp_path):
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
@@ -235,6 +238,7 @@ def test_a_changed_device_id_or_disabled_discovery_removes_the_old_configs(mosqu
     assert not [m for m in probe.messages() if m.topic.startswith("homeassistant/")]
 
 
+@pytest.mark.slow
 def test_discovery_memory_follows_state_directory_outside_systemd(mosquitto, mqtt_subscriber, monkeypatch,
                                                                   tmp_path):
     """No $STATE_DIRECTORY (not under systemd), ``state_directory`` configured: the memory of the published
@@ -256,6 +260,7 @@ def test_discovery_memory_follows_state_directory_outside_systemd(mosquitto, mqt
     assert json.loads((state / STATE_FILE_NAME).read_text())["topics"] == sorted(now)
 
 
+@pytest.mark.slow
 def test_replay_without_a_device_id_never_speaks_for_the_live_device(mosquitto, mqtt_subscriber):
     """No explicit id: events as ``<host>-replay``; no status, stats or discovery at all."""
     everything = mqtt_subscriber(mosquitto.host, mosquitto.port, "#")
@@ -305,6 +310,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+@pytest.mark.slow
 def test_readme_automation_uses_the_discovered_event_entity_and_its_event_types(manifest) -> None:
     """The README's example automation: valid YAML, triggered by the event entity Home Assistant
     makes from our config (entity id = device name + entity name), on an event type it declares."""

@@ -50,6 +50,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 from helpers import ser_edge_command
 from microphone import (
     BLOCK_MS,
@@ -72,6 +73,8 @@ from microphone import (
 from edge.events import EmotionEvent
 from edge.manifest import load_manifest
 from edge.mqtt.topics import STATUS_OFFLINE, STATUS_ONLINE, emotion_topic, stats_topic, status_topic
+
+pytestmark = pytest.mark.slow  # each test runs ser-edge or a broker for several seconds (make check skips them)
 
 
 def _replayed_durations_s(model: Path, clip: Path) -> list[float]:

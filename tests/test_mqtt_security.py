@@ -35,6 +35,8 @@ from edge.mqtt.listen import format_event_line
 from edge.mqtt.topics import emotion_topic, status_topic
 from edge.settings import PASSWORD_ENV
 
+pytestmark = pytest.mark.slow  # each test runs ser-edge or a broker for several seconds (make check skips them)
+
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 USERNAME = "ser"
 WRONG_PASSWORD = f"wrong-{secrets.token_hex(8)}"

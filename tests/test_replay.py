@@ -15,6 +15,8 @@ from paths import RAVDESS_48K, SHIPPED_MODEL
 from edge.events import EVENT_FIELDS, EmotionEvent
 from edge.manifest import load_manifest
 
+pytestmark = pytest.mark.slow  # each test runs ser-edge or a broker for several seconds (make check skips them)
+
 SER_EDGE = [sys.executable, "-m", "edge.cli"]
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
 

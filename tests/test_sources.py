@@ -70,6 +70,7 @@ def _unknown_length_wav(path: Path) -> bytes:
     return bytes(header) + data[index + 8 :]
 
 
+@pytest.mark.slow
 def test_stdin_wav_flac_fifo_and_dev_stdin_give_the_file_events(clip: Path, tmp_path: Path) -> None:
     expected = _stable(_replay(str(clip)))
     assert _stable(_replay("-", stdin=clip.read_bytes())) == expected  # cat clip.wav | ser-edge replay -
@@ -86,6 +87,7 @@ def test_stdin_wav_flac_fifo_and_dev_stdin_give_the_file_events(clip: Path, tmp_
     assert _stable(_replay("-", stdin=flac.read_bytes())) == _stable(_replay(str(flac)))  # FLAC, spooled
 
 
+@pytest.mark.slow
 def test_raw_pcm_with_format_flags_and_a_clear_error_without(clip: Path, tmp_path: Path) -> None:
     samples, rate = soundfile.read(str(clip), dtype="int16")
     raw = tmp_path / "clip.raw"
@@ -134,6 +136,7 @@ def _sox() -> str:
     return sox
 
 
+@pytest.mark.slow
 def test_input_command_is_supervised_like_the_microphone(clip: Path, tmp_path: Path, mosquitto, mqtt_subscriber) -> None:
     """The command writes the clip (plus silence) as raw PCM and exits: its events arrive, it is
     restarted with backoff, the stream time goes on; SIGTERM stops the daemon (status 0)."""
@@ -158,6 +161,7 @@ def test_input_command_is_supervised_like_the_microphone(clip: Path, tmp_path: P
     assert not any("Traceback" in line for line in daemon.lines)
 
 
+@pytest.mark.slow
 def test_a_failing_or_non_finite_input_command_is_reported_and_retried(tmp_path: Path, mosquitto,
                                                                        mqtt_subscriber) -> None:
     device_id = "cmd-fail"

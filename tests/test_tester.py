@@ -11,10 +11,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from helpers import ser_edge_command
 from microphone import BLOCK_MS, MIC_RATE_HZ, PCM_NAME
 
 from edge.manifest import load_manifest
+
+pytestmark = pytest.mark.slow  # each test runs ser-edge or a broker for several seconds (make check skips them)
 
 RUN_TIMEOUT_S = 60.0
 """Upper bound for two utterances: model load, 1 s lead, two 4.4 s clips with 1.5 s gaps."""

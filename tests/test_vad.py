@@ -130,6 +130,7 @@ def _replay(path, tmp_path) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
+@pytest.mark.slow
 def test_replay_of_real_files_with_dc_offset_and_with_noise(speech, tmp_path):
     dc = tmp_path / "dc.wav"
     soundfile.write(str(dc), 0.5 * speech + 0.4, RATE, subtype="FLOAT")

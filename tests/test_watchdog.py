@@ -21,6 +21,8 @@ import pytest
 from helpers import skip_or_fail
 from paths import SHIPPED_MODEL
 
+pytestmark = pytest.mark.slow  # each test runs ser-edge or a broker for several seconds (make check skips them)
+
 WATCHDOG_USEC = 2_000_000
 """WatchdogSec=2 s: the daemon pings every 0.5 s (a quarter), systemd would kill it after 2 s without."""
 REOPEN_S = 4.0
