@@ -76,6 +76,7 @@ def test_info_is_a_short_summary_and_json_is_the_whole_manifest() -> None:
     assert json.loads(full.stdout) == manifest.to_dict()
 
 
+@pytest.mark.slow
 def test_the_shipped_model_is_found_outside_the_repository(tmp_path: Path) -> None:
     """``pip install .`` installs the model as package data; from any directory, no --model."""
     wheel_dir = tmp_path / "wheel"

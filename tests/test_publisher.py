@@ -377,6 +377,7 @@ def test_listen_as_json_prints_payloads(mosquitto) -> None:
     assert EmotionEvent.from_json(event_line) == make_event(0, "json-pi")
 
 
+@pytest.mark.slow
 def test_listen_times_out_with_status_1(mosquitto) -> None:
     """Subscribed (it prints the retained status and one event), then the timeout ends it short of
     ``stop_after``: status 1. A listen that never subscribed would print nothing and fail here."""
