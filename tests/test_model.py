@@ -10,10 +10,11 @@ import pytest
 
 from edge.features import FeatureParams
 from edge.pipeline import classify_features
+from trainer.augment import random_windows
 from trainer.corpora import Clip
 from trainer.featurize import ClipFeatures, compute
-from trainer.model import _delta_layer, build_model, random_windows
-from trainer.train import daemon_window_ends
+from trainer.net import _delta_layer, build_model
+from trainer.streams import daemon_window_ends
 
 MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-mini"
 
@@ -160,7 +161,8 @@ def test_gain_augmentation_shifts_coefficient_0_as_a_real_gain_does():
 
     from edge.audio import load_audio
     from edge.features import mfcc_with_energy, normalize
-    from trainer.model import TrainParams, augment
+    from trainer.augment import augment
+    from trainer.config import TrainParams
 
     params = FeatureParams()
     samples = load_audio(MINI / "Actor_01" / "03-01-05-02-01-01-01.flac", 16000)
@@ -185,7 +187,7 @@ def test_gain_augmentation_shifts_coefficient_0_as_a_real_gain_does():
 
 
 def test_weight_average_follows_the_warmed_up_decay_every_step():
-    from trainer.model import WeightAverage
+    from trainer.net import WeightAverage
 
     model = build_model(32, 4, 2, width=8)
     average = WeightAverage(model, decay=0.9)
@@ -224,7 +226,8 @@ def test_weight_average_follows_the_warmed_up_decay_every_step():
 
 
 def test_training_with_weight_average_returns_the_averaged_model():
-    from trainer.model import TrainParams, train
+    from trainer.config import TrainParams
+    from trainer.train import train
 
     rng = np.random.default_rng(0)
     x = [rng.normal(size=(40, 4)).astype(np.float32) + (k % 2) for k in range(16)]
@@ -247,7 +250,7 @@ def test_gradient_reversal_is_the_identity_forward_and_reverses_the_corpus_gradi
     import keras
     import tensorflow as tf
 
-    from trainer.model import adversary_strength, with_corpus_head
+    from trainer.net import adversary_strength, with_corpus_head
 
     model = build_model(32, 4, 3, width=8, n_dims=2, deltas=True, attention_pooling=True)
     trained, reversal = with_corpus_head(model, 3)

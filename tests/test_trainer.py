@@ -206,7 +206,7 @@ def test_installed_command_help_and_errors(tmp_path):
 
 
 def test_fit_help_states_the_recipe_defaults(capsys):
-    from trainer.model import TrainParams
+    from trainer.config import TrainParams
 
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--help"])
