@@ -25,7 +25,7 @@ APT_PACKAGES := python3 python3-venv mosquitto mosquitto-clients libportaudio2 l
 
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help deps venv demo test lint bench model screen corpus sample
+.PHONY: help deps venv demo test check lint bench model screen corpus sample
 
 help: ## list the targets
 	@echo "ser-edge: make TARGET"
@@ -65,9 +65,14 @@ demo: deps $(VENV)/.installed-base ## replay real CREMA-D clips the model never 
 	echo "model: $(MODEL)"; echo; \
 	$(VENV)/bin/python edge/samples/demo.py --model $(MODEL) --mqtt-port $(MQTT_PORT) --sink $$sink
 
-test: deps venv ## run the test suite (real mosquitto, real audio from ../shared/data)
+test: deps venv ## run the whole test suite, as CI does (real mosquitto, real audio from ../shared/data)
 	@rm -rf build  # setuptools' build/lib would keep a renamed model in the wheel the packaging test builds
 	$(VENV)/bin/python -m pytest -q
+
+# The tests marked slow (pyproject.toml) train models or run long subprocesses; `make test` runs them too.
+check: deps venv ## the fast tests a developer runs between edits: all but the slow ones (a few minutes)
+	@rm -rf build
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-all ## ruff
 	$(VENV)/bin/ruff check .
