@@ -287,7 +287,7 @@ def test_train_params_validate_themselves():
     assert TrainParams(ema_decay=0.0, speed_factors=(), windows_per_epoch=0).ema_decay == 0.0
     for field, value, expected in (("ema_decay", 1.0, "a decay in [0, 1)"), ("speed_factors", (0.9, 3.0), "speeds"),
                                    ("noise_snr_db", (30.0, 10.0), "LOW <= HIGH"), ("corpus_balance", "x", "clips"),
-                                   ("adapt_time_constant_s", float("nan"), "seconds of speech")):
+                                   ("adapt_time_constant_s", float("nan"), "0..86400 seconds of speech")):
         with pytest.raises(ConfigError, match=f"^{re.escape(field + ': expected ' + expected)}.*, got ") as error:
             TrainParams(**{field: value})
         assert error.value.field == field
