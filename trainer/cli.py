@@ -48,6 +48,13 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def add_scoring_output(parser: argparse.ArgumentParser, json_help: str) -> None:
+    """The last options of the commands that score clips (evaluate, rescore): --json, --cache-dir, --no-progress."""
+    parser.add_argument("--json", action="store_true", help=json_help)
+    parser.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
+    parser.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="ser-train", description="Train and evaluate the speech emotion model (workstation side).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -165,9 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--labels", default=None, metavar="a,b,...",
                     help="decide among these model labels only (argmax over their scores); clips of other labels "
                     "are excluded and counted")
-    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    ev.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
-    ev.add_argument("--no-progress", action="store_true")
+    add_scoring_output(ev, "print the metrics as JSON")
 
     rs = sub.add_parser("rescore", help="re-score a leave-one-corpus-out run under other adaptation settings",
                         description="Score every held-out corpus of a leave-one-corpus-out run again with its fold's "
@@ -184,9 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--far-field", action="store_true", help="the far-field condition instead of the clean clips")
     rs.add_argument("--warm-up", type=positive_int, default=50, metavar="N",
                     help="accuracy over the first N clips of each held-out stream (default: 50)")
-    rs.add_argument("--json", action="store_true", help="print the rows as JSON")
-    rs.add_argument("--cache-dir", type=Path, default=Path("cache/features"))
-    rs.add_argument("--no-progress", action="store_true")
+    add_scoring_output(rs, "print the rows as JSON")
 
     cb = sub.add_parser("calibrate", help="fit a leave-one-corpus-out run's calibration again from its held-out scores",
                         description="Fit the temperature and the unsure threshold again from the held-out int8 scores "
