@@ -65,11 +65,13 @@ demo: deps $(VENV)/.installed-base ## replay real CREMA-D clips the model never 
 	echo "model: $(MODEL)"; echo; \
 	$(VENV)/bin/python edge/samples/demo.py --model $(MODEL) --mqtt-port $(MQTT_PORT) --sink $$sink
 
-test: deps venv ## run the test suite (real mosquitto, real audio from ../shared/data)
+test: deps venv ## run the whole test suite, as CI does (real mosquitto, real audio from ../shared/data)
 	@rm -rf build  # setuptools' build/lib would keep a renamed model in the wheel the packaging test builds
 	$(VENV)/bin/python -m pytest -q
 
-check: $(VENV)/.installed-all ## the fast subset to run between edits: every test not marked slow (training, long subprocesses)
+# The tests marked slow (pyproject.toml) train models or run long subprocesses; `make test` runs them too.
+check: deps venv ## the fast tests a developer runs between edits: all but the slow ones (a few minutes)
+	@rm -rf build
 	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 lint: $(VENV)/.installed-all ## ruff

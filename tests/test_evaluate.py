@@ -9,7 +9,7 @@ import pytest
 
 from tests.paths import RAVDESS_48K, SHIPPED_MODEL, TESS_MINI
 from trainer.cli import main
-from trainer.evaluate import restricted_argmax, summarize
+from trainer.metrics import restricted_argmax, summarize
 
 EMOTION4 = "neutral,happy,sad,angry"
 needs_data = pytest.mark.skipif(not (TESS_MINI.is_dir() and SHIPPED_MODEL.is_file()),
@@ -82,7 +82,8 @@ def _calibrated_sample(n: int, seed: int, temperature: float = 1.0):
 
 
 def test_fit_temperature_recovers_the_temperature_that_calibrates():
-    from trainer.evaluate import expected_calibration_error, fit_temperature, temperature_scale
+    from edge.calibration import temperature_scale
+    from trainer.metrics import expected_calibration_error, fit_temperature
 
     probabilities, y = _calibrated_sample(20000, 0, temperature=2.0)
     temperature = fit_temperature(probabilities, y)
@@ -93,7 +94,7 @@ def test_fit_temperature_recovers_the_temperature_that_calibrates():
 
 
 def test_expected_calibration_error_is_the_gap_between_confidence_and_accuracy():
-    from trainer.evaluate import expected_calibration_error
+    from trainer.metrics import expected_calibration_error
 
     # every decision at confidence 0.7, six in ten right: ECE = |0.6 - 0.7|
     probabilities = np.tile([0.7, 0.1, 0.1, 0.1], (10, 1))
@@ -102,7 +103,7 @@ def test_expected_calibration_error_is_the_gap_between_confidence_and_accuracy()
 
 
 def test_unsure_threshold_is_where_decisions_become_right_half_the_time():
-    from trainer.evaluate import unsure_threshold
+    from trainer.metrics import unsure_threshold
 
     probabilities, y = _calibrated_sample(20000, 1)  # calibrated: a decision at confidence c is right with probability c
     threshold = unsure_threshold(probabilities, y)
@@ -118,7 +119,7 @@ def test_corpus_balanced_calibration_weighs_every_corpus_the_same():
     """With ``groups``, a corpus of 1,000 clips calibrated at T = 1 and one of 20,000 at T = 3 give the
     temperature of two equal corpora (between the two, not near 3 as the pooled fit is), and copying one
     corpus's clips five times changes neither the temperature nor the unsure threshold."""
-    from trainer.evaluate import fit_temperature, group_weights, unsure_threshold
+    from trainer.metrics import fit_temperature, group_weights, unsure_threshold
 
     small_p, small_y = _calibrated_sample(1000, 2, temperature=1.0)
     big_p, big_y = _calibrated_sample(20000, 3, temperature=3.0)

@@ -13,6 +13,8 @@ from edge.model import load_model
 from edge.pipeline import Pipeline
 from trainer.cli import main
 
+pytestmark = pytest.mark.slow  # every test here fits a model (the module's LOCO run, or its own)
+
 
 @pytest.fixture(scope="module")
 def loco_run(tmp_path_factory):

@@ -10,10 +10,11 @@ import pytest
 
 from edge.dsp.features import FeatureParams
 from edge.pipeline import classify_features
+from trainer.augment import random_windows
 from trainer.corpora import Clip
 from trainer.featurize import ClipFeatures, compute
-from trainer.model import _delta_layer, build_model, random_windows
-from trainer.train import daemon_window_ends
+from trainer.net import _delta_layer, build_model
+from trainer.streams import daemon_window_ends
 
 MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-mini"
 
@@ -136,7 +137,8 @@ def test_noise_is_added_at_the_requested_snr_and_is_pink():
     from scipy.signal import welch
 
     from edge.audio.io import load_audio
-    from trainer.featurize import Perturbation, add_noise, pink_noise
+    from trainer.acoustics import colored_noise
+    from trainer.featurize import Perturbation, add_noise
 
     samples = load_audio(MINI / "Actor_01" / "03-01-05-02-01-01-01.flac", 16000)
     noisy = add_noise(samples, 15.0, np.random.default_rng(0))
@@ -144,7 +146,7 @@ def test_noise_is_added_at_the_requested_snr_and_is_pink():
     snr = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) / np.mean(noise**2))
     assert snr == pytest.approx(15.0, abs=0.1)
     # 1/f: 10 dB less power per decade (3 dB per octave), fitted over 100 Hz - 7 kHz
-    freqs, power = welch(pink_noise(1 << 18, np.random.default_rng(1)), 16000, nperseg=4096)
+    freqs, power = welch(colored_noise(1 << 18, 1.0, np.random.default_rng(1), floor_hz=0.0), 16000, nperseg=4096)
     band = (freqs >= 100) & (freqs <= 7000)
     slope = np.polyfit(np.log10(freqs[band]), 10 * np.log10(power[band]), 1)[0]
     assert slope == pytest.approx(-10.0, abs=0.5)
@@ -161,7 +163,8 @@ def test_gain_augmentation_shifts_coefficient_0_as_a_real_gain_does():
     from edge.audio.io import load_audio
     from edge.dsp.features import mfcc_with_energy
     from edge.dsp.normalize import normalize
-    from trainer.model import TrainParams, augment
+    from trainer.augment import augment
+    from trainer.config import TrainParams
 
     params = FeatureParams()
     samples = load_audio(MINI / "Actor_01" / "03-01-05-02-01-01-01.flac", 16000)
@@ -185,8 +188,9 @@ def test_gain_augmentation_shifts_coefficient_0_as_a_real_gain_does():
     np.testing.assert_array_equal(out[:, :, 1:], batch[:, :, 1:])
 
 
+@pytest.mark.slow  # trains a model
 def test_weight_average_follows_the_warmed_up_decay_every_step():
-    from trainer.model import WeightAverage
+    from trainer.net import WeightAverage
 
     model = build_model(32, 4, 2, width=8)
     average = WeightAverage(model, decay=0.9)
@@ -224,8 +228,10 @@ def test_weight_average_follows_the_warmed_up_decay_every_step():
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow  # trains a model
 def test_training_with_weight_average_returns_the_averaged_model():
-    from trainer.model import TrainParams, train
+    from trainer.config import TrainParams
+    from trainer.train import train
 
     rng = np.random.default_rng(0)
     x = [rng.normal(size=(40, 4)).astype(np.float32) + (k % 2) for k in range(16)]
@@ -248,7 +254,7 @@ def test_gradient_reversal_is_the_identity_forward_and_reverses_the_corpus_gradi
     import keras
     import tensorflow as tf
 
-    from trainer.model import adversary_strength, with_corpus_head
+    from trainer.net import adversary_strength, with_corpus_head
 
     model = build_model(32, 4, 3, width=8, n_dims=2, deltas=True, attention_pooling=True)
     trained, reversal = with_corpus_head(model, 3)

@@ -27,6 +27,7 @@ from trainer.featurize import compute
 SOURCES = [next(RAVDESS_48K.glob("*-05-*.wav")), CREMA_D_MINI / "AudioWAV" / "1001_IEO_HAP_HI.wav",
            next(TESS_MINI.rglob("*_sad.wav")), SAVEE_MINI / "AudioData" / "DC" / "n01.wav",
            CREMA_D_MINI / "AudioWAV" / "1002_DFA_ANG_XX.wav"]
+DIMENSIONS = ("arousal", "valence")
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def stream(tmp_path_factory) -> Path:
 
 def test_replay_and_trainer_scoring_decide_alike(stream):
     model = load_model(SHIPPED_MODEL)
+    assert set(model.manifest.dimensions) == set(DIMENSIONS)  # else this test proves nothing about them
     mfcc, log_energy = compute(stream, model.manifest.features)  # the trainer's cached features
     pipeline = Pipeline.for_model(model)
     decisions = pipeline.process_frames(mfcc, log_energy) + pipeline.flush()
@@ -56,7 +58,11 @@ def test_replay_and_trainer_scoring_decide_alike(stream):
         assert event["label"] == model.labels[decision.top]
         expected = {label: round(float(score), 4) for label, score in zip(model.labels, decision.scores, strict=True)}
         assert event["scores"] == pytest.approx(expected, abs=1e-4)
-        for key in ("arousal", "valence", "unsure"):
-            if key in event and event[key] is not None:
-                assert event[key] == pytest.approx(getattr(decision, key), abs=1e-3)
+        assert event["unsure"] == decision.unsure
+        for key in DIMENSIONS:  # present and equal where the model has the output, null on both sides where not
+            if key in model.manifest.dimensions:
+                assert event[key] is not None and getattr(decision, key) is not None, key
+                assert event[key] == pytest.approx(getattr(decision, key), abs=1e-3), key
+            else:
+                assert event[key] is None and getattr(decision, key) is None, key
     assert pipeline.normalizer.speech_frames > 0 or not model.manifest.features.adapt_time_constant_s

@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from edge.dsp.features import mel_filterbank
 from trainer.corpora import Clip
-from trainer.evaluate import summarize
 from trainer.folds import Fold
+from trainer.metrics import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def mlp_on_folds(clips: list[Clip], labels: tuple[str, ...], folds: list[Fold], 
     """Fit the tutorial MLP on each fold's training + validation speakers, score its test speakers.
 
     ``clips``: labels already in ``labels`` (the run's scheme). Returns the pooled
-    :func:`trainer.evaluate.summarize` dict plus ``folds`` (``fold``, ``ua``, ``wa``, ``clips``),
+    :func:`trainer.metrics.summarize` dict plus ``folds`` (``fold``, ``ua``, ``wa``, ``clips``),
     ``mean_fold_ua`` and ``params``.
     """
     from sklearn.exceptions import ConvergenceWarning

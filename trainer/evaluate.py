@@ -1,28 +1,20 @@
-"""Scoring clips through the device's own code path (``edge.pipeline.classify_features``).
+"""Scoring clips through the device's own code path (``edge.pipeline.classify_features``), int8 or float.
 
-UA (unweighted accuracy, mean per-class recall, = balanced accuracy) and WA (weighted accuracy,
-= plain accuracy) as in the speech emotion recognition literature (e.g. Schuller et al. 2011).
+The figures computed from the scores are in :mod:`trainer.metrics`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    f1_score,
-    precision_score,
-    recall_score,
-)
 from tqdm import tqdm
 
-from edge.calibration import softmax, temperature_scale
+from edge.calibration import softmax
 from edge.dsp.features import FeatureParams
 from edge.dsp.normalize import AdaptiveNormalizer
 from edge.pipeline import Score, classify_features
 from edge.postprocess import DecisionParams
 from trainer.featurize import ClipFeatures
+from trainer.streams import stream_order
 
 
 def keras_score(model) -> Score:
@@ -57,13 +49,11 @@ def score_clips(
     temperature: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Every clip through :func:`edge.pipeline.classify_features`, as one device hears them: in
-    :func:`trainer.train.stream_order` (corpus by corpus, a fixed random order within each), with one
+    :func:`trainer.streams.stream_order` (corpus by corpus, a fixed random order within each), with one
     :class:`edge.features.AdaptiveNormalizer` per corpus carried from clip to clip, exactly the
     adaptation the daemon applies (and its calibration ``temperature``). Returns float32 ``(n_clips, n_labels)`` scores and
     ``(n_clips, n_dims)`` dimensions (or None), in the order of ``clips``.
     """
-    from trainer.train import stream_order
-
     scores: list[np.ndarray | None] = [None] * len(clips)
     dims: list[np.ndarray | None] = [None] * len(clips)
     normalizers: dict[str, AdaptiveNormalizer] = {}
@@ -74,147 +64,3 @@ def score_clips(
                                    normalizer, temperature)
         scores[i], dims[i] = result.scores, result.dims
     return np.stack(scores).astype(np.float32), (None if dims[0] is None else np.stack(dims).astype(np.float32))
-
-
-def summarize(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...]) -> dict:
-    """Metrics of label indices ``y_true``/``y_pred`` (int arrays, same length) over ``labels``.
-
-    ``ua``: mean recall over the classes present in ``y_true`` (sklearn ``balanced_accuracy_score``);
-    ``wa``: accuracy; ``macro_f1``: mean F1 over the same present classes (sklearn ``f1_score``);
-    ``recall``: ``{label: recall}``; ``per_class``: ``{label: {recall, precision, f1, support}}``;
-    ``confusion``: rows = true, columns = predicted, in ``labels`` order (sklearn ``confusion_matrix``).
-    """
-    index = list(range(len(labels)))
-    recall, precision, f1 = (
-        metric(y_true, y_pred, labels=index, average=None, zero_division=0)
-        for metric in (recall_score, precision_score, f1_score)
-    )
-    support = np.bincount(np.asarray(y_true, dtype=np.int64), minlength=len(labels))
-    present = sorted(set(int(v) for v in y_true))
-    return {
-        "ua": float(balanced_accuracy_score(y_true, y_pred)) if len(present) > 1 else float(recall[present].mean()),
-        "wa": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1[present].mean()) if present else 0.0,
-        "recall": {label: float(recall[k]) for k, label in enumerate(labels)},
-        "per_class": {label: {"recall": float(recall[k]), "precision": float(precision[k]), "f1": float(f1[k]),
-                              "support": int(support[k])} for k, label in enumerate(labels)},
-        "confusion": confusion_matrix(y_true, y_pred, labels=index).tolist(),
-    }
-
-
-def restricted_argmax(scores: np.ndarray, columns: list[int]) -> np.ndarray:
-    """Per row of ``scores`` ``(n, n_labels)``, the index (into ``columns``) of the largest score
-    among ``columns`` only: the decision of a model limited to a subset of its labels."""
-    return np.asarray(scores)[:, columns].argmax(axis=1)
-
-
-def format_confusion(confusion: list[list[int]], labels: tuple[str, ...]) -> str:
-    """Confusion matrix as text, rows = true label, columns = predicted (4-letter heads)."""
-    head = "true\\pred  " + " ".join(f"{label[:4]:>5}" for label in labels)
-    lines = [head] + [f"{label:<10} " + " ".join(f"{v:>5d}" for v in row) for label, row in zip(labels, confusion, strict=True)]
-    return "\n".join(lines)
-
-
-def ccc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    """Lin's concordance correlation coefficient (Lin 1989, Biometrics 45(1)), the AVEC challenges'
-    measure for arousal/valence: ``2 cov / (var_t + var_p + (mean_t - mean_p)^2)``; NaN targets ignored."""
-    keep = np.isfinite(y_true) & np.isfinite(y_pred)
-    t, p = y_true[keep].astype(np.float64), y_pred[keep].astype(np.float64)
-    if len(t) < 2:
-        return float("nan")
-    cov = np.mean((t - t.mean()) * (p - p.mean()))
-    return float(2 * cov / (t.var() + p.var() + (t.mean() - p.mean()) ** 2 + 1e-12))
-
-
-def valence_auc(valence_true: np.ndarray, valence_pred: np.ndarray) -> float:
-    """ROC AUC of the predicted valence separating positive (target > 0) from negative (target < 0)
-    utterances, neutral ones left out (sklearn ``roc_auc_score``); NaN with one side missing."""
-    from sklearn.metrics import roc_auc_score
-
-    keep = np.isfinite(valence_true) & (valence_true != 0)
-    positive = valence_true[keep] > 0
-    if positive.all() or not positive.any():
-        return float("nan")
-    return float(roc_auc_score(positive, valence_pred[keep]))
-
-
-def group_weights(groups: np.ndarray | None, n: int) -> np.ndarray:
-    """Per-sample weights, float64 ``(n,)`` summing to 1, that give every group (e.g. every held-out
-    corpus) the same total weight; equal weights when ``groups`` is None."""
-    if groups is None:
-        return np.full(n, 1.0 / n)
-    groups = np.asarray(groups)
-    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    return 1.0 / (counts[inverse] * len(counts))
-
-
-def fit_temperature(probabilities: np.ndarray, y_true: np.ndarray, groups: np.ndarray | None = None) -> float:
-    """The temperature minimising the negative log-likelihood of ``y_true`` (Guo et al. 2017, ICML,
-    "On calibration of modern neural networks"), by bounded scalar search over 0.05..20 (scipy).
-    ``groups`` (e.g. each clip's held-out corpus): the NLL is averaged within each group, then over
-    the groups, so a large corpus does not set the temperature alone; a device's speech is a domain
-    none of them is, and each is one sample of how far a new domain lies."""
-    from scipy.optimize import minimize_scalar
-
-    weights = group_weights(groups, len(y_true))
-
-    def nll(t: float) -> float:
-        p = temperature_scale(probabilities, t)[np.arange(len(y_true)), y_true]
-        return float(-np.sum(weights * np.log(np.maximum(p, 1e-12))))
-
-    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
-
-
-ECE_BINS = 15
-
-
-def expected_calibration_error(probabilities: np.ndarray, y_true: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE (Naeini et al. 2015; Guo et al. 2017): over equal-width confidence bins, the mean of
-    ``|accuracy - confidence|`` weighted by the share of decisions in the bin."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == y_true
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(total)
-
-
-def reliability(probabilities: np.ndarray, y_true: np.ndarray, bins: int = 10) -> list[dict]:
-    """Per equal-width confidence bin: ``{"low", "high", "n", "confidence", "accuracy"}`` (empty bins left out)."""
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == y_true
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    return [{"low": float(edges[b]), "high": float(edges[b + 1]), "n": int((which == b).sum()),
-             "confidence": float(confidence[which == b].mean()), "accuracy": float(correct[which == b].mean())}
-            for b in range(bins) if (which == b).any()]
-
-
-UNSURE_ACCURACY = 0.5
-"""A decision is trusted when decisions of its confidence are right at least this often."""
-
-
-def unsure_threshold(probabilities: np.ndarray, y_true: np.ndarray, groups: np.ndarray | None = None) -> float:
-    """The confidence below which a calibrated decision is flagged unsure: the lowest confidence at
-    which the isotonic (monotone non-decreasing) regression of correctness on confidence reaches
-    :data:`UNSURE_ACCURACY` (sklearn ``IsotonicRegression``, pool-adjacent-violators; Zadrozny & Elkan
-    2002 use it for calibration). Continuous, unlike a reliability-bin edge, so the threshold does
-    not jump by a bin width between two runs of the same recipe. ``probabilities`` float ``(n, k)``,
-    ``y_true`` int ``(n,)``; ``groups``: every group weighs the same in the regression (as in
-    :func:`fit_temperature`). 0.0 if every confidence reaches it, 1.0 if none does."""
-    from sklearn.isotonic import IsotonicRegression
-
-    confidence = probabilities.max(axis=1)
-    correct = (probabilities.argmax(axis=1) == y_true).astype(np.float64)
-    fitted = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(
-        confidence, correct, sample_weight=group_weights(groups, len(correct)))
-    order = np.argsort(confidence)
-    reached = fitted.predict(confidence[order]) >= UNSURE_ACCURACY
-    if not reached.any():
-        return 1.0
-    first = int(np.argmax(reached))
-    return 0.0 if first == 0 else float(confidence[order][first])

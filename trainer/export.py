@@ -76,7 +76,7 @@ def write_model(
     """Write ``out_base.tflite`` and its manifest ``out_base.json``; return both paths.
 
     A model with ``dimensions`` (arousal, valence) outputs logits beside them (``output: logits``);
-    ``temperature`` and ``unsure_below`` are its calibration (:mod:`trainer.evaluate`).
+    ``temperature`` and ``unsure_below`` are its calibration (:mod:`trainer.metrics`).
 
     ``features`` must carry the training mean/std. The manifest's ``window_s`` is the end of the
     last input frame, ``features.frame_end_s(frames - 1)``.

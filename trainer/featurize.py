@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.dsp.features import FeatureParams
+from trainer.acoustics import colored_noise
 from trainer.corpora import Clip
 
 logger = logging.getLogger(__name__)
@@ -170,22 +171,12 @@ def speed_perturb(samples: np.ndarray, speed: float) -> np.ndarray:
     return resample_poly(samples, ratio.denominator, ratio.numerator).astype(np.float32)
 
 
-def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` samples of pink (1/f power) noise: white Gaussian noise shaped by ``1/sqrt(f)`` in the
-    frequency domain, DC removed. float64 ``(n,)``, unit variance."""
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n)
-    spectrum[0] = 0.0
-    spectrum[1:] /= np.sqrt(freqs[1:])
-    noise = np.fft.irfft(spectrum, n)
-    return noise / max(float(np.std(noise)), 1e-12)
-
-
 def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
     """``samples`` plus pink noise at ``snr_db`` relative to the clip's mean power (the convention of
-    audiomentations' ``AddColorNoise``), clipped to [-1, 1]. float32, same shape."""
+    audiomentations' ``AddColorNoise``), clipped to [-1, 1]. float32, same shape. The noise is
+    :func:`trainer.acoustics.colored_noise` with exponent 1 and no low-frequency floor."""
     signal_power = float(np.mean(np.square(samples, dtype=np.float64)))
-    noise = pink_noise(len(samples), rng) * np.sqrt(signal_power / 10.0 ** (snr_db / 10.0))
+    noise = colored_noise(len(samples), 1.0, rng, floor_hz=0.0) * np.sqrt(signal_power / 10.0 ** (snr_db / 10.0))
     return np.clip(samples + noise, -1.0, 1.0).astype(np.float32)
 
 

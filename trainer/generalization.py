@@ -1,7 +1,7 @@
 """Figures that predict the device on voices, languages and rooms it never heard.
 
 Leave-one-corpus-out (LOCO): each corpus is scored whole by a model trained on all the others, clean
-and in the far-field condition (:data:`trainer.train.FAR_FIELD_EVAL`), int8 through the edge runtime
+and in the far-field condition (:data:`trainer.crossval.FAR_FIELD_EVAL`), int8 through the edge runtime
 and float, on the shipped labels and on ``emotion4`` (for models with more labels, argmax over those
 four). Arousal: Lin's CCC against the circumplex targets (:func:`trainer.labels.dimension_targets`);
 valence: ROC AUC of positive against negative utterances. Calibration: one temperature fitted on
@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge.calibration import temperature_scale
-from trainer.evaluate import (
+from trainer.labels import EMOTION4
+from trainer.metrics import (
     ccc,
     expected_calibration_error,
     fit_temperature,
@@ -25,7 +26,6 @@ from trainer.evaluate import (
     unsure_threshold,
     valence_auc,
 )
-from trainer.labels import EMOTION4
 
 CONDITIONS = ("clean", "far")
 
@@ -108,7 +108,7 @@ def calibration(results: list) -> dict:
 
 def calibration_from_parts(parts: list[tuple[np.ndarray, np.ndarray, str]]) -> dict:
     """Temperature scaling fitted on the held-out corpora, each corpus weighing the same
-    (:func:`trainer.evaluate.fit_temperature` with ``groups``), the unsure threshold derived from the
+    (:func:`trainer.metrics.fit_temperature` with ``groups``), the unsure threshold derived from the
     calibrated decisions the same way, and ECE before and after (after = cross-fitted per held-out
     corpus, and pooled in-sample). ``parts``: ``(probabilities (n, k), y_true (n,), corpus)``, a corpus
     may have several parts (clean and far-field)."""
