@@ -1,4 +1,4 @@
-"""The normalisation that adapts on the device (edge.features.AdaptiveNormalizer), on real speech."""
+"""The normalisation that adapts on the device (edge.dsp.normalize.AdaptiveNormalizer), on real speech."""
 
 from __future__ import annotations
 

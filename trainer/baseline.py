@@ -7,7 +7,7 @@ learning_rate="adaptive", max_iter=500)``, usually on a random split of the clip
 actors are in training and test. Here the same features and classifier are scored on the run's
 speaker-held-out folds. The features are computed with numpy/scipy, not librosa, following
 librosa's conventions: a centred (reflect-padded) STFT with a Hann window, ``n_fft`` 2048, hop 512;
-the power spectrogram through a 128-band mel filterbank (``edge.features.mel_filterbank``: the
+the power spectrogram through a 128-band mel filterbank (``edge.dsp.features.mel_filterbank``: the
 python_speech_features mel scale, not librosa's Slaney one); MFCC = the orthonormal DCT-II of the
 mel power in dB (``10 log10``, floored at 80 dB below the peak, as ``librosa.power_to_db``);
 chroma = the power of each bin summed into its pitch class (12-TET, A4 = 440 Hz), each frame

@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "cepstral mean normalisation, on top of the adaptation)")
     fit.add_argument("--pitch", action="store_true",
                      help="append the frame's F0 (log2 re 100 Hz) and clarity to its MFCCs (McLeod pitch method, "
-                     "edge.features.pitch_features; the device computes them too): a new front end, so the "
+                     "edge.dsp.features.pitch_features; the device computes them too): a new front end, so the "
                      "feature cache fills anew. On the five corpora it lowered LOCO UA (README)")
     fit.add_argument("--mfcc", type=positive_int, default=None, metavar="N",
                      help="MFCCs per frame, 1..n_mels (40): fewer keep only the coarse spectral envelope (a new "
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("rescore", help="re-score a leave-one-corpus-out run under other adaptation settings",
                         description="Score every held-out corpus of a leave-one-corpus-out run again with its fold's "
                         "int8 model (RUN_DIR/folds/), as the device hears it, under other settings of the adaptive "
-                        "normalisation (edge.features.AdaptiveNormalizer), without retraining: int8 UA per corpus "
+                        "normalisation (edge.dsp.normalize.AdaptiveNormalizer), without retraining: int8 UA per corpus "
                         "and the accuracy over the first clips of each stream (the warm-up). Run it from the folder "
                         "the fit ran in (the run's corpus paths are relative to it).")
     rs.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder of ser-train fit, runs/NAME-<UTC>")

@@ -139,7 +139,7 @@ class TrainParams:
     dims_weight: float = 0.5
     """Weight of the arousal/valence regression loss (mean squared error) beside the label loss."""
     adapt_time_constant_s: float = 120.0
-    """Adaptive normalisation time constant, seconds of speech (``edge.features.AdaptiveNormalizer``);
+    """Adaptive normalisation time constant, seconds of speech (``edge.dsp.normalize.AdaptiveNormalizer``);
     0 = fixed training statistics."""
     adapt_prior_s: float = 10.0
     """Weight of the training statistics at start-up, seconds of speech."""

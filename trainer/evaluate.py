@@ -50,7 +50,7 @@ def score_clips(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Every clip through :func:`edge.pipeline.classify_features`, as one device hears them: in
     :func:`trainer.streams.stream_order` (corpus by corpus, a fixed random order within each), with one
-    :class:`edge.features.AdaptiveNormalizer` per corpus carried from clip to clip, exactly the
+    :class:`edge.dsp.normalize.AdaptiveNormalizer` per corpus carried from clip to clip, exactly the
     adaptation the daemon applies (and its calibration ``temperature``). Returns float32 ``(n_clips, n_labels)`` scores and
     ``(n_clips, n_dims)`` dimensions (or None), in the order of ``clips``.
     """

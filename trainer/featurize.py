@@ -1,4 +1,4 @@
-"""Batch MFCCs of corpus clips through the device's own front end (``edge.audio`` + ``edge.features``).
+"""Batch MFCCs of corpus clips through the device's own front end (``edge.audio.io`` + ``edge.dsp.frontend``).
 
 Features are cached per clip under ``cache/features/`` as ``.npz``, keyed by the clip's absolute
 path, size and mtime, the perturbation (speed, noise), and a hash of the feature parameters (without mean/std)

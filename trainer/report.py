@@ -140,7 +140,7 @@ def plot_folds(results: dict, out: Path) -> None:
 
 
 def plot_example(results: dict, out: Path) -> bool:
-    """Waveform and log mel spectrogram (``edge.features``' filterbank and framing) of the example clip."""
+    """Waveform and log mel spectrogram (``edge.dsp.features``' filterbank and framing) of the example clip."""
     clip = results.get("example_clip")
     if not clip or not Path(clip["path"]).is_file():
         return False
@@ -161,7 +161,7 @@ def plot_example(results: dict, out: Path) -> bool:
     ax_wave.set(ylabel="amplitude", title=f"{Path(clip['path']).name} ({clip['corpus']}, {clip['label']})")
     ax_mel.imshow(mel, origin="lower", aspect="auto", cmap="magma",
                   extent=(0, params.frame_end_s(max(n - 1, 0)), 0, params.n_mels))
-    ax_mel.set(xlabel="time (s)", ylabel=f"mel band (of {params.n_mels})", title="log mel energies (edge.features)")
+    ax_mel.set(xlabel="time (s)", ylabel=f"mel band (of {params.n_mels})", title="log mel energies (edge.dsp.features)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -59,7 +59,7 @@ def stream_order(clips: list[ClipFeatures], seed: int) -> list[int]:
 def stream_normalized(versions: list[tuple[np.ndarray, np.ndarray]], clips: list[ClipFeatures], fitted: FeatureParams,
                       frames: int, seed: int, decision: DecisionParams | None = None) -> list[np.ndarray]:
     """Each clip's MFCCs (``versions[i]``: ``(mfcc, log_energy)`` of ``clips[i]`` or of a perturbed
-    version) normalised as the device would: :class:`edge.features.AdaptiveNormalizer` carried from
+    version) normalised as the device would: :class:`edge.dsp.normalize.AdaptiveNormalizer` carried from
     clip to clip in :func:`stream_order`, each clip normalised with the state before it, then its
     utterances' speech frames update it. float32, same shapes."""
     out: list[np.ndarray | None] = [None] * len(clips)
