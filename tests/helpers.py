@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from edge.events import SCHEMA_VERSION, EmotionEvent
+from edge.mqtt.config import MqttSettings
 
 WAIT_POLL_S = 0.02
 """How often :func:`wait_until` asks again."""
@@ -64,3 +69,69 @@ def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
         assert sep, f"expected KEY=VALUE, got {line!r}"
         current.setdefault(key.strip(), []).append(value.strip())
     return sections
+
+
+# ------------------------------------------------------------------ events, MQTT settings, sd_notify
+
+MQTT_TEST_PREFIX = "sertest"
+"""The topic prefix of the publisher tests' settings."""
+
+DESIGN_SCORES = {"neutral": 0.03, "calm": 0.01, "happy": 0.08, "sad": 0.02, "angry": 0.71,
+                 "fearful": 0.05, "disgust": 0.07, "surprised": 0.03}
+
+
+def make_event(seq: int, device_id: str = "test-pi", **changes: object) -> EmotionEvent:
+    fields: dict[str, object] = dict(
+        schema=SCHEMA_VERSION, device_id=device_id, session="5f0c2a9be41d", seq=seq,
+        time="2026-11-21T14:03:07.120Z", start_time="2026-11-21T14:03:03.050Z", end_time="2026-11-21T14:03:06.610Z",
+        start_s=812.34 + seq, end_s=815.9 + seq, label="angry", confidence=0.71, unsure=False,
+        scores=dict(DESIGN_SCORES), arousal=None, valence=None, model="ravdess8-conv1d@3f9a1c2b7d10")
+    fields.update(changes)
+    return EmotionEvent(**fields)  # type: ignore[arg-type]
+
+
+def settings_for(broker, **changes: object) -> MqttSettings:
+    values: dict[str, object] = dict(host=broker.host, port=broker.port, topic_prefix=MQTT_TEST_PREFIX,
+                                     reconnect_min_s=0.1, reconnect_max_s=0.5)
+    values.update(changes)
+    return MqttSettings(**values)  # type: ignore[arg-type]
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's ``$NOTIFY_SOCKET``; records (monotonic s, text)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.datagrams: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            with self._cond:
+                self.datagrams.append((time.monotonic(), data.decode()))
+                self._cond.notify_all()
+
+    def wait_for(self, text: str, count: int = 1, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while sum(d.startswith(text) for _, d in self.datagrams) < count:
+                remaining_s = deadline - time.monotonic()
+                assert remaining_s > 0, f"expected {count} x {text!r}, got {[d for _, d in self.datagrams]}"
+                self._cond.wait(remaining_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self.sock.close()
+
+

@@ -190,7 +190,7 @@ def test_only_documented_payloads_leave_the_device(mosquitto, mqtt_subscriber, c
     caplog.set_level(logging.INFO, logger="edge.service.daemon")
     manifest = load_manifest(SHIPPED_MODEL)
     labels = list(manifest.labels)
-    n_configs = 4 + len(manifest.dimensions)  # event, label, confidence, diagnostic (+ arousal, valence)
+    n_configs = 5 + len(manifest.dimensions)  # event, label, confidence, 2 diagnostics (+ arousal, valence)
     everything = mqtt_subscriber(mosquitto.host, mosquitto.port, "#")
     daemon = Daemon(make_settings(mosquitto, "private", stats_interval_s=0.05), CLIPS, realtime=False)
     assert daemon.join() == 0

@@ -25,8 +25,8 @@ from edge.service.daemon import StopFlag, run_replay
 from edge.settings import parse_settings
 
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
-N_CONFIGS = 4 + len(load_manifest(SHIPPED_MODEL).dimensions)
-"""Discovery configs of the shipped model: event, label, confidence, diagnostic, and arousal/valence if it has them."""
+N_CONFIGS = 5 + len(load_manifest(SHIPPED_MODEL).dimensions)
+"""Discovery configs of the shipped model: event, label, confidence, two diagnostics (audio, storage), and arousal/valence if it has them."""
 WAIT_S = 20.0
 
 # --- The schema, from https://www.home-assistant.io/integrations/mqtt/ (discovery, the "device" and
@@ -105,7 +105,8 @@ def test_discovery_payloads_follow_home_assistants_documented_schema(manifest) -
     assert set(plain) == {f"homeassistant/event/{node}/emotion/config",
                           f"homeassistant/sensor/{node}/emotion_label/config",
                           f"homeassistant/sensor/{node}/emotion_confidence/config",
-                          f"homeassistant/binary_sensor/{node}/audio_problem/config"}
+                          f"homeassistant/binary_sensor/{node}/audio_problem/config",
+                          f"homeassistant/binary_sensor/{node}/storage_problem/config"}
     assert set(with_dimensions) - set(plain) == {f"homeassistant/sensor/{node}/arousal/config",
                                                   f"homeassistant/sensor/{node}/valence/config"}
     for topic, config in with_dimensions.items():
@@ -122,7 +123,7 @@ def test_discovery_payloads_follow_home_assistants_documented_schema(manifest) -
     assert len({c["unique_id"] for c in with_dimensions.values()}) == len(with_dimensions)
     # expire_after 0 = never: the key is left out (Home Assistant wants a positive number)
     assert all("expire_after" not in c for c in _configs(manifest, expire_after_s=0).values())
-    assert not any("audio_problem" in t for t in _configs(manifest, audio_diagnostic=False))
+    assert not any("_problem" in t for t in _configs(manifest, audio_diagnostic=False))
     with pytest.raises(ValueError, match="expected expire_after_s >= 0"):
         _configs(manifest, expire_after_s=-1)
 
@@ -170,6 +171,12 @@ def test_templates_turn_real_events_into_home_assistant_states(manifest) -> None
     diagnostic = by_object["audio_problem"]
     assert _render(diagnostic["value_template"], json.dumps(stats)) == diagnostic["payload_off"]
     assert _render(diagnostic["value_template"], json.dumps({"source": "unavailable: no device"})) == "ON"
+    storage = by_object["storage_problem"]
+    for outbox, state in (("durable", "OFF"), ("memory", "OFF"), ("degraded: database or disk is full", "ON")):
+        assert _render(storage["value_template"], json.dumps({"source": "ok", "outbox": outbox})) == state
+        assert json.loads(_render(storage["json_attributes_template"], json.dumps({"outbox": outbox}))) == {
+            "outbox": outbox}
+    assert _render(storage["value_template"], json.dumps(stats)) == "OFF"  # stats of an older version
 
 
 def _replayed_events(clips: list[Path]) -> list[EmotionEvent]:

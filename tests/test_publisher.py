@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import DESIGN_SCORES, MQTT_TEST_PREFIX, make_event, settings_for, wait_until
 
-from edge.events import EVENT_FIELDS, SCHEMA_VERSION, EmotionEvent, model_id, utc_now_rfc3339
+from edge.events import EVENT_FIELDS, EmotionEvent, model_id, utc_now_rfc3339
 from edge.mqtt.config import MqttSettings
 from edge.mqtt.listen import format_event_line, listen
 from edge.mqtt.publisher import MqttPublisher
@@ -23,30 +23,9 @@ from edge.mqtt.topics import STATUS_OFFLINE, STATUS_ONLINE, emotion_topic, stats
 from edge.sinks import StdoutSink
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PREFIX = "sertest"
+PREFIX = MQTT_TEST_PREFIX
 WAIT_S = 10.0
 """Upper bound of every wait on the broker; loopback deliveries take milliseconds."""
-
-DESIGN_SCORES = {"neutral": 0.03, "calm": 0.01, "happy": 0.08, "sad": 0.02, "angry": 0.71,
-                 "fearful": 0.05, "disgust": 0.07, "surprised": 0.03}
-
-
-def make_event(seq: int, device_id: str = "test-pi", **changes: object) -> EmotionEvent:
-    fields: dict[str, object] = dict(
-        schema=SCHEMA_VERSION, device_id=device_id, session="5f0c2a9be41d", seq=seq,
-        time="2026-11-21T14:03:07.120Z", start_time="2026-11-21T14:03:03.050Z", end_time="2026-11-21T14:03:06.610Z",
-        start_s=812.34 + seq, end_s=815.9 + seq, label="angry", confidence=0.71, unsure=False,
-        scores=dict(DESIGN_SCORES), arousal=None, valence=None, model="ravdess8-conv1d@3f9a1c2b7d10")
-    fields.update(changes)
-    return EmotionEvent(**fields)  # type: ignore[arg-type]
-
-
-def settings_for(broker, **changes: object) -> MqttSettings:
-    values: dict[str, object] = dict(host=broker.host, port=broker.port, topic_prefix=PREFIX,
-                                     reconnect_min_s=0.1, reconnect_max_s=0.5)
-    values.update(changes)
-    return MqttSettings(**values)  # type: ignore[arg-type]
-
 
 def seqs_of(messages) -> list[int]:
     return [EmotionEvent.from_json(m.payload).seq for m in messages]

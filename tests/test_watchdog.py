@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from helpers import skip_or_fail
+from helpers import NotifySocket, skip_or_fail
 from paths import SHIPPED_MODEL
 
 pytestmark = pytest.mark.slow  # each test runs ser-edge or a broker for several seconds (make check skips them)
@@ -28,44 +25,6 @@ WATCHDOG_USEC = 2_000_000
 REOPEN_S = 4.0
 """The microphone backoff (min = max): twice WatchdogSec."""
 WAIT_S = 60.0
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's ``$NOTIFY_SOCKET``; records (monotonic s, text)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.datagrams: list[tuple[float, str]] = []
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._main, daemon=True)
-        self._thread.start()
-
-    def _main(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            with self._cond:
-                self.datagrams.append((time.monotonic(), data.decode()))
-                self._cond.notify_all()
-
-    def wait_for(self, text: str, count: int = 1, timeout_s: float = WAIT_S) -> None:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while sum(d.startswith(text) for _, d in self.datagrams) < count:
-                remaining_s = deadline - time.monotonic()
-                assert remaining_s > 0, f"expected {count} x {text!r}, got {[d for _, d in self.datagrams]}"
-                self._cond.wait(remaining_s)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5.0)
-        self.sock.close()
 
 
 def test_watchdog_is_fed_through_the_microphone_backoff(mosquitto, tmp_path: Path) -> None:

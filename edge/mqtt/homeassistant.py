@@ -17,6 +17,9 @@ retained payload on the same topic removes it. ser-edge publishes, for one devic
 * ``binary_sensor/<node>/audio_problem``: a diagnostic entity (``device_class: problem``), on
   while the audio source is not delivering (from the ``stats`` topic's ``source``; only when
   statistics are published).
+* ``binary_sensor/<node>/storage_problem``: a diagnostic entity (``device_class: problem``), on
+  while the event outbox is degraded to memory by a storage error such as a full disk (from the
+  ``stats`` topic's ``outbox``, its reason as an attribute; only when statistics are published).
 
 Every config has an ``origin`` block, the ``device`` block and availability on the status topic.
 ``node_id`` is the device id made topic-safe plus a short sha256 of the device id, so two ids that
@@ -60,6 +63,7 @@ EVENT_OBJECT_ID = "emotion"
 LABEL_OBJECT_ID = "emotion_label"
 CONFIDENCE_OBJECT_ID = "emotion_confidence"
 AUDIO_PROBLEM_OBJECT_ID = "audio_problem"
+STORAGE_PROBLEM_OBJECT_ID = "storage_problem"
 
 NODE_HASH_CHARS = 8
 """Hex digits of sha256(device id) appended to the node id (32 bits: a collision between two
@@ -92,6 +96,8 @@ ATTRIBUTES_TEMPLATE = (
 )
 AUDIO_PROBLEM_TEMPLATE = "{{ 'OFF' if value_json.source in ('ok', 'file') else 'ON' }}"
 AUDIO_ATTRIBUTES_TEMPLATE = "{{ {'source': value_json.source} | tojson }}"
+STORAGE_PROBLEM_TEMPLATE = "{{ 'ON' if (value_json.outbox | default('')).startswith('degraded') else 'OFF' }}"
+STORAGE_ATTRIBUTES_TEMPLATE = "{{ {'outbox': value_json.outbox | default(none)} | tojson }}"
 
 _NODE_ID_FORBIDDEN = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -211,6 +217,19 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, 
             "entity_category": "diagnostic",
             "json_attributes_topic": stats,
             "json_attributes_template": AUDIO_ATTRIBUTES_TEMPLATE,
+            **common,
+        }
+        configs[config_topic(discovery_prefix, "binary_sensor", device_id, STORAGE_PROBLEM_OBJECT_ID)] = {
+            "name": "Event storage problem",
+            "unique_id": uid(STORAGE_PROBLEM_OBJECT_ID),
+            "state_topic": stats,
+            "value_template": STORAGE_PROBLEM_TEMPLATE,
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "device_class": "problem",
+            "entity_category": "diagnostic",
+            "json_attributes_topic": stats,
+            "json_attributes_template": STORAGE_ATTRIBUTES_TEMPLATE,
             **common,
         }
     return configs

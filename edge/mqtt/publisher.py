@@ -47,7 +47,7 @@ from edge.mqtt.client import (
     warn_password_in_clear,
 )
 from edge.mqtt.config import MqttSettings
-from edge.mqtt.outbox import OUTBOX_FILE, Outbox, OutboxError
+from edge.mqtt.outbox import OUTBOX_FILE, Outbox
 from edge.mqtt.topics import EMOTION_QOS, STATUS_OFFLINE, STATUS_ONLINE, SUBSCRIBE_QOS, emotion_topic, status_topic
 
 logger = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ class MqttPublisher:
         self._connecting_since: float | None = None  # monotonic time of the last TCP connection attempt
         self._fallback = False  # the broker refused MQTT 5: the sender thread switches to 3.1.1
         self._sender: threading.Thread | None = None
+        self._sender_error: BaseException | None = None  # why the sender thread died
         self._connected_hooks: list[Callable[[], None]] = []
         self._subscriptions: dict[str, int] = {}  # topic filter -> QoS
         self._dispatchers: dict[str, Callable[..., None]] = {}  # topic filter -> paho message callback
@@ -182,7 +183,7 @@ class MqttPublisher:
         """Events lost: outbox overflow, or still unsent at :meth:`close` with an in-memory outbox
         (a durable outbox keeps them for the next start: they are pending, not dropped)."""
         with self._cond:
-            return self._dropped
+            return self._dropped + self._outbox.lost
 
     @property
     def refused_events(self) -> int:
@@ -195,6 +196,19 @@ class MqttPublisher:
         """Events in the outbox: not yet acknowledged (in flight included)."""
         with self._cond:
             return len(self._outbox) if self._outbox.durable or not self._closed else 0
+
+    @property
+    def outbox_state(self) -> str:
+        """The outbox's :attr:`edge.outbox.Outbox.state`: ``"durable"``, ``"memory"`` or
+        ``"degraded: <reason>"`` (a storage error: events in memory until the disk works again)."""
+        with self._cond:
+            return self._outbox.state
+
+    @property
+    def alive(self) -> bool:
+        """``False`` once the sender thread died (logged); the daemon then exits for systemd to restart it."""
+        with self._cond:
+            return self._sender_error is None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -225,13 +239,13 @@ class MqttPublisher:
         self._client.loop_start()
 
     def publish(self, event: EmotionEvent) -> None:
-        """Store an event in the outbox for delivery; returns once it is stored (fsync'ed if durable).
+        """Store an event in the outbox for delivery; returns once it is stored (fsync'ed if durable;
+        in memory while a storage error such as a full disk lasts, see :mod:`edge.outbox`).
 
         :param event: an event of this publisher's device, ``seq`` greater than the previous one.
         :raises ValueError: if ``event.device_id`` differs from the publisher's or ``seq`` does not
             increase.
         :raises RuntimeError: after :meth:`close`.
-        :raises OutboxError: if the outbox cannot be written (disk full).
         """
         if not isinstance(event, EmotionEvent):
             raise ValueError(f"expected an EmotionEvent, got {type(event).__name__}")
@@ -313,7 +327,7 @@ class MqttPublisher:
         """
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while len(self._outbox) and not self._closed:
+            while len(self._outbox) and not self._closed and self._sender_error is None:
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
                     if not warn:
@@ -325,7 +339,7 @@ class MqttPublisher:
                                    f"not connected: {self._failure}")
                     return False
                 self._cond.wait(remaining_s)
-        return True
+            return self._sender_error is None or not len(self._outbox) or self._closed
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush, publish the retained ``offline``, disconnect cleanly and stop the threads.
@@ -364,18 +378,21 @@ class MqttPublisher:
             self._client.loop_stop()
         with self._cond:
             left = len(self._outbox)
+            self._outbox.close()  # a degraded outbox tries the disk once more
             if not self._outbox.durable:
                 self._dropped += left
-            self._outbox.close()
             self._closed = True
             self._cond.notify_all()
         if left and self._outbox.durable:
             logger.warning("closed with %d unacknowledged events kept in %s for the next start", left,
                            self._outbox.path)
+        elif left and self._outbox.degraded:
+            logger.error("closed with %d undelivered events lost: the outbox %s could not be written (%s)", left,
+                         self._outbox.path, self._outbox.storage_error)
         elif left:
             logger.warning("closed with %d undelivered events (dropped: the outbox is in memory)", left)
         logger.info("MQTT publisher closed: %d events acknowledged, %d refused by the broker, %d dropped",
-                    self._published, self._refused, self._dropped)
+                    self._published, self._refused, self._dropped + self._outbox.lost)
 
     def __enter__(self) -> Self:
         self.start()
@@ -388,12 +405,18 @@ class MqttPublisher:
     # ------------------------------------------------------------------ sender thread
 
     def _sender_main(self) -> None:
-        """The state machine of the class docstring: the only caller of ``client.publish`` for events."""
+        """The state machine of the class docstring: the only caller of ``client.publish`` for events.
+        A storage error does not stop it (the outbox degrades to memory); any other exception is a
+        bug: logged once, :attr:`alive` becomes ``False`` and the daemon exits."""
         try:
             while self._send_one():
                 pass
-        except OutboxError as exc:  # the disk failed under us: say so; events stay queued in paho
-            logger.error("%s; the sender stopped", exc)
+        except BaseException as exc:  # noqa: BLE001 - a worker thread never dies silently
+            logger.critical("the MQTT sender thread died (%s: %s); events are no longer sent",
+                            type(exc).__name__, exc, exc_info=True)
+            with self._cond:
+                self._sender_error = exc
+                self._cond.notify_all()
 
     def _send_one(self) -> bool:
         """Idle -> in flight -> idle for the oldest event; ``False`` when stopping."""
@@ -404,6 +427,7 @@ class MqttPublisher:
                     return False
                 if self._fallback:
                     break
+                self._outbox.recover()  # a degraded outbox tries the disk again (rate-limited)
                 row = self._outbox.oldest() if self._connected else None
                 if row is not None:
                     self._acks.clear()

@@ -215,6 +215,7 @@ class Session:
             short_utterances=self.pipeline.short_utterances, dropped_events=self.dropped_events,
             refused_events=self.refused_events, pending=self.pending, interpreter=INTERPRETER,
             model=self.model.manifest.model_id, version=__version__,
+            outbox=self.mqtt.outbox_state if self.mqtt is not None else "none",
         )
 
     def set_source_state(self, state: str) -> None:
@@ -236,6 +237,10 @@ class Session:
 
     def end_of_input(self) -> None:
         self._emit(self.pipeline.flush())
+
+    def sink_alive(self) -> bool:
+        """Whether the sink's worker threads run (``False`` once the MQTT sender thread died)."""
+        return self.mqtt is None or self.mqtt.alive
 
     def _emit(self, decisions: list[Decision]) -> None:
         for decision in decisions:  # an unsure decision is still an event (it says so); only the
@@ -306,7 +311,7 @@ class Session:
             if stop is not None and stop.is_set() and not stopping_already:
                 logger.warning("stopped while waiting for the broker: %d events not acknowledged%s",
                                mqtt.pending, " (kept in the outbox for the next start)"
-                               if self.settings.state_dir is not None else "")
+                               if mqtt.outbox_state == "durable" else "")
                 return False
 
 def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag,
@@ -402,7 +407,9 @@ class _MicrophoneReport:
 
 
 def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier | None = None) -> int:
-    """``ser-edge run``: until stopped. Exit 0 on a clean stop (1 if events were dropped or refused).
+    """``ser-edge run``: until stopped. Exit 0 on a clean stop (1 if events were dropped or refused,
+    or at once when the MQTT sender thread died: the watchdog gets no ping from then on, and systemd's
+    ``Restart=`` starts the daemon again).
 
     Sends ``READY=1`` after the first attempt to open the microphone, whether it worked or not (the
     daemon is up and keeps retrying the device), ``STATUS=`` lines on every change of the source,
@@ -415,8 +422,8 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
     bug: systemd restarts the daemon). Each block's capture time anchors the events' ``start_time``.
     """
     notifier = notifier or SystemdNotifier()
-    watchdog = Watchdog(notifier)
     session = Session(settings, "mqtt", persist_adaptation=True)
+    watchdog = Watchdog(notifier, healthy=session.sink_alive)  # no pings once the sender thread died
     session.start()
     mic = live_source(settings.audio, session.rate_hz)  # the microphone, or audio.input_command
     report = _MicrophoneReport(session, notifier, watchdog, mic.kind)
@@ -424,8 +431,13 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
                             wait=lambda seconds: watchdog.wait(stop.event, seconds))
     read_timeout_s = READ_TIMEOUT_S if watchdog.period_s is None else min(READ_TIMEOUT_S, watchdog.period_s)
     input_s = 0.0  # seconds of input read so far: the capture clock's stream time
+    sender_died = False
     try:
         while not stop:
+            if not session.sink_alive():  # logged by the publisher; systemd restarts the daemon
+                logger.error("exiting: the MQTT sender thread died")
+                sender_died = True
+                break
             if report.ready:
                 watchdog.feed()
             block = supervisor.read(read_timeout_s)
@@ -446,4 +458,4 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
         if mic.overflows:
             logger.warning("%d input overflows", mic.overflows)
         delivered = session.close(watchdog, stop.event)
-    return EXIT_OK if delivered else EXIT_FAILURE
+    return EXIT_OK if delivered and not sender_died else EXIT_FAILURE

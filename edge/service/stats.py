@@ -6,7 +6,7 @@ time (0 = never) and once more at a clean shutdown. Compact JSON with exactly
 
     {"schema":1,"uptime_s":3600.2,"audio_s":3598.4,"events":412,"utterances":415,
      "short_utterances":37,"overflows":0,"source":"ok","dropped_events":0,"refused_events":0,"pending":0,
-     "processing_ms_per_s_mean":21.4,"processing_ms_per_s_p95":48.9,
+     "outbox":"durable","processing_ms_per_s_mean":21.4,"processing_ms_per_s_p95":48.9,
      "interpreter":"ai-edge-litert 1.2.0","model":"emotion4-conv1d@de4950545d8c","version":"0.1.0"}
 
 No audio, features or scores ever go into it: counters, timings and identifiers only.
@@ -36,6 +36,7 @@ STATS_FIELDS = (
     "dropped_events",
     "refused_events",
     "pending",
+    "outbox",
     "processing_ms_per_s_mean",
     "processing_ms_per_s_p95",
     "interpreter",
@@ -58,6 +59,9 @@ STATS_FIELDS = (
   in-memory outbox); ``refused_events``: events the broker answered with an MQTT 5 PUBACK reason
   code >= 0x80 (e.g. not authorised: an ACL denies the topic), so they were not delivered;
   ``pending``: events in the outbox, not yet acknowledged by the broker.
+* ``outbox``: where those events are kept (:attr:`edge.outbox.Outbox.state`): ``"durable"`` (the
+  state directory), ``"memory"`` (no state directory), ``"degraded: <reason>"`` (a storage error such
+  as a full disk: in memory until the disk works again), ``"none"`` (no MQTT publisher).
 * ``processing_ms_per_s_mean``/``_p95``: milliseconds of CPU per second of audio over the last
   :data:`PROCESSING_WINDOW_BLOCKS` blocks: the mean is the window's CPU time over its audio time,
   the p95 the 95th percentile of the blocks' ratios (numpy's linear interpolation); ``null``
@@ -123,7 +127,8 @@ class Stats:
         return float(mean), p95
 
     def payload(self, *, events: int, utterances: int, short_utterances: int, dropped_events: int,
-                refused_events: int, pending: int, interpreter: str, model: str, version: str) -> dict[str, Any]:
+                refused_events: int, pending: int, interpreter: str, model: str, version: str,
+                outbox: str = "none") -> dict[str, Any]:
         """The stats message as a dict with exactly :data:`STATS_FIELDS`, in that order."""
         mean, p95 = self.processing_ms_per_s()
         return {
@@ -138,6 +143,7 @@ class Stats:
             "dropped_events": dropped_events,
             "refused_events": refused_events,
             "pending": pending,
+            "outbox": outbox,
             "processing_ms_per_s_mean": None if mean is None else round(mean, STATS_DECIMALS),
             "processing_ms_per_s_p95": None if p95 is None else round(p95, STATS_DECIMALS),
             "interpreter": interpreter,

@@ -158,12 +158,15 @@ class Watchdog:
     Without a watchdog (``$WATCHDOG_USEC`` unset) nothing is sent and :meth:`wait` is one plain wait.
 
     :param clock: monotonic seconds (injectable for tests of the schedule).
+    :param healthy: ``healthy()`` is asked before every ping; while it is false no ping is sent (a
+        worker thread died: systemd's watchdog then restarts the service if the daemon does not exit).
     """
 
-    def __init__(self, notifier: SystemdNotifier, clock=None) -> None:
+    def __init__(self, notifier: SystemdNotifier, clock=None, healthy=None) -> None:
         import time
 
         self._notifier = notifier
+        self._healthy = healthy
         self._clock = clock or time.monotonic
         half = notifier.watchdog_interval_s()  # WatchdogSec / 2
         self.period_s: float | None = half / 2 if half else None
@@ -173,7 +176,7 @@ class Watchdog:
     def feed(self, force: bool = False) -> None:
         """Ping if :attr:`period_s` has passed since the last ping (the first call always pings), or
         with ``force`` (before a step that may take a while, such as opening a device)."""
-        if self.period_s is None:
+        if self.period_s is None or (self._healthy is not None and not self._healthy()):
             return
         now = self._clock()
         if force or now - self._last >= self.period_s:
