@@ -33,7 +33,19 @@ class EventSink(Protocol):
         """Deliver what is left within ``timeout_s`` (0: do not wait), then stop. Idempotent."""
 
 
-class StdoutSink:
+class StartStopContext:
+    """``with sink:`` starts it and closes it at the end (for any class with ``start()`` and ``close()``)."""
+
+    def __enter__(self) -> Self:
+        self.start()  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+
+class StdoutSink(StartStopContext):
     """Writes each event as one line of compact JSON (``EmotionEvent.to_json()``) to a text stream.
 
     For running without a broker (``ser-edge run --stdout``) and for piping into ``jq``.
@@ -75,14 +87,6 @@ class StdoutSink:
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush the stream (it is not closed: it usually is ``sys.stdout``)."""
         self._out.flush()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 class TeeSink:

@@ -30,8 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import paho.mqtt.client as mqtt
 
@@ -49,6 +47,7 @@ from edge.mqtt.client import (
 from edge.mqtt.config import MqttSettings
 from edge.mqtt.outbox import OUTBOX_FILE, Outbox
 from edge.mqtt.topics import EMOTION_QOS, STATUS_OFFLINE, STATUS_ONLINE, SUBSCRIBE_QOS, emotion_topic, status_topic
+from edge.sinks import StartStopContext
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +61,7 @@ SENDER_WAKE_S = 1.0
 """The sender thread's longest sleep: it then checks for a missing CONNACK."""
 
 
-class MqttPublisher:
+class MqttPublisher(StartStopContext):
     """Publishes emotion events to ``{prefix}/{device_id}/emotion`` with QoS 1, never blocking the caller.
 
     Availability: a retained ``online`` (QoS 1) on ``{prefix}/{device_id}/status`` after every
@@ -393,14 +392,6 @@ class MqttPublisher:
             logger.warning("closed with %d undelivered events (dropped: the outbox is in memory)", left)
         logger.info("MQTT publisher closed: %d events acknowledged, %d refused by the broker, %d dropped",
                     self._published, self._refused, self._dropped + self._outbox.lost)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ sender thread
 
