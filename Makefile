@@ -25,11 +25,11 @@ APT_PACKAGES := python3 python3-venv mosquitto mosquitto-clients libportaudio2 l
 
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help deps venv demo test check lint bench model screen corpus sample
+.PHONY: help deps venv demo test check lint bench model screen corpus sample pi-check
 
 help: ## list the targets
 	@echo "ser-edge: make TARGET"
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## (.*)/  \1\t\2/' | expand -t 12
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 12
 
 deps: ## install the system packages (apt-get; sudo if not root); skipped when all are installed
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -73,6 +73,11 @@ test: deps venv ## run the whole test suite, as CI does (real mosquitto, real au
 check: deps venv ## the fast tests a developer runs between edits: all but the slow ones (a few minutes)
 	@rm -rf build
 	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+# Root only (mmdebstrap, chroot, binfmt_misc). The root file system is kept in /var/cache/ser-edge-pi-check.
+ARCHES ?= arm64
+pi-check: $(VENV)/.installed-base ## install and run on a Raspberry Pi's software: Debian arm64 under qemu (ARCHES="arm64 armhf"); one line per step
+	ARCHES="$(ARCHES)" .ci/pi-check
 
 lint: $(VENV)/.installed-all ## ruff
 	$(VENV)/bin/ruff check .
