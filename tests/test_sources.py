@@ -183,3 +183,23 @@ def test_a_failing_or_non_finite_input_command_is_reported_and_retried(tmp_path:
         daemon.wait_for_lines(r"input command started", 2)
     finally:
         assert daemon.terminate() == 0
+
+
+@pytest.mark.slow
+def test_a_command_that_delivers_a_little_audio_and_exits_is_restarted_with_growing_delays(
+        tmp_path: Path, mosquitto) -> None:
+    """Issue 18 item 7: ``head -c 9600 /dev/zero`` (0.3 s of audio, then exit 0) was restarted every
+    second forever. Now each restart is logged with its delay, and the delays double from
+    ``reopen_min_s`` up to ``reopen_max_s`` (the run is never healthy for HEALTHY_AFTER_S)."""
+    min_s, max_s, restarts = 0.1, 0.8, 6
+    config = tmp_path / "ser-edge.toml"
+    config.write_text(f"[audio]\nreopen_min_s = {min_s}\nreopen_max_s = {max_s}\n")
+    daemon = Daemon(["--config", str(config), "--input-command", "head -c 9600 /dev/zero", "--device-id",
+                     "cmd-short", "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port)], tmp_path)
+    try:
+        lines = daemon.wait_for_lines(r"input command lost; reopening in [\d.]+ s", restarts)
+    finally:
+        assert daemon.terminate() == 0
+    delays = [float(re.search(r"reopening in ([\d.]+) s", line).group(1)) for line in lines[:restarts]]
+    assert delays == [min(min_s * 2 ** i, max_s) for i in range(restarts)], "\n".join(daemon.lines[-40:])
+    assert len(daemon.wait_for_lines("input command started")) >= restarts

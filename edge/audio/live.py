@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 COMMAND_STOP_TIMEOUT_S = 2.0
 """After SIGTERM, a command gets this long to exit before SIGKILL."""
 COMMAND_QUEUE_BLOCKS = 200
+HEALTHY_AFTER_S = 30.0
+"""A live source that has delivered audio for this long since it was (re)opened counts as healthy: the
+:class:`Supervisor`'s backoff returns to its minimum (30 s: the default ``audio.reopen_max_s``, so a
+source that keeps dying within the longest backoff never resets it)."""
 STDERR_LINES_LOGGED = 20
 """The first lines a command writes to stderr (per start) are logged; the rest at debug level."""
 
@@ -357,8 +361,11 @@ class Supervisor:
 
     Each :meth:`read` opens the source if it is closed, waits out the backoff after a failure, and
     returns the next checked block (or ``None``). The backoff starts at ``reopen_min_s`` and doubles
-    up to ``reopen_max_s`` with each failure; it returns to the minimum once the reopened source
-    delivers its second block.
+    up to ``reopen_max_s`` with each failure (exponential backoff with a cap); it returns to the
+    minimum only once a source has run healthily, delivering blocks, for ``healthy_after_s``
+    (:data:`HEALTHY_AFTER_S`, 30 s) since it was opened. So a command that writes a little audio and
+    exits (``head -c 9600 /dev/zero``) is restarted after 1, 2, 4, ... up to ``reopen_max_s`` seconds,
+    not every second forever; a microphone unplugged after an hour of use is retried at once.
 
     Exception policy (the daemon's and the tester's, the same): only
     :class:`~edge.audio.io.MicUnavailable` from ``open()`` (a device that cannot be opened, a command
@@ -372,16 +379,20 @@ class Supervisor:
     """
 
     def __init__(self, source: LiveSource, listener: SupervisorListener, reopen_min_s: float, reopen_max_s: float,
-                 wait: Callable[[float], object], clock: Callable[[], float] = time.monotonic) -> None:
+                 wait: Callable[[float], object], clock: Callable[[], float] = time.monotonic,
+                 healthy_after_s: float | None = None) -> None:
         self.source = source
         self.listener = listener
         self.reopen_min_s = reopen_min_s
         self.reopen_max_s = reopen_max_s
+        self.healthy_after_s = HEALTHY_AFTER_S if healthy_after_s is None else healthy_after_s
+        """Seconds a source must run, delivering, before the backoff returns to ``reopen_min_s``."""
         self.delay_s = reopen_min_s
         """The wait before the next attempt after a failure, seconds."""
         self._wait = wait
         self._clock = clock
         self._retry_at = 0.0  # clock time of the next open attempt
+        self._opened_at = 0.0  # clock time of the last successful open()
 
     @property
     def kind(self) -> str:
@@ -411,6 +422,7 @@ class Supervisor:
             except MicUnavailable as exc:
                 self._failed("unavailable", exc)
                 return None
+            self._opened_at = self._clock()
             self.listener.opened(source)
         block = source.read(timeout_s)
         if block is None:
@@ -422,8 +434,8 @@ class Supervisor:
             source.close()
             self._failed("bad samples", exc)
             return None
-        if source.blocks > 1:
-            self.delay_s = self.reopen_min_s  # delivering again: the next failure starts the backoff anew
+        if self.delay_s != self.reopen_min_s and self._clock() - self._opened_at >= self.healthy_after_s:
+            self.delay_s = self.reopen_min_s  # healthy for a while: the next failure starts the backoff anew
         return block
 
     def drain(self) -> list[np.ndarray]:

@@ -389,7 +389,8 @@ class _MicrophoneReport:
 
     def failed(self, what: str, error: Exception | None, retry_in_s: float) -> None:
         kind = self.kind
-        if what == "lost":
+        if what == "lost":  # the source logged why (exited, stalled); the delay is the backoff's
+            logger.warning("%s lost; reopening in %.1f s", kind, retry_in_s)
             self.notifier.status(f"{kind} lost, reopening")
             self.session.set_source_state("lost, reopening")
             return
@@ -418,7 +419,8 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
 
     The live source is the microphone, or ``audio.input_command`` (:func:`edge.audio.live.live_source`),
     kept open by :class:`edge.audio.live.Supervisor` (its exception policy and backoff:
-    ``audio.reopen_min_s`` doubling up to ``audio.reopen_max_s``). Any other exception propagates (a
+    ``audio.reopen_min_s`` doubling up to ``audio.reopen_max_s``, back to the minimum after
+    :data:`edge.audio.live.HEALTHY_AFTER_S` of healthy input; every reopen is logged with its delay). Any other exception propagates (a
     bug: systemd restarts the daemon). Each block's capture time anchors the events' ``start_time``.
     """
     notifier = notifier or SystemdNotifier()
