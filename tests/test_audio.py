@@ -12,9 +12,20 @@ import scipy.signal
 import soundfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from paths import RAVDESS_48K, SHIPPED_MODEL, TESS_MINI
+from helpers import ser_edge_command
+from paths import RAVDESS_48K, SAMPLE, SHIPPED_MODEL, TESS_MINI
 
-from edge.audio.io import AudioError, file_blocks, load_audio, read_audio
+from edge.audio.io import (
+    CLIPPING_REPORT_INTERVAL_S,
+    CLIPPING_RUN,
+    FILE_BLOCK_S,
+    AudioError,
+    ClippingMonitor,
+    clipping_runs,
+    file_blocks,
+    load_audio,
+    read_audio,
+)
 from edge.audio.resample import StreamingResampler, rate_ratio, resample
 
 ANGRY_48K = RAVDESS_48K / "03-01-05-02-01-01-03.wav"
@@ -121,6 +132,65 @@ def test_clipping_is_a_warning_not_an_error(tmp_path, caplog):
     path = _write(tmp_path / "clipped.wav", np.clip(np.sin(np.arange(16000) / 5) * 2, -1, 1), 16000, "FLOAT")
     assert read_audio(path)[0].size == 16000
     assert "clipping" in caplog.text
+
+
+# ------------------------------------------------------------------ issue 18 item 8: clipping, rate-limited
+
+
+def _replay_stderr(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*ser_edge_command(), "replay", "--model", str(SHIPPED_MODEL), "--sink", "stdout", *args],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_clipped_noise_gives_one_warning_then_counts_and_one_full_scale_sample_none(tmp_path):
+    """Random noise far above full scale (a microphone with its gain too high; a bounded stand-in for
+    ``cat /dev/urandom``): one clipping warning line, then counts of the further clipped blocks, which
+    add up to every block (it used to be one line per block). The speech sample with one sample at
+    full scale: no clipping line (a peak, not clipping); with CLIPPING_RUN in a row: one."""
+    rate, block_frames = 16000, round(FILE_BLOCK_S * 16000)
+    noise = np.clip(np.random.default_rng(18).normal(0, 4, rate * 12), -1, 1)
+    raw = tmp_path / "noise.raw"
+    raw.write_bytes((noise * 32767).astype("<i2").tobytes())
+    n_blocks = -(-noise.size // block_frames)
+    result = _replay_stderr(str(raw), "--raw-format", "s16le", "--rate", str(rate))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "WARNING" in line and "clipp" in line]
+    assert len([line for line in lines if "clipping (" in line]) == 1, lines
+    counts = [int(m.group(1)) for line in lines if (m := re.search(r"(\d+) more clipped blocks in the last", line))]
+    assert counts and 1 + sum(counts) == n_blocks, lines
+
+    speech, rate = soundfile.read(str(SAMPLE), dtype="int16")
+    peak = int(np.argmax(np.abs(speech)))
+    one = speech.copy()
+    one[peak] = 32767
+    run = speech.copy()
+    run[peak : peak + CLIPPING_RUN] = 32767
+    for name, data, expected in (("one-full-scale-sample.wav", one, 0), ("run.wav", run, 1)):
+        path = tmp_path / name
+        soundfile.write(str(path), data, rate, subtype="PCM_16")
+        result = _replay_stderr(str(path))
+        assert result.returncode == 0, result.stderr
+        assert len([line for line in result.stderr.splitlines() if "WARNING" in line and "clipp" in line]) == expected, \
+            result.stderr
+
+
+def test_clipping_counts_come_at_most_once_per_interval(caplog):
+    """ClippingMonitor with a clock that advances one second per block: 150 clipped blocks give the
+    warning, a count after each CLIPPING_REPORT_INTERVAL_S, and the rest at flush(); nothing is lost."""
+    now = [0.0]
+    monitor = ClippingMonitor("test input", clock=lambda: now[0])
+    clipped = np.ones(100, np.float32)
+    blocks = 150
+    with caplog.at_level("WARNING", logger="edge.audio.io"):
+        for _ in range(blocks):
+            monitor.check(clipped)
+            now[0] += 1.0
+        monitor.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    counts = [int(re.search(r"(\d+) more clipped blocks", line).group(1)) for line in lines[1:]]
+    assert "clipping (" in lines[0] and 1 + sum(counts) == blocks == monitor.clipped_blocks
+    assert len(counts) == int(blocks // CLIPPING_REPORT_INTERVAL_S) + 1
+    assert clipping_runs(np.array([0, 1, 1, 0, -1, -1, -1, 0.5], np.float32)) == 1
 
 
 # ------------------------------------------------------------------ issue 10: rates, formats, memory

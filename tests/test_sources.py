@@ -179,7 +179,7 @@ def test_a_failing_or_non_finite_input_command_is_reported_and_retried(tmp_path:
     daemon = Daemon(["--input-command", nan, "--raw-format", "f32le", "--device-id", "cmd-nan",
                      "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port)], tmp_path)
     try:
-        daemon.wait_for_lines(r"input command stopped: input command: expected finite samples, got \d+ NaN/inf")
+        daemon.wait_for_lines(r"input command: expected finite samples, got \d+ NaN/inf; reopening in")
         daemon.wait_for_lines(r"input command started", 2)
     finally:
         assert daemon.terminate() == 0
@@ -203,3 +203,22 @@ def test_a_command_that_delivers_a_little_audio_and_exits_is_restarted_with_grow
     delays = [float(re.search(r"reopening in ([\d.]+) s", line).group(1)) for line in lines[:restarts]]
     assert delays == [min(min_s * 2 ** i, max_s) for i in range(restarts)], "\n".join(daemon.lines[-40:])
     assert len(daemon.wait_for_lines("input command started")) >= restarts
+
+
+@pytest.mark.slow
+def test_a_clipping_input_command_gives_one_warning_line_then_counts(tmp_path: Path, mosquitto) -> None:
+    """Issue 18 item 8 (``cat /dev/urandom`` as input: 194,874 lines in 20 s): loud random noise from
+    an input command, restarted when it ends, gives one clipping warning in all, then counts of the
+    clipped blocks (at most one line a minute, and the rest at the stop)."""
+    noise = np.clip(np.random.default_rng(8).normal(0, 4, 16000 * 3), -1, 1)
+    raw = tmp_path / "noise.raw"
+    raw.write_bytes((noise * 32767).astype("<i2").tobytes())
+    daemon = Daemon(["--input-command", f"cat {raw}", "--device-id", "cmd-clip", "--mqtt-host", mosquitto.host,
+                     "--mqtt-port", str(mosquitto.port)], tmp_path)
+    try:
+        daemon.wait_for_lines(r"input command started", 3)  # the noise was read (and clipped) twice at least
+    finally:
+        assert daemon.terminate() == 0
+    warnings = [line for line in daemon.lines if "clipping (" in line]
+    counts = [int(m.group(1)) for line in daemon.lines if (m := re.search(r"(\d+) more clipped blocks", line))]
+    assert len(warnings) == 1 and counts and sum(counts) >= 2 * 30 - 1, "\n".join(daemon.lines[-40:])

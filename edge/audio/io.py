@@ -27,7 +27,8 @@ import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,8 +40,16 @@ from edge.audio.resample import StreamingResampler, resample
 
 logger = logging.getLogger(__name__)
 
-#: Samples at or above this magnitude count as clipped (a warning, not an error).
 CLIPPING_LEVEL = 0.999
+"""Samples at or above this magnitude (fraction of full scale) are at full scale."""
+CLIPPING_RUN = 3
+"""Clipping is a run of at least this many consecutive samples at :data:`CLIPPING_LEVEL`: the
+waveform flattened against the limit. One such sample is a loud peak, not clipping. Three is the
+default "start threshold" of Audacity's Analyze > Find Clipping (contiguous clipped samples before a
+run counts), https://manual.audacityteam.org/man/find_clipping.html."""
+CLIPPING_REPORT_INTERVAL_S = 60.0
+"""After the first clipping warning of a source, further clipped blocks are counted and reported in
+one line at most once per this many seconds."""
 
 
 FILE_BLOCK_S = 0.5
@@ -72,14 +81,68 @@ def check_rate(rate_hz: int, source: str) -> None:
 
 
 
-def check_samples(samples: np.ndarray, source: str) -> None:
-    """Raise :class:`AudioError` for NaN/inf samples; log a warning for clipping."""
+def clipping_runs(samples: np.ndarray) -> int:
+    """The number of clipping runs in ``samples`` (float ``(n,)`` in [-1, 1]): runs of at least
+    :data:`CLIPPING_RUN` consecutive samples with ``|x| >= CLIPPING_LEVEL``."""
+    at_limit = np.abs(samples) >= CLIPPING_LEVEL
+    if np.count_nonzero(at_limit) < CLIPPING_RUN:
+        return 0
+    edges = np.diff(np.concatenate(([0], at_limit.astype(np.int8), [0])))
+    lengths = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    return int(np.count_nonzero(lengths >= CLIPPING_RUN))
+
+
+class ClippingMonitor:
+    """Rate-limited clipping warnings for one source: the first clipped block (one with a
+    :func:`clipping_runs` run) gives one WARNING line; later clipped blocks are counted and reported as
+    ``"<source>: N more clipped blocks in the last S s"`` at most once per ``interval_s``
+    (:data:`CLIPPING_REPORT_INTERVAL_S`), and by :meth:`flush` (the end of the input).
+
+    :param clock: monotonic seconds (the interval's time base).
+    """
+
+    def __init__(self, source: str, interval_s: float = CLIPPING_REPORT_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.source = source
+        self.interval_s = interval_s
+        self._clock = clock
+        self.clipped_blocks = 0
+        """Clipped blocks seen in total."""
+        self._unreported = 0
+        self._since = 0.0  # clock time of the last line
+
+    def check(self, samples: np.ndarray) -> bool:
+        """Count ``samples`` (one block) if it clips, logging as described; whether it clips."""
+        runs = clipping_runs(samples)
+        if runs:
+            self.clipped_blocks += 1
+            if self.clipped_blocks == 1:
+                self._since = self._clock()
+                logger.warning("%s: clipping (%d runs of >= %d samples at full scale in a block of %d); emotion "
+                               "scores may suffer: lower the input gain (further clipped blocks are counted, "
+                               "one line a minute at most)", self.source, runs, CLIPPING_RUN, samples.size)
+                return True
+            self._unreported += 1
+        if self._unreported and self._clock() - self._since >= self.interval_s:
+            self.flush()
+        return bool(runs)
+
+    def flush(self) -> None:
+        """Log the clipped blocks not reported yet (if any) now."""
+        if self._unreported:
+            now = self._clock()
+            logger.warning("%s: %d more clipped blocks in the last %.0f s", self.source, self._unreported,
+                           now - self._since)
+            self._unreported, self._since = 0, now
+
+
+def check_samples(samples: np.ndarray, source: str, clipping: ClippingMonitor | None = None) -> None:
+    """Raise :class:`AudioError` for NaN/inf samples; report clipping (a warning, not an error) to
+    ``clipping``, the source's :class:`ClippingMonitor` (default: a new one, i.e. one line per call)."""
     if not np.all(np.isfinite(samples)):
         bad = int(np.count_nonzero(~np.isfinite(samples)))
         raise AudioError(f"{source}: expected finite samples, got {bad} NaN/inf")
-    clipped = int(np.count_nonzero(np.abs(samples) >= CLIPPING_LEVEL))
-    if clipped:
-        logger.warning("%s: %d samples at full scale (clipping); emotion scores may suffer", source, clipped)
+    (clipping if clipping is not None else ClippingMonitor(source)).check(samples)
 
 
 def sniff_format(path: Path) -> str:
@@ -123,13 +186,14 @@ def open_audio(path: str | Path) -> soundfile.SoundFile:
     return handle
 
 
-def _read_block(handle: soundfile.SoundFile, frames: int, name: str) -> np.ndarray:
+def _read_block(handle: soundfile.SoundFile, frames: int, name: str,
+                clipping: ClippingMonitor | None = None) -> np.ndarray:
     try:
         block = handle.read(frames, dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as exc:
         raise AudioError(f"{name}: truncated or corrupt audio ({exc})") from None
     samples = to_mono(block)
-    check_samples(samples, name)
+    check_samples(samples, name, clipping)
     return samples
 
 
@@ -162,11 +226,15 @@ def _soundfile_blocks(handle: soundfile.SoundFile, target_rate_hz: int, name: st
         check_min_rate(handle.samplerate, target_rate_hz, name)
         resampler = StreamingResampler(handle.samplerate, target_rate_hz)
         frames = max(1, round(block_s * handle.samplerate))
-        while True:
-            samples = _read_block(handle, frames, name)
-            if samples.size == 0:
-                break
-            yield resampler.process(samples)
+        clipping = ClippingMonitor(name)
+        try:
+            while True:
+                samples = _read_block(handle, frames, name, clipping)
+                if samples.size == 0:
+                    break
+                yield resampler.process(samples)
+        finally:
+            clipping.flush()
         yield resampler.flush()
 
 
@@ -219,10 +287,14 @@ def raw_blocks(stream: BinaryIO, raw: RawFormat, target_rate_hz: int, name: str,
     check_min_rate(raw.rate_hz, target_rate_hz, name)
     resampler = StreamingResampler(raw.rate_hz, target_rate_hz)
     nbytes = max(1, round(block_s * raw.rate_hz)) * raw.frame_bytes
-    while data := _read_exactly(stream, nbytes):
-        samples = raw.decode(data)
-        check_samples(samples, name)
-        yield resampler.process(samples)
+    clipping = ClippingMonitor(name)
+    try:
+        while data := _read_exactly(stream, nbytes):
+            samples = raw.decode(data)
+            check_samples(samples, name, clipping)
+            yield resampler.process(samples)
+    finally:
+        clipping.flush()
     yield resampler.flush()
 
 

@@ -29,7 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.audio.formats import RawFormat
-from edge.audio.io import AudioError, MicUnavailable, _read_exactly, check_rate, check_samples
+from edge.audio.io import AudioError, ClippingMonitor, MicUnavailable, _read_exactly, check_rate, check_samples
 
 logger = logging.getLogger(__name__)
 
@@ -258,12 +258,7 @@ class CommandSource:
                 code = process.wait()
                 self.failure = self.failure or f"the command exited with status {code}"
                 return
-            samples = self.raw.decode(data)
-            try:
-                check_samples(samples, "input command")
-            except AudioError as exc:
-                self.failure = str(exc)
-                return
+            samples = self.raw.decode(data)  # checked once, by the Supervisor that reads it
             self.last_block_at = time.monotonic()
             try:  # capture time of the block's first sample: the read returned when its last arrived
                 self.queue.put_nowait((samples, read_at - samples.size / self.rate_hz))
@@ -393,6 +388,8 @@ class Supervisor:
         self._clock = clock
         self._retry_at = 0.0  # clock time of the next open attempt
         self._opened_at = 0.0  # clock time of the last successful open()
+        self.clipping = ClippingMonitor(source.kind)
+        """The source's clipping warnings: one line, then a count at most once a minute (across reopens)."""
 
     @property
     def kind(self) -> str:
@@ -429,7 +426,7 @@ class Supervisor:
             self.listener.idle()
             return None
         try:
-            check_samples(block, source.kind)  # as for files: NaN/inf is refused, clipping is a warning
+            check_samples(block, source.kind, self.clipping)  # as for files: NaN/inf refused, clipping a warning
         except AudioError as exc:  # a source that sends NaN is broken: reopen it with backoff
             source.close()
             self._failed("bad samples", exc)
@@ -439,8 +436,15 @@ class Supervisor:
         return block
 
     def drain(self) -> list[np.ndarray]:
-        """After ``source.close()``: the blocks captured before the stop, still queued."""
+        """After ``source.close()``: the blocks captured before the stop, still queued (checked like
+        every block; the first non-finite one ends the list, logged)."""
         left = []
         while (block := self.source.read(0)) is not None:
+            try:
+                check_samples(block, self.source.kind, self.clipping)
+            except AudioError as exc:
+                logger.error("%s; the rest of the audio queued at the stop is dropped", exc)
+                break
             left.append(block)
+        self.clipping.flush()
         return left
