@@ -18,7 +18,7 @@ from edge.audio.formats import RAW_FORMATS, RawFormat
 from edge.exitcodes import EX_CONFIG, EX_USAGE, EXIT_FAILURE, EXIT_OK
 from edge.mqtt.config import MqttSettings
 from edge.settings import LOG_LEVELS, ConfigError, load_settings
-from edge.sinks import SINKS
+from edge.sinks import SINKS, OutputClosed, OutputError, stdout_to_devnull
 
 DESCRIPTION = """\
 Speech emotion recognition at the edge. Listens to speech, runs an int8 TFLite model on MFCCs,
@@ -326,6 +326,15 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     except (ManifestError, ModelError, AudioError, OutboxError) as exc:
         print(f"ser-edge: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OutputClosed:  # the reader of standard output went away (`| head -1`): nothing more to say
+        stdout_to_devnull()
+        return EXIT_OK
+    except BrokenPipeError:  # the same, from a print() of info/listen/check-config
+        stdout_to_devnull()
+        return EXIT_OK
+    except OutputError as exc:  # standard output cannot be written (ENOSPC): events were lost
+        print(f"ser-edge: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILURE
 
 

@@ -43,7 +43,7 @@ from edge.service.stats import Stats
 from edge.service.stats import to_json as stats_to_json
 from edge.service.systemd import SystemdNotifier, Watchdog
 from edge.settings import Settings
-from edge.sinks import SINKS, EventSink, StdoutSink, TeeSink
+from edge.sinks import SINKS, EventSink, OutputClosed, StdoutSink, TeeSink
 
 logger = logging.getLogger(__name__)
 
@@ -324,6 +324,10 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
     stats or discovery (:func:`replay_device_id`). ``start_time``/``end_time`` are the replay's
     start plus the audio offset (real wall-clock times only with ``--realtime``). A file ``-`` is
     standard input; ``raw`` reads every input as headerless PCM (:mod:`edge.audio.io`).
+
+    Standard output closed by its reader (``--sink stdout | head -1``, EPIPE) ends the replay quietly
+    (status 0); a write error on it (ENOSPC) raises :class:`edge.sinks.OutputError` after the clean
+    close (``ser-edge`` prints it in one line, status 1).
     """
     device_id, explicit = replay_device_id(settings)
     session = Session(settings, sink_kind, device_id=device_id, announce=explicit)
@@ -350,6 +354,8 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
                 skipped += 1
                 logger.error("skipped %s", exc)
             session.end_of_input()  # a file's end closes its last utterance
+    except OutputClosed as exc:  # `... --sink stdout | head -1`: the reader has what it wanted
+        logger.info("%s; stopping", exc)
     finally:
         delivered = session.close(stop=stop.event)
     if skipped:
