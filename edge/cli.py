@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = _sub(sub, "run", "listen to the microphone (or a command) and publish events (the daemon)",
                "Read the microphone, or the raw PCM a command writes to its standard output, and publish "
                "an event per utterance. A source that fails, stalls or exits is reopened with backoff while "
-               "the daemon stays up. Stops on SIGTERM/SIGINT, publishing 'offline' first. Under systemd it "
-               "sends READY=1 and watchdog pings.")
+               "the daemon stays up. Stops on SIGTERM/SIGINT/SIGHUP, publishing 'offline' first (exit 0, also when "
+               "unacknowledged events stay in the durable outbox). Under systemd it sends READY=1 and watchdog pings.")
     _common(run)
     run.add_argument("--device", metavar="NAME|INDEX", help="input device (see 'ser-edge devices'); default: "
                      "config's audio.device, else the system's default input")
