@@ -105,7 +105,7 @@ def test_raw_pcm_with_format_flags_and_a_clear_error_without(clip: Path, tmp_pat
     assert b"headerless PCM: give its format, e.g. --raw-format s16le" in bare.stderr
     garbage = _replay("-", stdin=b"not audio at all" * 100)
     assert garbage.returncode == 1 and b"Traceback" not in garbage.stderr
-    assert b"standard input: expected a WAV or FLAC stream" in garbage.stderr
+    assert b"standard input: expected a WAV, AIFF or FLAC stream, got another format; for headerless PCM give" in garbage.stderr
     bad = _replay(str(raw), "--raw-format", "s16le", "--rate", "0")
     assert bad.returncode == 2 and b"expected a rate in 1..384000 Hz" in bad.stderr
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from edge import __version__
 from edge.audio.formats import RawFormat
-from edge.audio.io import AudioError
+from edge.audio.io import AudioError, TruncatedAudio
 from edge.audio.io import blocks as input_blocks
 from edge.audio.live import LiveSource, Supervisor, live_source
 from edge.audio.resample import StreamingResampler
@@ -349,8 +349,8 @@ class Session:
 def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag,
                raw: RawFormat | None = None) -> int:
     """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1
-    (a skipped file, an event dropped from a full outbox or refused by the broker, or one still
-    unacknowledged at the end).
+    (a skipped file, a truncated one (its audio processed, then one line), an event dropped from a
+    full outbox or refused by the broker, or one still unacknowledged at the end).
 
     Without an explicit device id the events go out as ``<host>-replay`` with no retained status,
     stats or discovery (:func:`replay_device_id`). ``start_time``/``end_time`` are the replay's
@@ -367,7 +367,7 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
     session.clock.mark(0.0, time.time())
     session.start()
     session.stats.source_state = "file"
-    skipped = 0
+    skipped = incomplete = 0
     wall_start = time.monotonic()
     try:
         for path in files:
@@ -383,6 +383,9 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
                             stop.event.wait(ahead)
                     if stop:
                         break
+            except TruncatedAudio as exc:  # its audio was processed; the rest is missing
+                incomplete += 1
+                logger.error("%s", exc)
             except AudioError as exc:
                 skipped += 1
                 logger.error("skipped %s", exc)
@@ -393,7 +396,9 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
         delivered = session.close(stop=stop.event)
     if skipped:
         logger.error("%d of %d files skipped", skipped, len(files))
-    return EXIT_OK if delivered and not skipped else EXIT_FAILURE
+    if incomplete and len(files) > 1:
+        logger.error("%d of %d files incomplete (shorter than their header declares)", incomplete, len(files))
+    return EXIT_OK if delivered and not skipped and not incomplete else EXIT_FAILURE
 
 
 class _MicrophoneReport:
