@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import scipy.signal
 import soundfile
+from helpers import ser_edge_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from helpers import ser_edge_command
 from paths import RAVDESS_48K, SAMPLE, SHIPPED_MODEL, TESS_MINI
 
 from edge.audio.io import (
