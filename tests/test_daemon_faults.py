@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -271,3 +272,109 @@ def test_stats_interval_zero_publishes_no_stats(mosquitto, mqtt_subscriber):
     assert daemon.join() == 0
     everything.wait_for(2, WAIT_S, topic=status_topic("ser", "quiet-pi"))
     assert not everything.messages(stats_topic("ser", "quiet-pi"))
+
+
+# ------------------------------------------------------------------ issue 18 item 11: stop signals, broker down
+
+
+def _speech_raw(tmp_path: Path) -> Path:
+    """The speech sample as headerless s16le 16 kHz mono (what an input command or a raw stdin carries)."""
+    import soundfile
+    from paths import SAMPLE
+
+    speech, rate = soundfile.read(str(SAMPLE), dtype="int16")
+    assert rate == 16000
+    path = tmp_path / "speech.raw"
+    path.write_bytes(speech.astype("<i2").tobytes())
+    return path
+
+
+def _config(tmp_path: Path, name: str, broker, durable: bool) -> Path:
+    state = tmp_path / f"state-{name}"
+    config = tmp_path / f"{name}.toml"
+    config.write_text((f'state_directory = "{state}"\n' if durable else 'state_directory = ""\n')
+                      + f'device_id = "{name}"\n[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+                      + "reconnect_min_s = 0.2\nreconnect_max_s = 0.5\n")
+    return config
+
+
+def _outbox_rows(tmp_path: Path, name: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / f"state-{name}" / "outbox.sqlite3") as db:
+        return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+
+def test_a_stop_signal_with_the_broker_down_exits_0_when_the_events_stay_in_a_durable_outbox(
+        mosquitto_factory, tmp_path, monkeypatch):
+    """``ser-edge run`` (an input command speaking), the broker down, events pending: SIGTERM or SIGHUP
+    is a clean stop, status 0, and the log says how many events stay in the outbox (the file holds
+    them); with an in-memory outbox the same SIGTERM says they are lost and exits 1. (SIGTERM exited 1
+    whatever the outbox; SIGHUP killed the daemon without cleanup.)"""
+    from processes import LoggedProcess
+
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    down = mosquitto_factory(start=False)  # a real broker's port, nothing listening
+    raw = _speech_raw(tmp_path)
+    cases = {"durable-term": (True, signal.SIGTERM), "durable-hup": (True, signal.SIGHUP),
+             "memory-term": (False, signal.SIGTERM)}
+    daemons = {}
+    for name, (durable, _) in cases.items():
+        daemons[name] = LoggedProcess([*ser_edge_command(), "run", "--config", str(_config(tmp_path, name, down, durable)),
+                                       "--model", str(SHIPPED_MODEL), "--input-command", f"cat {raw}"],
+                                      cwd=tmp_path, timeout_s=60.0)
+    try:
+        for name, daemon in daemons.items():
+            daemon.wait_for_lines(r"event #1 ")
+            daemon.proc.send_signal(cases[name][1])
+        status = {name: daemon.wait() for name, daemon in daemons.items()}
+    finally:
+        for daemon in daemons.values():
+            daemon.kill()
+    for name, daemon in daemons.items():
+        assert not [line for line in daemon.lines if "Traceback" in line], daemon.log()
+        signame = signal.Signals(cases[name][1]).name
+        daemon.wait_for_lines(rf"received {signame}, stopping", timeout_s=0)
+    for name in ("durable-term", "durable-hup"):
+        kept = daemons[name].wait_for_lines(r"closed with (\d+) unacknowledged events kept in .*outbox", timeout_s=0)
+        count = int(re.search(r"closed with (\d+)", kept[0]).group(1))
+        assert status[name] == 0 and count >= 2 and count == _outbox_rows(tmp_path, name), daemons[name].log()
+    memory = daemons["memory-term"]
+    assert status["memory-term"] == 1, memory.log()
+    memory.wait_for_lines(r"closed with \d+ undelivered events \(dropped: the outbox is in memory\)", timeout_s=0)
+
+
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "memory"])
+def test_a_second_sigterm_says_whether_the_pending_events_stay_or_are_lost(mosquitto_factory, tmp_path,
+                                                                          monkeypatch, durable):
+    """``ser-edge replay -`` (raw speech on a pipe kept open, so it is still reading), the broker down:
+    the first SIGTERM starts the stop, the second exits at once (143) and says the unacknowledged events
+    stay in the outbox only when it is durable; in memory, that they are lost, with their count."""
+    from processes import LoggedProcess
+
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    down = mosquitto_factory(start=False)
+    name = "durable" if durable else "memory"
+    replay = LoggedProcess([*ser_edge_command(), "replay", "-", "--raw-format", "s16le", "--rate", "16000",
+                            "--config", str(_config(tmp_path, name, down, durable)), "--model", str(SHIPPED_MODEL)],
+                           cwd=tmp_path, timeout_s=60.0, stdin=subprocess.PIPE)
+    try:
+        replay.proc.stdin.write(_speech_raw(tmp_path).read_bytes())  # and the pipe stays open: still reading
+        replay.proc.stdin.flush()
+        replay.wait_for_lines(r"event #1 ")
+        replay.proc.send_signal(signal.SIGTERM)
+        replay.wait_for_lines(r"received SIGTERM, stopping")
+        replay.proc.send_signal(signal.SIGTERM)
+        status = replay.wait()
+    finally:
+        replay.kill()
+        replay.proc.stdin.close()
+    assert status == 128 + signal.SIGTERM, replay.log()
+    line = replay.wait_for_lines(r"received SIGTERM again, exiting now", timeout_s=0)[0]
+    if durable:
+        count = int(re.search(r"\((\d+) unacknowledged events stay in the durable outbox for the next start\)",
+                              line).group(1))
+        assert count >= 2 and count == _outbox_rows(tmp_path, name), replay.log()
+    else:
+        count = int(re.search(r"\((\d+) unacknowledged events are lost \(the outbox is in memory\)\)", line).group(1))
+        assert count >= 2 and "stay in" not in line, replay.log()

@@ -27,8 +27,12 @@ sanitise alike never share one. Configs are sent on every (re)connect and when H
 birth message (``online`` on ``<discovery_prefix>/status``) arrives, at most once per
 :data:`REPUBLISH_MIN_INTERVAL_S` (a burst of birth messages gives one republish now and one at the
 end of the interval). When discovery is disabled, its retained configs are removed with empty
-payloads; under systemd (``$STATE_DIRECTORY``) the topics published last are remembered
-(:func:`state_file`), so those of a previous device id are removed too.
+payloads; with a state directory the topics published last are remembered per device id
+(:func:`state_file`), and a daemon removes only configs it published itself under its own device id
+(e.g. the arousal/valence sensors of a previous model, or all of them when discovery is disabled).
+Configs remembered under another device id are left in place and named in one log line: a cloned SD
+card (another device's memory file) must not delete that device's entities, and a renamed device's
+old entities are removed in Home Assistant (device page, "Delete"), not guessed at here.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ DEFAULT_EXPIRE_AFTER_S = 300
 """Default ``expire_after`` of the emotion sensors: unavailable after 5 minutes without speech."""
 
 STATE_FILE_NAME = "homeassistant-discovery.json"
+LEGACY_UNKNOWN_DEVICE = "(unknown: earlier file format)"
+"""The memory file's key for topics of the earlier format that belong to another device id."""
 
 EVENT_TEMPLATE = (
     "{{ {'event_type': ('" + UNSURE_EVENT_TYPE + "' if value_json.unsure else value_json.label), "
@@ -238,9 +244,18 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, 
 def state_file(state_dir: str | Path | None) -> Path | None:
     """Where the config topics published last are remembered: ``state_dir`` (the daemon's state
     directory, ``Settings.state_dir``: ``state_directory``, else ``$STATE_DIRECTORY``) /
-    ``homeassistant-discovery.json``; ``None`` without a state directory (then a device id change
-    leaves the old entities until removed by hand)."""
+    ``homeassistant-discovery.json``; ``None`` without a state directory.
+
+    The file is ``{"devices": {"<device id>": ["<config topic>", ...]}}``: each daemon reads and
+    rewrites only its own device id's entry and keeps the others as they are. (The earlier format,
+    ``{"topics": [...]}``, is read as the topics of whichever device id their node id belongs to.)"""
     return Path(state_dir) / STATE_FILE_NAME if state_dir else None
+
+
+def _topic_node(topic: str) -> str | None:
+    """The ``node_id`` part of ``<prefix>/<component>/<node_id>/<object_id>/config``."""
+    parts = topic.split("/")
+    return parts[-3] if len(parts) >= 4 and parts[-1] == "config" else None
 
 
 class HomeAssistantDiscovery:
@@ -253,11 +268,17 @@ class HomeAssistantDiscovery:
 
     def __init__(self, discovery_prefix: str, configs: dict[str, dict[str, Any]], enabled: bool = True,
                  memory: Path | None = None, republish_min_interval_s: float = REPUBLISH_MIN_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, device_id: str = "") -> None:
         """:param configs: from :func:`discovery_configs` (needed also when disabled: they are removed).
-        :param memory: state file remembering the topics published last (None: no memory).
+        :param memory: state file remembering the topics published last, per device id (None: no memory).
+        :param device_id: the device id ``configs`` were made for: the key of this daemon's entry in
+            ``memory``; only topics remembered under it are ever removed.
+        :raises ValueError: for a ``memory`` without a ``device_id``.
         """
+        if memory is not None and not device_id:
+            raise ValueError("expected the device id that keys the discovery memory, got none")
         self.discovery_prefix = discovery_prefix
+        self.device_id = device_id
         self.enabled = enabled
         self.ha_status_topic = f"{discovery_prefix}/{HA_STATUS_SUBTOPIC}"
         self.configs = {topic: json.dumps(config, separators=(",", ":")) for topic, config in configs.items()}
@@ -269,6 +290,7 @@ class HomeAssistantDiscovery:
         self._last_publish = -float("inf")
         self._deferred: threading.Timer | None = None
         self._removed = False
+        self._others_logged = False
 
     @classmethod
     def for_settings(cls, settings: Settings, device_id: str, manifest: ModelManifest,
@@ -279,7 +301,8 @@ class HomeAssistantDiscovery:
             ha.discovery_prefix, settings.mqtt.topic_prefix, device_id, manifest.model_id, version,
             manifest.labels, manifest.dimensions, expire_after_s=ha.expire_after_s,
             audio_diagnostic=settings.mqtt.stats_interval_s > 0)
-        return cls(ha.discovery_prefix, configs, enabled=ha.enabled, memory=state_file(settings.state_dir))
+        return cls(ha.discovery_prefix, configs, enabled=ha.enabled, memory=state_file(settings.state_dir),
+                   device_id=device_id)
 
     def attach(self, publisher) -> None:
         """Wire into ``publisher``: configs (or their removal) on every connect, and on Home
@@ -289,24 +312,49 @@ class HomeAssistantDiscovery:
         if self.enabled:
             publisher.subscribe(self.ha_status_topic, self._on_ha_status)
 
-    def _remembered(self) -> set[str]:
+    def _read_memory(self) -> dict[str, list[str]]:
+        """The memory file's ``{device id: [topics]}`` (empty if absent or unreadable; the earlier
+        ``{"topics": [...]}`` format is attributed by node id: this device's topics to it, others kept
+        under :data:`LEGACY_UNKNOWN_DEVICE`, never removed)."""
         if self.memory is None:
-            return set()
+            return {}
         try:
             data = json.loads(self.memory.read_text(encoding="utf-8"))
-            return {t for t in data.get("topics", []) if isinstance(t, str) and t.startswith(self.discovery_prefix + "/")}
-        except (OSError, ValueError, AttributeError):
-            return set()
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        devices = data.get("devices")
+        memory: dict[str, list[str]] = {}
+        if isinstance(devices, dict):
+            for device, topics in devices.items():
+                if isinstance(device, str) and isinstance(topics, list):
+                    memory[device] = [t for t in topics if isinstance(t, str)]
+        legacy = data.get("topics")
+        if isinstance(legacy, list):
+            own = node_id(self.device_id)
+            for topic in legacy:
+                if isinstance(topic, str):
+                    memory.setdefault(self.device_id if _topic_node(topic) == own else LEGACY_UNKNOWN_DEVICE, []).append(topic)
+        return memory
 
-    def _remember(self, topics: list[str]) -> None:
+    def _remembered(self, memory: dict[str, list[str]]) -> set[str]:
+        """The topics this device id published last (under this discovery prefix and its node id)."""
+        own = node_id(self.device_id)
+        return {t for t in memory.get(self.device_id, [])
+                if t.startswith(self.discovery_prefix + "/") and _topic_node(t) == own}
+
+    def _remember(self, memory: dict[str, list[str]], topics: list[str]) -> None:
         if self.memory is None:
             return
+        memory = {device: sorted(set(t)) for device, t in memory.items() if device != self.device_id}
+        memory[self.device_id] = sorted(topics)
         try:
             self.memory.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.memory, json.dumps({"topics": sorted(topics)}) + "\n")
+            atomic_write_text(self.memory, json.dumps({"devices": memory}, sort_keys=True) + "\n")
         except OSError as exc:
-            logger.warning("cannot remember the discovery topics in %s (%s); a later device id change "
-                           "will leave this one's entities in Home Assistant", self.memory, exc.strerror)
+            logger.warning("cannot remember the discovery topics in %s (%s); configs this device stops "
+                           "publishing will stay in Home Assistant", self.memory, exc.strerror)
 
     def publish_configs(self) -> None:
         """Publish every config, retained, QoS 1 (or, when disabled, an empty retained payload on
@@ -319,13 +367,21 @@ class HomeAssistantDiscovery:
         current = set(self.configs) if self.enabled else set()
         if not self.enabled and self._removed:
             return  # disabled: the removal was sent on the first connect; nothing more under the prefix
-        stale = (self._remembered() | (set(self.configs) if not self.enabled else set())) - current
+        memory = self._read_memory()
+        stale = (self._remembered(memory) | (set(self.configs) if not self.enabled else set())) - current
         for topic in sorted(stale):
             self._publisher.publish_raw(topic, b"", retain=True, qos=EMOTION_QOS)
         if current:
             for topic, payload in self.configs.items():
                 self._publisher.publish_raw(topic, payload, retain=True, qos=EMOTION_QOS)
-        self._remember(sorted(current))
+        others = sorted(device for device, topics in memory.items() if device != self.device_id and topics)
+        if others and not self._others_logged:
+            self._others_logged = True
+            logger.warning("%s also remembers Home Assistant discovery configs of device id%s %s; left in "
+                           "place (this device removes only its own, %r: if that device is gone, delete it "
+                           "in Home Assistant)", self.memory, "s" if len(others) > 1 else "",
+                           ", ".join(repr(d) for d in others), self.device_id)
+        self._remember(memory, sorted(current))
         self._removed = not self.enabled
         if stale:
             logger.info("removed %d Home Assistant discovery configs%s", len(stale),

@@ -2,10 +2,14 @@
 
 Two drivers share everything after the audio source: :func:`run_microphone` (``ser-edge run``,
 a sounddevice input stream whose callback only enqueues) and :func:`run_replay`
-(``ser-edge replay``, audio files read block by block). Both stop cleanly on SIGTERM/SIGINT:
-the open utterance is flushed, queued events are delivered, ``offline`` is published. A second
-SIGTERM/SIGINT exits at once (status 128 + signal number); events not yet acknowledged stay in the
-durable outbox for the next start.
+(``ser-edge replay``, audio files read block by block). Both stop cleanly on SIGTERM, SIGINT or
+SIGHUP (there is no reload: a changed config takes a restart, and a hangup of the terminal or of a
+``nohup``-less session is a stop): the open utterance is flushed, queued events are delivered for up
+to :data:`FLUSH_TIMEOUT_S`, ``offline`` is published. ``ser-edge run`` then exits 0 also when the
+broker is down, if the events it could not deliver stay in the durable outbox (the log says how
+many); with an in-memory outbox they are lost, counted, and the status is 1. A second signal exits at
+once (status 128 + signal number), saying how many unacknowledged events stay in the durable outbox,
+or are lost with an in-memory one.
 
 Under systemd's watchdog every wait of the microphone driver (backoff, reopen, reading, the final
 flush) goes through :class:`edge.service.systemd.Watchdog`, so pings keep coming while the microphone is
@@ -20,13 +24,14 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from edge import __version__
 from edge.audio.formats import RawFormat
-from edge.audio.io import AudioError
+from edge.audio.io import AudioError, TruncatedAudio
 from edge.audio.io import blocks as input_blocks
 from edge.audio.live import LiveSource, Supervisor, live_source
 from edge.audio.resample import StreamingResampler
@@ -43,7 +48,7 @@ from edge.service.stats import Stats
 from edge.service.stats import to_json as stats_to_json
 from edge.service.systemd import SystemdNotifier, Watchdog
 from edge.settings import Settings
-from edge.sinks import SINKS, EventSink, StdoutSink, TeeSink
+from edge.sinks import SINKS, EventSink, OutputClosed, StdoutSink, TeeSink
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +65,22 @@ READ_TIMEOUT_S = 0.5
 """Longest wait for one microphone block before the loop checks the stream and the stop flag."""
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""Signals that stop the daemon cleanly (SIGHUP too: there is nothing to reload)."""
+
+
 class StopFlag:
-    """Set by SIGTERM/SIGINT (installed with :meth:`install`); the loops poll it."""
+    """Set by SIGTERM/SIGINT/SIGHUP (installed with :meth:`install`); the loops poll it."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signals = 0
+        self.pending_report: Callable[[], str] | None = None
+        """Says what happens to the unacknowledged events when a second signal exits at once (set by
+        the driver: :meth:`Session.unacknowledged_report`)."""
 
     def install(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame) -> None:
@@ -78,7 +90,11 @@ class StopFlag:
         self.event.set()
         name = signal.Signals(signum).name
         if not first:  # the user (or systemd) does not want to wait
-            logger.warning("received %s again, exiting now (unacknowledged events stay in the outbox)", name)
+            try:
+                report = self.pending_report() if self.pending_report is not None else ""
+            except Exception as exc:  # noqa: BLE001 - exiting anyway; say what could not be counted
+                report = f"unacknowledged events not counted: {exc}"
+            logger.warning("received %s again, exiting now%s", name, f" ({report})" if report else "")
             sys.stderr.flush()
             os._exit(128 + signum)
         logger.info("received %s, stopping (send it again to exit at once)", name)
@@ -208,6 +224,19 @@ class Session:
         """Events not yet acknowledged by the broker; 0 without MQTT."""
         return self.mqtt.pending if self.mqtt is not None else 0
 
+    def unacknowledged_report(self) -> str:
+        """What happens to the events not yet acknowledged if the process exits now: ``"N unacknowledged
+        events stay in the durable outbox for the next start"``, or ``"... are lost (the outbox is in
+        memory)"``; ``""`` without MQTT or with none pending."""
+        if self.mqtt is None:
+            return ""
+        pending, state = self.mqtt.pending, self.mqtt.outbox_state
+        if not pending:
+            return "no unacknowledged events"
+        if state == "durable":
+            return f"{pending} unacknowledged events stay in the durable outbox for the next start"
+        return f"{pending} unacknowledged events are lost (the outbox is {'in ' if state == 'memory' else ''}{state})"
+
     def stats_payload(self) -> dict:
         """The current stats message (:data:`edge.service.stats.STATS_FIELDS`)."""
         return self.stats.payload(
@@ -263,11 +292,13 @@ class Session:
             logger.warning("cannot keep the adaptation state in %s: %s", self.adaptation_path, exc.strerror)
             self.adaptation_path = None
 
-    def close(self, watchdog: Watchdog | None = None, stop: threading.Event | None = None) -> bool:
+    def close(self, watchdog: Watchdog | None = None, stop: threading.Event | None = None,
+              kept_is_delivered: bool = False) -> bool:
         """Deliver what is queued (up to :data:`FLUSH_TIMEOUT_S`, feeding ``watchdog`` meanwhile;
         cut short if ``stop`` is set during the wait, e.g. SIGTERM after the input ended), publish
         ``offline``, disconnect. Returns whether every event was acknowledged, none dropped and
-        none refused by the broker."""
+        none refused by the broker; with ``kept_is_delivered`` (the daemon's stop), events left
+        unacknowledged in a durable outbox count as kept, not lost (the publisher logs how many)."""
         if self.homeassistant is not None:
             self.homeassistant.cancel()
         if self.adaptation_path is not None:
@@ -286,7 +317,8 @@ class Session:
         if lost:
             logger.error("%d events not delivered: %d dropped, %d denied by the broker (PUBACK reason >= 0x80)",
                          lost, self.dropped_events, self.refused_events)
-        return delivered and not lost
+        kept = kept_is_delivered and self.mqtt is not None and self.mqtt.outbox_state == "durable"
+        return (delivered or kept) and not lost
 
     def _flush(self, watchdog: Watchdog | None, stop: threading.Event | None) -> bool:
         """Wait for the broker's acknowledgements (:meth:`MqttPublisher.flush`) for :data:`FLUSH_TIMEOUT_S`
@@ -317,20 +349,25 @@ class Session:
 def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag,
                raw: RawFormat | None = None) -> int:
     """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1
-    (a skipped file, an event dropped from a full outbox or refused by the broker, or one still
-    unacknowledged at the end).
+    (a skipped file, a truncated one (its audio processed, then one line), an event dropped from a
+    full outbox or refused by the broker, or one still unacknowledged at the end).
 
     Without an explicit device id the events go out as ``<host>-replay`` with no retained status,
     stats or discovery (:func:`replay_device_id`). ``start_time``/``end_time`` are the replay's
     start plus the audio offset (real wall-clock times only with ``--realtime``). A file ``-`` is
     standard input; ``raw`` reads every input as headerless PCM (:mod:`edge.audio.io`).
+
+    Standard output closed by its reader (``--sink stdout | head -1``, EPIPE) ends the replay quietly
+    (status 0); a write error on it (ENOSPC) raises :class:`edge.sinks.OutputError` after the clean
+    close (``ser-edge`` prints it in one line, status 1).
     """
     device_id, explicit = replay_device_id(settings)
     session = Session(settings, sink_kind, device_id=device_id, announce=explicit)
+    stop.pending_report = session.unacknowledged_report
     session.clock.mark(0.0, time.time())
     session.start()
     session.stats.source_state = "file"
-    skipped = 0
+    skipped = incomplete = 0
     wall_start = time.monotonic()
     try:
         for path in files:
@@ -346,15 +383,22 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
                             stop.event.wait(ahead)
                     if stop:
                         break
+            except TruncatedAudio as exc:  # its audio was processed; the rest is missing
+                incomplete += 1
+                logger.error("%s", exc)
             except AudioError as exc:
                 skipped += 1
                 logger.error("skipped %s", exc)
             session.end_of_input()  # a file's end closes its last utterance
+    except OutputClosed as exc:  # `... --sink stdout | head -1`: the reader has what it wanted
+        logger.info("%s; stopping", exc)
     finally:
         delivered = session.close(stop=stop.event)
     if skipped:
         logger.error("%d of %d files skipped", skipped, len(files))
-    return EXIT_OK if delivered and not skipped else EXIT_FAILURE
+    if incomplete and len(files) > 1:
+        logger.error("%d of %d files incomplete (shorter than their header declares)", incomplete, len(files))
+    return EXIT_OK if delivered and not skipped and not incomplete else EXIT_FAILURE
 
 
 class _MicrophoneReport:
@@ -389,7 +433,8 @@ class _MicrophoneReport:
 
     def failed(self, what: str, error: Exception | None, retry_in_s: float) -> None:
         kind = self.kind
-        if what == "lost":
+        if what == "lost":  # the source logged why (exited, stalled); the delay is the backoff's
+            logger.warning("%s lost; reopening in %.1f s", kind, retry_in_s)
             self.notifier.status(f"{kind} lost, reopening")
             self.session.set_source_state("lost, reopening")
             return
@@ -407,7 +452,8 @@ class _MicrophoneReport:
 
 
 def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier | None = None) -> int:
-    """``ser-edge run``: until stopped. Exit 0 on a clean stop (1 if events were dropped or refused,
+    """``ser-edge run``: until stopped. Exit 0 on a clean stop, also with events left unacknowledged
+    in a durable outbox (they are sent after the next start; 1 if events were dropped or refused,
     or at once when the MQTT sender thread died: the watchdog gets no ping from then on, and systemd's
     ``Restart=`` starts the daemon again).
 
@@ -418,11 +464,13 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
 
     The live source is the microphone, or ``audio.input_command`` (:func:`edge.audio.live.live_source`),
     kept open by :class:`edge.audio.live.Supervisor` (its exception policy and backoff:
-    ``audio.reopen_min_s`` doubling up to ``audio.reopen_max_s``). Any other exception propagates (a
+    ``audio.reopen_min_s`` doubling up to ``audio.reopen_max_s``, back to the minimum after
+    :data:`edge.audio.live.HEALTHY_AFTER_S` of healthy input; every reopen is logged with its delay). Any other exception propagates (a
     bug: systemd restarts the daemon). Each block's capture time anchors the events' ``start_time``.
     """
     notifier = notifier or SystemdNotifier()
     session = Session(settings, "mqtt", persist_adaptation=True)
+    stop.pending_report = session.unacknowledged_report
     watchdog = Watchdog(notifier, healthy=session.sink_alive)  # no pings once the sender thread died
     session.start()
     mic = live_source(settings.audio, session.rate_hz)  # the microphone, or audio.input_command
@@ -457,5 +505,5 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
         session.end_of_input()
         if mic.overflows:
             logger.warning("%d input overflows", mic.overflows)
-        delivered = session.close(watchdog, stop.event)
+        delivered = session.close(watchdog, stop.event, kept_is_delivered=True)
     return EXIT_OK if delivered and not sender_died else EXIT_FAILURE
