@@ -245,6 +245,7 @@ def _info(settings, as_json: bool) -> int:
         f"every {features.hop_ms:g} ms; model window {manifest.input.window_s:g} s ({manifest.input.frames} frames)",
         f"training   corpora {', '.join(corpus_names) or '?'}, seed {training.get('seed', '?')}, "
         f"{training.get('date', '?')}",
+        f"use        {manifest.use_summary()}",
         "(--json for the whole manifest)",
     ]
     print("\n".join(lines))
