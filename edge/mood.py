@@ -4,11 +4,13 @@ Arousal ranks excited over calm speech far better than the emotion labels genera
 an AUC near 0.8 on natural speech where 4-class UA is near 0.4), so automations get a slow,
 stable summary of it: the retained ``{prefix}/{device_id}/mood`` (:mod:`edge.mqtt.topics`).
 
-**Smoothing.** An exponential moving average over utterances, for irregularly spaced samples
-(the "last value" EMA of inhomogeneous time series, Eckner 2019, "Algorithms for unevenly spaced
-time series", sec. 4.2): an utterance with arousal ``a`` ending at ``t`` (seconds of audio) moves
-the average by ``alpha = 1 - exp(-dt / tau_s)`` of the way to ``a``, where ``dt`` is the time since
-the previous utterance's end. The evidence of an utterance thus fades with time constant
+**Smoothing.** An exponential moving average over utterances, for irregularly spaced samples (the
+EMA of an unevenly spaced time series whose time-dependent weight is ``exp(-dt / tau)``, as in
+Eckner, "Algorithms for unevenly spaced time series: moving averages and other rolling
+operators", with each value standing for the interval since the previous one): an utterance
+with arousal ``a`` ending at ``t`` (seconds of audio) moves the average by
+``alpha = 1 - exp(-dt / tau_s)`` of the way to ``a``, where ``dt`` is the time since the previous
+utterance's end. The evidence of an utterance thus fades with time constant
 ``tau_s`` whatever the spacing: 30 s (default) weighs the last half-minute of talk; with an
 utterance every 3 s, one utterance moves it by 10 %. The first utterance sets it (``alpha = 1``).
 

@@ -8,6 +8,7 @@ import json
 import math
 
 import pytest
+from helpers import wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from paths import CREMA_D_MINI, SHIPPED_MODEL
@@ -16,7 +17,7 @@ from edge.events import EmotionEvent
 from edge.mood import AGITATED, CALM, LEVELS, MOOD_FIELDS, NEUTRAL, MoodParams, MoodTracker, next_level
 from edge.mqtt.homeassistant import node_id
 from edge.mqtt.topics import emotion_topic, mood_topic
-from edge.service.daemon import StopFlag, run_replay
+from edge.service.daemon import Session, StopFlag, run_replay
 from edge.settings import ConfigError, parse_settings
 
 P = MoodParams()
@@ -199,3 +200,26 @@ def test_replay_mood_prints_a_mood_line_after_each_event(capsys):
     assert run_replay(config, clips, "stdout", False, StopFlag()) == 0
     plain = capsys.readouterr().out.splitlines()
     assert [EmotionEvent.from_json(line).label for line in plain] == [e.label for e in events]
+
+
+@pytest.mark.slow
+def test_a_restart_replaces_the_previous_runs_mood_with_neutral_at_connect(mosquitto, mqtt_subscriber):
+    """The retained mood of a previous run must not stand after a restart: before its first utterance
+    the daemon publishes the initial state (neutral, at rest, 0 utterances) on connecting."""
+    device = "restart-pi"
+    config = parse_settings({"device_id": device, "model": {"path": str(SHIPPED_MODEL)},
+                             "mqtt": {"host": mosquitto.host, "port": mosquitto.port}})
+    clips = sorted((CREMA_D_MINI / "AudioWAV").glob("1002_*_ANG_*.wav"))[:3]
+    assert run_replay(config, clips, "mqtt", False, StopFlag()) == 0
+    before = json.loads(mqtt_subscriber(mosquitto.host, mosquitto.port, mood_topic("ser", device)).wait_for(1, WAIT_S)[0].payload)
+    assert before["utterances"] >= 1
+    session = Session(config, "mqtt", device_id=device)
+    session.start()
+    try:
+        assert wait_until(lambda: session.mqtt.connected, WAIT_S)
+        watcher = mqtt_subscriber(mosquitto.host, mosquitto.port, mood_topic("ser", device))
+        assert wait_until(lambda: any(json.loads(m.payload)["utterances"] == 0 for m in watcher.messages()), WAIT_S)
+        now = json.loads(watcher.messages()[-1].payload)
+        assert (now["level"], now["arousal_ema"], now["utterances"]) == (NEUTRAL, MoodParams().rest_arousal, 0)
+    finally:
+        session.close()

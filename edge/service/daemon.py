@@ -303,12 +303,13 @@ class Session:
             logger.info("mood %s (arousal %.2f over %d utterances)", state.level, state.arousal_ema, state.utterances)
 
     def _resend_mood(self) -> None:
-        """On every connect (paho's thread): the latest mood state, retained, if there is one."""
+        """On every connect (paho's thread): the latest mood state, retained; before the first
+        utterance the initial one (``neutral`` at rest, 0 utterances), so a restart does not leave a
+        previous run's mood standing."""
         with self._mood_lock:
-            state = self._mood_sent
-            if state is not None:
-                text = mood_json(state, self.events.device_id, self.mood.params.tau_s, utc_now_rfc3339())
-                self.mqtt.publish_raw(self.mood_topic, text, retain=True, qos=EMOTION_QOS)
+            state = self._mood_sent or self.mood.state
+            text = mood_json(state, self.events.device_id, self.mood.params.tau_s, utc_now_rfc3339())
+            self.mqtt.publish_raw(self.mood_topic, text, retain=True, qos=EMOTION_QOS)
 
     def save_adaptation(self) -> None:
         """Keep the adaptive normalisation's statistics in the state directory (a failure is logged once)."""
