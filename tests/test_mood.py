@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
+import soundfile
 from helpers import wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -223,3 +225,28 @@ def test_a_restart_replaces_the_previous_runs_mood_with_neutral_at_connect(mosqu
         assert (now["level"], now["arousal_ema"], now["utterances"]) == (NEUTRAL, MoodParams().rest_arousal, 0)
     finally:
         session.close()
+
+
+@pytest.mark.slow
+def test_the_daemon_lets_the_mood_relax_in_silence_and_says_so(tmp_path, capsys):
+    """An angry utterance, then 90 s of silence: the daemon's ticks (audio time) publish the average
+    relaxing toward rest, step by step, and the last message is neutral."""
+    silence = tmp_path / "silence.wav"
+    soundfile.write(silence, np.zeros(90 * 16000, dtype=np.int16), 16000, subtype="PCM_16")
+    clip = CREMA_D_MINI / "AudioWAV" / "1002_DFA_ANG_XX.wav"
+    config = parse_settings({"model": {"path": str(SHIPPED_MODEL)}})
+    assert run_replay(config, [clip, silence], "stdout", False, StopFlag(), print_mood=True) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    moods = [line for line in lines if "level" in line]
+    first = moods[0]
+    assert first["utterances"] == 1 and first["level"] == AGITATED
+    relaxing = moods[1:]
+    assert len(relaxing) >= 2 and all(m["utterances"] == 1 for m in relaxing)
+    distances = [abs(m["arousal_ema"] - P.rest_arousal) for m in moods]
+    assert distances == sorted(distances, reverse=True)
+    for mood in relaxing:  # each step is the decay formula at its own time
+        silence_s = mood["time_s"] - first["time_s"] - P.hold_s
+        expected = P.rest_arousal + (first["arousal_ema"] - P.rest_arousal) * math.exp(-silence_s / P.tau_s)
+        assert mood["arousal_ema"] == pytest.approx(expected, abs=1e-3)
+    assert relaxing[0]["time_s"] > first["time_s"] + P.hold_s
+    assert moods[-1]["level"] == NEUTRAL
