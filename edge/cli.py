@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--realtime", action="store_true", help="pace the input at real time, like a microphone")
     replay.add_argument("--sink", choices=SINKS, default="mqtt",
                         help="publish to the broker, print JSON lines (no broker needed), or both")
+    replay.add_argument("--mood", action="store_true", help="also print the mood state (smoothed arousal and "
+                        "its level, as published on <prefix>/<device_id>/mood) as a JSON line after each event "
+                        "and as it relaxes in silence; needs a model with arousal")
     _raw_flags(replay, "every FILE is headerless")
 
     listen = _sub(sub, "listen", "print events from all devices (an MQTT subscriber for people)",
@@ -245,6 +248,7 @@ def _info(settings, as_json: bool) -> int:
         f"every {features.hop_ms:g} ms; model window {manifest.input.window_s:g} s ({manifest.input.frames} frames)",
         f"training   corpora {', '.join(corpus_names) or '?'}, seed {training.get('seed', '?')}, "
         f"{training.get('date', '?')}",
+        f"use        {manifest.use_summary()}",
         "(--json for the whole manifest)",
     ]
     print("\n".join(lines))
@@ -319,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 except ValueError as exc:
                     print(f"ser-edge: raw PCM: {exc}", file=sys.stderr)
                     return EX_USAGE
-            return run_replay(settings, args.files, args.sink, args.realtime, stop, raw=raw)
+            return run_replay(settings, args.files, args.sink, args.realtime, stop, raw=raw, print_mood=args.mood)
         return run_microphone(settings, stop)
     except ConfigError as exc:
         print(f"ser-edge: config error: {exc}", file=sys.stderr)

@@ -27,6 +27,7 @@ from pathlib import Path
 from edge.audio.formats import MAX_RATE_HZ, MIN_RATE_HZ, RawFormat
 from edge.dsp.vad import VadParams
 from edge.exitcodes import EX_CONFIG  # noqa: F401 - re-exported: the exit status of a ConfigError
+from edge.mood import MoodParams
 from edge.mqtt.config import MqttSettings
 from edge.postprocess import DecisionParams
 from edge.validate import expect_topic_level
@@ -137,6 +138,8 @@ class Settings:
     """The ``[mqtt]`` table (without the password: :meth:`mqtt_settings` adds it)."""
     homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
     decision: DecisionParams = field(default_factory=DecisionParams)
+    mood: MoodParams = field(default_factory=MoodParams)
+    """The ``[mood]`` table: the smoothed arousal published on ``<topic_prefix>/<device_id>/mood``."""
 
     @property
     def resolved_device_id(self) -> str:
@@ -239,6 +242,10 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "decision.min_utterance_s": (0.0, 60.0, False),
     "decision.max_utterance_s": (0.0, 3600.0, True),
     "decision.confidence_threshold": (0.0, 1.0, False),
+    "mood.tau_s": (0.0, 86400.0, True),
+    "mood.hold_s": (0.0, 86400.0, False),
+    **{f"mood.{name}": (-1.0, 1.0, False)
+       for name in ("rest_arousal", "calm_enter", "calm_leave", "agitated_leave", "agitated_enter")},
 }
 """Every numeric key's range, beyond the special cases in :func:`_check_number`."""
 
@@ -301,6 +308,7 @@ def _check_topics(settings: Settings) -> None:
 _TABLES: dict[str, type] = {
     "model": ModelSettings, "audio": AudioSettings, "mqtt": MqttSettings,
     "homeassistant": HomeAssistantSettings, "decision": DecisionParams, "vad": VadParams,
+    "mood": MoodParams,
 }
 
 
@@ -384,6 +392,7 @@ def parse_settings(data: dict, overrides: dict | None = None) -> Settings:
         mqtt=_build_mqtt(data.get("mqtt", {})),
         homeassistant=_build(HomeAssistantSettings, data.get("homeassistant", {}), "homeassistant"),
         decision=decision,
+        mood=_build(MoodParams, data.get("mood", {}), "mood"),
     )
     _check_topics(settings)
     settings.mqtt_settings(environ={})  # validate the connection settings now, not at connect time

@@ -25,7 +25,8 @@ from edge import __version__
 from edge.events import EVENT_FIELDS, EmotionEvent
 from edge.manifest import load_manifest
 from edge.model import INTERPRETER
-from edge.mqtt.topics import emotion_topic, stats_topic, status_topic
+from edge.mood import MOOD_FIELDS
+from edge.mqtt.topics import emotion_topic, mood_topic, stats_topic, status_topic
 from edge.service.daemon import StopFlag, run_replay
 from edge.service.stats import STATS_FIELDS
 from edge.settings import Settings, parse_settings
@@ -186,12 +187,13 @@ def _walk(value, path=""):
 
 def test_only_documented_payloads_leave_the_device(mosquitto, mqtt_subscriber, caplog):
     """Everything published during a replay, on any topic: events (exactly EVENT_FIELDS), online/offline,
-    stats (exactly STATS_FIELDS, scalars only), Home Assistant configs. No arrays longer than the label
+    stats (exactly STATS_FIELDS, scalars only), the mood (exactly MOOD_FIELDS, scalars only), Home Assistant configs. No arrays longer than the label
     count, no keys that name samples or features, no large payloads."""
     caplog.set_level(logging.INFO, logger="edge.service.daemon")
     manifest = load_manifest(SHIPPED_MODEL)
     labels = list(manifest.labels)
-    n_configs = 5 + len(manifest.dimensions)  # event, label, confidence, 2 diagnostics (+ arousal, valence)
+    mood = "arousal" in manifest.dimensions
+    n_configs = 5 + len(manifest.dimensions) + mood  # event, label, confidence, 2 diagnostics (+ arousal, valence, mood)
     everything = mqtt_subscriber(mosquitto.host, mosquitto.port, "#")
     daemon = Daemon(make_settings(mosquitto, "private", stats_interval_s=0.05), CLIPS, realtime=False)
     assert daemon.join() == 0
@@ -221,6 +223,10 @@ def test_only_documented_payloads_leave_the_device(mosquitto, mqtt_subscriber, c
             assert list(data) == list(STATS_FIELDS)
             assert all(v is None or isinstance(v, int | float | str) for v in data.values()), data
             kind = "stats"
+        elif message.topic == mood_topic("ser", "private"):
+            assert list(data) == list(MOOD_FIELDS)
+            assert all(isinstance(v, int | float | str) for v in data.values()), data
+            kind = "mood"
         elif re.fullmatch(r"homeassistant/(event|sensor|binary_sensor)/private_[0-9a-f]{8}/[a-z_]+/config",
                           message.topic):
             assert set(data) <= HA_CONFIG_KEYS and set(data["device"]) <= HA_DEVICE_KEYS, data
@@ -235,6 +241,7 @@ def test_only_documented_payloads_leave_the_device(mosquitto, mqtt_subscriber, c
                 for key in value:
                     assert key in labels or key == "audio_s" or not SUSPICIOUS.search(key), (message.topic, path, key)
     assert kinds["event"] >= n_events and kinds["status"] == 2 and kinds["config"] == n_configs and kinds["stats"] >= 1
+    assert kinds.get("mood", 0) >= (1 if mood else 0)
 
 
 # ----------------------------------------------------------------------------------------- stats

@@ -18,16 +18,19 @@ from paths import RAVDESS_48K, SHIPPED_MODEL
 from edge import __version__
 from edge.events import UNSURE_EVENT_TYPE, EmotionEvent
 from edge.manifest import load_manifest
+from edge.mood import MoodState, mood_json
 from edge.mqtt.config import MqttSettings
 from edge.mqtt.homeassistant import STATE_FILE_NAME, HomeAssistantDiscovery, discovery_configs, node_id
 from edge.mqtt.publisher import MqttPublisher
-from edge.mqtt.topics import emotion_topic, stats_topic, status_topic
+from edge.mqtt.topics import emotion_topic, mood_topic, stats_topic, status_topic
 from edge.service.daemon import StopFlag, run_replay
 from edge.settings import parse_settings
 
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
-N_CONFIGS = 5 + len(load_manifest(SHIPPED_MODEL).dimensions)
-"""Discovery configs of the shipped model: event, label, confidence, two diagnostics (audio, storage), and arousal/valence if it has them."""
+N_CONFIGS = (5 + len(load_manifest(SHIPPED_MODEL).dimensions)
+             + ("arousal" in load_manifest(SHIPPED_MODEL).dimensions))
+"""Discovery configs of the shipped model: event, label, confidence, two diagnostics (audio, storage),
+arousal/valence if it has them, and the mood sensor with arousal."""
 WAIT_S = 20.0
 
 # --- The schema, from https://www.home-assistant.io/integrations/mqtt/ (discovery, the "device" and
@@ -125,6 +128,12 @@ def test_discovery_payloads_follow_home_assistants_documented_schema(manifest) -
     # expire_after 0 = never: the key is left out (Home Assistant wants a positive number)
     assert all("expire_after" not in c for c in _configs(manifest, expire_after_s=0).values())
     assert not any("_problem" in t for t in _configs(manifest, audio_diagnostic=False))
+    with_mood = _configs(manifest, ("arousal", "valence"), mood=True)
+    assert set(with_mood) - set(with_dimensions) == {f"homeassistant/sensor/{node}/mood/config"}
+    mood = with_mood[f"homeassistant/sensor/{node}/mood/config"]
+    check_config(f"homeassistant/sensor/{node}/mood/config", mood)
+    assert mood["state_topic"] == mood["json_attributes_topic"] == mood_topic("ser", "kitchen.pi")
+    assert (mood["device_class"], mood["options"]) == ("enum", ["calm", "neutral", "agitated"])
     with pytest.raises(ValueError, match="expected expire_after_s >= 0"):
         _configs(manifest, expire_after_s=-1)
 
@@ -168,6 +177,12 @@ def test_templates_turn_real_events_into_home_assistant_states(manifest) -> None
             event.confidence * 100)
         arousal = json.loads(event.to_json())["arousal"]  # a float with the shipped model's head, else null
         assert _render(by_object["arousal"]["value_template"], event.to_json()) == str(arousal)
+    mood = {t.split("/")[3]: c for t, c in _configs(manifest, ("arousal",), mood=True).items()}["mood"]
+    for level, ema in (("calm", -0.21), ("agitated", 0.4567)):
+        text = mood_json(MoodState(ema, level, 7, 12.5), "kitchen.pi", 30.0, events[0].time)
+        assert _render(mood["value_template"], text) == level and level in mood["options"]
+        attributes = json.loads(_render(mood["json_attributes_template"], text))
+        assert attributes == {"arousal": ema, "utterances": 7, "tau_s": 30.0, "time": events[0].time}
     stats = {"source": "ok"}
     diagnostic = by_object["audio_problem"]
     assert _render(diagnostic["value_template"], json.dumps(stats)) == diagnostic["payload_off"]

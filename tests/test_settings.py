@@ -25,7 +25,7 @@ def test_example_config_documents_every_key_with_its_default():
     assert parsed == defaults  # the example shows the defaults
     documented = {f"{table}.{key}" for table, values in data.items() if isinstance(values, dict) for key in values}
     tables = {"model": parsed.model, "audio": parsed.audio, "mqtt": parsed.mqtt, "homeassistant": parsed.homeassistant,
-              "decision": parsed.decision, "vad": parsed.decision.vad}
+              "decision": parsed.decision, "vad": parsed.decision.vad, "mood": parsed.mood}
     not_in_file = {"mqtt.password", "mqtt.state_dir", "decision.vad"}  # a secret, state_directory's, the [vad] table
     expected = {f"{table}.{f.name}" for table, value in tables.items() for f in dataclasses.fields(value)} - not_in_file
     assert expected - documented == set()  # every key is in the example (the [decision] keys too)

@@ -14,6 +14,10 @@ retained payload on the same topic removes it. ser-edge publishes, for one devic
 * ``sensor/<node>/emotion_confidence``: its confidence in %.
 * ``sensor/<node>/arousal`` and ``sensor/<node>/valence`` (in [-1, 1]), only when the model's
   manifest lists those ``dimensions``.
+* ``sensor/<node>/mood``: the mood level (``calm``, ``neutral``, ``agitated``) as an enum sensor
+  reading the retained ``.../mood`` topic (:mod:`edge.mood`), the smoothed arousal as the attribute
+  ``arousal``; only with an arousal output and ``[mood] enabled``. No ``expire_after``: the mood
+  relaxes to ``neutral`` in silence by itself.
 * ``binary_sensor/<node>/audio_problem``: a diagnostic entity (``device_class: problem``), on
   while the audio source is not delivering (from the ``stats`` topic's ``source``; only when
   statistics are published).
@@ -48,7 +52,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.events import UNSURE_EVENT_TYPE
-from edge.mqtt.topics import EMOTION_QOS, STATUS_OFFLINE, STATUS_ONLINE, emotion_topic, stats_topic, status_topic
+from edge.mood import LEVELS
+from edge.mqtt.topics import (
+    EMOTION_QOS,
+    STATUS_OFFLINE,
+    STATUS_ONLINE,
+    emotion_topic,
+    mood_topic,
+    stats_topic,
+    status_topic,
+)
 from edge.validate import atomic_write_text
 
 if TYPE_CHECKING:
@@ -68,6 +81,7 @@ LABEL_OBJECT_ID = "emotion_label"
 CONFIDENCE_OBJECT_ID = "emotion_confidence"
 AUDIO_PROBLEM_OBJECT_ID = "audio_problem"
 STORAGE_PROBLEM_OBJECT_ID = "storage_problem"
+MOOD_OBJECT_ID = "mood"
 
 NODE_HASH_CHARS = 8
 """Hex digits of sha256(device id) appended to the node id (32 bits: a collision between two
@@ -100,6 +114,12 @@ ATTRIBUTES_TEMPLATE = (
     "'scores': value_json.scores, 'start_time': value_json.start_time, 'end_time': value_json.end_time} "
     "| tojson }}"
 )
+MOOD_TEMPLATE = "{{ value_json.level }}"
+MOOD_ATTRIBUTES_TEMPLATE = (
+    "{{ {'arousal': value_json.arousal_ema, 'utterances': value_json.utterances, 'tau_s': value_json.tau_s, "
+    "'time': value_json.time} | tojson }}"
+)
+"""The mood sensor's attributes: the smoothed arousal (``arousal``), how many utterances, the time constant."""
 AUDIO_PROBLEM_TEMPLATE = "{{ 'OFF' if value_json.source in ('ok', 'file') else 'ON' }}"
 AUDIO_ATTRIBUTES_TEMPLATE = "{{ {'source': value_json.source} | tojson }}"
 STORAGE_PROBLEM_TEMPLATE = "{{ 'ON' if (value_json.outbox | default('')).startswith('degraded') else 'OFF' }}"
@@ -125,7 +145,7 @@ def config_topic(discovery_prefix: str, component: str, device_id: str, object_i
 def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, model: str, version: str,
                       labels: tuple[str, ...] | list[str], dimensions: tuple[str, ...] | list[str] = (),
                       expire_after_s: int = DEFAULT_EXPIRE_AFTER_S,
-                      audio_diagnostic: bool = True) -> dict[str, dict[str, Any]]:
+                      audio_diagnostic: bool = True, mood: bool = False) -> dict[str, dict[str, Any]]:
     """Config topic -> config payload (a dict, to be sent as JSON) for each entity of the device.
 
     :param model: the events' ``model`` field (``name@sha256prefix``), shown as the device's model.
@@ -134,6 +154,8 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, 
     :param dimensions: the manifest's continuous outputs; ``arousal``/``valence`` get a sensor each.
     :param expire_after_s: ``expire_after`` of the emotion sensors, seconds; 0 = never expire (omitted).
     :param audio_diagnostic: add the audio-problem diagnostic (needs the stats topic).
+    :param mood: add the mood sensor (an enum: calm, neutral, agitated; the smoothed arousal as the
+        attribute ``arousal``), reading the retained mood topic (:mod:`edge.mood`).
     :raises ValueError: as :func:`edge.mqtt.topics.emotion_topic` for a bad prefix or device id, or
         ``expire_after_s`` < 0.
     """
@@ -210,6 +232,20 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, 
                 **expire,
                 **common,
             }
+    if mood:
+        moods = mood_topic(topic_prefix, device_id)
+        configs[config_topic(discovery_prefix, "sensor", device_id, MOOD_OBJECT_ID)] = {
+            "name": "Mood",
+            "unique_id": uid(MOOD_OBJECT_ID),
+            "state_topic": moods,
+            "value_template": MOOD_TEMPLATE,
+            "device_class": "enum",
+            "options": list(LEVELS),
+            "json_attributes_topic": moods,
+            "json_attributes_template": MOOD_ATTRIBUTES_TEMPLATE,
+            "icon": "mdi:account-voice",
+            **common,
+        }
     if audio_diagnostic:
         stats = stats_topic(topic_prefix, device_id)
         configs[config_topic(discovery_prefix, "binary_sensor", device_id, AUDIO_PROBLEM_OBJECT_ID)] = {
@@ -300,7 +336,8 @@ class HomeAssistantDiscovery:
         configs = discovery_configs(
             ha.discovery_prefix, settings.mqtt.topic_prefix, device_id, manifest.model_id, version,
             manifest.labels, manifest.dimensions, expire_after_s=ha.expire_after_s,
-            audio_diagnostic=settings.mqtt.stats_interval_s > 0)
+            audio_diagnostic=settings.mqtt.stats_interval_s > 0,
+            mood=settings.mood.enabled and "arousal" in manifest.dimensions)
         return cls(ha.discovery_prefix, configs, enabled=ha.enabled, memory=state_file(settings.state_dir),
                    device_id=device_id)
 

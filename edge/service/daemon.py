@@ -36,12 +36,13 @@ from edge.audio.io import blocks as input_blocks
 from edge.audio.live import LiveSource, Supervisor, live_source
 from edge.audio.resample import StreamingResampler
 from edge.dsp.normalize import ADAPTATION_STATE_FILE, restore_adaptation, save_adaptation
-from edge.events import EventFactory
+from edge.events import EmotionEvent, EventFactory, utc_now_rfc3339
 from edge.exitcodes import EXIT_FAILURE, EXIT_OK
 from edge.model import INTERPRETER, EmotionModel, load_model
+from edge.mood import REPUBLISH_STEP, MoodState, MoodTracker, mood_json
 from edge.mqtt.homeassistant import HomeAssistantDiscovery
 from edge.mqtt.publisher import MqttPublisher
-from edge.mqtt.topics import EMOTION_QOS, stats_topic
+from edge.mqtt.topics import EMOTION_QOS, mood_topic, stats_topic
 from edge.pipeline import Pipeline
 from edge.postprocess import Decision
 from edge.service.stats import Stats
@@ -138,16 +139,19 @@ class Session:
 
     The drivers call :meth:`feed` for every block (and :meth:`tick` while no audio arrives);
     every ``mqtt.stats_interval_s`` of wall-clock time a retained stats message
-    (:mod:`edge.service.stats`) is published, and once more by :meth:`close`.
+    (:mod:`edge.service.stats`) is published, and once more by :meth:`close`. With a model that has
+    an arousal output and ``[mood] enabled``, every event updates the mood state (:mod:`edge.mood`),
+    which relaxes in silence on the ticks (audio time) and goes out retained on ``.../mood``.
     """
 
     def __init__(self, settings: Settings, sink_kind: str, device_id: str | None = None,
-                 announce: bool = True, persist_adaptation: bool = False) -> None:
+                 announce: bool = True, persist_adaptation: bool = False, print_mood: bool = False) -> None:
         """:param device_id: the events' device id (default: ``settings.resolved_device_id``).
         :param announce: publish retained status, stats and Home Assistant discovery (a replay
             without an explicit device id does not).
         :param persist_adaptation: restore the adaptive normalisation from the state directory at
-            start and keep it there (:mod:`edge.dsp.normalize`; the live daemon, not a replay)."""
+            start and keep it there (:mod:`edge.dsp.normalize`; the live daemon, not a replay).
+        :param print_mood: also write each mood message as a JSON line on standard output (``replay --mood``)."""
         self.settings = settings
         device_id = device_id or settings.resolved_device_id
         self.model: EmotionModel = load_model(settings.model.path, num_threads=settings.model.num_threads)
@@ -168,8 +172,21 @@ class Session:
         self.stats_interval_s = settings.mqtt.stats_interval_s if settings.mqtt.enabled and announce else 0.0
         self.stats_topic = stats_topic(settings.mqtt.topic_prefix, device_id)
         self._next_stats_at = float("inf")
+        self.mood: MoodTracker | None = None
+        """The mood state (:mod:`edge.mood`); ``None`` when disabled or the model has no arousal."""
+        if settings.mood.enabled and "arousal" in self.model.manifest.dimensions:
+            self.mood = MoodTracker(settings.mood)
+        elif settings.mood.enabled:
+            logger.info("no mood state: model %s has no arousal output", self.model.manifest.model_id)
+        self.mood_topic = mood_topic(settings.mqtt.topic_prefix, device_id)
+        self._mood_retained = self.mood is not None and self.mqtt is not None and announce
+        self._print_mood = print_mood and self.mood is not None
+        self._mood_sent: MoodState | None = None
+        self._mood_lock = threading.Lock()  # the daemon's loop and paho's connect hook both send it
         self.homeassistant: HomeAssistantDiscovery | None = None
         publisher = self.mqtt
+        if publisher is not None and self._mood_retained:
+            publisher.add_on_connected(self._resend_mood)
         if publisher is not None and self.stats_interval_s > 0:  # the source's state is known at once after
             publisher.add_on_connected(self.publish_stats)        # a connect, not one interval later
         if publisher is not None and announce:
@@ -203,7 +220,14 @@ class Session:
         self.tick()
 
     def tick(self) -> None:
-        """Publish the stats message if ``stats_interval_s`` has passed since the last one (wall clock)."""
+        """Publish the stats message if ``stats_interval_s`` has passed since the last one (wall clock);
+        let the mood relax in silence (audio time), publishing it when its level changed or it moved
+        by :data:`edge.mood.REPUBLISH_STEP`."""
+        if self.mood is not None and self._mood_sent is not None:
+            state = self.mood.decay(self.audio_s)
+            if (state.level != self._mood_sent.level
+                    or abs(state.arousal_ema - self._mood_sent.arousal_ema) >= REPUBLISH_STEP):
+                self._send_mood(state)
         now = time.monotonic()
         if now >= self._next_stats_at:
             self._next_stats_at = now + self.stats_interval_s
@@ -283,6 +307,38 @@ class Session:
             self.sink.publish(event)  # stored in the outbox (durable with a state directory) on return
             logger.info("event #%d %s %.2f%s [%.2f-%.2f s]", event.seq, event.label, event.confidence,
                         " (unsure)" if event.unsure else "", event.start_s, event.end_s)
+            self._update_mood(event)
+
+    def _update_mood(self, event: EmotionEvent) -> None:
+        """Feed the event's arousal to the mood state and send it. The payload's values (rounded as
+        subscribers see them) are used, so a subscriber recomputes the same average from the events."""
+        if self.mood is None or event.arousal is None:
+            return
+        payload = event.to_dict()
+        self._send_mood(self.mood.update(payload["arousal"], payload["end_s"]))
+
+    def _send_mood(self, state: MoodState) -> None:
+        """Publish ``state`` retained (skipped while the broker is unreachable: :meth:`_resend_mood`
+        sends the latest on the next connect), print it with ``print_mood``, log a level change."""
+        text = mood_json(state, self.events.device_id, self.mood.params.tau_s, utc_now_rfc3339())
+        with self._mood_lock:  # so a reconnect never sends an older state after this one
+            previous, self._mood_sent = self._mood_sent, state
+            if self._mood_retained and self.mqtt.connected:
+                self.mqtt.publish_raw(self.mood_topic, text, retain=True, qos=EMOTION_QOS)
+        if self._print_mood:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        if previous is None or previous.level != state.level:
+            logger.info("mood %s (arousal %.2f over %d utterances)", state.level, state.arousal_ema, state.utterances)
+
+    def _resend_mood(self) -> None:
+        """On every connect (paho's thread): the latest mood state, retained; before the first
+        utterance the initial one (``neutral`` at rest, 0 utterances), so a restart does not leave a
+        previous run's mood standing."""
+        with self._mood_lock:
+            state = self._mood_sent or self.mood.state
+            text = mood_json(state, self.events.device_id, self.mood.params.tau_s, utc_now_rfc3339())
+            self.mqtt.publish_raw(self.mood_topic, text, retain=True, qos=EMOTION_QOS)
 
     def save_adaptation(self) -> None:
         """Keep the adaptive normalisation's statistics in the state directory (a failure is logged once)."""
@@ -347,7 +403,7 @@ class Session:
                 return False
 
 def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag,
-               raw: RawFormat | None = None) -> int:
+               raw: RawFormat | None = None, print_mood: bool = False) -> int:
     """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1
     (a skipped file, a truncated one (its audio processed, then one line), an event dropped from a
     full outbox or refused by the broker, or one still unacknowledged at the end).
@@ -355,14 +411,15 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
     Without an explicit device id the events go out as ``<host>-replay`` with no retained status,
     stats or discovery (:func:`replay_device_id`). ``start_time``/``end_time`` are the replay's
     start plus the audio offset (real wall-clock times only with ``--realtime``). A file ``-`` is
-    standard input; ``raw`` reads every input as headerless PCM (:mod:`edge.audio.io`).
+    standard input; ``raw`` reads every input as headerless PCM (:mod:`edge.audio.io`). With an
+    explicit device id the mood state goes out retained too; ``print_mood`` prints it on stdout.
 
     Standard output closed by its reader (``--sink stdout | head -1``, EPIPE) ends the replay quietly
     (status 0); a write error on it (ENOSPC) raises :class:`edge.sinks.OutputError` after the clean
     close (``ser-edge`` prints it in one line, status 1).
     """
     device_id, explicit = replay_device_id(settings)
-    session = Session(settings, sink_kind, device_id=device_id, announce=explicit)
+    session = Session(settings, sink_kind, device_id=device_id, announce=explicit, print_mood=print_mood)
     stop.pending_report = session.unacknowledged_report
     session.clock.mark(0.0, time.time())
     session.start()
