@@ -70,10 +70,11 @@ venv: deps $(VENV)/.installed-all ## create .venv with the train and dev extras 
 
 # The demo: 8 real CREMA-D clips of two actors held out of the model's training (edge/samples/crema-d,
 # with its ATTRIBUTION.md), what each is and what the model heard, right or wrong; then the synthetic
-# espeak-ng sample. edge/samples/demo.py drives `ser-edge replay` and reads its JSON events.
+# espeak-ng sample. edge/samples/demo.py drives `ser-edge replay` and reads its JSON events. The broker
+# probe uses 127.0.0.1: a minimal system may not resolve "localhost".
 demo: deps-demo $(VENV)/.installed-base ## replay real CREMA-D clips the model never trained on (acted vs heard), then the synthetic sample; publish if a broker is on localhost:1883
 	@test -f $(MODEL) || { echo "no model at $(MODEL): run 'make model' or pass MODEL=path.tflite" >&2; exit 1; }
-	@if $(VENV)/bin/python -c 'import socket, sys; s = socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(("localhost", $(MQTT_PORT))))'; then \
+	@if $(VENV)/bin/python -c 'import socket, sys; s = socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(("127.0.0.1", $(MQTT_PORT))))'; then \
 		sink=both; echo "broker on localhost:$(MQTT_PORT): printing and publishing (watch with: $(VENV)/bin/ser-edge listen)"; \
 	else sink=stdout; echo "no broker on localhost:$(MQTT_PORT): printing only"; fi; \
 	echo "model: $(MODEL)"; echo; \
