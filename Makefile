@@ -103,7 +103,7 @@ bench: $(VENV)/.installed-all ## benchmark the pipeline on 60 min of speech and 
 # The shipped recipe: five corpora (see: make corpus), the four emotions they share, CREMA-D actors 1001 and
 # 1002 held out of everything (they are the demo), leave-one-corpus-out figures, then the final model.
 CORPORA := ravdess crema-d tess savee turev-db
-model: $(VENV)/.installed-all ## train the shipped model on the five corpora in data/ (see: make corpus); 59 min measured on a 2-core x86-64 machine
+model: $(VENV)/.installed-all ## train the shipped model on the five corpora in data/ (see: make corpus); 58.6 min measured on a 2-core x86-64 machine (docs/research-log.md)
 	$(VENV)/bin/ser-train fit $(foreach c,$(CORPORA),--corpus $(c)=data/$(c)) --labels emotion4 \
 		--hold-out-speakers crema-d:1001,crema-d:1002 --out models/emotion4-conv1d
 
