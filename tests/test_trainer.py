@@ -163,7 +163,12 @@ def test_fit_fixed_schedule_by_default_or_early_stopping(tmp_path, early_stoppin
     config = json.loads(next(runs.glob(f"{name}-*/config.json")).read_text())
     assert config["train_params"]["early_stopping"] is early_stopping
     cv = json.loads(next(runs.glob(f"{name}-*/cv.json")).read_text())["int8"]["folds"]
-    histories = json.loads(next(runs.glob(f"{name}-*/results.json")).read_text())["histories"]
+    results = json.loads(next(runs.glob(f"{name}-*/results.json")).read_text())
+    histories = results["histories"]
+    # one results file per run: what was written and how long it took are in it too
+    assert Path(results["output"]["model"]).resolve() == (tmp_path / f"{name}.tflite").resolve()
+    assert results["output"]["size_kb"] > 0 and results["output"]["wall_time_s"] > 0
+    assert not list(runs.glob(f"{name}-*/result.json"))
     training = json.loads((tmp_path / f"{name}.json").read_text())["training"]
     if early_stopping:
         assert [len(f["validation_actors"]) for f in cv] == [1, 1, 1]

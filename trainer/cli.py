@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--speed", default=None, metavar="F,F,...",
                      help="speed perturbation: also train on the clips resampled to these speeds, e.g. 0.9,1.1; "
                      "'none' = off (default 0.9,1.1). 0.8,0.9,1.1,1.2 gained in a short screen but not at full "
-                     "length (README)")
+                     "length: LOCO UA 0.482 against 0.494 (docs/research-log.md)")
     fit.add_argument("--noise-variants", type=int, default=None, metavar="N",
                      help="also train on N versions of each clip with pink noise at a random SNR (see --snr) "
                      "(default 0: off)")
@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop each fold after 15 epochs without a better UA on its validation speakers and "
                      "keep its best epoch; the final model then trains for the folds' median best epoch. "
                      "Default off: every fold runs all --epochs on all its training speakers, which scored "
-                     "higher on RAVDESS (see README)")
+                     "higher on RAVDESS: 6-fold int8 UA 0.640 against 0.621 with early stopping on 4 of the 20 "
+                     "training actors, mean of seeds 0 and 1, and in 8.5 instead of 13-15 min "
+                     "(docs/research-log.md)")
     fit.add_argument("--validation-speakers", type=non_negative_int, default=None, metavar="N",
                      help="speakers per corpus held out of each fold's training, for --early-stopping (for "
                      "RAVDESS the next fold's actors) or just to record validation curves; default 4 with "
@@ -124,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "twice per epoch, weighted by class; default 6000)")
     fit.add_argument("--balance", choices=("clips", "speakers"), default=None,
                      help="weigh each corpus in the windows drawn by the square root of its clips or of its speakers "
-                     "(default clips; speakers measured no better, README)")
+                     "(default clips; speakers measured no better: LOCO UA 0.490 against 0.494, docs/research-log.md)")
     fit.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                      help="time constant of the normalisation that adapts on the device, in seconds of speech "
                      "(0: fixed training statistics; default 120)")
@@ -139,15 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--pitch", action="store_true",
                      help="append the frame's F0 (log2 re 100 Hz) and clarity to its MFCCs (McLeod pitch method, "
                      "edge.dsp.features.pitch_features; the device computes them too): a new front end, so the "
-                     "feature cache fills anew. On the five corpora it lowered LOCO UA (README)")
+                     "feature cache fills anew. On the five corpora it lowered LOCO UA, 0.465 against 0.494, and doubled "
+                     "the pipeline's CPU time (docs/research-log.md)")
     fit.add_argument("--mfcc", type=positive_int, default=None, metavar="N",
                      help="MFCCs per frame, 1..n_mels (40): fewer keep only the coarse spectral envelope (a new "
-                     "front end, so the feature cache fills anew; default 40). 13 and 20 lowered LOCO UA in a screen (README)")
+                     "front end, so the feature cache fills anew; default 40). 13 and 20 lowered LOCO UA in a screen, 0.435 "
+                     "against 0.451 (docs/research-log.md)")
     fit.add_argument("--adversary", type=float, default=None, metavar="WEIGHT",
                      help="corpus-adversarial training: a corpus classifier behind gradient reversal of this final "
                      "strength (ramped up from 0; Ganin et al. 2016) pushes the features to not tell the training "
                      "corpora apart. 0 = off (default); needs two or more training corpora and the dimensions head. "
-                     "0.5 lowered LOCO UA on the five corpora (README)")
+                     "0.5 lowered LOCO UA on the five corpora, 0.474 against 0.494 (docs/research-log.md)")
     fit.add_argument("--no-dimensions", action="store_true",
                      help="no arousal/valence head (a classifier only, softmax output)")
     fit.add_argument("--no-far-field-eval", action="store_true", help="skip the far-field evaluation condition")

@@ -6,7 +6,8 @@ scheme, protocol), :func:`start_run` (the run folder and its ``config.json``), :
 (features, perturbed versions, far-field condition), :func:`make_folds`, :func:`train_folds`,
 :func:`evaluate_folds` (the held-out figures, the calibration, the chance check), :func:`train_final`,
 :func:`export` (``NAME.tflite`` + ``NAME.json``, loaded back as the device loads it) and
-:func:`report` (``results.json``, ``report.md``, ``result.json``).
+:func:`report` (``results.json``, ``report.md``), then :func:`record_output` (what was written and how
+long it took, added to ``results.json``).
 """
 
 from __future__ import annotations
@@ -66,10 +67,21 @@ def fit(args) -> int:
     report(cfg, run_dir, training, data.labels, clips, [folds[k] for k in selected], results, metrics)
     size_kb = tflite_path.stat().st_size / 1024
     elapsed = time.monotonic() - started
-    (run_dir / "result.json").write_text(json.dumps({"model": str(tflite_path), "manifest": str(json_path),
-                                                     "size_kb": size_kb, "wall_time_s": elapsed}, indent=2) + "\n")
+    record_output(run_dir, tflite_path, json_path, size_kb, elapsed)
     print(f"wrote {tflite_path} ({size_kb:.1f} KB, {model.manifest.model_id}) and {json_path} in {elapsed / 60:.1f} min")
     return 0
+
+
+def record_output(run_dir: Path, tflite_path: Path, json_path: Path, size_kb: float, wall_time_s: float) -> None:
+    """Add ``output`` to the run's ``results.json``: the model and manifest paths, the model's size in KB
+    (1024 bytes) and the whole fit's wall-clock time in seconds. One file holds the run's results (an
+    earlier ``result.json`` held these four alone)."""
+    from trainer.report import RESULTS, save_results
+
+    results = json.loads((run_dir / RESULTS).read_text())
+    results["output"] = {"model": str(tflite_path), "manifest": str(json_path), "size_kb": size_kb,
+                         "wall_time_s": wall_time_s}
+    save_results(run_dir, results)
 
 
 def prepare_data(cfg: FitConfig) -> Prepared:
