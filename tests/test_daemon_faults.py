@@ -381,7 +381,9 @@ def test_a_second_sigterm_says_whether_the_pending_events_stay_or_are_lost(mosqu
     if durable:
         count = int(re.search(r"\((\d+) unacknowledged events stay in the durable outbox for the next start\)",
                               line).group(1))
-        assert count >= 2 and count == _outbox_rows(tmp_path, name), replay.log()
+        # the count is taken when the signal arrives; the pipeline thread may still append the event it
+        # was writing before the process exits, so the file holds at least that many, never fewer
+        assert 2 <= count <= _outbox_rows(tmp_path, name), replay.log()
     else:
         count = int(re.search(r"\((\d+) unacknowledged events are lost \(the outbox is in memory\)\)", line).group(1))
         assert count >= 2 and "stay in" not in line, replay.log()
