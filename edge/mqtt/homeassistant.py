@@ -324,7 +324,8 @@ class HomeAssistantDiscovery:
             self._publisher.publish_raw(topic, b"", retain=True, qos=EMOTION_QOS)
         if current:
             for topic, payload in self.configs.items():
-                self._publisher.publish_raw(topic, payload, retain=True, qos=EMOTION_QOS)
+                self._publisher.publish_raw(topic, payload, retain=True, qos=EMOTION_QOS,
+                                            what=f"the Home Assistant discovery config of entity {topic.split('/')[-2]!r} ({topic})")
         self._remember(sorted(current))
         self._removed = not self.enabled
         if stale:

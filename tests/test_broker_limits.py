@@ -1,0 +1,152 @@
+"""Issue 18, items 4, 5 (client id taken over), 9, 13 and 14: brokers that limit, drop, take over or
+never answer, each a real mosquitto with the limit in its configuration (or a plain socket for the
+broker that never answers). The publisher is the real one; counts come from its own hooks and log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+from helpers import MQTT_TEST_PREFIX, make_event, settings_for, wait_until
+from paths import SHIPPED_MODEL
+
+from edge import __version__
+from edge.manifest import load_manifest
+from edge.mqtt.homeassistant import HomeAssistantDiscovery, discovery_configs
+from edge.mqtt.publisher import MqttPublisher
+from edge.mqtt.topics import STATUS_ONLINE, emotion_topic, status_topic
+
+PREFIX = MQTT_TEST_PREFIX
+WAIT_S = 30.0
+"""Upper bound of every wait; loopback deliveries take milliseconds."""
+N_EVENTS = 5
+
+
+def _events(device_id: str) -> list:
+    return [make_event(seq, device_id=device_id) for seq in range(N_EVENTS)]
+
+
+class Connections:
+    """Counts the publisher's successful connections (its on-connected hook)."""
+
+    def __init__(self, publisher: MqttPublisher) -> None:
+        self.count = 0
+        publisher.add_on_connected(self._hook)
+
+    def _hook(self) -> None:
+        self.count += 1
+
+
+def _discovery(device_id: str) -> HomeAssistantDiscovery:
+    manifest = load_manifest(SHIPPED_MODEL)
+    configs = discovery_configs("homeassistant", PREFIX, device_id, manifest.model_id, __version__,
+                                manifest.labels, manifest.dimensions)
+    return HomeAssistantDiscovery("homeassistant", configs)
+
+
+# --------------------------------------------------------------------- item 4: CONNACK limits
+
+
+def test_max_packet_size_800_skips_large_discovery_configs_and_delivers_every_event(
+        mosquitto_factory, mqtt_subscriber, caplog):
+    """Issue 18 item 4: with ``max_packet_size 800`` the discovery configs larger than 800 bytes made
+    mosquitto drop the connection after every connect (32 reconnects in 22 s, 1 of 23 events)."""
+    limit = 800
+    broker = mosquitto_factory(extra_config=(f"max_packet_size {limit}",))
+    device = "limit800-pi"
+    subscriber = mqtt_subscriber(broker.host, broker.port, [f"{PREFIX}/+/emotion", "homeassistant/#"])
+    discovery = _discovery(device)
+    too_large = {t for t, p in discovery.configs.items() if len(p.encode()) > limit}  # the payload alone
+    fitting = {t for t, p in discovery.configs.items() if len(p.encode()) + len(t) + 16 < limit}  # + headers
+    assert too_large and fitting, "the shipped model's configs no longer straddle the limit: pick another"
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
+    publisher = MqttPublisher(settings_for(broker), device)
+    connections = Connections(publisher)
+    discovery.attach(publisher)
+    with publisher:
+        for event in _events(device):
+            publisher.publish(event)
+        assert publisher.flush(WAIT_S)
+        assert publisher.published_events == N_EVENTS
+        subscriber.wait_for(N_EVENTS, WAIT_S, topic=emotion_topic(PREFIX, device))
+        assert publisher.limits.max_packet_bytes == limit
+    assert connections.count == 1, broker.log_tail()
+    configs_received = {m.topic for m in subscriber.messages() if m.topic.startswith("homeassistant/")}
+    assert fitting <= configs_received and not too_large & configs_received
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("not sending the Home Assistant")]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if r.getMessage() in skipped)
+    assert all(f"maximum packet size of {limit} bytes" in line for line in skipped)
+    skipped_topics = [re.search(r"\((homeassistant/\S+)\)", line).group(1) for line in skipped]
+    assert len(skipped_topics) == len(set(skipped_topics))  # once each
+    assert too_large <= set(skipped_topics) and not fitting & set(skipped_topics)
+    assert set(skipped_topics) | configs_received == set(discovery.configs)
+
+
+def test_events_over_max_packet_size_are_refused_locally_and_never_block_the_outbox(
+        mosquitto_factory, caplog):
+    limit = 300
+    broker = mosquitto_factory(extra_config=(f"max_packet_size {limit}",))
+    device = "limit300-pi"
+    events = _events(device)
+    assert all(len(e.to_json().encode()) > limit for e in events)
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
+    publisher = MqttPublisher(settings_for(broker), device)
+    connections = Connections(publisher)
+    with publisher:
+        for event in events:
+            publisher.publish(event)
+        assert publisher.flush(WAIT_S)  # nothing left to retry
+        assert (publisher.published_events, publisher.refused_events, publisher.oversized_events) == (
+            0, N_EVENTS, N_EVENTS)
+        assert publisher.pending == 0
+    assert connections.count == 1, broker.log_tail()
+    refusals = [r for r in caplog.records if "over the broker's maximum packet size of 300 bytes" in r.getMessage()]
+    assert len(refusals) == N_EVENTS and all(r.levelno == logging.ERROR for r in refusals)
+
+
+def test_max_qos_0_sends_events_with_qos_0(mosquitto_factory, mqtt_subscriber, caplog):
+    broker = mosquitto_factory(extra_config=("max_qos 0",))
+    device = "qos0-pi"
+    subscriber = mqtt_subscriber(broker.host, broker.port, f"{PREFIX}/+/emotion", qos=0)
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
+    publisher = MqttPublisher(settings_for(broker), device)
+    connections = Connections(publisher)
+    with publisher:
+        for event in _events(device):
+            publisher.publish(event)
+        assert publisher.flush(WAIT_S)
+        messages = subscriber.wait_for(N_EVENTS, WAIT_S)
+        assert publisher.published_events == N_EVENTS
+    assert [json.loads(m.payload)["seq"] for m in messages] == list(range(N_EVENTS))
+    assert connections.count == 1, broker.log_tail()  # the first CONNACK refused the QoS 1 will
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("allows QoS 0 at most" in w for w in warnings) == 1
+    assert sum("refused the last will's QoS 1" in w for w in warnings) == 1
+
+
+def test_retain_unavailable_sends_status_non_retained(mosquitto_factory, mqtt_subscriber, caplog):
+    broker = mosquitto_factory(extra_config=("retain_available false",))
+    device = "noretain-pi"
+    subscriber = mqtt_subscriber(broker.host, broker.port, [f"{PREFIX}/+/emotion", f"{PREFIX}/+/status"])
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
+    publisher = MqttPublisher(settings_for(broker), device)
+    connections = Connections(publisher)
+    with publisher:
+        for event in _events(device):
+            publisher.publish(event)
+        assert publisher.flush(WAIT_S)
+        [online] = subscriber.wait_for(1, WAIT_S, topic=status_topic(PREFIX, device))
+        assert publisher.published_events == N_EVENTS
+    assert (online.payload, online.retain) == (STATUS_ONLINE.encode(), False)
+    assert connections.count == 1, broker.log_tail()
+    assert sum("does not support retained messages" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_receive_maximum_lowers_the_in_flight_window(mosquitto_factory):
+    broker = mosquitto_factory(extra_config=("max_inflight_messages 2",))
+    with MqttPublisher(settings_for(broker), "window-pi") as publisher:
+        assert wait_until(lambda: publisher.connected, WAIT_S)
+        assert publisher.limits.receive_maximum == 2
+        assert publisher._client.max_inflight_messages == 2  # paho's window (its public property)
