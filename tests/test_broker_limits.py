@@ -15,7 +15,7 @@ from paths import SHIPPED_MODEL
 from edge import __version__
 from edge.manifest import load_manifest
 from edge.mqtt.homeassistant import HomeAssistantDiscovery, discovery_configs
-from edge.mqtt.publisher import MqttPublisher
+from edge.mqtt.publisher import MAX_SEND_ATTEMPTS, MqttPublisher
 from edge.mqtt.topics import STATUS_ONLINE, emotion_topic, status_topic
 
 PREFIX = MQTT_TEST_PREFIX
@@ -150,3 +150,38 @@ def test_receive_maximum_lowers_the_in_flight_window(mosquitto_factory):
         assert wait_until(lambda: publisher.connected, WAIT_S)
         assert publisher.limits.receive_maximum == 2
         assert publisher._client.max_inflight_messages == 2  # paho's window (its public property)
+
+
+# ------------------------------------------------ item 13: a broker that drops every PUBLISH
+
+
+def _announced_delays(caplog) -> list[float]:
+    return [float(m.group(1)) for r in caplog.records
+            if (m := re.search(r"next attempt in ([0-9.]+) s", r.getMessage()))]
+
+
+def test_a_broker_dropping_the_connection_on_every_event_backs_off_and_refuses_it(
+        mosquitto_factory, mqtt_subscriber, caplog):
+    """Issue 18 item 13: mosquitto drops a 3.1.1 client whose PUBLISH is over ``max_packet_size``
+    (3.1.1 has no way to announce the limit): the event was sent again at every reconnect, every
+    second, forever. Now each short-lived connection doubles the delay, and an event that ended
+    MAX_SEND_ATTEMPTS connections in a row is refused (ERROR, counted) so the next one can go."""
+    broker = mosquitto_factory(extra_config=("max_packet_size 300",))
+    device = "dropper-pi"
+    events = _events(device)[:2]
+    assert all(len(e.to_json().encode()) > 300 for e in events)
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
+    settings = settings_for(broker, protocol="3.1.1", reconnect_min_s=0.1, reconnect_max_s=0.4)
+    publisher = MqttPublisher(settings, device)
+    connections = Connections(publisher)
+    with publisher:
+        for event in events:
+            publisher.publish(event)
+        assert publisher.flush(WAIT_S), broker.log_tail()
+        assert (publisher.published_events, publisher.refused_events, publisher.pending) == (0, len(events), 0)
+    refusals = [r for r in caplog.records if "refused (dropped from the outbox, not sent again)" in r.getMessage()]
+    assert len(refusals) == len(events) and all(r.levelno == logging.ERROR for r in refusals)
+    assert connections.count <= len(events) * MAX_SEND_ATTEMPTS + 1
+    delays = _announced_delays(caplog)
+    # 0.1 s doubled per short-lived connection in a row, capped at reconnect_max_s
+    assert delays[:3] == [0.1, 0.2, 0.4] and max(delays) == 0.4, delays

@@ -167,6 +167,7 @@ class MqttPublisher(StartStopContext):
         self._connected_at = 0.0  # monotonic time of the last CONNACK
         self._disconnects = 0  # connections ended so far (a QoS 0 event in flight is then sent again)
         self._strikes: tuple[int | None, int] = (None, 0)  # (outbox row, short connections it ended in a row)
+        self._last_drop = ""  # the reason code of the last dropped connection
         self._connack_timeout_logged = False
         self._connect_failures = 0
         self._failure: str | None = None  # why the broker is not connected, as last logged; None: connected
@@ -562,8 +563,9 @@ class MqttPublisher(StartStopContext):
                 self._strikes = (None, 0)
                 self._cond.notify_all()
         if struck_out:
-            logger.error("broker dropped the connection each of the %d times the event on %s was in flight; "
-                         "refused (dropped from the outbox, not sent again)", MAX_SEND_ATTEMPTS, topic)
+            logger.error("broker dropped the connection each of the %d times the event on %s was in flight "
+                         "(last reason: %s); refused (dropped from the outbox, not sent again)", MAX_SEND_ATTEMPTS,
+                         topic, self._last_drop)
             self._replace_client(self._protocol)  # paho would send it again at every reconnect
             return True
         with self._cond:
@@ -686,7 +688,8 @@ class MqttPublisher(StartStopContext):
         if self._availability:
             qos, retain = self._within(limits, EMOTION_QOS, True)
             client.publish(self._status_topic, STATUS_ONLINE, qos=qos, retain=retain)
-        client.on_log.reset()
+        if not self._backoff.short_lived:  # paho's warnings stay demoted while connections keep dropping
+            client.on_log.reset()
         with self._cond:
             self._connected = True
             self._connected_at = time.monotonic()
@@ -771,6 +774,7 @@ class MqttPublisher(StartStopContext):
             up_s = time.monotonic() - self._connected_at
             delay = self._backoff.after(up_s, failed=taken_over) if was_connected and not closing else None
             short = self._backoff.short_lived
+            self._last_drop = str(reason_code)
             if delay is not None and self._inflight is not None and not taken_over:
                 row_id = self._inflight[0]
                 self._strikes = (row_id, self._strikes[1] + 1 if self._strikes[0] == row_id else 1)
