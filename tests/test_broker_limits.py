@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
+import threading
 
 from helpers import MQTT_TEST_PREFIX, make_event, settings_for, wait_until
 from paths import SHIPPED_MODEL
 
 from edge import __version__
 from edge.manifest import load_manifest
+from edge.mqtt.config import MqttSettings
 from edge.mqtt.homeassistant import HomeAssistantDiscovery, discovery_configs
 from edge.mqtt.publisher import MAX_SEND_ATTEMPTS, MqttPublisher
 from edge.mqtt.topics import STATUS_ONLINE, emotion_topic, status_topic
@@ -185,3 +188,71 @@ def test_a_broker_dropping_the_connection_on_every_event_backs_off_and_refuses_i
     delays = _announced_delays(caplog)
     # 0.1 s doubled per short-lived connection in a row, capped at reconnect_max_s
     assert delays[:3] == [0.1, 0.2, 0.4] and max(delays) == 0.4, delays
+
+
+# ------------------------------------------------------- item 5: one client id, two daemons
+
+
+def test_two_daemons_with_one_client_id_are_named_and_back_off(mosquitto, caplog):
+    """Issue 18 item 5: two daemons with one ``mqtt.client_id`` kicked each other off every second,
+    logged as "Unspecified error" only. mosquitto 2.0 closes the older connection without a reason
+    code ("Client shared-id already connected, closing old connection"), so the warning asks."""
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
+    settings = settings_for(mosquitto, client_id="shared-id", reconnect_min_s=0.1, reconnect_max_s=0.4)
+    first, second = MqttPublisher(settings, "twin-a"), MqttPublisher(settings, "twin-b")
+
+    def drops() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "another client with this client id ('shared-id') connected"
+                in r.getMessage()]
+
+    with first:
+        assert wait_until(lambda: first.connected, WAIT_S)
+        with second:
+            assert wait_until(lambda: len(drops()) >= 6, WAIT_S), caplog.text
+    assert "already connected, closing old connection" in mosquitto.log_tail(200)
+    assert all(r.levelno == logging.WARNING for r in drops())
+    delays = [float(re.search(r"next attempt in ([0-9.]+) s", r.getMessage()).group(1)) for r in drops()]
+    assert max(delays) == 0.4 and delays.count(0.1) <= 2, delays  # each side: 0.1, 0.2, 0.4, 0.4...
+
+
+def test_session_taken_over_is_named_and_backs_off(caplog):
+    """A broker that says it (MQTT 5 DISCONNECT reason 0x8E "Session taken over", as newer brokers
+    send): a plain socket answering every CONNECT with CONNACK, then that DISCONNECT."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(4096)  # the CONNECT
+                conn.sendall(b"\x20\x03\x00\x00\x00" + b"\xe0\x02\x8e\x00")  # CONNACK, DISCONNECT 0x8E
+                conn.settimeout(WAIT_S)
+                try:
+                    while conn.recv(4096):  # until the client closes: it reads the DISCONNECT first
+                        pass
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
+    settings = MqttSettings(host="127.0.0.1", port=server.getsockname()[1], reconnect_min_s=0.1, reconnect_max_s=0.4)
+
+    def takeovers() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "another client with this client id" in r.getMessage()
+                and "took over the session" in r.getMessage()]
+
+    try:
+        with MqttPublisher(settings, "taken-pi"):
+            assert wait_until(lambda: len(takeovers()) >= 4, WAIT_S), caplog.text
+    finally:
+        stop.set()
+        thread.join(WAIT_S)
+        server.close()
+    delays = [float(re.search(r"next attempt in ([0-9.]+) s", r.getMessage()).group(1)) for r in takeovers()]
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.4], delays

@@ -790,9 +790,12 @@ class MqttPublisher(StartStopContext):
                            "the session (two daemons with one mqtt.client_id? leave it empty for a unique one); "
                            "%d events pending, next attempt in %g s", self._client_id, s.host, s.port, pending, delay)
         elif delay is not None:
+            # mosquitto 2.0 closes the older of two connections with one client id without a reason code
+            hint = (f"; another client with this client id ({self._client_id!r}) connected? two daemons must not "
+                    f"share mqtt.client_id" if s.client_id is not None and self._inflight is None else "")
             logger.warning("lost connection to MQTT broker %s:%d %.1f s after connecting (%s; %d short connections "
-                           "in a row); %d events pending, next attempt in %g s", s.host, s.port, up_s, reason_code,
-                           short, pending, delay)
+                           "in a row%s); %d events pending, next attempt in %g s", s.host, s.port, up_s, reason_code,
+                           short, hint, pending, delay)
         else:
             logger.warning("lost connection to MQTT broker %s:%d (%s); %d events pending, reconnecting",
                            s.host, s.port, reason_code, pending)
