@@ -256,3 +256,32 @@ def test_session_taken_over_is_named_and_backs_off(caplog):
         server.close()
     delays = [float(re.search(r"next attempt in ([0-9.]+) s", r.getMessage()).group(1)) for r in takeovers()]
     assert delays[:4] == [0.1, 0.2, 0.4, 0.4], delays
+
+
+# ------------------------------------------- item 9: no CONNACK, keep-alive below the timeout
+
+
+def test_a_broker_that_never_answers_is_reported_with_a_short_keepalive(caplog, monkeypatch):
+    """Issue 18 item 9: with ``keepalive_s`` below CONNACK_TIMEOUT_S paho gave up on each attempt
+    before the timeout, which restarted with every attempt: the promised line never came. The
+    time now counts from the first unanswered attempt (the timeout is shortened to keep the test
+    short; it stays above the keep-alive, as 10 s is above ``keepalive_s = 5``)."""
+    import edge.mqtt.publisher as publisher_module
+
+    keepalive_s = 1
+    monkeypatch.setattr(publisher_module, "CONNACK_TIMEOUT_S", 3.5 * keepalive_s)
+    caplog.set_level(logging.DEBUG, logger="edge.mqtt.publisher")
+    with socket.create_server(("127.0.0.1", 0)) as hole:  # accepts (the kernel's backlog), never answers
+        port = hole.getsockname()[1]
+        settings = MqttSettings(host="127.0.0.1", port=port, keepalive_s=keepalive_s, reconnect_min_s=0.1,
+                                reconnect_max_s=0.2)
+        publisher = MqttPublisher(settings, "hole-pi")
+        publisher.start()
+        try:
+            reported = wait_until(lambda: "no answer (CONNACK)" in caplog.text, WAIT_S)
+        finally:
+            publisher.close(timeout_s=0)
+    assert reported, caplog.text
+    lines = [r for r in caplog.records if "no answer (CONNACK)" in r.getMessage()]
+    assert lines[0].levelno == logging.WARNING and f"MQTT broker 127.0.0.1:{port}" in lines[0].getMessage()
+    assert all(r.levelno == logging.DEBUG for r in lines[1:])  # once per outage
