@@ -5,19 +5,24 @@ broker that never answers). The publisher is the real one; counts come from its 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import socket
 import threading
 
+import paho.mqtt.client as paho
 from helpers import MQTT_TEST_PREFIX, make_event, settings_for, wait_until
+from mqtt_helpers import Mqtt311OnlyProxy
 from paths import SHIPPED_MODEL
 
 from edge import __version__
+from edge.events import EmotionEvent
 from edge.manifest import load_manifest
 from edge.mqtt.config import MqttSettings
 from edge.mqtt.homeassistant import HomeAssistantDiscovery, discovery_configs
+from edge.mqtt.listen import listen
 from edge.mqtt.publisher import MAX_SEND_ATTEMPTS, MqttPublisher
 from edge.mqtt.topics import STATUS_ONLINE, emotion_topic, status_topic
 
@@ -285,3 +290,70 @@ def test_a_broker_that_never_answers_is_reported_with_a_short_keepalive(caplog, 
     lines = [r for r in caplog.records if "no answer (CONNACK)" in r.getMessage()]
     assert lines[0].levelno == logging.WARNING and f"MQTT broker 127.0.0.1:{port}" in lines[0].getMessage()
     assert all(r.levelno == logging.DEBUG for r in lines[1:])  # once per outage
+
+
+# ------------------------------------- item 14: paho's network thread; listen without MQTT 5
+
+
+def _run_listen(settings: MqttSettings, **kwargs: object) -> tuple[io.StringIO, threading.Thread, dict]:
+    out = io.StringIO()
+    result: dict[str, int] = {}
+    thread = threading.Thread(target=lambda: result.update(rc=listen(settings, out=out, **kwargs)), daemon=True)
+    thread.start()
+    return out, thread, result
+
+
+def test_listen_falls_back_to_mqtt311_when_the_broker_refuses_5(mosquitto, caplog):
+    """Issue 18 item 14: ``listen`` gave up ("Unsupported protocol version", exit 1) where the
+    publisher falls back. mosquitto has no option to refuse MQTT 5, so it sits behind a proxy that
+    answers a version-5 CONNECT as a 3.1.1-only broker does (:class:`mqtt_helpers.Mqtt311OnlyProxy`)."""
+    caplog.set_level(logging.INFO, logger="edge.mqtt.listen")
+    proxy = Mqtt311OnlyProxy(mosquitto)
+    event = make_event(7, "old-broker-pi")
+    try:
+        out, thread, result = _run_listen(MqttSettings(host="127.0.0.1", port=proxy.port, topic_prefix=PREFIX,
+                                                       reconnect_min_s=0.1, reconnect_max_s=0.5),
+                                          as_json=True, stop_after=1, timeout_s=WAIT_S)
+        with MqttPublisher(settings_for(mosquitto), "old-broker-pi") as publisher:
+            assert wait_until(lambda: '"status":"online"' in out.getvalue(), WAIT_S), caplog.text  # subscribed
+            publisher.publish(event)
+            thread.join(WAIT_S + 5)
+    finally:
+        proxy.close()
+    assert result == {"rc": 0}, caplog.text
+    assert proxy.refused == 1
+    assert EmotionEvent.from_json(out.getvalue().splitlines()[-1]) == event
+    assert sum("does not speak MQTT 5; listening with 3.1.1" in r.getMessage() for r in caplog.records) == 1
+
+
+def _kill_paho_loop(monkeypatch) -> threading.Event:
+    """Arm a fault in paho's network loop (its keep-alive check, run on every pass) once the event is set."""
+    die = threading.Event()
+    original = paho.Client._check_keepalive
+
+    def check_keepalive_then_die(self) -> None:
+        if die.is_set():
+            raise RuntimeError("injected fault in paho's network loop")
+        original(self)
+
+    monkeypatch.setattr(paho.Client, "_check_keepalive", check_keepalive_then_die)
+    return die
+
+
+def test_a_dead_paho_network_thread_is_reported_by_publisher_and_listen(mosquitto, monkeypatch, caplog):
+    """The daemon's side (exit 1, no watchdog ping) is in test_sender_faults.py."""
+    caplog.set_level(logging.INFO)
+    die = _kill_paho_loop(monkeypatch)
+    settings = settings_for(mosquitto)
+    with MqttPublisher(settings, "dead-loop-pi") as publisher:
+        assert wait_until(lambda: publisher.connected, WAIT_S)
+        out, thread, result = _run_listen(settings, as_json=False, timeout_s=WAIT_S)
+        assert wait_until(lambda: "dead-loop-pi is online" in out.getvalue(), WAIT_S)
+        die.set()
+        assert wait_until(lambda: not publisher.alive, WAIT_S)
+        publisher.publish(make_event(1, "dead-loop-pi"))
+        assert not publisher.flush(WAIT_S)  # returns at once: nothing can send it
+        thread.join(WAIT_S)
+    assert result == {"rc": 1}
+    deaths = [r for r in caplog.records if "network thread (paho) died" in r.getMessage()]
+    assert len(deaths) == 2 and all(r.levelno == logging.CRITICAL for r in deaths)  # the publisher's, listen's
