@@ -195,6 +195,27 @@ def test_a_broker_dropping_the_connection_on_every_event_backs_off_and_refuses_i
     assert delays[:3] == [0.1, 0.2, 0.4] and max(delays) == 0.4, delays
 
 
+def test_an_event_is_not_blamed_for_a_drop_another_message_caused(mosquitto_factory, caplog):
+    """The same broker, but what it refuses is a discovery config (over 800 bytes; the events are
+    smaller) sent at every connect: the events stay in the outbox (nothing is refused that the
+    broker would take) and the connections back off. MQTT 3.1.1 cannot know the limit."""
+    broker = mosquitto_factory(extra_config=("max_packet_size 800",))
+    device = "blameless-pi"
+    events = _events(device)
+    assert all(len(e.to_json().encode()) + 64 < 800 for e in events)
+    caplog.set_level(logging.INFO, logger="edge.mqtt.publisher")
+    publisher = MqttPublisher(settings_for(broker, protocol="3.1.1", reconnect_min_s=0.05, reconnect_max_s=0.2),
+                              device)
+    _discovery(device).attach(publisher)
+    with publisher:
+        for event in events:
+            publisher.publish(event)
+        enough = 2 * MAX_SEND_ATTEMPTS + 1
+        assert wait_until(lambda: len(_announced_delays(caplog)) >= enough, WAIT_S), caplog.text
+        assert (publisher.refused_events, publisher.pending) == (0, N_EVENTS)
+        publisher.close(timeout_s=0)
+
+
 # ------------------------------------------------------- item 5: one client id, two daemons
 
 

@@ -63,8 +63,13 @@ SENDER_WAKE_S = 1.0
 
 MAX_SEND_ATTEMPTS = 3
 """An event whose sending ended this many short-lived connections in a row (the broker dropped the
-connection each time it was in flight, e.g. over a limit it did not announce) is refused: counted
-in :attr:`MqttPublisher.refused_events`, removed from the outbox, never sent again."""
+connection each time it was in flight, with no other message unacknowledged, e.g. over a limit it
+did not announce) is refused: counted in :attr:`MqttPublisher.refused_events`, removed from the
+outbox, never sent again. A connection dropped while a status, stats or discovery message was also
+unacknowledged does not count against the event (that message may be the one refused)."""
+
+MAX_EARLY_ACKS = 1000
+"""Bound of the acknowledgements remembered for messages whose ``publish()`` has not returned yet."""
 
 SESSION_TAKEN_OVER = 0x8E
 """MQTT 5 DISCONNECT reason "Session taken over": another client connected with this client id."""
@@ -168,6 +173,11 @@ class MqttPublisher(StartStopContext):
         self._disconnects = 0  # connections ended so far (a QoS 0 event in flight is then sent again)
         self._strikes: tuple[int | None, int] = (None, 0)  # (outbox row, short connections it ended in a row)
         self._last_drop = ""  # the reason code of the last dropped connection
+        # mids of the other messages (status, stats, discovery) not yet acknowledged, and of the
+        # acknowledgements that came before publish() returned their mid: an event is blamed for a
+        # dropped connection only when nothing else was unacknowledged
+        self._others_unacked: set[int] = set()
+        self._early_acks: set[int] = set()
         self._connack_timeout_logged = False
         self._connect_failures = 0
         self._failure: str | None = None  # why the broker is not connected, as last logged; None: connected
@@ -356,7 +366,19 @@ class MqttPublisher(StartStopContext):
                        what or f"the message on {topic}", size, limits.max_packet_bytes,
                        " (mosquitto: max_packet_size)" if first else " (again)")
             return None
-        return self._client.publish(topic, data, qos=qos, retain=retain)
+        client = self._client
+        return self._track(client, qos, client.publish(topic, data, qos=qos, retain=retain))
+
+    def _track(self, client: mqtt.Client, qos: int, info: mqtt.MQTTMessageInfo) -> mqtt.MQTTMessageInfo:
+        """Note a QoS 1/2 message other than an event as unacknowledged until its PUBACK (``_others_unacked``)."""
+        with self._cond:
+            if (qos > 0 and client is self._client
+                    and info.rc in (mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS, mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN)):
+                if info.mid in self._early_acks:
+                    self._early_acks.discard(info.mid)
+                else:
+                    self._others_unacked.add(info.mid)
+        return info
 
     @staticmethod
     def _within(limits: BrokerLimits, qos: int, retain: bool) -> tuple[int, bool]:
@@ -627,6 +649,8 @@ class MqttPublisher(StartStopContext):
             self._generation += 1
             self._fallback = False
             self._acks.clear()
+            self._others_unacked.clear()
+            self._early_acks.clear()
             client = self._client
         connect(client, self._settings, protocol)
         client.loop_start()
@@ -687,7 +711,7 @@ class MqttPublisher(StartStopContext):
         # the sender thread sees `connected`.
         if self._availability:
             qos, retain = self._within(limits, EMOTION_QOS, True)
-            client.publish(self._status_topic, STATUS_ONLINE, qos=qos, retain=retain)
+            self._track(client, qos, client.publish(self._status_topic, STATUS_ONLINE, qos=qos, retain=retain))
         if not self._backoff.short_lived:  # paho's warnings stay demoted while connections keep dropping
             client.on_log.reset()
         with self._cond:
@@ -775,7 +799,7 @@ class MqttPublisher(StartStopContext):
             delay = self._backoff.after(up_s, failed=taken_over) if was_connected and not closing else None
             short = self._backoff.short_lived
             self._last_drop = str(reason_code)
-            if delay is not None and self._inflight is not None and not taken_over:
+            if delay is not None and self._inflight is not None and not taken_over and not self._others_unacked:
                 row_id = self._inflight[0]
                 self._strikes = (row_id, self._strikes[1] + 1 if self._strikes[0] == row_id else 1)
             self._cond.notify_all()
@@ -804,6 +828,14 @@ class MqttPublisher(StartStopContext):
                     reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
         # Called by paho with its message lock held: only bookkeeping here, no calls into paho.
         with self._cond:
-            if self._awaiting and client is self._client:
+            if client is not self._client:
+                return
+            if self._awaiting:
                 self._acks[mid] = reason_code
                 self._cond.notify_all()
+            if mid in self._others_unacked:
+                self._others_unacked.discard(mid)
+            elif self._inflight is None or self._inflight[1] != mid:  # perhaps one whose publish() has not returned
+                if len(self._early_acks) >= MAX_EARLY_ACKS:  # events' acks that came before their mid was known
+                    self._early_acks.clear()
+                self._early_acks.add(mid)
