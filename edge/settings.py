@@ -28,9 +28,9 @@ from edge.audio.formats import MAX_RATE_HZ, MIN_RATE_HZ, RawFormat
 from edge.dsp.vad import VadParams
 from edge.exitcodes import EX_CONFIG  # noqa: F401 - re-exported: the exit status of a ConfigError
 from edge.mood import MoodParams
-from edge.mqtt.config import MqttSettings
+from edge.mqtt.config import MAX_STATS_INTERVAL_S, MIN_STATS_INTERVAL_S, MqttSettings
 from edge.postprocess import DecisionParams
-from edge.validate import expect_topic_level
+from edge.validate import expect_tls_files, expect_topic_level
 
 PASSWORD_ENV = "SER_EDGE_MQTT_PASSWORD"
 DEFAULT_MODEL = ""
@@ -185,6 +185,10 @@ class Settings:
             if value and not Path(value).is_file():
                 raise ConfigError(f"mqtt.{key}: no such file: {value}")
         try:
+            expect_tls_files(m.tls_ca_file or None, m.tls_certfile or None, m.tls_keyfile or None)
+        except ValueError as exc:
+            raise ConfigError(f"mqtt: {exc}") from None
+        try:
             return dataclasses.replace(m, password=password,
                                        state_dir=None if self.state_dir is None else str(self.state_dir))
         except ValueError as exc:
@@ -263,6 +267,10 @@ def _check_number(key: str, value: object) -> None:
     elif key == "audio.sample_rate_hz":
         if value != 0 and not MIN_RATE_HZ <= value <= MAX_RATE_HZ:
             raise ConfigError(f"{key}: expected 0 (auto) or {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz, got {value!r}")
+    elif key == "mqtt.stats_interval_s":
+        if value != 0 and not MIN_STATS_INTERVAL_S <= value <= MAX_STATS_INTERVAL_S:
+            raise ConfigError(f"{key}: expected 0 (no statistics) or {MIN_STATS_INTERVAL_S:g}..{MAX_STATS_INTERVAL_S:g} s, "
+                              f"got {value!r}")
     elif key in RANGES:
         low, high, exclusive = RANGES[key]
         if (value <= low if exclusive else value < low) or value > high:

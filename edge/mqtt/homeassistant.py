@@ -410,7 +410,8 @@ class HomeAssistantDiscovery:
             self._publisher.publish_raw(topic, b"", retain=True, qos=EMOTION_QOS)
         if current:
             for topic, payload in self.configs.items():
-                self._publisher.publish_raw(topic, payload, retain=True, qos=EMOTION_QOS)
+                self._publisher.publish_raw(topic, payload, retain=True, qos=EMOTION_QOS,
+                                            what=f"the Home Assistant discovery config of entity {topic.split('/')[-2]!r} ({topic})")
         others = sorted(device for device, topics in memory.items() if device != self.device_id and topics)
         if others and not self._others_logged:
             self._others_logged = True

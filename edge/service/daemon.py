@@ -292,7 +292,8 @@ class Session:
         self._emit(self.pipeline.flush())
 
     def sink_alive(self) -> bool:
-        """Whether the sink's worker threads run (``False`` once the MQTT sender thread died)."""
+        """Whether the sink's worker threads run (``False`` once the MQTT sender thread or paho's network
+        thread died)."""
         return self.mqtt is None or self.mqtt.alive
 
     def _emit(self, decisions: list[Decision]) -> None:
@@ -510,9 +511,9 @@ class _MicrophoneReport:
 
 def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier | None = None) -> int:
     """``ser-edge run``: until stopped. Exit 0 on a clean stop, also with events left unacknowledged
-    in a durable outbox (they are sent after the next start; 1 if events were dropped or refused,
-    or at once when the MQTT sender thread died: the watchdog gets no ping from then on, and systemd's
-    ``Restart=`` starts the daemon again).
+    in a durable outbox (they are sent after the next start); 1 if events were dropped or refused,
+    or at once when the MQTT sender thread or paho's network thread died (the watchdog gets no ping
+    from then on, and systemd's ``Restart=`` starts the daemon again).
 
     Sends ``READY=1`` after the first attempt to open the microphone, whether it worked or not (the
     daemon is up and keeps retrying the device), ``STATUS=`` lines on every change of the source,
@@ -540,7 +541,7 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
     try:
         while not stop:
             if not session.sink_alive():  # logged by the publisher; systemd restarts the daemon
-                logger.error("exiting: the MQTT sender thread died")
+                logger.error("exiting: an MQTT thread died (the sender, or paho's network loop)")
                 sender_died = True
                 break
             if report.ready:
