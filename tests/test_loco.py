@@ -68,6 +68,10 @@ def test_every_corpus_is_held_out_whole_clean_and_far_field(loco_run):
     for png in ("reliability.png", "loco.png", "confusion_savee_far.png"):
         assert (run_dir / png).stat().st_size > 0 and f"]({png})" in report
     assert "Leave-one-corpus-out" in report and "exactly the adaptation the daemon applies" in report
+    headline = loco["clean"]["int8"]["headline"]  # three of the eight four-emotion corpora
+    assert headline["eight_corpora"] == ["ravdess", "savee", "turev-db"]
+    assert headline["mean_e4_ua_eight"] == pytest.approx(np.mean([r["e4_ua"] for r in loco["clean"]["int8"]["corpora"]]))
+    assert "### Headline" in report and f"**{headline['mean_e4_ua_eight']:.3f}**" in report
     for fold in range(3):  # each fold's model, loadable as the device loads it
         assert tuple(load_model(run_dir / "folds" / f"fold{fold}.tflite").labels) == ("neutral", "happy", "sad", "angry")
     scores = np.load(run_dir / "fold_scores.npz")
@@ -203,9 +207,10 @@ def _listed(tmp, name: str, rows: list[tuple[Path, str]]) -> list:
     return [dataclasses.replace(c, corpus=name) for c in load_csv(table)]
 
 
-def _fold(index: int, corpus: str, clips: list, tmp) -> FoldResult:
+def _fold(index: int, corpus: str, clips: list, tmp, seed: int = 0) -> FoldResult:
     """A held-out fold of ``clips`` scored by the shipped int8 model as ``fit`` scores one (one stream per
-    corpus, clean and far-field); the float scores are the int8 ones (the shipped model has no float twin)."""
+    corpus, clean and far-field, in the order ``seed`` draws); the float scores are the int8 ones (the shipped
+    model has no float twin)."""
     model = load_model(SHIPPED_MODEL)
     features, frames = model.manifest.features, model.manifest.input.frames
     clips = [dataclasses.replace(c, label=label) for c in clips
@@ -213,7 +218,8 @@ def _fold(index: int, corpus: str, clips: list, tmp) -> FoldResult:
     out = {}
     for condition, perturbation in (("clean", Perturbation()), ("far", FAR_FIELD_EVAL)):
         feats = featurize(clips, features, cache_dir=tmp, workers=1, progress=False, perturbation=perturbation)
-        out[condition] = score_clips(feats, model.score, features, frames, temperature=model.manifest.temperature)
+        out[condition] = score_clips(feats, model.score, features, frames, seed=seed,
+                                     temperature=model.manifest.temperature)
     y_true = np.array([E4.index(c.label) if c.label in E4 else NOT_A_CLASS for c in clips])
     dims_true = np.array([dimension_targets(c) or (np.nan, np.nan) for c in clips], dtype=np.float32)
     (scores, dims), (far_scores, far_dims) = out["clean"], out["far"]
@@ -245,11 +251,11 @@ def held_out(tmp_path_factory):
                ("emospeech", _listed(tmp, "emospeech", emospeech)), ("coraa-ser", _listed(tmp, "coraa-ser", coraa_rows)),
                ("turev-db", load_corpus("turev-db", TUREV_DB_MINI))]
     results = [_fold(k, name, clips, tmp) for k, (name, clips) in enumerate(corpora)]
-    return results, loco_metrics(results, E4)
+    return results, loco_metrics(results, E4), (corpora, tmp)
 
 
 def test_headline_is_the_mean_over_the_four_emotion_corpora_present(held_out):
-    results, loco = held_out
+    results, loco, _ = held_out
     for condition in ("clean", "far"):
         rows = {r["corpus"]: r for r in loco[condition]["int8"]["corpora"]}
         h = loco[condition]["int8"]["headline"]
@@ -270,7 +276,7 @@ def test_headline_is_the_mean_over_the_four_emotion_corpora_present(held_out):
 
 
 def test_non_neutral_clips_are_outside_ua_and_in_the_natural_neutral_figures(held_out):
-    results, loco = held_out
+    results, loco, _ = held_out
     fold = next(r for r in results if r.test_corpora == ("coraa-ser",))
     neutral = np.array([label == "neutral" for label in fold.clip_labels])
     assert neutral.sum() == 4 and (fold.y_true[~neutral] == NOT_A_CLASS).all()
@@ -291,7 +297,7 @@ def test_non_neutral_clips_are_outside_ua_and_in_the_natural_neutral_figures(hel
 
 
 def test_fit_summary_and_report_show_the_headline_beside_issue_8(held_out, tmp_path):
-    results, loco = held_out
+    results, loco, _ = held_out
     h, fh = loco["clean"]["int8"]["headline"], loco["far"]["int8"]["headline"]
     text = format_loco_table(loco)
     assert f"emotion4 UA mean {h['mean_e4_ua_eight']:.3f} over 5 four-emotion corpora" in text
@@ -309,3 +315,39 @@ def test_fit_summary_and_report_show_the_headline_beside_issue_8(held_out, tmp_p
         for condition in ("clean", "far"):
             png = f"confusion_{corpus}_{condition}.png"
             assert (tmp_path / png).stat().st_size > 0 and f"]({png})" in report
+
+
+def test_report_compares_runs_by_their_headline_mean_and_spread(held_out, tmp_path, capsys):
+    """Two runs of one recipe, here the same held-out folds heard in the stream orders of seeds 0 and 1 (the
+    order the adaptation meets the clips in, which a fit's seed sets): ``ser-train report RUN RUN`` gives each
+    run's headline and their mean and spread, and refuses a folder that is not a run."""
+    results, loco, (corpora, tmp) = held_out
+    other = loco_metrics([_fold(k, name, clips, tmp, seed=1) for k, (name, clips) in enumerate(corpora)], E4)
+    runs = []
+    for seed, figures in ((0, loco), (1, other)):
+        runs.append(tmp_path / f"m-seed{seed}")
+        runs[-1].mkdir()
+        saved = json.loads(json.dumps({"loco": figures}, default=json_default))
+        if seed == 1:  # a run older than the headline: it is recomputed from the corpus rows
+            for condition in ("clean", "far"):
+                del saved["loco"][condition]["int8"]["headline"]
+        save_results(runs[-1], {"name": "m", "seed": seed, "labels": list(E4), "label_scheme": "emotion4",
+                                "metrics": saved})
+    capsys.readouterr()
+    assert main(["report", *map(str, runs), "--json"]) == 0
+    comparison = json.loads(capsys.readouterr().out)
+    assert [r["seed"] for r in comparison["runs"]] == [0, 1]
+    for name, condition, key in (("clean_mean_e4_ua_eight", "clean", "mean_e4_ua_eight"),
+                                 ("far_mean_e4_ua_issue8", "far", "mean_e4_ua_issue8"),
+                                 ("clean_coraa_neutral_auc", "clean", "coraa_neutral_auc")):
+        values = [figures[condition]["int8"]["headline"][key] for figures in (loco, other)]
+        assert [r["figures"][name] for r in comparison["runs"]] == pytest.approx(values)
+        assert comparison["mean"][name] == pytest.approx(np.mean(values))
+        assert comparison["spread"][name] == pytest.approx(max(values) - min(values))
+    assert comparison["spread"]["clean_mean_e4_ua_eight"] > 0  # the order alone moves the headline
+    assert main(["report", *map(str, runs)]) == 0
+    table = capsys.readouterr().out
+    assert "| m-seed0 | 0 |" in table and "| spread (max - min) |" in table
+    assert f"{comparison['mean']['clean_mean_e4_ua_eight']:.3f}" in table.split("**mean**")[1].splitlines()[0]
+    assert main(["report", str(runs[0]), str(tmp_path)]) == 2
+    assert "expected a run directory with results.json" in capsys.readouterr().err

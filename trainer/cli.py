@@ -213,9 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the run's final model manifest (NAME.json) to update; it must name the run's command")
     cb.add_argument("--json", action="store_true", help="print the calibration as JSON")
 
-    rp = sub.add_parser("report", help="regenerate a run's report.md and PNGs from its results.json",
-                        description="Render runs/NAME-<UTC>/report.md and its figures from the saved results.json.")
-    rp.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    rp = sub.add_parser("report", help="regenerate a run's report.md and PNGs from its results.json; compare runs "
+                        "(seeds) by their headline",
+                        description="Render runs/NAME-<UTC>/report.md and its figures from the saved results.json. "
+                        "With several run folders (the same recipe fitted with --seed 0, --seed 1, ...), print instead "
+                        "each run's leave-one-corpus-out headline (int8: emotion4 UA mean over the four-emotion "
+                        "corpora, clean and far-field, the lowest corpus, issue 8's five, EmoSpeech, CORAA-SER's "
+                        "natural-neutral figures) with their mean, spread (max - min) and standard deviation.")
+    rp.add_argument("run_dir", type=Path, nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--json", action="store_true", help="print the comparison of the runs as JSON (even for one run)")
     return parser
 
 
