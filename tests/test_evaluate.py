@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from tests.paths import CREMA_D_MINI, RAVDESS_48K, SHARED_DATA, SHIPPED_MODEL, TESS_MINI
 from trainer.cli import main
-from trainer.metrics import restricted_argmax, summarize
+from trainer.metrics import NOT_A_CLASS, restricted_argmax, summarize
 
 EMOTION4 = "neutral,happy,sad,angry"
 needs_data = pytest.mark.skipif(not (TESS_MINI.is_dir() and SHIPPED_MODEL.is_file()),
@@ -69,6 +69,11 @@ def test_restricted_argmax_and_summary():
     summary = summarize(np.array([0, 1, 1]), np.array([0, 1, 0]), ("a", "b"))
     assert summary["ua"] == pytest.approx(0.75) and summary["wa"] == pytest.approx(2 / 3)
     assert summary["per_class"]["b"] == {"recall": 0.5, "precision": 1.0, "f1": pytest.approx(2 / 3), "support": 2}
+    # a partial label (NOT_A_CLASS) is in no figure; with nothing else there is no figure, and no error
+    partial = summarize(np.array([0, NOT_A_CLASS, 1]), np.array([0, 1, 0]), ("a", "b"))
+    assert partial["confusion"] == [[1, 0], [1, 0]] and partial["ua"] == pytest.approx(0.5)
+    only = summarize(np.array([NOT_A_CLASS]), np.array([0]), ("a", "b"))
+    assert np.isnan(only["ua"]) and only["confusion"] == [[0, 0], [0, 0]]
 
 
 def _calibrated_sample(n: int, seed: int, temperature: float = 1.0):

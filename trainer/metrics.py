@@ -39,6 +39,11 @@ def summarize(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...]) -
     known = y_true != NOT_A_CLASS
     y_true, y_pred = y_true[known], y_pred[known]
     index = list(range(len(labels)))
+    if not len(y_true):  # only partial labels: no figure, an empty confusion matrix
+        nan = float("nan")
+        return {"ua": nan, "wa": nan, "macro_f1": nan, "recall": {label: nan for label in labels},
+                "per_class": {label: {"recall": nan, "precision": nan, "f1": nan, "support": 0} for label in labels},
+                "confusion": [[0] * len(labels) for _ in labels]}
     recall, precision, f1 = (
         metric(y_true, y_pred, labels=index, average=None, zero_division=0)
         for metric in (recall_score, precision_score, f1_score)
