@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "evaluate",
         help="score a corpus with a model through the edge runtime; print UA, WA, per-class recall, confusion",
-        description="Score every clip through edge.pipeline.classify_features with the int8 model, as the daemon would.",
+        description="Score every clip through edge.pipeline.classify_features with the int8 model, as the daemon would. "
+        "Clips labelled non-neutral (a partial label, CORAA-SER) are scored but left out of UA and the confusion "
+        "matrix; they count in the natural-neutral figures.",
     )
     ev.add_argument("--model", type=Path, required=True, metavar="models/NAME.tflite")
     ev.add_argument("--corpus", action="append", type=parse_corpus, required=True, metavar="KIND=PATH",
@@ -176,7 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--labels", default=None, metavar="a,b,...",
                     help="decide among these model labels only (argmax over their scores); clips of other labels "
                     "are excluded and counted")
-    add_scoring_output(ev, "print the metrics as JSON")
+    ev.add_argument("--scores", type=Path, default=None, metavar="FILE.csv",
+                    help="write one CSV row per scored clip: path, corpus, speaker, label, predicted, p_<label> "
+                    "(each of the model's labels, calibrated probability), arousal, valence (empty without those "
+                    "outputs), unsure (1 when the top probability is below the manifest's unsure_below)")
+    add_scoring_output(ev, "print the metrics as JSON: ua, wa, macro_f1, per_class, confusion, clips, ...; with "
+                       "arousal/valence outputs also arousal_auc (ROC AUC of arousal, high = angry, happy, fearful, "
+                       "surprised vs low = neutral, calm, sad) and valence_auc (happy vs angry, sad, fearful, "
+                       "disgust), null with *_auc_reason when a side has no clip; with clips labelled non-neutral "
+                       "natural_neutral (neutral recall, ROC AUC of P(neutral) against non-neutral)")
 
     rs = sub.add_parser("rescore", help="re-score a leave-one-corpus-out run under other adaptation settings",
                         description="Score every held-out corpus of a leave-one-corpus-out run again with its fold's "
@@ -207,9 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the run's final model manifest (NAME.json) to update; it must name the run's command")
     cb.add_argument("--json", action="store_true", help="print the calibration as JSON")
 
-    rp = sub.add_parser("report", help="regenerate a run's report.md and PNGs from its results.json",
-                        description="Render runs/NAME-<UTC>/report.md and its figures from the saved results.json.")
-    rp.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    rp = sub.add_parser("report", help="regenerate a run's report.md and PNGs from its results.json; compare runs "
+                        "(seeds) by their headline",
+                        description="Render runs/NAME-<UTC>/report.md and its figures from the saved results.json. "
+                        "With several run folders (the same recipe fitted with --seed 0, --seed 1, ...), print instead "
+                        "each run's leave-one-corpus-out headline (int8: emotion4 UA mean over the four-emotion "
+                        "corpora, clean and far-field, the lowest corpus, issue 8's five, EmoSpeech, CORAA-SER's "
+                        "natural-neutral figures) with their mean, spread (max - min) and standard deviation.")
+    rp.add_argument("run_dir", type=Path, nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--json", action="store_true", help="print the comparison of the runs as JSON (even for one run)")
     return parser
 
 

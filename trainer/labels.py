@@ -121,6 +121,12 @@ CANONICAL: dict[str, str] = {
     "fearful": "fearful",
 }
 
+NEUTRAL = "neutral"
+NON_NEUTRAL = "non-neutral"
+"""A partial label (CORAA-SER's natural speech): evidence against ``neutral`` and for no emotion in
+particular. No scheme maps it to a class; evaluation leaves it out of UA and the confusion matrix and
+counts it in the natural-neutral figures (:func:`trainer.metrics.natural_neutral`)."""
+
 EMOTION6 = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
 EMOTION4 = ("neutral", "happy", "sad", "angry")
 VALENCE = ("negative", "neutral", "positive")
