@@ -307,3 +307,46 @@ def test_full_coraa_ser():
     assert relative(clips, root) == {path for _, path in listed} and len(clips) == 625
     assert len({c.speaker for c in clips}) == len({Path(p).name.split("_segment")[0] for _, p in listed}) == 84
     assert Counter(c.label for c in clips) == {"neutral": 491, "non-neutral": 134}
+
+
+# --- licences: what a model trained on each corpus may be used for ---------------------------------
+
+def test_licence_table_follows_the_data_readme():
+    """Every corpus kind has a row; the ten corpora's licences agree with ../shared/data/README.md's
+    table (CC BY-NC-* -> non-commercial, research use or none stated -> research only, ODbL -> any use
+    with attribution), and the most restrictive term wins."""
+    from trainer.corpora import CORPORA
+    from trainer.corpora.licences import (
+        ANY_USE,
+        LICENCES,
+        NON_COMMERCIAL,
+        RESEARCH_ONLY,
+        USE_ORDER,
+        corpus_record,
+        most_restrictive_use,
+    )
+
+    assert set(LICENCES) == set(CORPORA)
+    readme = require(SHARED_DATA / "README.md").read_text()
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and ("-mini" in cells[0] or "-48k" in cells[0]):
+            rows[cells[0].strip("`").split("-mini")[0].split("-48k")[0]] = cells[3]
+    assert set(rows) == {"ravdess", "tess", "crema-d", "savee", "turev-db", "ased", "nemo", "emovo", "emospeech",
+                         "coraa-ser"}
+    for kind, stated in rows.items():
+        expected = (NON_COMMERCIAL if "CC BY-NC" in stated else ANY_USE if "ODbL" in stated
+                    else RESEARCH_ONLY if "research use" in stated or "no licence stated" in stated else None)
+        record = corpus_record(kind)
+        assert record["use"] == expected, kind
+        assert set(record) == {"kind", "name", "language", "licence", "use"} and all(record.values())
+        if stated.startswith("CC") or stated.startswith("ODbL"):
+            assert record["licence"].split(" (")[0] == stated
+    assert most_restrictive_use(["crema-d"]) == ANY_USE
+    assert most_restrictive_use(["crema-d", "ravdess", "nemo"]) == NON_COMMERCIAL
+    assert most_restrictive_use(rows) == RESEARCH_ONLY == USE_ORDER[2]
+    assert most_restrictive_use(["csv", "crema-d"]) == ("unknown: check the licence of csv before any use; the other "
+                                                        "corpora allow any use, with attribution")
+    with pytest.raises(ValueError, match="expected at least one corpus kind"):
+        most_restrictive_use([])

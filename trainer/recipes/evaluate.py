@@ -82,9 +82,10 @@ def evaluate(args) -> int:
 
 def seen_in_training(clips, training: dict) -> list[str]:
     """One line per corpus of ``clips`` whose speakers the manifest's ``training.speakers`` include:
-    such figures are not held-out. Older manifests without the list are checked by corpus name."""
+    such figures are not held-out. Older manifests without the list are checked by corpus kind (``kind``,
+    or ``name`` in manifests written before corpora had a display name)."""
     trained = set(training.get("speakers") or [])
-    trained_corpora = {c["name"] for c in training.get("corpora", []) if isinstance(c, dict) and "name" in c}
+    trained_corpora = {c.get("kind", c.get("name")) for c in training.get("corpora", []) if isinstance(c, dict)}
     lines = []
     for corpus in sorted({c.corpus for c in clips}):
         mine = {c.speaker for c in clips if c.corpus == corpus}

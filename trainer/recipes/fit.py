@@ -223,13 +223,16 @@ def fold_training_protocol(validation_speakers: int, early_stopping: bool, epoch
 
 def training_record(cfg: FitConfig, data: Prepared, clips: list, selected: list[int], results: list,
                     final_params: TrainParams, command: str) -> dict:
-    """The manifest's ``training`` block: corpora with their clips and speakers, the protocol in words,
-    the folds run, seed, date, commit, command, epochs, training parameters and the label scheme."""
+    """The manifest's ``training`` block: corpora with their clips, speakers, language and licence
+    (``{"kind", "name", "language", "licence", "use", "clips", "speakers"}``,
+    :mod:`trainer.corpora.licences`), ``use``: the most restrictive use term of them all, the protocol
+    in words, the folds run, seed, date, commit, command, epochs, training parameters and the label scheme."""
+    from trainer.corpora.licences import corpus_record, most_restrictive_use
     from trainer.export import git_commit
 
     counts: dict[str, dict] = {}
     for c in clips:
-        entry = counts.setdefault(c.corpus, {"name": c.corpus, "clips": 0, "speakers": set()})
+        entry = counts.setdefault(c.corpus, {**corpus_record(c.corpus), "clips": 0, "speakers": set()})
         entry["clips"] += 1
         entry["speakers"].add(c.speaker)
     protocol_text = "none"
@@ -242,7 +245,8 @@ def training_record(cfg: FitConfig, data: Prepared, clips: list, selected: list[
                          f"corpora's speakers spread over the folds), " + fold_training_protocol(
                              cfg.validation_speakers, cfg.train_params.early_stopping, cfg.max_epochs))
     training = {
-        "corpora": [{"name": e["name"], "clips": e["clips"], "speakers": len(e["speakers"])} for e in counts.values()],
+        "corpora": [{**e, "speakers": len(e["speakers"])} for e in counts.values()],
+        "use": most_restrictive_use(counts),
         "speakers": sorted({c.speaker for c in clips}),
         "held_out_speakers": sorted(cfg.hold_out),
         "protocol": protocol_text,
