@@ -130,6 +130,7 @@ def test_fit_end_to_end_and_parallel_jobs_change_nothing(tmp_path, capsys):
     assert "Training: final model 2 epochs" in report and "class weights" in report
     assert "| ravdess | 120 | 2 | English (North American) | CC BY-NC-SA 4.0 | non-commercial use only |" in report
     assert "inherits their terms: **non-commercial use only**" in report
+    assert (run_dir / "clipped.csv").read_text() == "path,corpus,speaker,label,clipped_samples\n"  # no RAVDESS-mini clip clips
     (run_dir / "report.md").unlink()
     assert main(["report", str(run_dir)]) == 0
     assert (run_dir / "report.md").read_text() == report
@@ -298,3 +299,55 @@ def test_train_params_validate_themselves():
         with pytest.raises(ConfigError, match=f"^{re.escape(field + ': expected ' + expected)}.*, got ") as error:
             TrainParams(**{field: value})
         assert error.value.field == field
+
+
+@needs_data
+def test_clipped_clips_are_summed_up_per_corpus_not_warned_one_by_one(tmp_path, caplog):
+    """CREMA-D's clips that touch full scale (two in the mini subset, found here with soundfile and the
+    device's level): no per-file warning while featurizing, one line per corpus, the list in clipped.csv;
+    the count survives the cache, and an entry cached before the count gets it on the next read."""
+    import csv
+    import logging
+
+    import soundfile
+
+    from edge.audio.io import CLIPPING_LEVEL
+    from trainer.config import FEATURES
+    from trainer.corpora import load_crema_d
+    from trainer.featurize import featurize, report_clipping
+
+    crema = [c for c in load_crema_d(DATA / "crema-d-mini") if c.path.stem.split("_")[1] in ("DFA", "TIE")]
+    clips = crema + load_ravdess(MINI)[:4]
+    counted = {c.path: int(np.count_nonzero(np.abs(soundfile.read(c.path, dtype="float32")[0]) >= CLIPPING_LEVEL))
+               for c in clips}
+    clipped = sorted(str(p) for p, n in counted.items() if n)
+    assert clipped and all(c.corpus == "crema-d" for c in clips if str(c.path) in clipped)
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.WARNING):
+        feats = featurize(clips, FEATURES, cache_dir=cache, workers=1, progress=False)
+    assert "samples at full scale" not in caplog.text and not any(p in caplog.text for p in clipped)
+    assert {f.clip.path: f.clipped_samples for f in feats} == counted
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        summary = report_clipping(feats, tmp_path)
+    assert summary == {"crema-d": (len(clipped), len(crema)), "ravdess": (0, 4)}
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [f"crema-d: {len(clipped)} of {len(crema)} clips clipped (list in {tmp_path / 'clipped.csv'})"]
+    with open(tmp_path / "clipped.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["path"] for r in rows] == clipped
+    assert [int(r["clipped_samples"]) for r in rows] == [counted[Path(p)] for p in clipped]
+    assert {r["corpus"] for r in rows} == {"crema-d"}
+    # from the cache: the same counts; an entry written before the count is completed on reading
+    entry = next(cache.rglob("*.npz"))
+    with np.load(entry) as data:
+        old = {"mfcc": data["mfcc"], "log_energy": data["log_energy"]}
+    np.savez(entry, **old)
+    again = featurize(clips, FEATURES, cache_dir=cache, workers=1, progress=False)
+    assert {f.clip.path: f.clipped_samples for f in again} == counted
+    with np.load(entry) as data:
+        assert "clipped_samples" in data.files
+    # the device's own reader still warns per file outside the trainer's batch reads
+    with caplog.at_level(logging.WARNING):
+        load_audio(Path(clipped[0]), 16000)
+    assert "clipping" in caplog.text

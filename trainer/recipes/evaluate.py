@@ -25,7 +25,7 @@ def evaluate(args) -> int:
     """
     from edge.model import load_model
     from trainer.evaluate import score_clips
-    from trainer.featurize import featurize
+    from trainer.featurize import featurize, report_clipping
     from trainer.labels import to_model_label
 
     model = load_model(args.model)
@@ -53,6 +53,7 @@ def evaluate(args) -> int:
     for line in seen:
         logger.warning(line)
     feats = featurize(clips, model.manifest.features, cache_dir=args.cache_dir, progress=not args.no_progress)
+    report_clipping(feats)
     scores, _ = score_clips(feats, model.score, model.manifest.features, model.manifest.input.frames,
                             DecisionParams(), progress=not args.no_progress, desc="int8 eval",
                             temperature=model.manifest.temperature)

@@ -56,7 +56,7 @@ def fit(args) -> int:
     cfg = FitConfig.from_args(args)
     data = prepare_data(cfg)
     run_dir, command = start_run(cfg, data.protocol)
-    feats, clips = featurize_clips(cfg, data)
+    feats, clips = featurize_clips(cfg, data, run_dir)
     folds, selected = make_folds(cfg, clips, data.protocol)
     results = train_folds(cfg, [folds[k] for k in selected], feats, data)
     metrics, temperature, unsure_below = evaluate_folds(cfg, results, data, run_dir)
@@ -105,9 +105,11 @@ def start_run(cfg: FitConfig, protocol: str) -> tuple[Path, str]:
     return run_dir, command
 
 
-def featurize_clips(cfg: FitConfig, data: Prepared) -> tuple[list, list]:
+def featurize_clips(cfg: FitConfig, data: Prepared, run_dir: Path | None = None) -> tuple[list, list]:
     """Features of every clip (cached in ``cfg.cache_dir``), silent clips dropped, with their perturbed
     versions for training; with LOCO's far-field evaluation, the far-field condition cached too.
+    Clipped clips are reported once per corpus, listed in ``run_dir/clipped.csv``
+    (:func:`trainer.featurize.report_clipping`).
     Fixes TensorFlow to one thread and seeds it first. Returns ``(clip features, their clips)``.
 
     :raises UsageError: for ``--n-folds`` outside 2..speakers under the speaker protocol.
@@ -115,11 +117,12 @@ def featurize_clips(cfg: FitConfig, data: Prepared) -> tuple[list, list]:
     import keras
 
     from trainer.crossval import FAR_FIELD_EVAL, limit_threads, training_perturbations
-    from trainer.featurize import featurize, with_variants
+    from trainer.featurize import featurize, report_clipping, with_variants
 
     limit_threads(1)
     keras.utils.set_random_seed(cfg.seed)
     feats = drop_silent(featurize(data.clips, cfg.features, cache_dir=cfg.cache_dir, progress=cfg.progress))
+    report_clipping(feats, run_dir)
     clips = [f.clip for f in feats]
     speakers = {c.speaker for c in clips}
     if data.protocol == "speakers" and (cfg.n_folds > len(speakers) or cfg.n_folds < 2):
