@@ -100,17 +100,23 @@ lint: $(VENV)/.installed-all ## ruff
 bench: $(VENV)/.installed-all ## benchmark the pipeline on 60 min of speech and silence built from ../shared/data (BENCH_ARGS="--minutes 5" builds less; --help lists the options)
 	$(VENV)/bin/python tests/benchmarks/bench_pipeline.py --model $(MODEL) $(BENCH_ARGS)
 
-# The shipped recipe: five corpora (see: make corpus), the four emotions they share, CREMA-D actors 1001 and
-# 1002 held out of everything (they are the demo), leave-one-corpus-out figures, then the final model.
-CORPORA := ravdess crema-d tess savee turev-db
-model: $(VENV)/.installed-all ## train the shipped model on the five corpora in data/ (see: make corpus); 58.6 min measured on a 2-core x86-64 machine (docs/research-log.md)
+# The shipped recipe: the ten corpora of ../shared/data/README.md (see: make corpus; CORPORA='...' for fewer),
+# the emotion4 scheme, CREMA-D actors 1001 and 1002 held out of everything (they are the demo),
+# leave-one-corpus-out figures, then the final model. What the model may be used for follows from the
+# corpora's licences (trainer/corpora/licences.py; the manifest's training.use).
+CORPORA := ravdess crema-d tess savee turev-db ased nemo emovo emospeech coraa-ser
+# LOCO fold k holds out the k-th corpus in name order: the folds of SCREEN_CORPORA among CORPORA.
+SCREEN_CORPORA := savee turev-db
+SCREEN_FOLDS := $(shell i=0; for c in $(sort $(CORPORA)); do case " $(SCREEN_CORPORA) " in (*" $$c "*) printf '%s,' $$i;; esac; \
+	i=$$((i+1)); done | sed 's/,$$//')
+model: $(VENV)/.installed-all ## train the shipped model on the ten corpora in data/ (see: make corpus); hours on 2 cores
 	$(VENV)/bin/ser-train fit $(foreach c,$(CORPORA),--corpus $(c)=data/$(c)) --labels emotion4 \
 		--hold-out-speakers crema-d:1001,crema-d:1002 --out models/emotion4-conv1d
 
 screen: $(VENV)/.installed-all ## screen a recipe in minutes: two held-out corpora (SAVEE, TurEV-DB), 10 epochs (ARGS='--adapt 0' to vary it)
 	$(VENV)/bin/ser-train fit $(foreach c,$(CORPORA),--corpus $(c)=data/$(c)) --labels emotion4 \
-		--hold-out-speakers crema-d:1001,crema-d:1002 --folds 2,4 --epochs 10 --final-epochs 1 --no-baseline \
-		--allow-chance --out runs/screen/model $(ARGS)
+		--hold-out-speakers crema-d:1001,crema-d:1002 --folds $(SCREEN_FOLDS) --epochs 10 --final-epochs 1 \
+		--no-baseline --allow-chance --out runs/screen/model $(ARGS)
 
 corpus: ## how to get the full corpora into data/ (git-ignored)
 	@echo "The full corpora are not in this repository (their licences do not allow it)."
@@ -126,9 +132,20 @@ corpus: ## how to get the full corpora into data/ (git-ignored)
 	@echo "    ../shared/tools/corpus-from-mirror savee GIT_DIR data/savee"
 	@echo "  TurEV-DB (1735 files, 6 speakers, Turkish): snapshot of github:Xeonen/TurEV-DB"
 	@echo "    ../shared/tools/corpus-from-mirror turev-db GIT_DIR data/turev-db"
+	@echo "  ASED (2474 files, 65 speakers, Amharic): snapshot of github:wgwangang/ASED_V1"
+	@echo "    ../shared/tools/corpus-from-mirror ased GIT_DIR data/ased"
+	@echo "  nEMO (4481 files, 9 actors, Polish): snapshot of github:amu-cai/nEMO"
+	@echo "    ../shared/tools/corpus-from-mirror nemo GIT_DIR data/nemo"
+	@echo "  EMOVO (588 files, 6 actors, Italian, 48 kHz stereo): snapshot of github:fp1acm8/SER"
+	@echo "    ../shared/tools/corpus-from-mirror emovo GIT_DIR data/emovo"
+	@echo "  EmoSpeech (7741 files, 6533 of them labelled speech; about 108 users, commands on phones): snapshot of github:RakshakTeam/emospeech-dataset-v1"
+	@echo "    ../shared/tools/corpus-from-mirror emospeech GIT_DIR data/emospeech"
+	@echo "  CORAA-SER (625 files, 84 conversations, natural Brazilian Portuguese): snapshot of github:mendesLet/speech-emotion-rec-ptbr"
+	@echo "    ../shared/tools/corpus-from-mirror coraa-ser GIT_DIR data/coraa-ser"
 	@echo "GIT_DIR is the git directory of the snapshot (a bare clone of that repository works)."
 	@echo "The tool pins the commit and folder, writes the original files and checks every md5 (exit 1 on any difference)."
-	@echo "Publishers and licences: docs/training.md. Then e.g. ser-train fit --corpus ravdess=data/ravdess --corpus crema-d=data/crema-d ..."
+	@echo "Publishers and licences: docs/training.md, and trainer/corpora/licences.py (what a model trained on each may be used for)."
+	@echo "Then make model (all ten), or e.g. ser-train fit --corpus ravdess=data/ravdess --corpus crema-d=data/crema-d ..."
 
 # Our own synthetic speech (never corpus audio): four sentences in different deliveries with
 # 1.5 s pauses, 16 kHz mono 16-bit. espeak-ng writes 22.05 kHz; sox trims each sentence's own

@@ -147,3 +147,29 @@ def test_a_corpus_without_a_licence_is_named_as_such(model_copy):
     _edit(model_copy, drop_savee_licence)
     summary = load_manifest(model_copy).use_summary()
     assert "SAVEE licence not stated" in summary and "RAVDESS CC BY-NC-SA 4.0" in summary
+
+
+@pytest.mark.parametrize("licences", [False, True], ids=["without-licences", "with-licences"])
+def test_manifest_with_or_without_the_training_corpora_licences(model_copy, licences):
+    """Manifests written before ``training.corpora`` carried each corpus's licence (``{"name": kind,
+    "clips", "speakers"}``, no ``training.use``) load as well as those with it; both keep the block as
+    written, and ``evaluate`` finds the trained corpora by kind in either."""
+    from trainer.corpora import Clip
+    from trainer.corpora.licences import corpus_record, most_restrictive_use
+    from trainer.recipes.evaluate import seen_in_training
+
+    kinds = ("ravdess", "crema-d", "emovo")
+    if licences:
+        corpora = [{**corpus_record(kind), "clips": 10, "speakers": 2} for kind in kinds]
+        training = {"corpora": corpora, "use": most_restrictive_use(kinds)}
+    else:
+        training = {"corpora": [{"name": kind, "clips": 10, "speakers": 2} for kind in kinds]}
+    _edit(model_copy, lambda d: d.update(training=training))
+    manifest = load_model(model_copy).manifest
+    assert manifest.training == training
+    assert json.loads(json.dumps(manifest.to_dict()))["training"] == training
+    clips = [Clip(path=None, label="sad", speaker="emovo:f1", corpus="emovo"),
+             Clip(path=None, label="sad", speaker="nemo:EB0", corpus="nemo")]
+    assert [line.split(":")[0] for line in seen_in_training(clips, manifest.training)] == ["emovo"]
+    if licences:
+        assert manifest.training["use"] == "non-commercial research use only"  # EMOVO's, the most restrictive

@@ -355,8 +355,11 @@ def render(run_dir: str | Path) -> Path:
     lines = [f"# {results['name']}: speaker-independent evaluation", "",
              f"Run `{results.get('command', '')}` on {results.get('date', '')} (git {results.get('git_commit', '?')[:12]}).",
              f"Label scheme **{results['label_scheme']}**: {', '.join(labels)}.", ""]
-    lines += ["| corpus | clips | speakers |", "|---|---:|---:|"]
-    lines += [f"| {c['name']} | {c['clips']} | {c['speakers']} |" for c in results.get("corpora", [])]
+    lines += ["| corpus | clips | speakers | language | licence | use |", "|---|---:|---:|---|---|---|"]
+    lines += [f"| {c.get('kind', c['name'])} | {c['clips']} | {c['speakers']} | {c.get('language', '?')} | "
+              f"{c.get('licence', '?')} | {c.get('use', '?')} |" for c in results.get("corpora", [])]
+    if results.get("use"):
+        lines += ["", f"A model trained on these corpora inherits their terms: **{results['use']}**."]
     if results.get("excluded_clips"):
         lines += ["", "Excluded by the label scheme: " + ", ".join(f"{n} {k}" for k, n in results["excluded_clips"].items()) + "."]
     lines += ["", f"Protocol: {results.get('protocol', '')}. Every fold's test speakers are unseen in its training "

@@ -43,7 +43,7 @@ def evaluate(args) -> int:
     """
     from edge.model import load_model
     from trainer.evaluate import score_clips
-    from trainer.featurize import featurize
+    from trainer.featurize import featurize, report_clipping
     from trainer.labels import NEUTRAL, NON_NEUTRAL, to_model_label
 
     if args.scores is not None and not args.scores.parent.is_dir():
@@ -75,6 +75,7 @@ def evaluate(args) -> int:
     for line in seen:
         logger.warning(line)
     feats = featurize(clips, model.manifest.features, cache_dir=args.cache_dir, progress=not args.no_progress)
+    report_clipping(feats)
     scores, dims = score_clips(feats, model.score, model.manifest.features, model.manifest.input.frames,
                                DecisionParams(), progress=not args.no_progress, desc="int8 eval",
                                temperature=model.manifest.temperature)
@@ -177,7 +178,8 @@ def write_scores(path, feats, scores: np.ndarray, dims: np.ndarray | None, model
 
 def seen_in_training(clips, training: dict) -> list[str]:
     """One line per corpus of ``clips`` whose speakers the manifest's ``training.speakers`` include:
-    such figures are not held-out. Older manifests without the list are checked by corpus name."""
+    such figures are not held-out. Older manifests without the list are checked by corpus kind (``kind``,
+    or ``name`` in manifests written before corpora had a display name)."""
     trained = set(training.get("speakers") or [])
     trained_corpora = {c.get("kind", c.get("name")) for c in training.get("corpora", []) if isinstance(c, dict)}
     lines = []
