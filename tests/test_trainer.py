@@ -352,7 +352,11 @@ def test_clipped_clips_are_summed_up_per_corpus_not_warned_one_by_one(tmp_path, 
     assert {f.clip.path: f.clipped_samples for f in again} == counted
     with np.load(entry) as data:
         assert "clipped_samples" in data.files
-    # the device's own reader still warns per file outside the trainer's batch reads
+    # the device's own reader still warns per file outside the trainer's batch reads (a copy of a clip
+    # driven 4x into full scale, so it clips by the device's rule: runs of CLIPPING_RUN samples)
+    samples, rate = soundfile.read(clipped[0], dtype="float32")
+    soundfile.write(tmp_path / "driven.wav", np.clip(4.0 * samples, -1.0, 1.0), rate, subtype="FLOAT")
+    caplog.clear()
     with caplog.at_level(logging.WARNING):
-        load_audio(Path(clipped[0]), 16000)
+        load_audio(tmp_path / "driven.wav", 16000)
     assert "clipping" in caplog.text

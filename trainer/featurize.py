@@ -156,11 +156,12 @@ def babble_pool(clips: list[Clip]) -> dict[str, list[tuple[str, Path]]]:
 
 
 class _DropClippingWarning(logging.Filter):
-    """Drops ``edge.audio.io.check_samples``' per-file clipping warning (its one log line): the trainer
-    reads thousands of clips and reports clipping once per corpus instead (:func:`report_clipping`)."""
+    """Drops the device reader's per-file clipping lines (``edge.audio.io.ClippingMonitor``'s warning
+    and its counts): the trainer reads thousands of clips and reports clipping once per corpus instead
+    (:func:`report_clipping`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.funcName != "check_samples"
+        return record.funcName not in ("check", "flush", "check_samples")
 
 
 _CLIPPING_FILTER = _DropClippingWarning()
