@@ -108,6 +108,7 @@ def test_fit_end_to_end_and_parallel_jobs_change_nothing(tmp_path, capsys):
     assert manifest["labels"] == RAVDESS8
     assert manifest["label_scheme"] == "native"
     assert manifest["input"] == {"frames": 200, "coefficients": 40, "window_s": 2.015}
+    assert manifest["features"]["remove_dc_offset"] is True  # a new fit removes each frame's DC offset by default
     assert [row["fold"] for row in manifest["metrics"]["int8"]["folds"]] == [0, 1]
     assert 0 <= manifest["metrics"]["int8"]["ua"] <= 1
 
@@ -239,7 +240,7 @@ def test_fit_help_states_the_recipe_defaults(capsys):
 def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path, capsys):
     """``--protocol speakers`` on RAVDESS and TESS: each fold tests RAVDESS actors and a TESS speaker, and the
     figures of each corpus alone (the RAVDESS 6-fold figure of a multi-corpus model) are its clips'.
-    The front end is changed twice (``--mfcc 13 --pitch``): the manifest computes 13 MFCCs plus F0 and
+    The front end is changed three times (``--mfcc 13 --pitch --no-remove-dc-offset``): the manifest computes 13 MFCCs plus F0 and
     clarity, the model's input is 15 wide, the normalisation statistics have 15 entries, and ``evaluate``
     scores a corpus with it through the device's code."""
     from paths import TESS_MINI
@@ -249,13 +250,13 @@ def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path, capsys):
     status = main(["fit", "--corpus", f"ravdess={MINI}", "--corpus", f"tess={TESS_MINI}", "--labels", "emotion4",
                    "--protocol", "speakers", "--n-folds", "2", "--out", str(tmp_path / "m"), "--quick", "--epochs", "1",
                    "--windows-per-epoch", "64", "--far-field-variants", "0", "--width", "16", "--dropout", "0.5", "--instance-norm",
-                   "--adversary", "0.5", "--pitch", "--mfcc", "13", "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
+                   "--adversary", "0.5", "--pitch", "--mfcc", "13", "--no-remove-dc-offset", "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
                    "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs)])
     assert status == 0
     # --mfcc 13 --pitch: the device's front end computes 13 MFCCs and appends F0 and clarity; model and manifest say so
     model = load_model(tmp_path / "m.tflite")
     features = model.manifest.features
-    assert features.pitch and features.n_mfcc == 13
+    assert features.pitch and features.n_mfcc == 13 and not features.remove_dc_offset
     assert features.n_features == 15 == model.manifest.input.coefficients == len(features.mean) == len(features.std)
     capsys.readouterr()
     assert main(["evaluate", "--model", str(tmp_path / "m.tflite"), "--corpus", f"tess={TESS_MINI}", "--json",
@@ -278,6 +279,14 @@ def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path, capsys):
         assert figures["ua"] == pytest.approx(balanced_accuracy_score(np.concatenate(true), np.concatenate(pred)))
     assert sum(m["int8"]["clips"] for m in cv["per_corpus"].values()) == sum(f["clips"] for f in cv["int8"]["folds"])
     assert "| ravdess |" in (run_dir / "report.md").read_text()
+
+
+def test_feature_cache_key_includes_dc_offset_removal():
+    """Features computed with and without ``remove_dc_offset`` never share a cache entry."""
+    from edge.dsp.features import FeatureParams
+    from trainer.featurize import front_end_hash
+
+    assert front_end_hash(FeatureParams(remove_dc_offset=True)) != front_end_hash(FeatureParams())
 
 
 def test_train_params_validate_themselves():

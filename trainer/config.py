@@ -21,8 +21,9 @@ from trainer.labels import SCHEMES
 FRAMES = 200
 """Model input: 200 frames, 2.015 s at the default 10 ms hop / 25 ms window (the daemon's window): most
 clips of the corpora are 1-3 s (TurEV-DB's single words about 1 s)."""
-FEATURES = FeatureParams()
-"""The front end every fit uses (the manifest records it, mean/std and adaptation filled in)."""
+FEATURES = FeatureParams(remove_dc_offset=True)
+"""The front end every fit uses (the manifest records it, mean/std and adaptation filled in): the edge's
+defaults with each frame's DC offset removed (``--no-remove-dc-offset`` keeps it, as the models before it)."""
 LABEL_SCHEMES = tuple(SCHEMES)
 CORPUS_KINDS = ", ".join(CORPORA)
 """The corpus kinds ``--corpus KIND=PATH`` accepts, for help texts (the keys of :data:`trainer.corpora.CORPORA`)."""
@@ -196,7 +197,7 @@ class FitConfig:
     """Output base path: ``out.tflite`` and ``out.json``."""
     train_params: TrainParams
     features: FeatureParams
-    """The front end: :data:`FEATURES` with ``--pitch`` and ``--mfcc``."""
+    """The front end: :data:`FEATURES` with ``--pitch``, ``--mfcc`` and ``--no-remove-dc-offset``."""
     protocol: str
     """``auto``, ``loco`` or ``speakers`` as asked (``auto`` is resolved against the corpora)."""
     folds: str
@@ -242,7 +243,8 @@ class FitConfig:
         recorded["validation_speakers"] = validation_speakers
         recorded["corpus"] = [f"{k}={p}" for k, p in args.corpus]
         return cls(corpora=tuple(args.corpus), scheme=args.labels, out=args.out, train_params=train_params,
-                   features=dataclasses.replace(FEATURES, pitch=args.pitch, n_mfcc=args.mfcc or FEATURES.n_mfcc),
+                   features=dataclasses.replace(FEATURES, pitch=args.pitch, n_mfcc=args.mfcc or FEATURES.n_mfcc,
+                                                remove_dc_offset=not args.no_remove_dc_offset),
                    protocol=args.protocol, folds=args.folds, n_folds=args.n_folds,
                    validation_speakers=validation_speakers, final_epochs=args.final_epochs, jobs=args.jobs,
                    hold_out=frozenset(speaker_set(args.hold_out_speakers)), dimensions=not args.no_dimensions,

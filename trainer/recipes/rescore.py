@@ -10,7 +10,7 @@ import numpy as np
 
 from edge.dsp.features import FeatureParams
 from edge.postprocess import DecisionParams
-from trainer.config import FEATURES, UsageError, parse_corpus, parse_scheme, parse_seconds, speaker_set
+from trainer.config import UsageError, parse_corpus, parse_scheme, parse_seconds, speaker_set
 from trainer.recipes.data import drop_silent, load_clips, without_speakers
 from trainer.recipes.runs import loco_run_config
 
@@ -43,7 +43,8 @@ def rescore(args) -> int:
     loaded = without_speakers(load_clips([parse_corpus(c) for c in config["args"]["corpus"]]),
                               speaker_set(config["args"]["hold_out_speakers"] or ""))
     clips, _, _ = apply_scheme(loaded, parse_scheme(config["args"]["labels"]))
-    features = FeatureParams.from_dict(config["features"]) if "features" in config else FEATURES
+    # a run older than the recorded front end used the edge's defaults of its day (no DC offset removal)
+    features = FeatureParams.from_dict(config["features"]) if "features" in config else FeatureParams()
     feats = drop_silent(featurize(clips, features, cache_dir=args.cache_dir, progress=progress))
     folds = corpus_folds(f.clip.speaker for f in feats)
     rows = []
