@@ -55,8 +55,11 @@ def rescore(args) -> int:
         if args.far_field:
             test = featurize([f.clip for f in test], features, cache_dir=args.cache_dir, progress=progress,
                              perturbation=FAR_FIELD_EVAL)
-        y = np.array([model.labels.index(f.clip.label) for f in test])
+        # a partial label (no single class, -1) is heard in the stream but left out of UA and accuracy
+        y = np.array([model.labels.index(f.clip.label) if f.clip.label in model.labels else -1 for f in test])
         first = np.asarray(stream_order(test, seed))[: args.warm_up]
+        first = first[y[first] >= 0]
+        scored = y >= 0
         for prior in priors:
             for constant in constants:
                 params = dataclasses.replace(model.manifest.features, adapt_prior_s=prior,
@@ -65,7 +68,7 @@ def rescore(args) -> int:
                                         progress, f"{test[0].clip.corpus} {prior:g}/{constant:g} s", seed)
                 pred = scores.argmax(axis=1)
                 rows.append({"corpus": test[0].clip.corpus, "clips": len(test), "prior_s": prior,
-                             "time_constant_s": constant, "ua": float(balanced_accuracy_score(y, pred)),
+                             "time_constant_s": constant, "ua": float(balanced_accuracy_score(y[scored], pred[scored])),
                              "first_accuracy": float(np.mean(pred[first] == y[first]))})
     means = []
     for p in priors:
