@@ -12,7 +12,7 @@ from paths import CREMA_D_MINI, SHARED_DATA
 from trainer.corpora import Clip
 from trainer.featurize import ClipFeatures
 from trainer.labels import EMOTION4, SCHEMES, allowed_labels, apply_scheme, scheme_labels
-from trainer.train import allowed_masks, balanced_weights, class_weights
+from trainer.train import allowed_masks, balanced_weights, class_support, class_weights
 
 CORAA_MINI = SHARED_DATA / "coraa-ser-mini" / "datasets" / "coraa-ser"
 
@@ -112,6 +112,27 @@ def test_one_hot_labels_over_all_classes_give_keras_crossentropy(smoothing):
     assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
 
 
+def test_restrict_gives_a_missing_class_no_gradient():
+    """A clip of a corpus without class 3 (window 2): with its support (restrict) the loss does not depend on
+    class 3's logit at all; over all classes (ignore) it pushes that logit down."""
+    import tensorflow as tf
+
+    from trainer.net import pack_label_targets, partial_label_loss_class
+
+    def gradient(support, smoothing):
+        z = tf.Variable(_logits())
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(partial_label_loss_class()(K, smoothing).call(pack_label_targets(ALLOWED, support), z))
+        return tape.gradient(value, z).numpy()
+
+    for smoothing in (0.0, 0.1):
+        restricted = gradient(SUPPORT, smoothing)
+        assert restricted[2, 3] == 0.0 and restricted[3, 1] == 0.0  # exactly: no path to the missing class
+        assert np.all(restricted[2, :3] != 0) and np.all(restricted[3, [0, 2, 3]] != 0)
+    ignored = gradient(np.ones_like(SUPPORT), 0.0)
+    assert ignored[2, 3] > 0 and ignored[3, 1] > 0  # "not this class" for a class the corpus lacks
+
+
 def test_masked_mse_leaves_unknown_targets_out():
     from trainer.net import masked_mse, pack_dimension_targets
 
@@ -130,6 +151,19 @@ def _three_corpora() -> list[ClipFeatures]:
     clips += [_clip(e, "emospeech", f"{e}{i}") for e in ("neutral", "happy", "angry") for i in range(5 if e == "angry" else 3)]
     clips += [_clip("neutral", "coraa-ser", f"n{i}") for i in range(6)] + [_clip("non-neutral", "coraa-ser", f"x{i}") for i in range(18)]
     return _features(clips)
+
+
+def test_class_support_is_what_each_corpus_has():
+    feats = _three_corpora()
+    allowed = allowed_masks(feats, EMOTION4, "emotion4")
+    support = class_support(feats, allowed, "restrict")
+    by_corpus = {c.clip.corpus: tuple(row) for c, row in zip(feats, support, strict=True)}
+    assert by_corpus == {"acted": (1, 1, 1, 1), "emospeech": (1, 1, 0, 1), "coraa-ser": (1, 1, 1, 1)}
+    assert np.all(class_support(feats, allowed, "ignore") == 1)
+    non_neutral = [i for i, c in enumerate(feats) if c.clip.label == "non-neutral"]
+    assert np.all(allowed[non_neutral] == [0, 1, 1, 1])
+    with pytest.raises(ValueError, match="missing_classes"):
+        class_support(feats, allowed, "drop")
 
 
 def test_balance_splits_each_corpus_over_the_labels_it_has():

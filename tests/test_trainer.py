@@ -109,6 +109,7 @@ def test_fit_end_to_end_and_parallel_jobs_change_nothing(tmp_path, capsys):
     assert manifest["label_scheme"] == "native"
     assert manifest["input"] == {"frames": 200, "coefficients": 40, "window_s": 2.015}
     assert manifest["features"]["remove_dc_offset"] is True  # a new fit removes each frame's DC offset by default
+    assert manifest["training"]["train_params"]["missing_classes"] == "restrict"  # recorded, the default
     assert [row["fold"] for row in manifest["metrics"]["int8"]["folds"]] == [0, 1]
     assert 0 <= manifest["metrics"]["int8"]["ua"] <= 1
 
@@ -203,7 +204,7 @@ def test_installed_command_help_and_errors(tmp_path):
     (["--gain", "-1"], "--gain"), (["--width", "0"], "--width"), (["--dropout", "1"], "--dropout"),
     (["--adversary", "-1"], "--adversary"), (["--mfcc", "0"], "--mfcc"), (["--mfcc", "41"], "--mfcc"),
     (["--adversary", "1", "--no-dimensions"], "--adversary"), (["--adapt", "1e9"], "--adapt"),
-    (["--noise-variants", "-2"], "--noise-variants")])
+    (["--noise-variants", "-2"], "--noise-variants"), (["--missing-classes", "drop"], "--missing-classes")])
 def test_fit_refuses_a_bad_flag_in_one_line_before_reading_data(tmp_path, capsys, flags, expected):
     """Exit status 2 and one line naming the flag, whether argparse or the validated configuration
     (:class:`trainer.config.TrainParams`, :class:`trainer.config.FitConfig`) refuses it; no run folder."""

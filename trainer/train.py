@@ -65,6 +65,29 @@ def allowed_masks(clips: list[ClipFeatures], labels: tuple[str, ...], scheme: st
     return out
 
 
+MISSING_CLASSES = ("restrict", "ignore")
+"""How training treats a class a corpus has no clips of (EmoSpeech has no sad): see :func:`class_support`."""
+
+
+def class_support(clips: list[ClipFeatures], allowed: np.ndarray, missing_classes: str = "restrict") -> np.ndarray:
+    """float32 ``(n, K)``: per clip, 1 on the classes its corpus has among ``clips`` (the union of the
+    corpus's clips' ``allowed`` masks, a partial label's classes included), with ``missing_classes``
+    ``"restrict"``; all ones with ``"ignore"``. :class:`trainer.net.PartialLabelLoss` renormalises each clip's
+    softmax over its support, so a corpus never teaches that a class it lacks is unlikely (restrict), or
+    its clips push every class they are not down, missing ones too (ignore: plain softmax cross-entropy).
+    Raises ValueError for another ``missing_classes``."""
+    if missing_classes not in MISSING_CLASSES:
+        raise ValueError(f"missing_classes: expected one of {', '.join(MISSING_CLASSES)}, got {missing_classes!r}")
+    if missing_classes == "ignore":
+        return np.ones_like(allowed, dtype=np.float32)
+    corpora = np.array([c.clip.corpus for c in clips])
+    out = np.zeros_like(allowed, dtype=np.float32)
+    for corpus in set(corpora.tolist()):
+        mine = corpora == corpus
+        out[mine] = allowed[mine].max(axis=0)
+    return out
+
+
 def train(
     train_x: list[np.ndarray],
     train_y: np.ndarray,
@@ -86,8 +109,8 @@ def train(
     """Train on normalised clips (``train_x``: list of float32 ``(n_frames, n_mfcc)``, ``train_y``: int
     label indices ``(n,)``, or 0/1 allowed classes ``(n, n_labels)`` for labels that allow several,
     :func:`allowed_masks`). The label loss is :class:`trainer.net.PartialLabelLoss` (cross-entropy for
-    one-hot labels); ``train_support``: float ``(n, n_labels)`` 0/1, classes over which each clip's softmax
-    is renormalised (default all). With ``params.early_stopping`` and validation clips, stops after ``patience``
+    one-hot labels); ``train_support``: float ``(n, n_labels)`` 0/1, the classes each clip's corpus has
+    (:func:`class_support`; default all), over which its softmax is renormalised. With ``params.early_stopping`` and validation clips, stops after ``patience``
     epochs without a better validation UA and restores the best epoch's weights; otherwise runs all
     ``params.epochs`` epochs (recording validation UA if there are validation clips). ``daemon_ends``: per
     training clip, the frames where the daemon's analysis windows end (for ``params.daemon_windows``).
@@ -249,7 +272,9 @@ def fit_and_convert(
     ``history``: if given, training's per-epoch records are appended to it. ``dims``: arousal/valence
     target per clip path (``str(path)``, NaN where a clip has none); with it the model gets its second
     head and outputs logits. ``scheme``: the label scheme of ``labels``, for what a partial label allows
-    (:func:`allowed_masks`). Validation UA counts the clips with one label only. Features are normalised as the device normalises them (:func:`stream_normalized`).
+    (:func:`allowed_masks`); each clip's softmax is renormalised over its corpus's classes as
+    ``train_params.missing_classes`` says (:func:`class_support`). Validation UA counts the clips with
+    one label only. Features are normalised as the device normalises them (:func:`stream_normalized`).
 
     Returns ``(keras_model, feature_params_with_stats, best_epoch, flatbuffer)``.
     """
@@ -258,6 +283,7 @@ def fit_and_convert(
     fitted = with_statistics(params, train_clips + val_clips, frames, tp.adapt_time_constant_s, tp.adapt_prior_s)
     train_x = stream_normalized([(c.mfcc, c.log_energy) for c in train_clips], train_clips, fitted, frames, tp.seed)
     train_y = allowed_masks(train_clips, labels, scheme)
+    support = class_support(train_clips, train_y, tp.missing_classes)
     # validation clips are normalised in their order (the adaptation carries), then those with one label scored
     val_x = stream_normalized([(c.mfcc, c.log_energy) for c in val_clips], val_clips, fitted, frames, tp.seed) or None
     val_y = None
@@ -284,7 +310,8 @@ def fit_and_convert(
     corpus_index = {corpus: k for k, corpus in enumerate(sorted({c.clip.corpus for c in train_clips}))}
     train_corpora = np.array([corpus_index[c.clip.corpus] for c in train_clips])
     model, best_epoch, records = train(train_x, train_y, len(labels), frames, tp, val_x, val_y, progress, desc,
-                                       ends, variants, energy_per_db, train_dims, clip_weights, train_corpora)
+                                       ends, variants, energy_per_db, train_dims, clip_weights, train_corpora,
+                                       support)
     if history is not None:
         history.extend(records)
     flatbuffer = to_int8_tflite(model, representative_windows(train_x + (val_x or []), frames, tp.seed))
