@@ -110,7 +110,8 @@ def train(
     label indices ``(n,)``, or 0/1 allowed classes ``(n, n_labels)`` for labels that allow several,
     :func:`allowed_masks`). The label loss is :class:`trainer.net.PartialLabelLoss` (cross-entropy for
     one-hot labels); ``train_support``: float ``(n, n_labels)`` 0/1, the classes each clip's corpus has
-    (:func:`class_support`; default all), over which its softmax is renormalised. With ``params.early_stopping`` and validation clips, stops after ``patience``
+    (:func:`class_support`; default all), over which its softmax is renormalised. With
+    ``params.early_stopping`` and validation clips, stops after ``patience``
     epochs without a better validation UA and restores the best epoch's weights; otherwise runs all
     ``params.epochs`` epochs (recording validation UA if there are validation clips). ``daemon_ends``: per
     training clip, the frames where the daemon's analysis windows end (for ``params.daemon_windows``).
