@@ -1,7 +1,9 @@
-"""Helpers shared by the tests (one copy each): waiting on a condition, the ``ser-edge`` command."""
+"""Helpers shared by the tests (one copy each): waiting on a condition, the ``ser-edge`` command, a model
+copy with other feature parameters."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -135,3 +137,15 @@ class NotifySocket:
         self.sock.close()
 
 
+
+
+def model_with_features(model: Path, folder: Path, **changes: object) -> Path:
+    """A copy of ``model`` (``NAME.tflite`` and its ``NAME.json``) in ``folder``, its manifest's ``features``
+    updated with ``changes`` (the .tflite, and so its sha256, untouched). Returns the copy's .tflite path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / model.with_suffix(".tflite").name
+    shutil.copyfile(model.with_suffix(".tflite"), target)
+    manifest = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))
+    manifest["features"].update(changes)
+    target.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return target

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -51,8 +53,13 @@ def test_mfcc_agrees_with_python_speech_features(path, params):
     np.testing.assert_allclose(ours, reference[: ours.shape[0]], rtol=0, atol=1e-3)
 
 
+DC = FeatureParams(remove_dc_offset=True)
+STREAMING_PARAMS = [FeatureParams(), FeatureParams(pitch=True), DC, FeatureParams(pitch=True, remove_dc_offset=True)]
+STREAMING_IDS = ["mfcc", "mfcc+pitch", "dc-removed", "dc-removed+pitch"]
+
+
 @pytest.mark.parametrize("path", REAL_CLIPS[:3], ids=lambda p: p.name)
-@pytest.mark.parametrize("params", [FeatureParams(), FeatureParams(pitch=True)], ids=["mfcc", "mfcc+pitch"])
+@pytest.mark.parametrize("params", STREAMING_PARAMS, ids=STREAMING_IDS)
 def test_streaming_chunks_equal_whole_signal(path, params):
     signal = _clip(path)
     whole, whole_energy = mfcc_with_energy(signal, params)
@@ -99,11 +106,16 @@ def test_feature_params_reject_bad_values(kwargs, message):
 def test_feature_params_round_trip():
     params = FeatureParams(mean=tuple(float(i) for i in range(40)), std=tuple(1.0 + i for i in range(40)))
     assert FeatureParams.from_dict(params.to_dict()) == params
+    dc = dataclasses.replace(params, remove_dc_offset=True)
+    assert FeatureParams.from_dict(dc.to_dict()) == dc
+    # a manifest written before the field (the shipped model's) means off: its front end is unchanged
+    older = {k: v for k, v in dc.to_dict().items() if k != "remove_dc_offset"}
+    assert FeatureParams.from_dict(older) == params
     with pytest.raises(ValueError, match="unknown feature parameter"):
         FeatureParams.from_dict({**params.to_dict(), "n_melz": 3})
 
 
-@pytest.mark.parametrize("params", [FeatureParams(), FeatureParams(pitch=True)], ids=["mfcc", "mfcc+pitch"])
+@pytest.mark.parametrize("params", STREAMING_PARAMS, ids=STREAMING_IDS)
 @settings(max_examples=60, deadline=None)
 @given(
     samples=st.lists(st.floats(-1.0, 1.0, width=32), min_size=0, max_size=3000),
@@ -168,3 +180,33 @@ def test_pitch_of_real_speech_is_lower_for_the_male_actor():
         assert voiced.sum() > 20
         median[actor] = float(np.median(100.0 * 2.0 ** features[voiced, -2]))
     assert 80 < median["01"] < 160 < 170 < median["02"] < 300, median
+
+
+INT16_FULL_SCALE = 32768
+DC_TOLERANCE = 1e-3
+"""MFCC units; float64 rounding of the frame mean, seen through float32 features."""
+
+
+@pytest.fixture(scope="module")
+def speech_int16() -> np.ndarray:
+    """A real 16-bit clip at 16 kHz, as the integers its samples are (a microphone's int16 stream)."""
+    samples = load_audio(REAL_CLIPS[0], 16000)
+    as_int = np.round(samples * INT16_FULL_SCALE)
+    assert np.array_equal(as_int / INT16_FULL_SCALE, samples)  # on the int16 grid: adding an offset is exact
+    return as_int.astype(np.int32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(start_s=st.floats(0.0, 2.5), offset=st.integers(INT16_FULL_SCALE // 20, INT16_FULL_SCALE // 2),
+       sign=st.sampled_from([-1, 1]))
+def test_frame_dc_offset_removal_makes_mfcc_blind_to_a_constant_offset(speech_int16, start_s, offset, sign):
+    """A constant offset of 0.05-0.5 full scale added to half a second of real speech (anywhere in the clip):
+    with ``remove_dc_offset`` every frame's MFCCs stay what they were; without it, coefficient 0 (the frame's
+    log energy, which pre-emphasis does not protect) moves."""
+    start = int(start_s * 16000)
+    excerpt = speech_int16[start : start + 8000]
+    clean = (excerpt / INT16_FULL_SCALE).astype(np.float32)
+    shifted = ((excerpt + sign * offset) / INT16_FULL_SCALE).astype(np.float32)
+    np.testing.assert_allclose(mfcc(shifted, DC), mfcc(clean, DC), rtol=0, atol=DC_TOLERANCE)
+    off = FeatureParams()
+    assert np.abs(mfcc(shifted, off)[:, 0] - mfcc(clean, off)[:, 0]).max() > DC_TOLERANCE

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from helpers import model_with_features
 from paths import CREMA_D_MINI, RAVDESS_48K, SAVEE_MINI, SHIPPED_MODEL, TESS_MINI
 
 from edge.audio.io import load_audio
@@ -40,15 +41,24 @@ def stream(tmp_path_factory) -> Path:
     return out
 
 
-def test_replay_and_trainer_scoring_decide_alike(stream):
-    model = load_model(SHIPPED_MODEL)
+@pytest.fixture(scope="module", params=["shipped", "dc-removed"])
+def model_path(request, tmp_path_factory) -> Path:
+    """The shipped model, and a copy whose manifest turns on ``remove_dc_offset`` (the feature path of
+    new fits), so both front ends are compared."""
+    if request.param == "shipped":
+        return SHIPPED_MODEL
+    return model_with_features(SHIPPED_MODEL, tmp_path_factory.mktemp("model"), remove_dc_offset=True)
+
+
+def test_replay_and_trainer_scoring_decide_alike(stream, model_path):
+    model = load_model(model_path)
     assert set(model.manifest.dimensions) == set(DIMENSIONS)  # else this test proves nothing about them
     mfcc, log_energy = compute(stream, model.manifest.features)  # the trainer's cached features
     pipeline = Pipeline.for_model(model)
     decisions = pipeline.process_frames(mfcc, log_energy) + pipeline.flush()
 
     command = Path(sys.executable).with_name("ser-edge")
-    replay = subprocess.run([str(command), "replay", str(stream), "--sink", "stdout", "--model", str(SHIPPED_MODEL)],
+    replay = subprocess.run([str(command), "replay", str(stream), "--sink", "stdout", "--model", str(model_path)],
                             capture_output=True, text=True, timeout=300, check=False)
     assert replay.returncode == 0, replay.stderr
     events = [json.loads(line) for line in replay.stdout.splitlines() if line.startswith("{")]

@@ -109,6 +109,8 @@ def test_fit_end_to_end_and_parallel_jobs_change_nothing(tmp_path, capsys):
     assert manifest["labels"] == RAVDESS8
     assert manifest["label_scheme"] == "native"
     assert manifest["input"] == {"frames": 200, "coefficients": 40, "window_s": 2.015}
+    assert manifest["features"]["remove_dc_offset"] is True  # a new fit removes each frame's DC offset by default
+    assert manifest["training"]["train_params"]["missing_classes"] == "restrict"  # recorded, the default
     assert [row["fold"] for row in manifest["metrics"]["int8"]["folds"]] == [0, 1]
     assert 0 <= manifest["metrics"]["int8"]["ua"] <= 1
     # the model card: every training corpus with its language and licence, and the terms the model inherits
@@ -215,7 +217,7 @@ def test_installed_command_help_and_errors(tmp_path):
     (["--gain", "-1"], "--gain"), (["--width", "0"], "--width"), (["--dropout", "1"], "--dropout"),
     (["--adversary", "-1"], "--adversary"), (["--mfcc", "0"], "--mfcc"), (["--mfcc", "41"], "--mfcc"),
     (["--adversary", "1", "--no-dimensions"], "--adversary"), (["--adapt", "1e9"], "--adapt"),
-    (["--noise-variants", "-2"], "--noise-variants")])
+    (["--noise-variants", "-2"], "--noise-variants"), (["--missing-classes", "drop"], "--missing-classes")])
 def test_fit_refuses_a_bad_flag_in_one_line_before_reading_data(tmp_path, capsys, flags, expected):
     """Exit status 2 and one line naming the flag, whether argparse or the validated configuration
     (:class:`trainer.config.TrainParams`, :class:`trainer.config.FitConfig`) refuses it; no run folder."""
@@ -252,7 +254,7 @@ def test_fit_help_states_the_recipe_defaults(capsys):
 def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path, capsys):
     """``--protocol speakers`` on RAVDESS and TESS: each fold tests RAVDESS actors and a TESS speaker, and the
     figures of each corpus alone (the RAVDESS 6-fold figure of a multi-corpus model) are its clips'.
-    The front end is changed twice (``--mfcc 13 --pitch``): the manifest computes 13 MFCCs plus F0 and
+    The front end is changed three times (``--mfcc 13 --pitch --no-remove-dc-offset``): the manifest computes 13 MFCCs plus F0 and
     clarity, the model's input is 15 wide, the normalisation statistics have 15 entries, and ``evaluate``
     scores a corpus with it through the device's code."""
     from paths import TESS_MINI
@@ -262,13 +264,13 @@ def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path, capsys):
     status = main(["fit", "--corpus", f"ravdess={MINI}", "--corpus", f"tess={TESS_MINI}", "--labels", "emotion4",
                    "--protocol", "speakers", "--n-folds", "2", "--out", str(tmp_path / "m"), "--quick", "--epochs", "1",
                    "--windows-per-epoch", "64", "--far-field-variants", "0", "--width", "16", "--dropout", "0.5", "--instance-norm",
-                   "--adversary", "0.5", "--pitch", "--mfcc", "13", "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
+                   "--adversary", "0.5", "--pitch", "--mfcc", "13", "--no-remove-dc-offset", "--allow-chance", "--no-baseline", "--no-progress", "--jobs", "1",
                    "--cache-dir", str(tmp_path / "cache"), "--runs-dir", str(runs)])
     assert status == 0
     # --mfcc 13 --pitch: the device's front end computes 13 MFCCs and appends F0 and clarity; model and manifest say so
     model = load_model(tmp_path / "m.tflite")
     features = model.manifest.features
-    assert features.pitch and features.n_mfcc == 13
+    assert features.pitch and features.n_mfcc == 13 and not features.remove_dc_offset
     assert features.n_features == 15 == model.manifest.input.coefficients == len(features.mean) == len(features.std)
     capsys.readouterr()
     assert main(["evaluate", "--model", str(tmp_path / "m.tflite"), "--corpus", f"tess={TESS_MINI}", "--json",
@@ -291,6 +293,14 @@ def test_speaker_folds_over_two_corpora_report_each_corpus(tmp_path, capsys):
         assert figures["ua"] == pytest.approx(balanced_accuracy_score(np.concatenate(true), np.concatenate(pred)))
     assert sum(m["int8"]["clips"] for m in cv["per_corpus"].values()) == sum(f["clips"] for f in cv["int8"]["folds"])
     assert "| ravdess |" in (run_dir / "report.md").read_text()
+
+
+def test_feature_cache_key_includes_dc_offset_removal():
+    """Features computed with and without ``remove_dc_offset`` never share a cache entry."""
+    from edge.dsp.features import FeatureParams
+    from trainer.featurize import front_end_hash
+
+    assert front_end_hash(FeatureParams(remove_dc_offset=True)) != front_end_hash(FeatureParams())
 
 
 def test_train_params_validate_themselves():

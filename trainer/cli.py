@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MFCCs per frame, 1..n_mels (40): fewer keep only the coarse spectral envelope (a new "
                      "front end, so the feature cache fills anew; default 40). 13 and 20 lowered LOCO UA in a screen, 0.435 "
                      "against 0.451 (docs/research-log.md)")
+    fit.add_argument("--missing-classes", default=None, metavar="restrict|ignore",
+                     help="a class a corpus has no clips of (EmoSpeech has no sad): restrict = each clip's softmax "
+                     "is renormalised over the classes its corpus has, so the corpus teaches nothing about the "
+                     "others; ignore = plain softmax over all classes (default restrict)")
+    fit.add_argument("--no-remove-dc-offset", action="store_true",
+                     help="keep each frame's DC offset in the MFCCs (the front end of models before it; default: "
+                     "subtract each frame's mean before pre-emphasis, as Kaldi's --remove-dc-offset, so a "
+                     "microphone's DC offset does not change what the model hears); recorded in the manifest")
     fit.add_argument("--adversary", type=float, default=None, metavar="WEIGHT",
                      help="corpus-adversarial training: a corpus classifier behind gradient reversal of this final "
                      "strength (ramped up from 0; Ganin et al. 2016) pushes the features to not tell the training "

@@ -21,8 +21,9 @@ from trainer.labels import SCHEMES
 FRAMES = 200
 """Model input: 200 frames, 2.015 s at the default 10 ms hop / 25 ms window (the daemon's window): most
 clips of the corpora are 1-3 s (TurEV-DB's single words about 1 s)."""
-FEATURES = FeatureParams()
-"""The front end every fit uses (the manifest records it, mean/std and adaptation filled in)."""
+FEATURES = FeatureParams(remove_dc_offset=True)
+"""The front end every fit uses (the manifest records it, mean/std and adaptation filled in): the edge's
+defaults with each frame's DC offset removed (``--no-remove-dc-offset`` keeps it, as the models before it)."""
 LABEL_SCHEMES = tuple(SCHEMES)
 CORPUS_KINDS = ", ".join(CORPORA)
 """The corpus kinds ``--corpus KIND=PATH`` accepts, for help texts (the keys of :data:`trainer.corpora.CORPORA`)."""
@@ -64,6 +65,7 @@ TRAIN_PARAM_RANGES = {
     "adapt_time_constant_s": (_finite_in(0, MAX_SECONDS), f"0..{MAX_SECONDS} seconds of speech"),
     "adapt_prior_s": (_finite_in(0, MAX_SECONDS), f"0..{MAX_SECONDS} seconds of speech"),
     "adversary_weight": (_finite_in(0, 10), "a weight in [0, 10]"),
+    "missing_classes": (lambda v: v in ("restrict", "ignore"), "restrict or ignore"),
 }
 """What each checked :class:`TrainParams` field accepts: ``field -> (predicate, expected)``."""
 
@@ -71,7 +73,8 @@ FIT_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "mixup_alpha": 
              "width": "--width", "ema_decay": "--ema", "speed_factors": "--speed", "noise_variants": "--noise-variants",
              "noise_snr_db": "--snr", "gain_db": "--gain", "far_field_variants": "--far-field-variants",
              "windows_per_epoch": "--windows-per-epoch", "corpus_balance": "--balance",
-             "adapt_time_constant_s": "--adapt", "adversary_weight": "--adversary"}
+             "adapt_time_constant_s": "--adapt", "adversary_weight": "--adversary",
+             "missing_classes": "--missing-classes"}
 """The ``ser-train fit`` flag that sets each :class:`TrainParams` field."""
 
 
@@ -149,6 +152,11 @@ class TrainParams:
     classifier on the pooled features behind a gradient reversal layer whose strength ramps from 0 to
     this value as ``w (2 / (1 + exp(-10 p)) - 1)``, ``p`` the fraction of training done (their eq. 14).
     0 = off. The corpus head exists only while training; the exported model does not have it."""
+    missing_classes: str = "restrict"
+    """A class a corpus has no clips of (EmoSpeech has no sad): ``"restrict"`` renormalises each clip's
+    softmax over the classes its corpus has, so the corpus says nothing about the others
+    (:func:`trainer.train.class_support`, :class:`trainer.net.PartialLabelLoss`); ``"ignore"``: plain softmax
+    over all classes, every clip pushing down every class it is not, missing ones included."""
 
     def __post_init__(self) -> None:
         """:raises ConfigError: for the first field outside its range (see :data:`TRAIN_PARAM_RANGES`)."""
@@ -168,7 +176,8 @@ class TrainParams:
                  "gain_db": args.gain, "far_field_variants": args.far_field_variants,
                  "windows_per_epoch": args.windows_per_epoch, "corpus_balance": args.balance,
                  "adapt_time_constant_s": args.adapt, "width": args.width, "dropout": args.dropout,
-                 "instance_norm": args.instance_norm or None, "adversary_weight": args.adversary}
+                 "instance_norm": args.instance_norm or None, "adversary_weight": args.adversary,
+                 "missing_classes": args.missing_classes}
         try:
             return cls(epochs=args.epochs or (2 if args.quick else cls.epochs), batch_size=args.batch_size,
                        seed=args.seed, crops_per_clip=1 if args.quick else cls.crops_per_clip,
@@ -197,7 +206,7 @@ class FitConfig:
     """Output base path: ``out.tflite`` and ``out.json``."""
     train_params: TrainParams
     features: FeatureParams
-    """The front end: :data:`FEATURES` with ``--pitch`` and ``--mfcc``."""
+    """The front end: :data:`FEATURES` with ``--pitch``, ``--mfcc`` and ``--no-remove-dc-offset``."""
     protocol: str
     """``auto``, ``loco`` or ``speakers`` as asked (``auto`` is resolved against the corpora)."""
     folds: str
@@ -243,7 +252,8 @@ class FitConfig:
         recorded["validation_speakers"] = validation_speakers
         recorded["corpus"] = [f"{k}={p}" for k, p in args.corpus]
         return cls(corpora=tuple(args.corpus), scheme=args.labels, out=args.out, train_params=train_params,
-                   features=dataclasses.replace(FEATURES, pitch=args.pitch, n_mfcc=args.mfcc or FEATURES.n_mfcc),
+                   features=dataclasses.replace(FEATURES, pitch=args.pitch, n_mfcc=args.mfcc or FEATURES.n_mfcc,
+                                                remove_dc_offset=not args.no_remove_dc_offset),
                    protocol=args.protocol, folds=args.folds, n_folds=args.n_folds,
                    validation_speakers=validation_speakers, final_epochs=args.final_epochs, jobs=args.jobs,
                    hold_out=frozenset(speaker_set(args.hold_out_speakers)), dimensions=not args.no_dimensions,

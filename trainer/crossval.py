@@ -58,14 +58,21 @@ class FoldResult:
     """The fold's int8 model as the device reads it: ``{".tflite": bytes, ".json": bytes}`` (the manifest),
     for analyses after the run (:func:`trainer.recipes.runs.save_fold_models`)."""
 
+    @property
+    def scored(self) -> np.ndarray:
+        """bool ``(n,)``: the test clips with one class (``y_true >= 0``), those UA, WA and confusion count;
+        a partial label (``y_true`` -1, its native label in ``test_labels``) is left out of them."""
+        return self.y_true >= 0
+
     def row(self, labels: tuple[str, ...]) -> dict:
-        int8 = summarize(self.y_true, self.int8_scores.argmax(axis=1), labels)
-        flt = summarize(self.y_true, self.float_scores.argmax(axis=1), labels)
+        keep = self.scored
+        int8 = summarize(self.y_true[keep], self.int8_scores[keep].argmax(axis=1), labels)
+        flt = summarize(self.y_true[keep], self.float_scores[keep].argmax(axis=1), labels)
         return {
             "fold": self.fold,
             "test_actors": list(self.test_speakers),
             "validation_actors": list(self.validation_speakers),
-            "clips": int(len(self.y_true)),
+            "clips": int(keep.sum()),
             "best_epoch": self.best_epoch,
             "ua": int8["ua"],
             "wa": int8["wa"],
@@ -88,16 +95,20 @@ def run_fold(
     progress: bool = True,
     dims: dict[str, tuple[float, float]] | None = None,
     far_test: list[ClipFeatures] | None = None,
+    scheme: str = "native",
 ) -> FoldResult:
     """Train on the fold's training speakers, early-stop on its validation speakers, score its test speakers
     (clean, and ``far_test``: the same test clips in the far-field condition, in the same order), int8
-    and float, each set as one device hears it (normalisation state carried from clip to clip)."""
+    and float, each set as one device hears it (normalisation state carried from clip to clip).
+    ``scheme``: the label scheme, for what a partial label allows. A test clip with a partial label
+    (:data:`trainer.labels.PARTIAL_LABELS`) is scored like the others, its ``y_true`` -1 (no single class):
+    the figures over classes leave it out (:attr:`FoldResult.scored`)."""
     by = {name: [c for c in clips if c.clip.speaker in set(speakers)] for name, speakers in
           (("train", fold.train), ("val", fold.validation), ("test", fold.test))}
     history: list[dict] = []
     model, fitted, best_epoch, flatbuffer = fit_and_convert(
-        by["train"], by["val"], labels, params, frames, train_params, progress, f"fold {fold.index}", history, dims
-    )
+        by["train"], by["val"], labels, params, frames, train_params, progress, f"fold {fold.index}", history, dims,
+        scheme)
     index = {label: k for k, label in enumerate(labels)}
     y_true = np.array([index.get(c.clip.label, NOT_A_CLASS) for c in by["test"]], dtype=np.int64)
     dims_true = None
@@ -127,6 +138,7 @@ def run_fold(
     return FoldResult(fold.index, fold.test, fold.validation, best_epoch, y_true, int8_scores, float_scores,
                       history, dims_true, int8_dims, float_dims, far,
                       tuple(sorted({c.clip.corpus for c in by["test"]})),
+                      test_labels=tuple(c.clip.label for c in by["test"]),
                       clip_corpora=tuple(c.clip.corpus for c in by["test"]),
                       clip_labels=tuple(c.clip.label for c in by["test"]), model_files=model_files)
 
@@ -170,7 +182,7 @@ FAR_FIELD_EVAL = Perturbation(far_field="eval")
 
 
 def _fold_in_worker(fold: Fold, clips, labels, params, frames, train_params, decision, cache_dir, dims,
-                    far_field) -> FoldResult:
+                    far_field, scheme) -> FoldResult:
     from trainer.featurize import featurize, with_variants
 
     feats = featurize(clips, params, cache_dir, workers=1, progress=False)
@@ -179,7 +191,7 @@ def _fold_in_worker(fold: Fold, clips, labels, params, frames, train_params, dec
     if far_field:
         test = [c for c in clips if c.speaker in set(fold.test)]
         far_test = featurize(test, params, cache_dir, workers=1, progress=False, perturbation=FAR_FIELD_EVAL)
-    return run_fold(fold, feats, labels, params, frames, train_params, decision, False, dims, far_test)
+    return run_fold(fold, feats, labels, params, frames, train_params, decision, False, dims, far_test, scheme)
 
 
 def run_folds(
@@ -196,13 +208,14 @@ def run_folds(
     on_result=None,
     dims: dict[str, tuple[float, float]] | None = None,
     far_field: bool = False,
+    scheme: str = "native",
 ) -> list[FoldResult]:
     """:func:`run_fold` for each of ``folds``, in this process (``jobs`` 1) or in ``jobs`` spawned
     processes of one TensorFlow thread each, which reload ``feats`` from ``cache_dir`` (where
     :func:`trainer.featurize.featurize` put them). ``on_result(result)`` is called as each fold ends.
     ``dims``: arousal/valence targets by clip path (a second head); ``far_field``: also score each
-    fold's test clips in the far-field condition (:data:`FAR_FIELD_EVAL`, features already cached).
-    Returns the results in the order of ``folds``.
+    fold's test clips in the far-field condition (:data:`FAR_FIELD_EVAL`, features already cached);
+    ``scheme``: the label scheme (:func:`run_fold`). Returns the results in the order of ``folds``.
     """
     for fold in folds:
         logger.info("fold %d: test %s, validation %s, %d training speakers", fold.index, _speakers(fold.test),
@@ -217,7 +230,7 @@ def run_folds(
                 far_test = featurize([c.clip for c in feats if c.clip.speaker in set(fold.test)], params,
                                      cache_dir, progress=progress, perturbation=FAR_FIELD_EVAL)
             results.append(run_fold(fold, feats, labels, params, frames, train_params, decision, progress, dims,
-                                    far_test))
+                                    far_test, scheme))
             if on_result:
                 on_result(results[-1])
         return results
@@ -234,7 +247,7 @@ def run_folds(
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
                                                 initargs=(worker_level,)) as pool:
         futures = {pool.submit(_fold_in_worker, fold, clips, labels, params, frames, train_params, decision,
-                               cache_dir, dims, far_field): fold.index for fold in folds}
+                               cache_dir, dims, far_field, scheme): fold.index for fold in folds}
         bar = tqdm(total=len(folds), desc="folds", unit="fold", disable=not progress)
         for future in concurrent.futures.as_completed(futures):
             result = future.result()
@@ -248,11 +261,11 @@ def run_folds(
 
 def pooled_metrics(results: list[FoldResult], labels: tuple[str, ...]) -> dict:
     """Metrics over all folds' test clips pooled, plus the mean of per-fold UA/WA and the fold table."""
-    y_true = np.concatenate([r.y_true for r in results])
+    y_true = np.concatenate([r.y_true[r.scored] for r in results])
     rows = [r.row(labels) for r in results]
     out = {}
     for kind, key in (("int8", "int8_scores"), ("float", "float_scores")):
-        pred = np.concatenate([getattr(r, key).argmax(axis=1) for r in results])
+        pred = np.concatenate([getattr(r, key)[r.scored].argmax(axis=1) for r in results])
         summary = summarize(y_true, pred, labels)
         prefix = "" if kind == "int8" else "float_"
         summary["mean_fold_ua"] = float(np.mean([row[prefix + "ua"] for row in rows]))
@@ -272,7 +285,7 @@ def _corpus_metrics(results: list[FoldResult], corpus: str, labels: tuple[str, .
     for kind, key in (("int8", "int8_scores"), ("float", "float_scores")):
         trues, preds, fold_ua = [], [], []
         for r in results:
-            mask = np.asarray(r.clip_corpora) == corpus
+            mask = (np.asarray(r.clip_corpora) == corpus) & r.scored
             if not mask.any():
                 continue
             pred = getattr(r, key)[mask].argmax(axis=1)

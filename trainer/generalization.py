@@ -84,11 +84,11 @@ def _scores(result, condition: str, kind: str):
 def corpus_row(result, labels: tuple[str, ...], condition: str, kind: str) -> dict:
     """UA/WA/macro-F1 on the shipped labels and on emotion4, arousal CCC and valence AUC of one fold."""
     scores, dims = _scores(result, condition, kind)
-    row = {"corpus": ",".join(result.test_corpora), "clips": int(len(result.y_true))}
-    known = result.y_true != NOT_A_CLASS
-    shipped = summarize(result.y_true, scores.argmax(axis=1), labels)
+    scored = result.y_true != NOT_A_CLASS  # clips with one class (a partial label has NOT_A_CLASS)
+    row = {"corpus": ",".join(result.test_corpora), "clips": int(scored.sum())}
+    shipped = summarize(result.y_true[scored], scores[scored].argmax(axis=1), labels)
     row.update(ua=shipped["ua"], wa=shipped["wa"], macro_f1=shipped["macro_f1"],
-               classes=[labels[k] for k in sorted(set(result.y_true[known].tolist()))])
+               classes=[labels[k] for k in sorted(set(result.y_true[scored].tolist()))])
     four = [labels.index(label) for label in EMOTION4 if label in labels]
     if len(four) == len(EMOTION4):
         keep = np.isin(result.y_true, four)
@@ -175,7 +175,8 @@ def loco_metrics(results: list, labels: tuple[str, ...]) -> dict:
     out["confusion"] = {}
     for r in results:
         name = ",".join(r.test_corpora)
-        out["confusion"][name] = {c: summarize(r.y_true, _scores(r, c, "int8")[0].argmax(axis=1), labels)["confusion"]
+        out["confusion"][name] = {c: summarize(r.y_true[r.y_true >= 0], _scores(r, c, "int8")[0][r.y_true >= 0].argmax(axis=1),
+                                               labels)["confusion"]
                                   for c in CONDITIONS if c == "clean" or r.far is not None}
     out["calibration"] = calibration(results)
     return out
@@ -202,8 +203,10 @@ def calibration_from_parts(parts: list[tuple[np.ndarray, np.ndarray, str]]) -> d
     (:func:`trainer.metrics.fit_temperature` with ``groups``), the unsure threshold derived from the
     calibrated decisions the same way, and ECE before and after (after = cross-fitted per held-out
     corpus, and pooled in-sample). ``parts``: ``(probabilities (n, k), y_true (n,), corpus)``, a corpus
-    may have several parts (clean and far-field)."""
-    parts = [(p[y != NOT_A_CLASS], y[y != NOT_A_CLASS], c) for p, y, c in parts]  # partial labels: no class to fit
+    may have several parts (clean and far-field). Clips with ``y_true`` :data:`NOT_A_CLASS` (a partial
+    label, no single class) are left out."""
+    parts = [(p[y != NOT_A_CLASS], y[y != NOT_A_CLASS], c) for p, y, c in parts]
+    parts = [part for part in parts if len(part[1])]
     probabilities = np.concatenate([p for p, _, _ in parts])
     y_true = np.concatenate([y for _, y, _ in parts])
     corpora = np.concatenate([[c] * len(y) for _, y, c in parts])

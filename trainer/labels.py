@@ -30,6 +30,14 @@ native label to one shared emotion vocabulary (RAVDESS's words, plus Dusha's ``p
 
 The model's output order is the order of the scheme's tuple; the manifest records it (labels and
 ``label_scheme``), and the device reads labels from the manifest only.
+
+Partial labels: a native label in :data:`PARTIAL_LABELS` names a *set* of emotions, not one (CORAA-SER's
+``non-neutral``: its annotators said only that a clip is not neutral). Under every scheme it stands for
+the scheme's classes other than the ones neutral and calm map to (:func:`allowed_labels`): emotion4
+happy, sad, angry; emotion6 those and fearful, disgust; valence negative, positive. The clip keeps its
+native label through :func:`apply_scheme`, and training gives it a partial-label loss: minus the log of
+the summed probability of its allowed classes (``trainer.net.PartialLabelLoss``), evidence against
+neutral and for nothing else.
 """
 
 from __future__ import annotations
@@ -228,7 +236,8 @@ def scheme_labels(scheme: str, clips: Iterable) -> tuple[str, ...]:
         return SCHEMES[scheme]
     per_corpus: dict[str, set[str]] = {}
     for clip in clips:
-        per_corpus.setdefault(clip.corpus, set()).add(clip.label)
+        if not is_partial(clip):  # a partial label is not a class of its own
+            per_corpus.setdefault(clip.corpus, set()).add(clip.label)
     if not per_corpus:
         raise LabelSchemeError("no clips to take native labels from")
     orders = {}
@@ -244,7 +253,8 @@ def scheme_labels(scheme: str, clips: Iterable) -> tuple[str, ...]:
 
 
 def apply_scheme(clips: list, scheme: str) -> tuple[list, tuple[str, ...], dict[str, int]]:
-    """``(mapped_clips, labels, excluded)``: clips relabelled to ``scheme`` (excluded ones dropped),
+    """``(mapped_clips, labels, excluded)``: clips relabelled to ``scheme`` (excluded ones dropped; a partial
+    label, :data:`PARTIAL_LABELS`, is kept as it is when the scheme has classes for it),
     the scheme's ordered labels, and how many clips each native label lost, ``{"corpus:label": n}``.
     Raises :class:`LabelSchemeError` (see :func:`scheme_labels`) or if no clip is left."""
     import dataclasses
@@ -252,7 +262,13 @@ def apply_scheme(clips: list, scheme: str) -> tuple[list, tuple[str, ...], dict[
     labels = scheme_labels(scheme, clips)
     mapped, excluded = [], {}
     for clip in clips:
-        label = map_label(clip, scheme)
+        if is_partial(clip):  # keeps its native label; training reads its classes from allowed_labels
+            if allowed_labels(clip, scheme, labels) is not None:
+                mapped.append(clip)
+                continue
+            label = None
+        else:
+            label = map_label(clip, scheme)
         if label is None:
             key = f"{clip.corpus}:{clip.label}"
             excluded[key] = excluded.get(key, 0) + 1
@@ -261,6 +277,47 @@ def apply_scheme(clips: list, scheme: str) -> tuple[list, tuple[str, ...], dict[
     if not mapped:
         raise LabelSchemeError(f"label scheme {scheme}: no clip left (excluded: {excluded})")
     return mapped, labels, excluded
+
+
+#: Native labels that name a set of emotions (a partial label) -> the canonical emotions they exclude.
+#: CORAA-SER (Brazilian Portuguese, natural speech) is labelled only neutral / non-neutral; its loader
+#: gives the non-neutral clips (both of its ``non-neutral-female`` / ``-male`` folders) this label.
+PARTIAL_LABELS: dict[str, frozenset[str]] = {NON_NEUTRAL: frozenset({"neutral", "calm"})}
+
+#: The shared emotion vocabulary a partial label's allowed classes are drawn from (RAVDESS's words and
+#: Dusha's ``positive``; Dusha's ``other`` is not an emotion anyone could be said to express).
+VOCABULARY = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "positive")
+
+
+def is_partial(clip) -> bool:
+    """Whether ``clip``'s label names a set of emotions (:data:`PARTIAL_LABELS`), not one."""
+    return clip.label in PARTIAL_LABELS
+
+
+def allowed_labels(clip, scheme: str, model_labels: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The model labels ``clip`` may be, in model order; ``None`` if none.
+
+    An ordinary clip: one label, its own if the model has it (a clip already relabelled by
+    :func:`apply_scheme`), else :func:`to_model_label`'s. A partial label (:data:`PARTIAL_LABELS`): every
+    model label that an emotion of :data:`VOCABULARY` outside the excluded ones maps to under ``scheme``,
+    less those the excluded emotions map to (``non-neutral`` under emotion4: happy, sad, angry; under
+    valence: negative, positive; under gender_emotion: the clip's gender's non-neutral labels, ``None``
+    without a gender).
+    """
+    import dataclasses
+
+    excluded = PARTIAL_LABELS.get(clip.label)
+    if excluded is None:
+        label = clip.label if clip.label in model_labels else to_model_label(clip, scheme, model_labels)
+        return None if label is None else (label,)
+
+    def as_label(emotion: str) -> str | None:
+        return to_model_label(dataclasses.replace(clip, label=emotion), scheme, model_labels)
+
+    ruled_out = {as_label(e) for e in excluded}
+    possible = {as_label(e) for e in VOCABULARY if e not in excluded} - ruled_out - {None}
+    allowed = tuple(label for label in model_labels if label in possible)
+    return allowed or None
 
 
 def to_model_label(clip, scheme: str, model_labels: tuple[str, ...]) -> str | None:

@@ -208,3 +208,108 @@ def clip_scores(model, normalized: list[np.ndarray], frames: int, hop: int = 50)
         probs /= probs.sum(axis=1, keepdims=True)
     owner = np.asarray(owner)
     return np.stack([probs[owner == i].mean(axis=0) for i in range(len(normalized))])
+
+
+def pack_label_targets(allowed: np.ndarray, support: np.ndarray, lam: np.ndarray | None = None,
+                       perm: np.ndarray | None = None) -> np.ndarray:
+    """The target rows :class:`PartialLabelLoss` reads: float32 ``(n, 1 + 4 K)``, each
+    ``[lam, allowed_a, support_a, allowed_b, support_b]``.
+
+    ``allowed``/``support``: float ``(n, K)`` 0/1 masks, per window the classes its label allows and the
+    classes its corpus has (:func:`trainer.train.class_support`). With mixup, window ``i`` mixes itself
+    (weight ``lam[i]``) with window ``perm[i]``: the loss of a mixed window is the mix of the two windows'
+    losses, as mixup's soft targets give for cross-entropy (linear in the target). Without, ``lam`` is 1.
+    """
+    allowed = np.asarray(allowed, dtype=np.float32)
+    support = np.asarray(support, dtype=np.float32)
+    n = allowed.shape[0]
+    if lam is None:
+        lam, perm = np.ones(n, dtype=np.float32), np.arange(n)
+    return np.concatenate([np.asarray(lam, dtype=np.float32)[:, None], allowed, support, allowed[perm],
+                           support[perm]], axis=1)
+
+
+def partial_label_loss_class():
+    """:class:`PartialLabelLoss`, defined on first use (Keras is imported only when training)."""
+    import keras
+    from keras import ops
+
+    class PartialLabelLoss(keras.losses.Loss):
+        """Cross-entropy for labels that name a set of classes, within the classes a clip's corpus has.
+
+        For one window with label-allowed classes ``A``, corpus classes ``S`` (``A`` within ``S``) and
+        probabilities ``p``, the loss is ``-log(sum_A p / sum_S p)``: minus the log of the probability that
+        the class is in ``A`` given that it is in ``S``, the softmax renormalised over the corpus's classes
+        (Jin & Ghahramani 2002, "Learning with multiple labels", NIPS, for the sum over a candidate set).
+        With one allowed class and ``S`` all classes it is ordinary cross-entropy, ``-log p_y``. Classes
+        outside ``S`` get no gradient at all: a corpus without sad says nothing about sad.
+
+        ``label_smoothing`` ``e`` follows Keras' ``CategoricalCrossentropy`` (Szegedy et al. 2016): the
+        target mixes the label with a uniform distribution, here uniform over ``S`` (not over classes the
+        corpus lacks): ``(1 - e) (-log(sum_A p / sum_S p)) + e mean_{c in S} (-log(p_c / sum_S p))``, which
+        for a one-hot label and ``S`` all classes is exactly Keras' loss.
+
+        ``y_true``: :func:`pack_label_targets` rows, float32 ``(batch, 1 + 4 K)``. ``y_pred``: ``(batch, K)``
+        logits (``from_logits``) or probabilities (clipped to ``[1e-7, 1]`` before the log, as Keras does).
+        Returns the loss per window, ``(batch,)``; Keras applies sample weights and the mean.
+        """
+
+        def __init__(self, n_labels: int, label_smoothing: float = 0.0, from_logits: bool = True,
+                     name: str = "partial_label_crossentropy", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.n_labels = n_labels
+            self.label_smoothing = float(label_smoothing)
+            self.from_logits = from_logits
+
+        def _one(self, scores, allowed, support):
+            def masked_logsumexp(mask):
+                return ops.logsumexp(ops.where(mask > 0, scores, ops.full_like(scores, -1e9)), axis=-1)
+
+            in_support = masked_logsumexp(support)
+            loss = in_support - masked_logsumexp(allowed)
+            if self.label_smoothing:
+                mean_in_support = ops.sum(scores * support, axis=-1) / ops.maximum(ops.sum(support, axis=-1), 1.0)
+                loss = (1.0 - self.label_smoothing) * loss + self.label_smoothing * (in_support - mean_in_support)
+            return loss
+
+        def call(self, y_true, y_pred):
+            k = self.n_labels
+            y_true = ops.cast(y_true, y_pred.dtype)
+            # logits, or log-probabilities: log-sum-exp over a set of them is log(sum p) over it either way
+            scores = y_pred if self.from_logits else ops.log(ops.clip(y_pred, 1e-7, 1.0))
+            lam = y_true[:, 0]
+            first = self._one(scores, y_true[:, 1 : 1 + k], y_true[:, 1 + k : 1 + 2 * k])
+            second = self._one(scores, y_true[:, 1 + 2 * k : 1 + 3 * k], y_true[:, 1 + 3 * k : 1 + 4 * k])
+            return lam * first + (1.0 - lam) * second
+
+        def get_config(self):
+            return {**super().get_config(), "n_labels": self.n_labels, "label_smoothing": self.label_smoothing,
+                    "from_logits": self.from_logits}
+
+    return PartialLabelLoss
+
+
+def pack_dimension_targets(dims: np.ndarray, lam: np.ndarray | None = None, perm: np.ndarray | None = None) -> np.ndarray:
+    """Targets of :func:`masked_mse`: float32 ``(n, 2 D)``, each ``[values (NaN as 0), known (0/1)]``, from
+    ``dims`` float ``(n, D)`` with NaN where a clip has no target (a partial label: non-neutral may be sad
+    or angry, so it has no arousal). With mixup (``lam``, ``perm`` as :func:`pack_label_targets`) the values
+    mix and a value is known only if both windows' are."""
+    dims = np.asarray(dims, dtype=np.float32)
+    known = np.isfinite(dims).astype(np.float32)
+    values = np.nan_to_num(dims, nan=0.0)
+    if lam is not None:
+        lam = np.asarray(lam, dtype=np.float32)[:, None]
+        values = lam * values + (1 - lam) * values[perm]
+        known = known * known[perm]
+    return np.concatenate([values, known], axis=1)
+
+
+def masked_mse(y_true, y_pred):
+    """Mean squared error over the known targets of each window (:func:`pack_dimension_targets` rows, float32
+    ``(batch, 2 D)``, against ``y_pred`` ``(batch, D)``); 0 for a window with none. Returns ``(batch,)``."""
+    from keras import ops
+
+    d = ops.shape(y_pred)[-1]
+    y_true = ops.cast(y_true, y_pred.dtype)
+    values, known = y_true[:, :d], y_true[:, d:]
+    return ops.sum(known * ops.square(values - y_pred), axis=-1) / ops.maximum(ops.sum(known, axis=-1), 1.0)

@@ -145,13 +145,23 @@ def plot_example(results: dict, out: Path) -> bool:
     if not clip or not Path(clip["path"]).is_file():
         return False
     from edge.audio.io import load_audio
-    from edge.dsp.features import FeatureParams, analysis_window, mel_energies, preemphasize
+    from edge.dsp.features import (
+        FeatureParams,
+        analysis_window,
+        dc_removed_frames,
+        mel_energies,
+        preemphasize,
+        stream_start_previous,
+    )
 
     params = FeatureParams.from_dict({k: v for k, v in results["features"].items() if k not in ("mean", "std")})
     samples = load_audio(clip["path"], params.sample_rate_hz)
-    emphasized = preemphasize(samples, params.preemphasis)
-    n = params.n_frames(emphasized.size)
-    frames = np.lib.stride_tricks.sliding_window_view(emphasized, params.frame_length)[::params.hop_length][:n]
+    n = params.n_frames(samples.size)
+    if params.remove_dc_offset:
+        frames = dc_removed_frames(samples, params, stream_start_previous(samples, params))
+    else:
+        emphasized = preemphasize(samples, params.preemphasis)
+        frames = np.lib.stride_tricks.sliding_window_view(emphasized, params.frame_length)[::params.hop_length][:n]
     power = (np.abs(np.fft.rfft(frames * analysis_window(params.window, params.frame_length), params.n_fft)) ** 2
              / params.n_fft).astype(np.float32)
     mel = np.log(np.maximum(mel_energies(np.ascontiguousarray(power.T), params), 1e-10))

@@ -19,16 +19,73 @@ from trainer.augment import augment, draw_versions, random_windows
 from trainer.config import TrainParams
 from trainer.export import REPRESENTATIVE_WINDOWS, to_int8_tflite
 from trainer.featurize import ClipFeatures
-from trainer.net import WeightAverage, adversary_strength, build_model, clip_scores, with_corpus_head
+from trainer.net import (
+    WeightAverage,
+    adversary_strength,
+    build_model,
+    clip_scores,
+    masked_mse,
+    pack_dimension_targets,
+    pack_label_targets,
+    partial_label_loss_class,
+    with_corpus_head,
+)
 from trainer.streams import daemon_window_ends, stream_normalized, with_statistics
 
 logger = logging.getLogger(__name__)
 
 
 def class_weights(y: np.ndarray, n_labels: int) -> dict[int, float]:
-    """``n / (n_labels * count)`` per class (sklearn's "balanced")."""
-    counts = np.bincount(y, minlength=n_labels).astype(np.float64)
+    """``n / (n_labels * count)`` per class (sklearn's "balanced"). ``y``: int class per clip ``(n,)``, or
+    0/1 allowed classes per clip ``(n, n_labels)`` (:func:`allowed_masks`), where a clip whose label allows
+    several classes counts ``1 / |allowed|`` towards each."""
+    counts = allowed_fractions(y, n_labels).sum(axis=0)
     return {k: float(len(y) / (n_labels * c)) if c else 0.0 for k, c in enumerate(counts)}
+
+
+def allowed_fractions(y: np.ndarray, n_labels: int) -> np.ndarray:
+    """Per clip, float64 ``(n, n_labels)``: ``1 / |allowed|`` on each class its label allows, 0 elsewhere
+    (one-hot for an int class). ``y`` as :func:`class_weights`."""
+    y = np.asarray(y)
+    masks = np.eye(n_labels)[y] if y.ndim == 1 else y.astype(np.float64)
+    return masks / masks.sum(axis=1, keepdims=True)
+
+
+def allowed_masks(clips: list[ClipFeatures], labels: tuple[str, ...], scheme: str = "native") -> np.ndarray:
+    """float32 ``(n, len(labels))``: 1 on the classes each clip's label allows (:func:`trainer.labels.allowed_labels`:
+    one for an ordinary clip, several for a partial label). Raises ValueError for a clip with none."""
+    from trainer.labels import allowed_labels
+
+    out = np.zeros((len(clips), len(labels)), dtype=np.float32)
+    for i, c in enumerate(clips):
+        allowed = allowed_labels(c.clip, scheme, labels)
+        if allowed is None:
+            raise ValueError(f"{c.clip.path}: label {c.clip.label!r} allows none of {', '.join(labels)}")
+        out[i, [labels.index(label) for label in allowed]] = 1.0
+    return out
+
+
+MISSING_CLASSES = ("restrict", "ignore")
+"""How training treats a class a corpus has no clips of (EmoSpeech has no sad): see :func:`class_support`."""
+
+
+def class_support(clips: list[ClipFeatures], allowed: np.ndarray, missing_classes: str = "restrict") -> np.ndarray:
+    """float32 ``(n, K)``: per clip, 1 on the classes its corpus has among ``clips`` (the union of the
+    corpus's clips' ``allowed`` masks, a partial label's classes included), with ``missing_classes``
+    ``"restrict"``; all ones with ``"ignore"``. :class:`trainer.net.PartialLabelLoss` renormalises each clip's
+    softmax over its support, so a corpus never teaches that a class it lacks is unlikely (restrict), or
+    its clips push every class they are not down, missing ones too (ignore: plain softmax cross-entropy).
+    Raises ValueError for another ``missing_classes``."""
+    if missing_classes not in MISSING_CLASSES:
+        raise ValueError(f"missing_classes: expected one of {', '.join(MISSING_CLASSES)}, got {missing_classes!r}")
+    if missing_classes == "ignore":
+        return np.ones_like(allowed, dtype=np.float32)
+    corpora = np.array([c.clip.corpus for c in clips])
+    out = np.zeros_like(allowed, dtype=np.float32)
+    for corpus in set(corpora.tolist()):
+        mine = corpora == corpus
+        out[mine] = allowed[mine].max(axis=0)
+    return out
 
 
 def train(
@@ -47,17 +104,22 @@ def train(
     train_dims: np.ndarray | None = None,
     clip_weights: np.ndarray | None = None,
     train_corpora: np.ndarray | None = None,
+    train_support: np.ndarray | None = None,
 ):
     """Train on normalised clips (``train_x``: list of float32 ``(n_frames, n_mfcc)``, ``train_y``: int
-    label indices). With ``params.early_stopping`` and validation clips, stops after ``patience``
+    label indices ``(n,)``, or 0/1 allowed classes ``(n, n_labels)`` for labels that allow several,
+    :func:`allowed_masks`). The label loss is :class:`trainer.net.PartialLabelLoss` (cross-entropy for
+    one-hot labels); ``train_support``: float ``(n, n_labels)`` 0/1, the classes each clip's corpus has
+    (:func:`class_support`; default all), over which its softmax is renormalised. With
+    ``params.early_stopping`` and validation clips, stops after ``patience``
     epochs without a better validation UA and restores the best epoch's weights; otherwise runs all
     ``params.epochs`` epochs (recording validation UA if there are validation clips). ``daemon_ends``: per
     training clip, the frames where the daemon's analysis windows end (for ``params.daemon_windows``).
     ``variants``: per training clip, other versions of it (speed-perturbed, noisy) as ``(normalised features,
     daemon ends)``; each epoch draws the original or one of them uniformly per clip.
     ``energy_per_db``: see :func:`augment` (for ``params.gain_db``).
-    ``train_dims``: float32 ``(n_clips, n_dims)`` arousal/valence targets in [-1, 1]: the model gets a
-    second head and outputs logits (see :func:`build_model`). ``clip_weights``: sampling probability
+    ``train_dims``: float32 ``(n_clips, n_dims)`` arousal/valence targets in [-1, 1], NaN where a clip has
+    none (:func:`trainer.net.masked_mse`): the model gets a second head and outputs logits (see :func:`build_model`). ``clip_weights``: sampling probability
     per clip (sums to 1) for ``params.windows_per_epoch`` draws per epoch (then no class weights).
     ``train_corpora``: int corpus index per clip, for ``params.adversary_weight`` (needs ``train_dims``;
     ignored with fewer than two corpora). With ``params.ema_decay`` the model returned carries the
@@ -78,20 +140,24 @@ def train(
     per_epoch = params.windows_per_epoch if sampled else len(train_x) * params.crops_per_clip
     steps = math.ceil(per_epoch / params.batch_size) * params.epochs
     schedule = keras.optimizers.schedules.CosineDecay(params.learning_rate, decay_steps=max(steps, 1), alpha=0.05)
+    label_loss = partial_label_loss_class()(n_labels, params.label_smoothing, from_logits=bool(n_dims))
     if n_dims:
-        loss = {"scores": keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=params.label_smoothing),
-                "dimensions": keras.losses.MeanSquaredError()}
+        loss = {"scores": label_loss, "dimensions": masked_mse}
         loss_weights = {"scores": 1.0, "dimensions": params.dims_weight}
         if adversarial:
             loss["corpus"] = keras.losses.CategoricalCrossentropy(from_logits=True)
             loss_weights["corpus"] = 1.0
         trained.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, loss_weights=loss_weights)
     else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=params.label_smoothing)
-        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss)
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=label_loss)
     rng = np.random.default_rng(params.seed)
-    weights = class_weights(train_y, n_labels) if not sampled else {k: 1.0 for k in range(n_labels)}
-    sample_weight_of_class = np.array([weights[k] for k in range(n_labels)], dtype=np.float32)
+    train_y = np.asarray(train_y)
+    allowed = np.eye(n_labels, dtype=np.float32)[train_y] if train_y.ndim == 1 else train_y.astype(np.float32)
+    support = np.ones_like(allowed) if train_support is None else np.asarray(train_support, dtype=np.float32)
+    # class weights (without sampling): a clip weighs the mean of its allowed classes' weights
+    weights = class_weights(allowed, n_labels) if not sampled else {k: 1.0 for k in range(n_labels)}
+    clip_class_weight = (allowed_fractions(allowed, n_labels) @ np.array([weights[k] for k in range(n_labels)])
+                         ).astype(np.float32)
     min_end = frames // 2
     average = WeightAverage(trained, params.ema_decay) if params.ema_decay > 0 else None
     callbacks = [average.callback()] if average else []
@@ -115,21 +181,19 @@ def train(
             idx.append(chosen)
         x = augment(np.concatenate(xs), params, rng, energy_per_db)
         chosen = np.concatenate(idx)
-        y_index = train_y[chosen]
-        y = np.eye(n_labels, dtype=np.float32)[y_index]
-        d = train_dims[chosen].astype(np.float32) if n_dims else None
         c = np.eye(n_corpora, dtype=np.float32)[train_corpora[chosen]] if adversarial else None
-        sw = sample_weight_of_class[y_index]
+        sw = clip_class_weight[chosen]
+        lam = perm = None
         if params.mixup_alpha > 0:
             lam = rng.beta(params.mixup_alpha, params.mixup_alpha, size=len(x)).astype(np.float32)
             perm = rng.permutation(len(x))
             x = lam[:, None, None] * x + (1 - lam[:, None, None]) * x[perm]
-            y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
             sw = lam * sw + (1 - lam) * sw[perm]
-            if n_dims:
-                d = lam[:, None] * d + (1 - lam[:, None]) * d[perm]
             if adversarial:
                 c = lam[:, None] * c + (1 - lam[:, None]) * c[perm]
+        # the mixed windows' loss mixes the two windows' losses (linear in mixup's soft targets)
+        y = pack_label_targets(allowed[chosen], support[chosen], lam, perm)
+        d = pack_dimension_targets(train_dims[chosen], lam, perm) if n_dims else None
         targets = {"scores": y, "dimensions": d} if n_dims else y
         if adversarial:
             targets["corpus"] = c
@@ -163,7 +227,15 @@ def balanced_weights(clips: list[ClipFeatures], labels: tuple[str, ...], by: str
     """Sampling probability per clip: corpora weighted by the square root of their size (a small
     corpus is not drowned, a large one not over-repeated), counted in clips (``by="clips"``) or in
     speakers (``by="speakers"``), classes equal within each corpus, clips equal within a (corpus,
-    class). float64 ``(n,)``, sums to 1. Raises ValueError for another ``by``."""
+    class). float64 ``(n,)``, sums to 1. Raises ValueError for another ``by``.
+
+    A corpus's share is split over the labels it *has*: a class it lacks (EmoSpeech's sad) is not
+    counted, so it neither takes a share nor lowers the corpus's (3 classes, a third each). A partial
+    label (CORAA-SER's non-neutral, :data:`trainer.labels.PARTIAL_LABELS`) counts as one label of its
+    corpus, like a class: CORAA-SER's windows are half neutral, half non-neutral, the balance of the two
+    things its annotators could say (counting non-neutral as the three classes it may be would make
+    three in four of its windows non-neutral, pushing natural speech further from neutral, the
+    weakness this corpus is there to mend)."""
     if by not in ("clips", "speakers"):
         raise ValueError(f"balanced_weights: by must be 'clips' or 'speakers', got {by!r}")
     keys = [(c.clip.corpus, c.clip.label) for c in clips]
@@ -195,11 +267,15 @@ def fit_and_convert(
     desc: str,
     history: list[dict] | None = None,
     dims: dict[str, tuple[float, float]] | None = None,
+    scheme: str = "native",
 ):
     """Train on ``train_clips`` (statistics from train + validation clips) and convert to int8.
     ``history``: if given, training's per-epoch records are appended to it. ``dims``: arousal/valence
-    target per clip path (``str(path)``); with it the model gets its second head and outputs logits.
-    Features are normalised as the device normalises them (:func:`stream_normalized`).
+    target per clip path (``str(path)``, NaN where a clip has none); with it the model gets its second
+    head and outputs logits. ``scheme``: the label scheme of ``labels``, for what a partial label allows
+    (:func:`allowed_masks`); each clip's softmax is renormalised over its corpus's classes as
+    ``train_params.missing_classes`` says (:func:`class_support`). Validation UA counts the clips with
+    one label only. Features are normalised as the device normalises them (:func:`stream_normalized`).
 
     Returns ``(keras_model, feature_params_with_stats, best_epoch, flatbuffer)``.
     """
@@ -207,9 +283,15 @@ def fit_and_convert(
     index = {label: k for k, label in enumerate(labels)}
     fitted = with_statistics(params, train_clips + val_clips, frames, tp.adapt_time_constant_s, tp.adapt_prior_s)
     train_x = stream_normalized([(c.mfcc, c.log_energy) for c in train_clips], train_clips, fitted, frames, tp.seed)
-    train_y = np.array([index[c.clip.label] for c in train_clips])
+    train_y = allowed_masks(train_clips, labels, scheme)
+    support = class_support(train_clips, train_y, tp.missing_classes)
+    # validation clips are normalised in their order (the adaptation carries), then those with one label scored
     val_x = stream_normalized([(c.mfcc, c.log_energy) for c in val_clips], val_clips, fitted, frames, tp.seed) or None
-    val_y = np.array([index[c.clip.label] for c in val_clips]) if val_clips else None
+    val_y = None
+    if val_x:
+        single = [i for i, c in enumerate(val_clips) if c.clip.label in index]
+        val_x = [val_x[i] for i in single] or None
+        val_y = np.array([index[val_clips[i].clip.label] for i in single]) if single else None
     use_ends = tp.daemon_windows > 0
     ends = [daemon_window_ends(c, params, frames) for c in train_clips] if use_ends else None
     variants = None
@@ -229,7 +311,8 @@ def fit_and_convert(
     corpus_index = {corpus: k for k, corpus in enumerate(sorted({c.clip.corpus for c in train_clips}))}
     train_corpora = np.array([corpus_index[c.clip.corpus] for c in train_clips])
     model, best_epoch, records = train(train_x, train_y, len(labels), frames, tp, val_x, val_y, progress, desc,
-                                       ends, variants, energy_per_db, train_dims, clip_weights, train_corpora)
+                                       ends, variants, energy_per_db, train_dims, clip_weights, train_corpora,
+                                       support)
     if history is not None:
         history.extend(records)
     flatbuffer = to_int8_tflite(model, representative_windows(train_x + (val_x or []), frames, tp.seed))

@@ -2,6 +2,9 @@
 
 The pipeline, per frame (python_speech_features 0.6, ``base.mfcc``; Davis & Mermelstein 1980):
 
+0. with ``remove_dc_offset``, each frame's mean is subtracted from it before pre-emphasis and the
+   window (Kaldi's ``--remove-dc-offset``, ``ProcessWindow`` in ``src/feat/feature-window.cc``;
+   see :attr:`FeatureParams.remove_dc_offset` for how it meets the stream's pre-emphasis);
 1. pre-emphasis ``y[n] = x[n] - a * x[n-1]`` on the whole stream (``a`` = ``preemphasis``;
    the sample before the first is taken as 0, so ``y[0] = x[0]`` as in ``sigproc.preemphasis``);
 2. framing: frames of ``frame_length`` samples every ``hop_length`` samples. Unlike
@@ -29,8 +32,8 @@ The pipeline, per frame (python_speech_features 0.6, ``base.mfcc``; Davis & Merm
 Everything is computed in float32 (spectra in complex64); agreement with python_speech_features
 (float64) is within 1e-3 absolute on speech, see ``tests/test_features.py``.
 
-Streaming: :class:`StreamingMFCC` keeps the last pre-emphasis sample and the unconsumed tail of
-the signal, so audio fed in chunks of any size gives the same frames as the whole signal at
+Streaming: :class:`StreamingMFCC` keeps the unconsumed tail of the signal and the sample before it
+(for pre-emphasis), so audio fed in chunks of any size gives the same frames as the whole signal at
 once, and every frame is computed exactly once.
 """
 
@@ -100,6 +103,16 @@ class FeatureParams:
     """Lowest fundamental frequency searched; two of its periods must fit in a frame."""
     pitch_max_hz: float = 500.0
     """Highest fundamental frequency searched."""
+    remove_dc_offset: bool = False
+    """Subtract each frame's mean (over its ``frame_length`` raw samples) before pre-emphasis and the
+    window, as Kaldi's ``--remove-dc-offset`` (on by default in Kaldi; ``ProcessWindow`` in
+    ``src/feat/feature-window.cc``, Povey et al. 2011), so a microphone's DC offset reaches neither the
+    spectrum nor the log energy (coefficient 0). As without it, the sample before a frame in pre-emphasis
+    is the stream's previous sample (Kaldi takes the frame's first), with the frame's mean subtracted too;
+    the stream's first sample is its own predecessor (Kaldi's convention), so a constant offset is removed
+    from every frame exactly (:func:`dc_removed_frames`). Per frame, so chunk-invariant. False (the default,
+    and a manifest without the field) keeps the front end the models before it were trained with;
+    ``ser-train fit`` turns it on."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -339,30 +352,59 @@ def preemphasize(signal: np.ndarray, coefficient: float, previous: float = 0.0) 
     return out
 
 
-def mfcc_from_emphasized(emphasized: np.ndarray, params: FeatureParams) -> tuple[np.ndarray, np.ndarray]:
-    """MFCCs and log energy of every complete frame of an already pre-emphasised signal.
+def _framed(samples: np.ndarray, params: FeatureParams, n_frames: int, length: int | None = None) -> np.ndarray:
+    """A read-only strided view of contiguous ``samples``, row i = ``samples[i*hop : i*hop + length]``
+    (``length`` defaults to ``frame_length``; no copy): ``(n_frames, length)``."""
+    step = samples.strides[0]
+    return np.lib.stride_tricks.as_strided(samples, shape=(n_frames, length or params.frame_length),
+                                           strides=(params.hop_length * step, step), writeable=False)
 
-    ``emphasized``: 1-D float32, at ``params.sample_rate_hz``. Returns ``(mfcc, log_energy)``:
+
+def dc_removed_frames(samples: np.ndarray, params: FeatureParams, previous: float) -> np.ndarray:
+    """Every complete frame of raw ``samples`` with its mean removed, then pre-emphasised: float32
+    ``(params.n_frames(len(samples)), frame_length)``.
+
+    Frame ``i`` is ``x = samples[i*hop : i*hop + frame_length]``, ``m`` its mean and ``p`` the sample
+    before it (``previous`` for the first frame of ``samples``); the result is
+    ``y[j] = (x[j] - m) - a (x[j-1] - m)`` with ``x[-1] = p`` (Kaldi's ``ProcessWindow`` order: DC offset,
+    then pre-emphasis, then the window). Computed in float64 one frame per row, so a constant offset
+    leaves no float32 rounding behind and every frame's value is the same for any chunking; cast to float32
+    once small.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    n_frames = params.n_frames(x.shape[0])
+    with_previous = np.concatenate([[float(previous)], x])
+    rows = np.array(_framed(with_previous, params, n_frames, params.frame_length + 1))  # (n, 1 + frame_length), a copy
+    rows -= (rows[:, 1:].sum(axis=1) / params.frame_length)[:, None]
+    return (rows[:, 1:] - params.preemphasis * rows[:, :-1]).astype(np.float32)
+
+
+def mfcc_from_samples(samples: np.ndarray, params: FeatureParams, previous: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """MFCCs and log energy of every complete frame of raw ``samples``; ``previous`` is the sample
+    before the first (pre-emphasis: 0 at a stream's start, see :func:`stream_start_previous`).
+
+    ``samples``: 1-D float, at ``params.sample_rate_hz``. Returns ``(mfcc, log_energy)``:
     float32 of shapes ``(n, params.n_features)`` (the MFCCs, then :data:`PITCH_FEATURES` with
-    ``pitch``) and ``(n,)`` with ``n = params.n_frames(len(emphasized))``.
+    ``pitch``) and ``(n,)`` with ``n = params.n_frames(len(samples))``.
     ``log_energy`` is the natural log of the frame's total power (python_speech_features'
     energy term), used by the VAD whatever ``append_energy`` says.
     """
-    n_frames = params.n_frames(emphasized.shape[0])
+    x = np.asarray(samples, dtype=np.float32)
+    n_frames = params.n_frames(x.shape[0])
     if n_frames == 0:
         return np.zeros((0, params.n_features), dtype=np.float32), np.zeros(0, dtype=np.float32)
     if n_frames > BLOCK_FRAMES:  # blocks that stay in cache; every frame's value is the same either way
-        parts = [
-            mfcc_from_emphasized(emphasized[start * params.hop_length :
-                                            (start + BLOCK_FRAMES - 1) * params.hop_length + params.frame_length], params)
-            for start in range(0, n_frames, BLOCK_FRAMES)
-        ]
+        parts = []
+        for first in range(0, n_frames, BLOCK_FRAMES):
+            start = first * params.hop_length
+            block = x[start : (first + BLOCK_FRAMES - 1) * params.hop_length + params.frame_length]
+            parts.append(mfcc_from_samples(block, params, float(x[start - 1]) if start else previous))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    emphasized = np.ascontiguousarray(emphasized, dtype=np.float32)
-    step = emphasized.strides[0]
-    # a read-only strided view, frame i = emphasized[i*hop : i*hop + frame_length] (no copy)
-    frames = np.lib.stride_tricks.as_strided(emphasized, shape=(n_frames, params.frame_length),
-                                             strides=(params.hop_length * step, step), writeable=False)
+    if params.remove_dc_offset:
+        frames = dc_removed_frames(x, params, previous)
+    else:
+        # a read-only strided view of the pre-emphasised samples, frame i = emphasized[i*hop : i*hop + frame_length]
+        frames = _framed(preemphasize(x, params.preemphasis, previous), params, n_frames)
     # window into a zero-padded (n, n_fft) buffer: pocketfft is ~2x faster than with rfft(n=n_fft)
     padded = np.zeros((n_frames, params.n_fft), dtype=np.float32)
     np.multiply(frames, analysis_window(params.window, params.frame_length),
@@ -467,7 +509,14 @@ def mfcc_with_energy(signal: np.ndarray, params: FeatureParams) -> tuple[np.ndar
     x = np.asarray(signal)
     if x.ndim != 1:
         raise ValueError(f"expected a 1-D signal, got shape {x.shape}")
-    return mfcc_from_emphasized(preemphasize(x, params.preemphasis), params)
+    return mfcc_from_samples(x, params, stream_start_previous(x, params))
+
+
+def stream_start_previous(signal: np.ndarray, params: FeatureParams) -> float:
+    """The sample taken to precede a stream's first in pre-emphasis: 0 (python_speech_features), or with
+    ``remove_dc_offset`` the first sample itself (Kaldi's convention), so that a constant offset is
+    removed from the first frame too."""
+    return float(signal[0]) if params.remove_dc_offset and len(signal) else 0.0
 
 
 class StreamingMFCC:
@@ -486,8 +535,8 @@ class StreamingMFCC:
 
     def reset(self) -> None:
         """Forget all state: the next sample is sample 0 of a new stream."""
-        self._previous = 0.0
-        self._pending = np.zeros(0, dtype=np.float32)  # pre-emphasised samples not yet consumed
+        self._previous: float | None = None  # the sample before the pending ones; None before the stream starts
+        self._pending = np.zeros(0, dtype=np.float32)  # samples of frames not yet complete
         self.frames_emitted = 0
 
     def process(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -495,11 +544,13 @@ class StreamingMFCC:
         if x.ndim != 1:
             raise ValueError(f"expected a 1-D chunk, got shape {x.shape}")
         if x.size:
-            emphasized = preemphasize(x, self.params.preemphasis, self._previous)
-            self._previous = float(x[-1])
-            self._pending = np.concatenate([self._pending, emphasized]) if self._pending.size else emphasized
-        coefficients, log_energy = mfcc_from_emphasized(self._pending, self.params)
+            if self._previous is None:
+                self._previous = stream_start_previous(x, self.params)
+            self._pending = np.concatenate([self._pending, x]) if self._pending.size else x.copy()
+        coefficients, log_energy = mfcc_from_samples(self._pending, self.params, self._previous or 0.0)
         if coefficients.shape[0]:
-            self._pending = self._pending[coefficients.shape[0] * self.params.hop_length :].copy()
+            consumed = coefficients.shape[0] * self.params.hop_length
+            self._previous = float(self._pending[consumed - 1])
+            self._pending = self._pending[consumed:].copy()
             self.frames_emitted += coefficients.shape[0]
         return coefficients, log_energy

@@ -5,7 +5,8 @@ block; the trainer (``trainer.featurize.compute``) passes a whole clip to :func:
 pair the same two things, frame by frame:
 
 * MFCCs of the pre-emphasised signal (:mod:`edge.dsp.features`: :class:`StreamingMFCC` /
-  :func:`mfcc_with_energy`), the model's input;
+  :func:`mfcc_with_energy`; each frame's DC offset removed first when the manifest's
+  ``remove_dc_offset`` says so), the model's input;
 * the gating log energy of the DC-blocked signal (:class:`edge.dsp.vad.GatingEnergy`), the VAD's
   input: not the MFCC's own energy, so a DC offset in a cheap microphone does not look like speech.
 

@@ -18,7 +18,9 @@ Two guards against what a plain energy VAD gets wrong:
   R. Yates and R. Lyons, "DC Blocker Algorithms", IEEE Signal Processing Magazine 25(2), 2008),
   then the features' pre-emphasis, window and framing. A cheap USB microphone's DC offset would
   otherwise sit in every frame's energy as a floor that speech no longer clears by
-  ``threshold_db``. The blocker touches only the gating: the MFCCs the model sees are unchanged.
+  ``threshold_db``. The blocker touches only the gating; the MFCCs remove the offset per frame when
+  the manifest's ``remove_dc_offset`` says so (:mod:`edge.dsp.features`), and then the blocker starts
+  at rest on the stream's first sample (:meth:`GatingEnergy.initial_state`).
 * **Stationary noise onsets.** The noise floor rises slowly (``noise_floor_rise_s``), so a fan or
   white noise that starts after silence would be "speech" for seconds. Speech energy is
   modulated at the syllable rate (about 4 Hz, e.g. T. Houtgast and H. J. M. Steeneken's modulation
@@ -114,15 +116,25 @@ class GatingEnergy:
         self.reset()
 
     def reset(self) -> None:
-        self._zi = np.zeros(1)  # lfilter state of the DC blocker
+        self._zi: np.ndarray | None = None  # lfilter state of the DC blocker; None before the stream starts
         self._previous = 0.0  # last blocked sample, for the pre-emphasis
         self._pending = np.zeros(0, dtype=np.float32)
+
+    def initial_state(self, first: float) -> np.ndarray:
+        """The DC blocker's state at the stream's start: at rest on 0 (the input taken as 0 before it), or,
+        with the features' ``remove_dc_offset``, at rest on the ``first`` sample (the input taken as that
+        value before it, as the MFCCs' pre-emphasis takes it), so that a DC offset present from the start
+        makes no step, and no burst of energy for the VAD, at the first sample."""
+        # lfilter's transposed direct form: z = b1 x - a1 y = -x + R y, at rest (y = 0) on x = first
+        return np.array([-first if self.features.remove_dc_offset else 0.0])
 
     def process(self, chunk: np.ndarray) -> np.ndarray:
         import scipy.signal
 
         x = np.asarray(chunk, dtype=np.float64)
         if x.size:
+            if self._zi is None:
+                self._zi = self.initial_state(float(x[0]))
             blocked, self._zi = scipy.signal.lfilter([1.0, -1.0], [1.0, -self.pole], x, zi=self._zi)
             emphasized = preemphasize(blocked, self.features.preemphasis, self._previous)
             self._previous = float(np.float32(blocked[-1]))

@@ -92,7 +92,10 @@ def prepare_data(cfg: FitConfig) -> Prepared:
     from trainer.labels import apply_scheme, dimension_targets
 
     loaded = without_speakers(load_clips(cfg.corpora), set(cfg.hold_out))
-    dims = {str(c.path): dimension_targets(c) or (0.0, 0.0) for c in loaded} if cfg.dimensions else None
+    # no target where the emotion has no place in the circumplex (a partial label: non-neutral may be sad
+    # or angry); training's masked loss and the metrics leave those out
+    nan = (float("nan"), float("nan"))
+    dims = {str(c.path): dimension_targets(c) or nan for c in loaded} if cfg.dimensions else None
     clips, labels, excluded = apply_scheme(loaded, cfg.scheme)
     if excluded:
         logger.info("label scheme %s excludes %s", cfg.scheme, ", ".join(f"{n} {k}" for k, n in excluded.items()))
@@ -174,7 +177,7 @@ def train_folds(cfg: FitConfig, folds: list, feats: list, data: Prepared) -> lis
 
     jobs = min(cfg.jobs or os.cpu_count() or 1, max(len(folds), 1))
     return run_folds(folds, feats, data.labels, cfg.features, FRAMES, cfg.train_params, DecisionParams(),
-                     cfg.progress, jobs, cfg.cache_dir, log_fold, data.dims, far_field(cfg, data))
+                     cfg.progress, jobs, cfg.cache_dir, log_fold, data.dims, far_field(cfg, data), cfg.scheme)
 
 
 def evaluate_folds(cfg: FitConfig, results: list, data: Prepared, run_dir: Path) -> tuple[dict, float, float]:
@@ -222,7 +225,7 @@ def train_final(cfg: FitConfig, results: list, feats: list, data: Prepared) -> t
                 len({f.clip.speaker for f in feats}), epochs)
     final_params = dataclasses.replace(cfg.train_params, epochs=epochs)
     _, fitted, _, flatbuffer = fit_and_convert(feats, [], data.labels, cfg.features, FRAMES, final_params,
-                                               cfg.progress, "final", None, data.dims)
+                                               cfg.progress, "final", None, data.dims, cfg.scheme)
     return final_params, fitted, flatbuffer
 
 
@@ -307,7 +310,9 @@ def report(cfg: FitConfig, run_dir: Path, training: dict, labels: tuple[str, ...
     if results and cfg.baseline:
         from trainer.baseline import mlp_on_folds
 
-        baseline = mlp_on_folds(clips, labels, folds, cfg.seed, cfg.cache_dir, cfg.progress)
+        # the tutorial MLP knows single classes only: clips with a partial label are left out of it
+        baseline = mlp_on_folds([c for c in clips if c.label in labels], labels, folds, cfg.seed, cfg.cache_dir,
+                                cfg.progress)
         logger.info("MLP baseline on the same folds: pooled UA %.3f, mean of folds %.3f", baseline["ua"],
                     baseline["mean_fold_ua"])
     tested = sorted((c for c in clips if folds and c.speaker in folds[0].test), key=lambda c: str(c.path))

@@ -10,7 +10,7 @@ import numpy as np
 
 from edge.dsp.features import FeatureParams
 from edge.postprocess import DecisionParams
-from trainer.config import FEATURES, UsageError, parse_corpus, parse_scheme, parse_seconds, speaker_set
+from trainer.config import UsageError, parse_corpus, parse_scheme, parse_seconds, speaker_set
 from trainer.recipes.data import drop_silent, load_clips, without_speakers
 from trainer.recipes.runs import loco_run_config
 
@@ -43,7 +43,8 @@ def rescore(args) -> int:
     loaded = without_speakers(load_clips([parse_corpus(c) for c in config["args"]["corpus"]]),
                               speaker_set(config["args"]["hold_out_speakers"] or ""))
     clips, _, _ = apply_scheme(loaded, parse_scheme(config["args"]["labels"]))
-    features = FeatureParams.from_dict(config["features"]) if "features" in config else FEATURES
+    # a run older than the recorded front end used the edge's defaults of its day (no DC offset removal)
+    features = FeatureParams.from_dict(config["features"]) if "features" in config else FeatureParams()
     feats = drop_silent(featurize(clips, features, cache_dir=args.cache_dir, progress=progress))
     report_clipping(feats)
     folds = corpus_folds(f.clip.speaker for f in feats)
@@ -55,8 +56,11 @@ def rescore(args) -> int:
         if args.far_field:
             test = featurize([f.clip for f in test], features, cache_dir=args.cache_dir, progress=progress,
                              perturbation=FAR_FIELD_EVAL)
-        y = np.array([model.labels.index(f.clip.label) for f in test])
+        # a partial label (no single class, -1) is heard in the stream but left out of UA and accuracy
+        y = np.array([model.labels.index(f.clip.label) if f.clip.label in model.labels else -1 for f in test])
         first = np.asarray(stream_order(test, seed))[: args.warm_up]
+        first = first[y[first] >= 0]
+        scored = y >= 0
         for prior in priors:
             for constant in constants:
                 params = dataclasses.replace(model.manifest.features, adapt_prior_s=prior,
@@ -65,7 +69,7 @@ def rescore(args) -> int:
                                         progress, f"{test[0].clip.corpus} {prior:g}/{constant:g} s", seed)
                 pred = scores.argmax(axis=1)
                 rows.append({"corpus": test[0].clip.corpus, "clips": len(test), "prior_s": prior,
-                             "time_constant_s": constant, "ua": float(balanced_accuracy_score(y, pred)),
+                             "time_constant_s": constant, "ua": float(balanced_accuracy_score(y[scored], pred[scored])),
                              "first_accuracy": float(np.mean(pred[first] == y[first]))})
     means = []
     for p in priors:
