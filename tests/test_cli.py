@@ -8,10 +8,12 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 
 import paho.mqtt.publish as publish
@@ -78,13 +80,24 @@ def test_info_is_a_short_summary_and_json_is_the_whole_manifest() -> None:
 
 @pytest.mark.slow
 def test_the_shipped_model_is_found_outside_the_repository(tmp_path: Path) -> None:
-    """``pip install .`` installs the model as package data; from any directory, no --model."""
+    """``pip install .`` installs the model, the demo and its audio as package data; from any directory,
+    no --model. The build warns of nothing and leaves no ``build/`` or ``*.egg-info`` in the source tree."""
+    repo = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a copy, so the check of what the build leaves behind is exact
+    shutil.copytree(repo, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                                  ".*_cache", ".hypothesis", "data", "runs", "cache"))
+    before = sorted(p.relative_to(source) for p in source.rglob("*"))
     wheel_dir = tmp_path / "wheel"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                            "-w", str(wheel_dir), str(Path(__file__).resolve().parents[1])],
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(wheel_dir), str(source)],
                            capture_output=True, text=True, timeout=300, check=False)
     if built.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {built.stderr.strip().splitlines()[-1:]}")
+    assert "absent from the `packages` configuration" not in built.stdout + built.stderr
+    assert sorted(p.relative_to(source) for p in source.rglob("*")) == before  # no build/, no *.egg-info
+    wheel = next(wheel_dir.glob("ser_edge-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {"edge/samples/demo.py", "edge/samples/speech-sample.wav", "edge/samples/crema-d/ATTRIBUTION.md"} <= names
     target = tmp_path / "site"
     wheel = next(wheel_dir.glob("ser_edge-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
@@ -101,6 +114,26 @@ def test_the_shipped_model_is_found_outside_the_repository(tmp_path: Path) -> No
     events = [EmotionEvent.from_json(line) for line in result.stdout.splitlines()]
     assert events and events[0].model == load_manifest(SHIPPED_MODEL).model_id
     assert f"shipped model: {target / 'edge' / 'models' / SHIPPED_MODEL.name}" in result.stderr
+
+
+def test_ser_train_without_the_training_extra_says_what_to_install(tmp_path: Path) -> None:
+    """A device-only install has ser-train on PATH but not the train extra: one line, exit 1, no traceback.
+    The extra's modules are made unimportable in the child (None in sys.modules), as on a device."""
+    from trainer.cli import MISSING_EXTRA, TRAINING_MODULES
+
+    code = ("import sys\nfor name in sys.argv[1].split(','): sys.modules[name] = None\n"
+            "from trainer.cli import main\nsys.exit(main(sys.argv[2:]))")
+    for command in (["evaluate", "--model", str(SHIPPED_MODEL), "--corpus", f"ravdess={tmp_path}"],
+                    ["rescore", str(tmp_path)]):
+        done = subprocess.run([sys.executable, "-c", code, ",".join(sorted(TRAINING_MODULES)), *command], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 1, (command, done.stderr)
+        last = done.stderr.strip().splitlines()
+        assert last[-1].startswith(MISSING_EXTRA) and "Traceback" not in done.stderr, (command, done.stderr)
+    assert "ser-edge[train]" in MISSING_EXTRA
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert "\ntrain = [" in pyproject  # the extra the message names exists
 
 
 @pytest.mark.slow
