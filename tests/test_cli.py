@@ -22,7 +22,7 @@ from helpers import ser_edge_command
 from paths import RAVDESS_48K, SHIPPED_MODEL
 
 from edge.cli import build_parser
-from edge.events import EmotionEvent
+from edge.events import SCORE_DECIMALS, EmotionEvent
 from edge.manifest import load_manifest
 from edge.mqtt.topics import emotion_topic
 
@@ -65,6 +65,34 @@ def test_every_subcommand_has_a_description_and_every_option_its_default() -> No
     assert "else 1883" in run_help and "else INFO" in run_help and "installed with ser-edge" in run_help
 
 
+@pytest.mark.parametrize("command", ["info", "try"])
+@pytest.mark.parametrize("flag", ["--mqtt-host", "--mqtt-port", "--device-id"])
+def test_commands_that_publish_nothing_take_no_broker_flags(command: str, flag: str) -> None:
+    assert flag not in _help(command)
+    with contextlib.redirect_stderr(io.StringIO()) as err, pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, flag, "1"])
+    assert exited.value.code == 2 and f"unrecognized arguments: {flag} 1" in err.getvalue()
+
+
+def test_check_config_takes_the_file_as_its_argument_not_config(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('device_id = "kitchen-pi"\n')
+    assert "--config" not in _help("check-config")
+    wrong = _run("check-config", "--config", str(config))
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines() == [
+        f"ser-edge check-config: the file is an argument, not --config: ser-edge check-config {config}"]
+    right = _run("check-config", str(config), "--model", str(SHIPPED_MODEL))
+    assert right.returncode == 0, right.stderr
+    assert right.stdout.startswith("config OK: device_id=kitchen-pi,")
+
+
+def test_listen_help_says_what_json_prints() -> None:
+    text = " ".join(_help("listen").split())
+    assert "only the events' JSON payloads as the devices published them" in text
+    assert "availability changes go to standard error" in text
+
+
 @pytest.mark.slow
 def test_info_is_a_short_summary_and_json_is_the_whole_manifest() -> None:
     manifest = load_manifest(SHIPPED_MODEL)
@@ -74,6 +102,8 @@ def test_info_is_a_short_summary_and_json_is_the_whole_manifest() -> None:
     assert len(lines) <= 10
     assert lines[0].startswith(f"model      {manifest.model_id}")
     assert ", ".join(manifest.labels) in short.stdout and "UA 0." in short.stdout and "int8" in short.stdout
+    if manifest.metrics.get("loco"):  # the threshold with the digits of the events' confidence
+        assert f"unsure below {manifest.unsure_below:.{SCORE_DECIMALS}f}" in short.stdout
     full = _run("info", "--model", str(SHIPPED_MODEL), "--json")
     assert json.loads(full.stdout) == manifest.to_dict()
 

@@ -36,6 +36,7 @@ import soundfile
 
 from edge.audio.formats import MAX_RATE_HZ, MIN_RATE_HZ, RawFormat, to_mono
 from edge.audio.resample import StreamingResampler, resample
+from edge.validate import plural
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def check_samples(samples: np.ndarray, source: str) -> None:
         raise AudioError(f"{source}: expected finite samples, got {bad} NaN/inf")
     clipped = int(np.count_nonzero(np.abs(samples) >= CLIPPING_LEVEL))
     if clipped:
-        logger.warning("%s: %d samples at full scale (clipping); emotion scores may suffer", source, clipped)
+        logger.warning("%s: %s at full scale (clipping); emotion scores may suffer", source, plural(clipped, "sample"))
 
 
 def sniff_format(path: Path) -> str:
