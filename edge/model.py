@@ -88,7 +88,8 @@ def _import_interpreter():
 
         return Interpreter, f"tflite-runtime {importlib.metadata.version('tflite-runtime')}"
     except ImportError:
-        return None, "none (install ai-edge-litert, or ser-edge[legacy] for tflite-runtime)"
+        return None, ("none (install ai-edge-litert; on 32-bit Raspberry Pi OS, ser-edge[legacy] for tflite-runtime, "
+                      "with pip run under setarch linux32)")
 
 
 Interpreter, INTERPRETER = _import_interpreter()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.events import SCHEMA_VERSION, EmotionEvent
@@ -135,3 +136,27 @@ class NotifySocket:
         self.sock.close()
 
 
+
+
+# ------------------------------------------------------------------ flush-to-zero (32-bit Raspberry Pi OS)
+
+FTZ_RTOL = 1e-5
+FTZ_ATOL = 1e-5
+"""How far streaming and batch features may differ when the CPU flushes subnormals to zero: a float32 result
+below 1.2e-38 becoming 0 in one path and not in the other (their operations are grouped differently) moves a
+feature, whose values are O(1..100), by float32 rounding at most; 1e-5 covers it with a margin."""
+
+
+def subnormals_flushed() -> bool:
+    """Whether float32 arithmetic flushes subnormal results to zero in this thread now (FTZ/DAZ): the armv7l
+    tflite-runtime wheel turns it on for the whole process when it loads."""
+    return float(np.float32(1e-38) * np.float32(1e-3)) == 0.0
+
+
+def assert_streaming_equals_batch(streamed: np.ndarray, batch: np.ndarray) -> None:
+    """Bit-identical where the CPU keeps subnormals (IEEE 754, the x86-64 and aarch64 wheels); within
+    :data:`FTZ_RTOL`/:data:`FTZ_ATOL` where they are flushed to zero (the armv7l tflite-runtime)."""
+    if subnormals_flushed():
+        np.testing.assert_allclose(streamed, batch, rtol=FTZ_RTOL, atol=FTZ_ATOL)
+    else:
+        np.testing.assert_array_equal(streamed, batch)

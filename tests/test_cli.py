@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -144,6 +145,22 @@ def test_the_shipped_model_is_found_outside_the_repository(tmp_path: Path) -> No
     events = [EmotionEvent.from_json(line) for line in result.stdout.splitlines()]
     assert events and events[0].model == load_manifest(SHIPPED_MODEL).model_id
     assert f"shipped model: {target / 'edge' / 'models' / SHIPPED_MODEL.name}" in result.stderr
+
+
+@pytest.mark.parametrize("machine, litert", [("x86_64", True), ("AMD64", True), ("aarch64", True), ("arm64", True),
+                                             ("armv8l", False), ("armv7l", False), ("armv6l", False), ("i686", False)])
+def test_the_interpreter_dependency_follows_the_machine(machine: str, litert: bool) -> None:
+    """ai-edge-litert (no 32-bit wheels) is a dependency on 64-bit machines only. A 32-bit Raspberry Pi OS on a
+    64-bit kernel installs under `setarch linux32`, where uname (platform_machine) says armv8l: no LiteRT there;
+    its interpreter, tflite-runtime, comes with the legacy extra."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    environment = {"platform_machine": machine, "extra": ""}
+    wanted = {r.name for r in map(Requirement, project["dependencies"]) if r.marker is None or r.marker.evaluate(environment)}
+    assert ("ai-edge-litert" in wanted) == litert
+    assert {"numpy", "scipy", "paho-mqtt", "soundfile"} <= wanted
+    assert "tflite-runtime" in {Requirement(r).name for r in project["optional-dependencies"]["legacy"]}
 
 
 def test_ser_train_without_the_training_extra_says_what_to_install(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -280,3 +282,19 @@ def test_gradient_reversal_is_the_identity_forward_and_reverses_the_corpus_gradi
     assert adversary_strength(0.5, 0.0) == 0.0
     assert adversary_strength(0.5, 1.0) == pytest.approx(0.5, abs=1e-4)
     assert adversary_strength(0.5, np.log(3) / 10) == pytest.approx(0.25)
+
+
+def test_numpys_flush_to_zero_warning_is_silenced_and_no_other():
+    """The armv7l tflite-runtime turns on flush-to-zero for the process, and numpy then warns "The value of the
+    smallest subnormal for <class 'numpy.float64'> type is zero." on every replay: edge.model silences that
+    one warning (numpy's exact text, raised here as numpy raises it) and leaves every other UserWarning."""
+    code = "\n".join([
+        "import warnings, numpy, edge.model",
+        "warnings.warn(\"The value of the smallest subnormal for <class 'numpy.float64'> type is zero.\", UserWarning)",
+        "warnings.warn('another warning', UserWarning)",
+    ])
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "smallest subnormal" not in done.stderr
+    assert "UserWarning: another warning" in done.stderr
