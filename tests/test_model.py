@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import RAVDESS_MINI
 
 from edge.dsp.features import FeatureParams
 from edge.pipeline import classify_features
@@ -18,7 +19,7 @@ from trainer.featurize import ClipFeatures, compute
 from trainer.net import _delta_layer, build_model
 from trainer.streams import daemon_window_ends
 
-MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "ravdess-mini"
+MINI = RAVDESS_MINI
 
 
 def regression_delta(x: np.ndarray, n: int = 2) -> np.ndarray:
@@ -44,7 +45,6 @@ def test_model_with_deltas_and_attention_pooling_outputs_probabilities():
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-5)
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
 def test_daemon_window_ends_are_where_the_pipeline_ends_its_windows():
     params = FeatureParams()
     path = MINI / "Actor_01" / "03-01-05-02-01-01-01.flac"
@@ -68,7 +68,6 @@ def test_daemon_window_ends_are_where_the_pipeline_ends_its_windows():
     assert int(windows[0, -1, 0]) + 1 in set(seen)
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
 @pytest.mark.parametrize("speed", [0.9, 1.1])
 def test_speed_perturbation_scales_duration_and_spectrum(speed):
     from scipy.signal import welch
@@ -91,7 +90,6 @@ def test_speed_perturbation_scales_duration_and_spectrum(speed):
     assert median_frequency(perturbed) == pytest.approx(speed * median_frequency(samples), rel=0.05)
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
 def test_perturbed_versions_are_cached_apart_from_the_original(tmp_path):
     from trainer.featurize import Perturbation, featurize, with_variants
 
@@ -117,7 +115,6 @@ def test_perturbed_versions_are_cached_apart_from_the_original(tmp_path):
     np.testing.assert_array_equal(again[0].variants[3][0], feats[0].variants[0][0])
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
 def test_a_clip_listed_many_times_is_computed_once_by_parallel_workers(tmp_path, caplog):
     """Twelve rows naming one file (a csv corpus may list a clip under several labels) share one cache
     entry: two worker processes once raced on its temporary file and lost it."""
@@ -134,7 +131,6 @@ def test_a_clip_listed_many_times_is_computed_once_by_parallel_workers(tmp_path,
     assert all(np.array_equal(f.mfcc, feats[0].mfcc) for f in feats) and len(feats) == 12
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
 def test_noise_is_added_at_the_requested_snr_and_is_pink():
     from scipy.signal import welch
 
@@ -158,7 +154,6 @@ def test_noise_is_added_at_the_requested_snr_and_is_pink():
     assert not np.array_equal(p.apply(samples, "a.wav"), Perturbation(snr_db=(10.0, 30.0), seed=4).apply(samples, "a.wav"))
 
 
-@pytest.mark.skipif(not MINI.is_dir(), reason=f"no test corpus at {MINI}")
 def test_gain_augmentation_shifts_coefficient_0_as_a_real_gain_does():
     import math
 

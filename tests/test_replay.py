@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import soundfile
+from helpers import skip_or_fail
 from paths import RAVDESS_48K, SHIPPED_MODEL
 
 from edge.events import EVENT_FIELDS, EmotionEvent
@@ -32,6 +33,8 @@ def _replay(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
 
 def test_replay_publishes_schema_valid_events_to_mosquitto(mosquitto, mqtt_subscriber):
     manifest = load_manifest(SHIPPED_MODEL)
+    if shutil.which("mosquitto_sub") is None:
+        skip_or_fail("mosquitto_sub not found (apt-get install mosquitto-clients): the second subscriber")
     subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, ["ser/+/emotion", "ser/+/status"])
     sub_process = subprocess.Popen(["mosquitto_sub", "-h", mosquitto.host, "-p", str(mosquitto.port), "-q", "1",
                                     "-t", "ser/replay-test/emotion", "-C", "8", "-W", "60"],
