@@ -33,3 +33,15 @@ def test_replaying_16khz_audio_imports_neither_scipy_signal_nor_sounddevice():
     assert report["status"] == 0 and report["events"] > 0, report  # the pipeline really ran
     imported = [m for m in report["modules"] if m.startswith(HEAVY)]
     assert not imported, f"the 16 kHz replay path imported {imported}"
+
+
+def test_the_live_daemon_imports_no_file_decoder_resampler_or_portaudio():
+    """``ser-edge run`` (microphone or input command at the model's rate) loads what it uses: soundfile only
+    to decode files, scipy.signal only to resample, sounddevice only when it opens the microphone."""
+    code = ("import json, sys\n"
+            "import edge.cli, edge.service.daemon, edge.audio.live, edge.pipeline, edge.mqtt.publisher\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('scipy', 'sounddevice', 'soundfile'))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    imported = [m for m in json.loads(done.stdout) if m.startswith((*HEAVY, "soundfile"))]
+    assert not imported, f"the daemon's modules imported {imported}"
