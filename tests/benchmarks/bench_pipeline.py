@@ -57,7 +57,7 @@ from edge.dsp.features import FeatureParams, analysis_window, mfcc, mfcc_with_en
 from edge.model import INTERPRETER, load_model  # noqa: E402
 from edge.pipeline import Pipeline  # noqa: E402
 from edge.service.daemon import StopFlag, run_replay  # noqa: E402
-from edge.settings import DEFAULT_MODEL, load_settings  # noqa: E402
+from edge.settings import load_settings, shipped_model  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "ravdess-mini"
 RATE_HZ = 16000
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="See the module docstring for what each figure means.")
     parser.add_argument("--minutes", type=float, default=60.0, help="audio to build and replay (default 60)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model .tflite, manifest beside it (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", help="model .tflite, manifest beside it (default: the model shipped with ser-edge)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder of clips (default {DEFAULT_DATA})")
     parser.add_argument("--noise-dbfs", type=float, default=-60.0, help="RMS of the added noise (default -60 dBFS)")
     parser.add_argument("--seed", type=int, default=0)
@@ -464,9 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error(f"--minutes: expected > 0, got {args.minutes}")
-    model_path = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
-    if not Path(model_path).exists():
-        parser.error(f"--model: no such file: {args.model} (train one with 'make model', or pass --model)")
+    model = args.model or shipped_model()  # an empty --model would resolve to the working directory
+    model_path = str(Path(model).resolve()) if model and Path(model).exists() else model
+    if not model_path or not Path(model_path).is_file():
+        parser.error(f"--model: no such file: {model or '(no model shipped)'} (train one with 'make model', or pass --model)")
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ser-bench-") as tmp:
