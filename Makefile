@@ -1,8 +1,8 @@
 # ser-edge developer tasks (GNU make). `make` alone lists the targets.
 #
-# On a fresh Debian 12 / Raspberry Pi OS machine:
-#   make demo     system packages, a venv with the device install, replays of the bundled samples
-#   make test     system packages, a venv with the train and dev extras, the test suite
+# On a fresh Debian 12 / Raspberry Pi OS machine (./bootstrap installs make first, with sudo only when not root):
+#   make demo     the few system packages the demo needs, a venv with the device install, replays of the bundled samples
+#   make test     every system package the tests need, a venv with the train and dev extras, the test suite
 # Tests read real audio from ../shared/data (the shared folder beside the repository).
 
 SHELL := /bin/bash
@@ -18,27 +18,41 @@ BENCH_ARGS ?=
 # apt needs root: use sudo only when we are not root already.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
-# systemd provides /usr/bin/systemd-analyze on Debian 12 (tests verify the unit file with it);
-# openssl makes the throwaway CA of the TLS tests, mosquitto's mosquitto_passwd their password file.
-APT_PACKAGES := python3 python3-venv mosquitto mosquitto-clients libportaudio2 libsndfile1 \
-	alsa-utils libasound2-plugins systemd espeak-ng sox openssl
+# The demo replays files through `ser-edge replay`: Python with venv, and libsndfile for soundfile on
+# machines its wheel does not bundle it for (32-bit ARM). It opens no microphone (PortAudio is loaded
+# only for one) and needs no broker (it publishes only if one already answers).
+DEMO_PACKAGES := python3 python3-venv libsndfile1
+# The tests and development besides: mosquitto (the tests start their own brokers; mosquitto_passwd
+# makes their password file), PortAudio and the ALSA tools and plugins (microphone tests), systemd
+# (systemd-analyze verifies the unit file), espeak-ng and sox (`make sample`), openssl (the TLS tests'
+# throwaway CA).
+DEV_PACKAGES := mosquitto mosquitto-clients libportaudio2 alsa-utils libasound2-plugins systemd espeak-ng sox openssl
+APT_PACKAGES := $(DEMO_PACKAGES) $(DEV_PACKAGES)
 
 PIP := $(VENV)/bin/pip --disable-pip-version-check -q
 
-.PHONY: help deps venv demo test check lint bench model screen corpus sample pi-check
+.PHONY: help deps deps-demo venv demo test check lint bench model screen corpus sample pi-check
 
 help: ## list the targets
 	@echo "ser-edge: make TARGET"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  \1\t\2/' | expand -t 12
 
-deps: ## install the system packages (apt-get; sudo if not root); skipped when all are installed
-	@missing=""; for p in $(APT_PACKAGES); do \
+# apt_install PACKAGES: install those not installed yet (one apt-get update only when some are missing).
+define apt_install
+	@missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(APT) update -q && $(APT) install -y -q --no-install-recommends $$missing; \
 	else echo "system packages: all installed"; fi
+endef
+
+deps: ## install the system packages of the tests and development (apt-get; sudo if not root); skipped when all are installed
+	$(call apt_install,$(APT_PACKAGES))
+
+deps-demo: ## install only the system packages the demo needs (python3, python3-venv, libsndfile1)
+	$(call apt_install,$(DEMO_PACKAGES))
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,12 +68,13 @@ $(VENV)/.installed-all: pyproject.toml | $(VENV)/bin/python
 
 venv: deps $(VENV)/.installed-all ## create .venv with the train and dev extras (editable install)
 
-# The demo: 8 real CREMA-D clips of two actors held out of the model's training (edge/samples/crema-d,
-# with its ATTRIBUTION.md), what each is and what the model heard, right or wrong; then the synthetic
-# espeak-ng sample. edge/samples/demo.py drives `ser-edge replay` and reads its JSON events.
-demo: deps $(VENV)/.installed-base ## replay real CREMA-D clips the model never trained on (acted vs heard), then the synthetic sample; publish if a broker is on localhost:1883
+# The demo: 24 real CREMA-D clips of two actors held out of the model's training (edge/samples/crema-d,
+# with its ATTRIBUTION.md) played as one stream, what each is and what the model heard, right or wrong,
+# a tally (UA, chance); then the synthetic espeak-ng sample. edge/samples/demo.py drives `ser-edge replay`
+# and reads its JSON events. The broker probe uses 127.0.0.1: a minimal system may not resolve "localhost".
+demo: deps-demo $(VENV)/.installed-base ## replay real CREMA-D clips the model never trained on (acted vs heard), then the synthetic sample; publish if a broker is on localhost:1883
 	@test -f $(MODEL) || { echo "no model at $(MODEL): run 'make model' or pass MODEL=path.tflite" >&2; exit 1; }
-	@if $(VENV)/bin/python -c 'import socket, sys; s = socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(("localhost", $(MQTT_PORT))))'; then \
+	@if $(VENV)/bin/python -c 'import socket, sys; s = socket.socket(); s.settimeout(1); sys.exit(s.connect_ex(("127.0.0.1", $(MQTT_PORT))))'; then \
 		sink=both; echo "broker on localhost:$(MQTT_PORT): printing and publishing (watch with: $(VENV)/bin/ser-edge listen)"; \
 	else sink=stdout; echo "no broker on localhost:$(MQTT_PORT): printing only"; fi; \
 	echo "model: $(MODEL)"; echo; \
@@ -82,20 +97,26 @@ pi-check: $(VENV)/.installed-base ## install and run on a Raspberry Pi's softwar
 lint: $(VENV)/.installed-all ## ruff
 	$(VENV)/bin/ruff check .
 
-bench: $(VENV)/.installed-all ## benchmark the pipeline (BENCH_ARGS='--minutes 10' to shorten)
+bench: $(VENV)/.installed-all ## benchmark the pipeline on 60 min of speech and silence built from ../shared/data (BENCH_ARGS="--minutes 5" builds less; --help lists the options)
 	$(VENV)/bin/python tests/benchmarks/bench_pipeline.py --model $(MODEL) $(BENCH_ARGS)
 
-# The shipped recipe: five corpora (see: make corpus), the four emotions they share, CREMA-D actors 1001 and
-# 1002 held out of everything (they are the demo), leave-one-corpus-out figures, then the final model.
-CORPORA := ravdess crema-d tess savee turev-db
-model: $(VENV)/.installed-all ## train the shipped model on the five corpora in data/ (see: make corpus); about an hour on 2 cores
+# The shipped recipe: the ten corpora of ../shared/data/README.md (see: make corpus; CORPORA='...' for fewer),
+# the emotion4 scheme, CREMA-D actors 1001 and 1002 held out of everything (they are the demo),
+# leave-one-corpus-out figures, then the final model. What the model may be used for follows from the
+# corpora's licences (trainer/corpora/licences.py; the manifest's training.use).
+CORPORA := ravdess crema-d tess savee turev-db ased nemo emovo emospeech coraa-ser
+# LOCO fold k holds out the k-th corpus in name order: the folds of SCREEN_CORPORA among CORPORA.
+SCREEN_CORPORA := savee turev-db
+SCREEN_FOLDS := $(shell i=0; for c in $(sort $(CORPORA)); do case " $(SCREEN_CORPORA) " in (*" $$c "*) printf '%s,' $$i;; esac; \
+	i=$$((i+1)); done | sed 's/,$$//')
+model: $(VENV)/.installed-all ## train the shipped model on the ten corpora in data/ (see: make corpus); hours on 2 cores
 	$(VENV)/bin/ser-train fit $(foreach c,$(CORPORA),--corpus $(c)=data/$(c)) --labels emotion4 \
 		--hold-out-speakers crema-d:1001,crema-d:1002 --out models/emotion4-conv1d
 
 screen: $(VENV)/.installed-all ## screen a recipe in minutes: two held-out corpora (SAVEE, TurEV-DB), 10 epochs (ARGS='--adapt 0' to vary it)
 	$(VENV)/bin/ser-train fit $(foreach c,$(CORPORA),--corpus $(c)=data/$(c)) --labels emotion4 \
-		--hold-out-speakers crema-d:1001,crema-d:1002 --folds 2,4 --epochs 10 --final-epochs 1 --no-baseline \
-		--allow-chance --out runs/screen/model $(ARGS)
+		--hold-out-speakers crema-d:1001,crema-d:1002 --folds $(SCREEN_FOLDS) --epochs 10 --final-epochs 1 \
+		--no-baseline --allow-chance --out runs/screen/model $(ARGS)
 
 corpus: ## how to get the full corpora into data/ (git-ignored)
 	@echo "The full corpora are not in this repository (their licences do not allow it)."
@@ -111,9 +132,20 @@ corpus: ## how to get the full corpora into data/ (git-ignored)
 	@echo "    ../shared/tools/corpus-from-mirror savee GIT_DIR data/savee"
 	@echo "  TurEV-DB (1735 files, 6 speakers, Turkish): snapshot of github:Xeonen/TurEV-DB"
 	@echo "    ../shared/tools/corpus-from-mirror turev-db GIT_DIR data/turev-db"
+	@echo "  ASED (2474 files, 65 speakers, Amharic): snapshot of github:wgwangang/ASED_V1"
+	@echo "    ../shared/tools/corpus-from-mirror ased GIT_DIR data/ased"
+	@echo "  nEMO (4481 files, 9 actors, Polish): snapshot of github:amu-cai/nEMO"
+	@echo "    ../shared/tools/corpus-from-mirror nemo GIT_DIR data/nemo"
+	@echo "  EMOVO (588 files, 6 actors, Italian, 48 kHz stereo): snapshot of github:fp1acm8/SER"
+	@echo "    ../shared/tools/corpus-from-mirror emovo GIT_DIR data/emovo"
+	@echo "  EmoSpeech (7741 files, 6533 of them labelled speech; about 108 users, commands on phones): snapshot of github:RakshakTeam/emospeech-dataset-v1"
+	@echo "    ../shared/tools/corpus-from-mirror emospeech GIT_DIR data/emospeech"
+	@echo "  CORAA-SER (625 files, 84 conversations, natural Brazilian Portuguese): snapshot of github:mendesLet/speech-emotion-rec-ptbr"
+	@echo "    ../shared/tools/corpus-from-mirror coraa-ser GIT_DIR data/coraa-ser"
 	@echo "GIT_DIR is the git directory of the snapshot (a bare clone of that repository works)."
 	@echo "The tool pins the commit and folder, writes the original files and checks every md5 (exit 1 on any difference)."
-	@echo "Publishers and licences: README.md, section Train. Then e.g. ser-train fit --corpus ravdess=data/ravdess --corpus crema-d=data/crema-d ..."
+	@echo "Publishers and licences: docs/training.md, and trainer/corpora/licences.py (what a model trained on each may be used for)."
+	@echo "Then make model (all ten), or e.g. ser-train fit --corpus ravdess=data/ravdess --corpus crema-d=data/crema-d ..."
 
 # Our own synthetic speech (never corpus audio): four sentences in different deliveries with
 # 1.5 s pauses, 16 kHz mono 16-bit. espeak-ng writes 22.05 kHz; sox trims each sentence's own

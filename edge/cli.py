@@ -18,7 +18,7 @@ from edge.audio.formats import RAW_FORMATS, RawFormat
 from edge.exitcodes import EX_CONFIG, EX_USAGE, EXIT_FAILURE, EXIT_OK
 from edge.mqtt.config import MqttSettings
 from edge.settings import LOG_LEVELS, ConfigError, load_settings
-from edge.sinks import SINKS
+from edge.sinks import SINKS, OutputClosed, OutputError, stdout_to_devnull
 
 DESCRIPTION = """\
 Speech emotion recognition at the edge. Listens to speech, runs an int8 TFLite model on MFCCs,
@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = _sub(sub, "run", "listen to the microphone (or a command) and publish events (the daemon)",
                "Read the microphone, or the raw PCM a command writes to its standard output, and publish "
                "an event per utterance. A source that fails, stalls or exits is reopened with backoff while "
-               "the daemon stays up. Stops on SIGTERM/SIGINT, publishing 'offline' first. Under systemd it "
-               "sends READY=1 and watchdog pings.")
+               "the daemon stays up. Stops on SIGTERM/SIGINT/SIGHUP, publishing 'offline' first (exit 0, also when "
+               "unacknowledged events stay in the durable outbox). Under systemd it sends READY=1 and watchdog pings.")
     _common(run)
     run.add_argument("--device", metavar="NAME|INDEX", help="input device (see 'ser-edge devices'); default: "
                      "config's audio.device, else the system's default input")
@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--realtime", action="store_true", help="pace the input at real time, like a microphone")
     replay.add_argument("--sink", choices=SINKS, default="mqtt",
                         help="publish to the broker, print JSON lines (no broker needed), or both")
+    replay.add_argument("--mood", action="store_true", help="also print the mood state (smoothed arousal and "
+                        "its level, as published on <prefix>/<device_id>/mood) as a JSON line after each event "
+                        "and as it relaxes in silence; needs a model with arousal")
     _raw_flags(replay, "every FILE is headerless")
 
     listen = _sub(sub, "listen", "print events from all devices (an MQTT subscriber for people)",
@@ -260,6 +263,7 @@ def _info(settings, as_json: bool) -> int:
         f"every {features.hop_ms:g} ms; model window {manifest.input.window_s:g} s ({manifest.input.frames} frames)",
         f"training   corpora {', '.join(corpus_names) or '?'}, seed {training.get('seed', '?')}, "
         f"{training.get('date', '?')}",
+        f"use        {manifest.use_summary()}",
         "(--json for the whole manifest)",
     ]
     print("\n".join(lines))
@@ -338,13 +342,22 @@ def main(argv: list[str] | None = None) -> int:
                 except ValueError as exc:
                     print(f"ser-edge: raw PCM: {exc}", file=sys.stderr)
                     return EX_USAGE
-            return run_replay(settings, args.files, args.sink, args.realtime, stop, raw=raw)
+            return run_replay(settings, args.files, args.sink, args.realtime, stop, raw=raw, print_mood=args.mood)
         return run_microphone(settings, stop)
     except ConfigError as exc:
         print(f"ser-edge: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     except (ManifestError, ModelError, AudioError, OutboxError) as exc:
         print(f"ser-edge: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OutputClosed:  # the reader of standard output went away (`| head -1`): nothing more to say
+        stdout_to_devnull()
+        return EXIT_OK
+    except BrokenPipeError:  # the same, from a print() of info/listen/check-config
+        stdout_to_devnull()
+        return EXIT_OK
+    except OutputError as exc:  # standard output cannot be written (ENOSPC): events were lost
+        print(f"ser-edge: {exc.strerror}", file=sys.stderr)
         return EXIT_FAILURE
 
 

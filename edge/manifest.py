@@ -18,6 +18,8 @@ from edge.dsp.features import PITCH_FEATURES, FeatureParams
 SCHEMA_VERSION = 1
 SHA256_PREFIX_CHARS = 12
 OUTPUT_KINDS = ("probabilities", "logits")
+LICENCE_NOT_STATED = "licence: not stated in the manifest"
+"""What :meth:`ModelManifest.use_summary` says of a manifest without ``training.use`` or corpus licences."""
 
 
 class ManifestError(ValueError):
@@ -62,6 +64,34 @@ class ModelManifest:
     def model_id(self) -> str:
         """``name@sha256prefix``, the ``model`` field of every event."""
         return f"{self.name}@{self.sha256[:SHA256_PREFIX_CHARS]}"
+
+    def use_summary(self) -> str:
+        """One line on what the model may be used for (its model card, as ``ser-edge info`` prints it),
+        from ``training.use`` (the terms the model inherits, in words) and ``training.corpora`` (a list
+        of objects ``{"kind", "name", "language", "licence", "use", ...}``, one per training corpus):
+
+        ``research and non-commercial use only: ... (RAVDESS CC BY-NC-SA 4.0; CREMA-D ODbL 1.0 ...)``.
+
+        A manifest without these fields (older fits) gives ``licence: not stated in the manifest``;
+        a corpus without a licence is listed as ``NAME licence not stated``. Never raises: the
+        manifest's ``training`` is free-form provenance.
+        """
+        training = self.training if isinstance(self.training, dict) else {}
+        use = training.get("use")
+        use = use.strip() if isinstance(use, str) and use.strip() else None
+        corpora = training.get("corpora")
+        terms = []
+        for corpus in corpora if isinstance(corpora, list) else []:
+            if not isinstance(corpus, dict):
+                continue
+            name = corpus.get("name") or corpus.get("kind")
+            licence = corpus.get("licence")
+            if isinstance(name, str) and name:
+                terms.append(f"{name} {licence}" if isinstance(licence, str) and licence
+                             else f"{name} licence not stated")
+        if use is None and not any("licence not stated" not in term for term in terms):
+            return LICENCE_NOT_STATED
+        return f"{use or LICENCE_NOT_STATED}" + (f" (training corpora: {'; '.join(terms)})" if terms else "")
 
     def to_dict(self) -> dict:
         return {

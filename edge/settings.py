@@ -27,9 +27,10 @@ from pathlib import Path
 from edge.audio.formats import MAX_RATE_HZ, MIN_RATE_HZ, RawFormat
 from edge.dsp.vad import VadParams
 from edge.exitcodes import EX_CONFIG  # noqa: F401 - re-exported: the exit status of a ConfigError
-from edge.mqtt.config import MqttSettings
+from edge.mood import MoodParams
+from edge.mqtt.config import MAX_STATS_INTERVAL_S, MIN_STATS_INTERVAL_S, MqttSettings
 from edge.postprocess import DecisionParams
-from edge.validate import expect_topic_level
+from edge.validate import expect_tls_files, expect_topic_level
 
 PASSWORD_ENV = "SER_EDGE_MQTT_PASSWORD"
 DEFAULT_MODEL = ""
@@ -137,6 +138,8 @@ class Settings:
     """The ``[mqtt]`` table (without the password: :meth:`mqtt_settings` adds it)."""
     homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
     decision: DecisionParams = field(default_factory=DecisionParams)
+    mood: MoodParams = field(default_factory=MoodParams)
+    """The ``[mood]`` table: the smoothed arousal published on ``<topic_prefix>/<device_id>/mood``."""
 
     @property
     def resolved_device_id(self) -> str:
@@ -181,6 +184,10 @@ class Settings:
             value = getattr(m, key)
             if value and not Path(value).is_file():
                 raise ConfigError(f"mqtt.{key}: no such file: {value}")
+        try:
+            expect_tls_files(m.tls_ca_file or None, m.tls_certfile or None, m.tls_keyfile or None)
+        except ValueError as exc:
+            raise ConfigError(f"mqtt: {exc}") from None
         try:
             return dataclasses.replace(m, password=password,
                                        state_dir=None if self.state_dir is None else str(self.state_dir))
@@ -239,6 +246,10 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "decision.min_utterance_s": (0.0, 60.0, False),
     "decision.max_utterance_s": (0.0, 3600.0, True),
     "decision.confidence_threshold": (0.0, 1.0, False),
+    "mood.tau_s": (0.0, 86400.0, True),
+    "mood.hold_s": (0.0, 86400.0, False),
+    **{f"mood.{name}": (-1.0, 1.0, False)
+       for name in ("rest_arousal", "calm_enter", "calm_leave", "agitated_leave", "agitated_enter")},
 }
 """Every numeric key's range, beyond the special cases in :func:`_check_number`."""
 
@@ -256,6 +267,10 @@ def _check_number(key: str, value: object) -> None:
     elif key == "audio.sample_rate_hz":
         if value != 0 and not MIN_RATE_HZ <= value <= MAX_RATE_HZ:
             raise ConfigError(f"{key}: expected 0 (auto) or {MIN_RATE_HZ}..{MAX_RATE_HZ} Hz, got {value!r}")
+    elif key == "mqtt.stats_interval_s":
+        if value != 0 and not MIN_STATS_INTERVAL_S <= value <= MAX_STATS_INTERVAL_S:
+            raise ConfigError(f"{key}: expected 0 (no statistics) or {MIN_STATS_INTERVAL_S:g}..{MAX_STATS_INTERVAL_S:g} s, "
+                              f"got {value!r}")
     elif key in RANGES:
         low, high, exclusive = RANGES[key]
         if (value <= low if exclusive else value < low) or value > high:
@@ -301,6 +316,7 @@ def _check_topics(settings: Settings) -> None:
 _TABLES: dict[str, type] = {
     "model": ModelSettings, "audio": AudioSettings, "mqtt": MqttSettings,
     "homeassistant": HomeAssistantSettings, "decision": DecisionParams, "vad": VadParams,
+    "mood": MoodParams,
 }
 
 
@@ -384,6 +400,7 @@ def parse_settings(data: dict, overrides: dict | None = None) -> Settings:
         mqtt=_build_mqtt(data.get("mqtt", {})),
         homeassistant=_build(HomeAssistantSettings, data.get("homeassistant", {}), "homeassistant"),
         decision=decision,
+        mood=_build(MoodParams, data.get("mood", {}), "mood"),
     )
     _check_topics(settings)
     settings.mqtt_settings(environ={})  # validate the connection settings now, not at connect time

@@ -6,7 +6,8 @@ field when a ``name`` is given: ``expected port to be an integer in 1..65535, go
 never accepted as a number (``True`` is an ``int`` to Python, not to a configuration file).
 
 Topic levels are checked here once (:func:`expect_topic_level`): non-empty, no MQTT wildcard
-(``+``, ``#``), no NUL, and no ``/`` unless several levels are allowed (a prefix).
+(``+``, ``#``), no control character (NUL, tab, newline, DEL, any C0 or C1), and no ``/`` unless
+several levels are allowed (a prefix). TLS files are loaded here once (:func:`expect_tls_files`).
 
 Imports nothing but the standard library: ``edge.settings`` and the payload schema use it without
 loading any runtime module.
@@ -16,10 +17,18 @@ from __future__ import annotations
 
 import math
 import os
+import ssl
 from pathlib import Path
 
 TOPIC_WILDCARDS = ("+", "#")
 """MQTT's wildcard characters: never inside a topic name (MQTT 5 sec. 4.7.1)."""
+
+
+def is_control_character(c: str) -> bool:
+    """Whether ``c`` is a Unicode control character: C0 (U+0000..U+001F), DEL (U+007F) or C1
+    (U+0080..U+009F). MQTT 5 sec. 1.5.4 says topics and client ids should not hold them, and
+    mosquitto drops the connection of a client whose topic does."""
+    return ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F
 
 
 def _subject(name: str | None) -> str:
@@ -81,9 +90,56 @@ def expect_topic_level(value: object, name: str, levels: bool = False) -> str:
     bad = sorted({c for c in value if c in (*TOPIC_WILDCARDS, "\x00") or (c == "/" and not levels)})
     if bad:
         raise ValueError(f"expected no {' '.join(repr(c) for c in bad)} in {name}, got {value!r}")
+    controls = sorted({c for c in value if is_control_character(c)})
+    if controls:
+        raise ValueError(f"expected no control character in {name}, got {value!r} "
+                         f"({', '.join(f'U+{ord(c):04X}' for c in controls)})")
     if levels and any(not part for part in value.split("/")):
         raise ValueError(f"expected no empty level (leading, trailing or double '/') in {name}, got {value!r}")
     return value
+
+
+def _no_passphrase() -> bytes:
+    raise ValueError("encrypted")
+
+
+def expect_tls_files(ca_file: str | None, certfile: str | None, keyfile: str | None) -> None:
+    """Load the TLS files as the connection will (:class:`ssl.SSLContext`: ``load_verify_locations``,
+    ``load_cert_chain``), so that a file that is not PEM, or a key that does not match its
+    certificate, is one line at validation instead of an ``ssl.SSLError`` traceback at start.
+
+    :raises ValueError: ``"expected tls_keyfile to hold the key of the certificate in C, got K (KEY_VALUES_MISMATCH)"``
+        and the like, naming the key and the file.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError(f"expected tls_ca_file to hold PEM CA certificates, got {ca_file} "
+                             f"({getattr(exc, 'reason', None) or exc})") from None
+    if certfile is None:
+        return
+    for name, path, marker in (("tls_certfile", certfile, "-----BEGIN CERTIFICATE-----"),
+                               ("tls_keyfile", keyfile or certfile, "PRIVATE KEY-----")):
+        try:
+            text = Path(path).read_bytes().decode("ascii", errors="replace")
+        except OSError as exc:
+            raise ValueError(f"expected a readable {name}, got {path} ({exc.strerror})") from None
+        if marker not in text:
+            what = "a PEM certificate" if name == "tls_certfile" else "a PEM private key"
+            raise ValueError(f"expected {name} to hold {what}, got {path} (no {marker.strip('-')} block)")
+    try:
+        context.load_cert_chain(certfile, keyfile, password=_no_passphrase)
+    except ValueError:
+        raise ValueError(f"expected an unencrypted private key in tls_keyfile, got {keyfile or certfile} "
+                         f"(protected by a passphrase)") from None
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"expected tls_keyfile to hold the key of the certificate in {certfile}, got "
+                             f"{keyfile or certfile} (another key: KEY_VALUES_MISMATCH)") from None
+        raise ValueError(f"expected tls_certfile and tls_keyfile to hold a PEM certificate and its key, got "
+                         f"{certfile} and {keyfile or certfile} ({exc.reason or exc})") from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -32,8 +32,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture
 def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]]:
-    """Factory ``make(persistence=False, start=True, autosave=False, tls=None, password_file=None)
-    -> MosquittoBroker`` (see :class:`mqtt_helpers.MosquittoBroker`); every broker is stopped at teardown.
+    """Factory ``make(persistence=False, start=True, autosave=False, tls=None, password_file=None,
+    acl_file=None, extra_config=()) -> MosquittoBroker`` (see :class:`mqtt_helpers.MosquittoBroker`); every broker is stopped at teardown.
 
     Skips the test if the mosquitto binary is absent (fails it under ``CI=true``).
     """
@@ -44,11 +44,12 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]
 
     def make(persistence: bool = False, start: bool = True, autosave: bool = False,
              tls: BrokerTls | None = None, password_file: Path | None = None,
-             acl_file: Path | None = None) -> MosquittoBroker:
+             acl_file: Path | None = None, extra_config: tuple[str, ...] = ()) -> MosquittoBroker:
         workdir = tmp_path / f"mosquitto{len(brokers)}"
         workdir.mkdir()
         broker = MosquittoBroker(binary, workdir, persistence=persistence, autosave=autosave, tls=tls,
-                                 password_file=password_file, acl_file=acl_file)
+                                 password_file=password_file, acl_file=acl_file,
+                                 extra_config=extra_config)
         brokers.append(broker)
         if start:
             broker.start()

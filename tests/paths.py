@@ -13,6 +13,11 @@ TESS_MINI = SHARED_DATA / "tess-mini"
 CREMA_D_MINI = SHARED_DATA / "crema-d-mini"
 SAVEE_MINI = SHARED_DATA / "savee-mini"
 TUREV_DB_MINI = SHARED_DATA / "turev-db-mini"
+ASED_MINI = SHARED_DATA / "ased-mini"
+NEMO_MINI = SHARED_DATA / "nemo-mini"
+EMOVO_MINI = SHARED_DATA / "emovo-mini"
+EMOSPEECH_MINI = SHARED_DATA / "emospeech-mini"
+CORAA_SER_MINI = SHARED_DATA / "coraa-ser-mini"
 #: The full corpora, extracted by ../shared/tools/corpus-from-mirror (git-ignored; absent in CI).
 FULL_DATA = Path(os.environ.get("SER_EDGE_DATA", REPO / "data"))
 #: CREMA-D's one clip of digital silence (../shared/data/README.md), in the full corpus only.

@@ -18,12 +18,13 @@ class LoggedProcess:
     """
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-                 timeout_s: float = 60.0) -> None:
+                 timeout_s: float = 60.0, stdin: int | None = None) -> None:
+        """:param stdin: as :class:`subprocess.Popen`'s (``subprocess.PIPE``: write to ``proc.stdin``, bytes)."""
         self.timeout_s = timeout_s
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=stdin, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -31,7 +32,7 @@ class LoggedProcess:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             with self._cond:
-                self.lines.append(line.rstrip("\n"))
+                self.lines.append(line.decode("utf-8", errors="replace").rstrip("\n"))
                 self._cond.notify_all()
         with self._cond:
             self._cond.notify_all()

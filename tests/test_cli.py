@@ -103,6 +103,8 @@ def test_info_is_a_short_summary_and_json_is_the_whole_manifest() -> None:
     assert len(lines) <= 10
     assert lines[0].startswith(f"model      {manifest.model_id}")
     assert ", ".join(manifest.labels) in short.stdout and "UA 0." in short.stdout and "int8" in short.stdout
+    use = [line for line in lines if line.startswith("use ")]
+    assert use == [f"use        {manifest.use_summary()}"] and "non-commercial" in use[0], lines
     if manifest.metrics.get("loco"):  # the threshold with the digits of the events' confidence
         assert f"unsure below {manifest.unsure_below:.{SCORE_DECIMALS}f}" in short.stdout
     full = _run("info", "--model", str(SHIPPED_MODEL), "--json")

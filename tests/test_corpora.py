@@ -296,11 +296,18 @@ def test_is_silent_on_the_silent_crema_d_clip(tmp_path):
 
 def test_demo_clips_follow_the_rule_and_match_the_release():
     folder = REPO / "edge" / "samples" / "crema-d"
-    expected = [f"{actor}_DFA_{emotion}_XX.flac" for actor in ("1001", "1002") for emotion in ("ANG", "HAP", "NEU", "SAD")]
-    assert sorted(p.name for p in folder.glob("*.flac")) == expected
-    assert (folder / "ATTRIBUTION.md").is_file()
+    # ATTRIBUTION.md's rule: two actors x the first three sentences recorded once per emotion (level
+    # XX; IEO, recorded at three intensities, is left out) x four emotions
+    sentences = ("DFA", "IOM", "ITH")
+    expected = [f"{actor}_{sentence}_{emotion}_XX.flac" for actor in ("1001", "1002") for sentence in sentences
+                for emotion in ("ANG", "HAP", "NEU", "SAD")]
+    assert sorted(p.name for p in folder.glob("*.flac")) == expected and len(expected) == 24
+    all_codes = sorted({p.name.split("_")[1] for p in (require(CREMA_D_MINI) / "AudioWAV").glob("1001_*.wav")})
+    assert sentences == tuple(code for code in all_codes if code != "IEO")[:3]
+    attribution = (folder / "ATTRIBUTION.md").read_text()
+    assert all(f"`{name}`" in attribution for name in expected)
     clips = load_crema_d(folder)
-    assert [(c.speaker, c.label) for c in clips] == [(f"crema-d:{a}", e) for a in ("1001", "1002")
+    assert [(c.speaker, c.label) for c in clips] == [(f"crema-d:{a}", e) for a in ("1001", "1002") for _ in sentences
                                                      for e in ("angry", "happy", "neutral", "sad")]
     assert {c.speaker for c in clips} == DEMO_SPEAKERS  # what the shipped model's training must leave out
     for name in expected:

@@ -13,11 +13,11 @@ import re
 import signal
 import socket
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 from helpers import skip_or_fail, wait_until
+from mqtt_helpers import Mqtt311OnlyProxy
 from paths import RAVDESS_48K, SHIPPED_MODEL
 from processes import LoggedProcess
 
@@ -188,89 +188,6 @@ def test_a_password_over_plain_tcp_is_warned_about(caplog):
 
 
 # ------------------------------------------------------------------ a broker without MQTT 5
-
-
-class Mqtt311OnlyProxy:
-    """mosquitto behind a TCP proxy that answers an MQTT 5 CONNECT as a 3.1.1-only broker does
-    (CONNACK with return code 1, "unacceptable protocol version", then close; MQTT 3.1.1 sec. 3.1.2.2)
-    and passes every other connection through to the real broker, byte for byte."""
-
-    def __init__(self, broker) -> None:
-        self.broker = broker
-        self.refused = 0
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self._stop = threading.Event()
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-
-    @staticmethod
-    def _read_packet(conn: socket.socket) -> bytes:
-        def read(n: int) -> bytes:
-            data = b""
-            while len(data) < n:
-                chunk = conn.recv(n - len(data))
-                if not chunk:
-                    raise ConnectionError("closed")
-                data += chunk
-            return data
-
-        header = read(1)
-        length, shift, lengths = 0, 0, b""
-        while True:
-            byte = read(1)
-            lengths += byte
-            length |= (byte[0] & 0x7F) << shift
-            shift += 7
-            if not byte[0] & 0x80:
-                break
-        return header + lengths + read(length)
-
-    def _accept(self) -> None:
-        self.server.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except TimeoutError:
-                continue
-            except OSError:  # closed
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                connect = self._read_packet(conn)
-            except ConnectionError:
-                return
-            body = connect[2:] if connect[1] < 0x80 else connect[3:]
-            if body[6] == 5:  # protocol level after the name b"\x00\x04MQTT"
-                self.refused += 1
-                conn.sendall(b"\x20\x02\x00\x01")
-                return
-            with socket.create_connection((self.broker.host, self.broker.port)) as upstream:
-                upstream.sendall(connect)
-                threading.Thread(target=self._pump, args=(upstream, conn), daemon=True).start()
-                self._pump(conn, upstream)
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._acceptor.join(5.0)
-        self.server.close()
 
 
 def test_a_broker_refusing_mqtt5_gets_mqtt311_with_a_warning(mosquitto, mqtt_subscriber, caplog):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from tests.paths import RAVDESS_48K, SHIPPED_MODEL, TESS_MINI
+from tests.paths import CREMA_D_MINI, RAVDESS_48K, SHARED_DATA, SHIPPED_MODEL, TESS_MINI
 from trainer.cli import main
-from trainer.metrics import restricted_argmax, summarize
+from trainer.metrics import NOT_A_CLASS, restricted_argmax, summarize
 
 EMOTION4 = "neutral,happy,sad,angry"
 needs_data = pytest.mark.shared_data  # ../shared/data/tess-mini: skipped without it, failed under CI=true (conftest)
@@ -66,6 +68,11 @@ def test_restricted_argmax_and_summary():
     summary = summarize(np.array([0, 1, 1]), np.array([0, 1, 0]), ("a", "b"))
     assert summary["ua"] == pytest.approx(0.75) and summary["wa"] == pytest.approx(2 / 3)
     assert summary["per_class"]["b"] == {"recall": 0.5, "precision": 1.0, "f1": pytest.approx(2 / 3), "support": 2}
+    # a partial label (NOT_A_CLASS) is in no figure; with nothing else there is no figure, and no error
+    partial = summarize(np.array([0, NOT_A_CLASS, 1]), np.array([0, 1, 0]), ("a", "b"))
+    assert partial["confusion"] == [[1, 0], [1, 0]] and partial["ua"] == pytest.approx(0.5)
+    only = summarize(np.array([NOT_A_CLASS]), np.array([0]), ("a", "b"))
+    assert np.isnan(only["ua"]) and only["confusion"] == [[0, 0], [0, 0]]
 
 
 def _calibrated_sample(n: int, seed: int, temperature: float = 1.0):
@@ -134,3 +141,95 @@ def test_corpus_balanced_calibration_weighs_every_corpus_the_same():
     assert fit_temperature(*copied) == pytest.approx(balanced, rel=1e-3)
     assert fit_temperature(copied[0], copied[1]) < pooled - 0.3  # the pooled fit follows the copies
     assert unsure_threshold(*copied) == pytest.approx(unsure_threshold(p, y, groups), abs=1e-6)
+
+
+CORAA_MINI = SHARED_DATA / "coraa-ser-mini" / "datasets" / "coraa-ser"
+
+
+def read_scores(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@needs_data
+def test_scores_csv_has_one_row_per_clip_and_the_aucs_are_sklearns_on_its_columns(tmp_path, capsys):
+    """The shipped model has arousal/valence outputs: --json gives their ROC AUCs over the clips scored, which
+    are sklearn's on the --scores file's own label and arousal/valence columns; the CSV's probabilities,
+    decisions and unsure flags are those the figures and the manifest imply."""
+    scores_csv = tmp_path / "scores.csv"
+    report = run_json(capsys, "--corpus", f"tess={TESS_MINI}", "--corpus", f"crema-d={CREMA_D_MINI}",
+                      "--scores", str(scores_csv), "--cache-dir", str(tmp_path))
+    rows = read_scores(scores_csv)
+    assert len(rows) == report["clips"] == report["ua_clips"] and len({r["path"] for r in rows}) == len(rows)
+    labels = report["labels"]
+    assert list(rows[0]) == ["path", "corpus", "speaker", "label", "predicted", *(f"p_{x}" for x in labels),
+                             "arousal", "valence", "unsure"]
+    probabilities = np.array([[float(r[f"p_{x}"]) for x in labels] for r in rows])
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    assert [r["predicted"] for r in rows] == [labels[k] for k in probabilities.argmax(axis=1)]
+    confusion = np.zeros((4, 4), dtype=int)
+    for r in rows:
+        confusion[labels.index(r["label"]), labels.index(r["predicted"])] += 1
+    assert confusion.tolist() == report["confusion"]
+    unsure_below = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["calibration"]["unsure_below"]
+    assert [int(r["unsure"]) for r in rows] == (probabilities.max(axis=1) < unsure_below).astype(int).tolist()
+    for name, positive, negative in (("arousal", {"angry", "happy"}, {"neutral", "sad"}),
+                                     ("valence", {"happy"}, {"angry", "sad"})):
+        kept = [r for r in rows if r["label"] in positive | negative]
+        expected = roc_auc_score([r["label"] in positive for r in kept], [float(r[name]) for r in kept])
+        assert report[f"{name}_auc"] == pytest.approx(expected, abs=1e-9) and report[f"{name}_auc_reason"] is None
+        assert report[f"{name}_auc_clips"] == {"positive": sum(r["label"] in positive for r in kept),
+                                               "negative": sum(r["label"] in negative for r in kept)}
+
+
+@needs_data
+def test_non_neutral_clips_are_scored_outside_ua_and_counted_in_natural_neutral_figures(tmp_path, capsys):
+    """CORAA-SER clips listed by hand, its non-neutral ones with the partial label ``non-neutral``: the model
+    cannot say it, so they stay out of UA and the confusion matrix, and the natural-neutral figures (neutral
+    recall, ROC AUC of P(neutral)) are those of the scores file. The arousal AUC has no high clip: null with
+    its reason."""
+    table = tmp_path / "coraa.csv"
+    listed = [(p, "neutral") for p in sorted((CORAA_MINI / "neutral").glob("*.wav"))]
+    listed += [(p, "non-neutral") for p in sorted(CORAA_MINI.glob("non-neutral-*/*.wav"))]
+    table.write_text("path,label,speaker\n" + "".join(f"{p},{label},{p.name.split('_')[0]}\n" for p, label in listed))
+    scores_csv = tmp_path / "scores.csv"
+    report = run_json(capsys, "--corpus", f"csv={table}", "--scores", str(scores_csv), "--cache-dir", str(tmp_path))
+    rows = read_scores(scores_csv)
+    neutral = [r for r in rows if r["label"] == "neutral"]
+    assert len(rows) == report["clips"] == len(listed) and report["excluded"] == 0
+    assert report["ua_clips"] == len(neutral) == np.array(report["confusion"]).sum()
+    assert report["per_class"]["neutral"]["recall"] == pytest.approx(
+        np.mean([r["predicted"] == "neutral" for r in neutral]))
+    natural = report["natural_neutral"]
+    assert natural["neutral_clips"] == len(neutral) and natural["non_neutral_clips"] == len(rows) - len(neutral)
+    assert natural["neutral_recall"] == pytest.approx(report["per_class"]["neutral"]["recall"])
+    assert natural["neutral_auc"] == pytest.approx(
+        roc_auc_score([r["label"] == "neutral" for r in rows], [float(r["p_neutral"]) for r in rows]), abs=1e-9)
+    assert report["arousal_auc"] is None and "no clip labelled angry" in report["arousal_auc_reason"]
+
+
+def test_evaluate_help_documents_the_aucs_and_the_scores_file(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("--scores FILE.csv", "one CSV row per scored clip", "arousal_auc", "valence_auc", "unsure",
+                  "non-neutral"):
+        assert words in text
+
+
+@needs_data
+def test_scores_in_a_missing_folder_is_one_line(tmp_path, capsys):
+    status = main(["evaluate", "--model", str(SHIPPED_MODEL), "--corpus", f"tess={TESS_MINI}", "--scores",
+                   str(tmp_path / "no" / "scores.csv"), "--cache-dir", str(tmp_path)])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "--scores: expected a file in an existing folder" in err and err.count("\n") == 1
+
+
+def test_label_auc_and_natural_neutral_name_what_is_missing():
+    from trainer.metrics import AROUSAL_HIGH, AROUSAL_LOW, label_auc, natural_neutral
+
+    empty = label_auc(["sad", "neutral"], np.array([0.1, 0.2]), AROUSAL_HIGH, AROUSAL_LOW)
+    assert empty["auc"] is None and empty["negative"] == 2 and "angry" in empty["reason"]
+    with pytest.raises(ValueError, match="expected model labels with 'neutral'"):
+        natural_neutral(["neutral"], np.array([[1.0, 0.0]]), ("happy", "sad"))

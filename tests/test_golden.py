@@ -7,6 +7,7 @@ retraining the model means re-recording, on purpose, never silently.
 from __future__ import annotations
 
 import json
+import platform
 
 import pytest
 from paths import RAVDESS_48K, REPO, SHIPPED_MODEL
@@ -18,6 +19,14 @@ GOLDEN = json.loads((REPO / "tests" / "golden" / f"{SHIPPED_MODEL.stem}.json").r
 # RAVDESS file names carry the acted emotion (Livingstone & Russo 2018): 03-01-EE-...
 RAVDESS_EMOTION = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry", "06": "fearful",
                    "07": "disgust", "08": "surprised"}
+
+
+#: The recording was made on x86-64. On another CPU (arm64: a Raspberry Pi, or `make pi-check` under
+#: qemu) numpy's FFT and sums round differently in the last bits, a few MFCC values land on the other
+#: side of an int8 input step, and the scores move by a few output steps: measured by `make pi-check`
+#: on 2026-12-06, confidence 0.4144 on arm64 against 0.4042 recorded (0.0102), labels, times and
+#: `unsure` identical. So 0.01 where it was recorded, 0.02 elsewhere.
+SCORE_TOLERANCE = 0.01 if platform.machine() in ("x86_64", "AMD64") else 0.02
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +50,11 @@ def test_known_clip_gives_the_recorded_decision(model, heard, name):
     expected = GOLDEN["clips"][name]
     decision = heard[name]
     assert model.labels[decision.top] == expected["label"]
-    assert decision.confidence == pytest.approx(expected["confidence"], abs=0.01)
+    assert decision.confidence == pytest.approx(expected["confidence"], abs=SCORE_TOLERANCE)
     assert (round(decision.start_s, 3), round(decision.end_s, 3)) == (expected["start_s"], expected["end_s"])
     assert decision.unsure == expected["unsure"]
     for key in ("arousal", "valence"):
-        assert getattr(decision, key) == pytest.approx(expected[key], abs=0.01)
+        assert getattr(decision, key) == pytest.approx(expected[key], abs=SCORE_TOLERANCE)
 
 
 def test_arousal_follows_the_acted_emotions(heard):

@@ -6,6 +6,7 @@ discovery is disabled or the device id changes."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -17,16 +18,19 @@ from paths import RAVDESS_48K, SHIPPED_MODEL
 from edge import __version__
 from edge.events import UNSURE_EVENT_TYPE, EmotionEvent
 from edge.manifest import load_manifest
+from edge.mood import MoodState, mood_json
 from edge.mqtt.config import MqttSettings
 from edge.mqtt.homeassistant import STATE_FILE_NAME, HomeAssistantDiscovery, discovery_configs, node_id
 from edge.mqtt.publisher import MqttPublisher
-from edge.mqtt.topics import emotion_topic, stats_topic, status_topic
+from edge.mqtt.topics import emotion_topic, mood_topic, stats_topic, status_topic
 from edge.service.daemon import StopFlag, run_replay
 from edge.settings import parse_settings
 
 CLIPS = sorted(RAVDESS_48K.glob("*.wav"))
-N_CONFIGS = 5 + len(load_manifest(SHIPPED_MODEL).dimensions)
-"""Discovery configs of the shipped model: event, label, confidence, two diagnostics (audio, storage), and arousal/valence if it has them."""
+N_CONFIGS = (5 + len(load_manifest(SHIPPED_MODEL).dimensions)
+             + ("arousal" in load_manifest(SHIPPED_MODEL).dimensions))
+"""Discovery configs of the shipped model: event, label, confidence, two diagnostics (audio, storage),
+arousal/valence if it has them, and the mood sensor with arousal."""
 WAIT_S = 20.0
 
 # --- The schema, from https://www.home-assistant.io/integrations/mqtt/ (discovery, the "device" and
@@ -124,6 +128,12 @@ def test_discovery_payloads_follow_home_assistants_documented_schema(manifest) -
     # expire_after 0 = never: the key is left out (Home Assistant wants a positive number)
     assert all("expire_after" not in c for c in _configs(manifest, expire_after_s=0).values())
     assert not any("_problem" in t for t in _configs(manifest, audio_diagnostic=False))
+    with_mood = _configs(manifest, ("arousal", "valence"), mood=True)
+    assert set(with_mood) - set(with_dimensions) == {f"homeassistant/sensor/{node}/mood/config"}
+    mood = with_mood[f"homeassistant/sensor/{node}/mood/config"]
+    check_config(f"homeassistant/sensor/{node}/mood/config", mood)
+    assert mood["state_topic"] == mood["json_attributes_topic"] == mood_topic("ser", "kitchen.pi")
+    assert (mood["device_class"], mood["options"]) == ("enum", ["calm", "neutral", "agitated"])
     with pytest.raises(ValueError, match="expected expire_after_s >= 0"):
         _configs(manifest, expire_after_s=-1)
 
@@ -167,6 +177,12 @@ def test_templates_turn_real_events_into_home_assistant_states(manifest) -> None
             event.confidence * 100)
         arousal = json.loads(event.to_json())["arousal"]  # a float with the shipped model's head, else null
         assert _render(by_object["arousal"]["value_template"], event.to_json()) == str(arousal)
+    mood = {t.split("/")[3]: c for t, c in _configs(manifest, ("arousal",), mood=True).items()}["mood"]
+    for level, ema in (("calm", -0.21), ("agitated", 0.4567)):
+        text = mood_json(MoodState(ema, level, 7, 12.5), "kitchen.pi", 30.0, events[0].time)
+        assert _render(mood["value_template"], text) == level and level in mood["options"]
+        attributes = json.loads(_render(mood["json_attributes_template"], text))
+        assert attributes == {"arousal": ema, "utterances": 7, "tau_s": 30.0, "time": events[0].time}
     stats = {"source": "ok"}
     diagnostic = by_object["audio_problem"]
     assert _render(diagnostic["value_template"], json.dumps(stats)) == diagnostic["payload_off"]
@@ -218,12 +234,15 @@ def test_replay_with_an_explicit_id_publishes_retained_configs(mosquitto, mqtt_s
     for topic, config in configs.items():
         check_config(topic, config)
     remembered = json.loads((tmp_path / "state" / "homeassistant-discovery.json").read_text())
-    assert sorted(remembered["topics"]) == sorted(configs)
+    assert remembered["devices"] == {"kitchen.pi": sorted(configs)}
 
 
 @pytest.mark.slow
-def test_a_changed_device_id_or_disabled_discovery_removes_the_old_configs(mosquitto, mqtt_subscriber,
-                                                                          monkeypatch, tmp_path):
+def test_a_changed_device_id_leaves_the_old_configs_and_disabled_discovery_removes_its_own(
+        mosquitto, mqtt_subscriber, monkeypatch, tmp_path, caplog):
+    """A daemon removes only configs it published under its own device id: a renamed device's old
+    entities stay (named in one warning, for the user to delete in Home Assistant); disabling
+    discovery removes this device's."""
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
     watcher = mqtt_subscriber(mosquitto.host, mosquitto.port, "homeassistant/#")
     assert run_replay(_settings(mosquitto, "old-name"), CLIPS[:1], "mqtt", False, StopFlag()) == 0
@@ -231,40 +250,64 @@ def test_a_changed_device_id_or_disabled_discovery_removes_the_old_configs(mosqu
     old = set(_retained(mosquitto, mqtt_subscriber, n))
     assert all(node_id("old-name") in t for t in old)
 
+    caplog.clear()
     assert run_replay(_settings(mosquitto, "new-name"), CLIPS[:1], "mqtt", False, StopFlag()) == 0
-    removals = [m for m in watcher.wait_for(n + n + n, WAIT_S) if not m.payload]
-    assert {m.topic for m in removals} == old  # (live copies carry no retain flag; the late subscriber below checks)
-    now = _retained(mosquitto, mqtt_subscriber, n)
-    assert len(now) == n and all(node_id("new-name") in t for t in now)
+    assert not [m for m in watcher.wait_for(n + n, WAIT_S) if not m.payload]
+    now = _retained(mosquitto, mqtt_subscriber, 2 * n)
+    assert set(now) >= old and len(now) == 2 * n
+    assert [r for r in caplog.records if "'old-name'" in r.getMessage() and "left in place" in r.getMessage()]
 
     assert run_replay(_settings(mosquitto, "new-name", enabled=False), CLIPS[:1], "mqtt", False, StopFlag()) == 0
-    removed_now = {m.topic for m in watcher.wait_for(4 * n, WAIT_S)[-n:] if not m.payload}
-    assert removed_now == set(now)
-    probe = mqtt_subscriber(mosquitto.host, mosquitto.port, ["homeassistant/+/+/+/config", "ser/new-name/status"])
-    probe.wait_for(1, WAIT_S, topic="ser/new-name/status")  # retained messages arrive together on subscribe
-    assert not [m for m in probe.messages() if m.topic.startswith("homeassistant/")]
+    removed_now = {m.topic for m in watcher.wait_for(3 * n, WAIT_S)[-n:] if not m.payload}
+    assert removed_now == set(now) - old
+    assert set(_retained(mosquitto, mqtt_subscriber, n)) == old
+
+
+@pytest.mark.slow
+def test_a_cloned_state_directory_never_removes_the_other_devices_configs(mosquitto, mqtt_subscriber,
+                                                                          monkeypatch, tmp_path):
+    """Issue 18 item 6: device ha1 publishes its configs; a replay as ``clone`` with ha1's memory file
+    in its state directory (a cloned SD card) leaves ha1's retained configs in place, and the memory
+    file then holds both devices, each under its own id."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    ha1_state, clone_state = tmp_path / "ha1", tmp_path / "clone"
+    assert run_replay(_settings(mosquitto, "ha1", str(ha1_state)), CLIPS[:1], "mqtt", False, StopFlag()) == 0
+    n = N_CONFIGS
+    ha1 = _retained(mosquitto, mqtt_subscriber, n)
+    assert len(ha1) == n and all(node_id("ha1") in t for t in ha1)
+    clone_state.mkdir()
+    shutil.copy(ha1_state / STATE_FILE_NAME, clone_state / STATE_FILE_NAME)
+
+    watcher = mqtt_subscriber(mosquitto.host, mosquitto.port, "homeassistant/#")
+    watcher.wait_for(n, WAIT_S)  # ha1's retained configs, delivered on subscribe
+    assert run_replay(_settings(mosquitto, "clone", str(clone_state)), CLIPS[:1], "mqtt", False, StopFlag()) == 0
+    assert not [m for m in watcher.wait_for(2 * n, WAIT_S) if not m.payload]
+    now = _retained(mosquitto, mqtt_subscriber, 2 * n)
+    assert {t: c for t, c in now.items() if node_id("ha1") in t} == ha1
+    assert len([t for t in now if node_id("clone") in t]) == n
+    memory = json.loads((clone_state / STATE_FILE_NAME).read_text())["devices"]
+    assert memory == {"ha1": sorted(ha1), "clone": sorted(t for t in now if node_id("clone") in t)}
 
 
 @pytest.mark.slow
 def test_discovery_memory_follows_state_directory_outside_systemd(mosquitto, mqtt_subscriber, monkeypatch,
                                                                   tmp_path):
     """No $STATE_DIRECTORY (not under systemd), ``state_directory`` configured: the memory of the published
-    configs lands there, so a device id change clears the old entities (the bug: it was kept only under
-    $STATE_DIRECTORY, and the old entities stayed orphaned in Home Assistant)."""
+    configs lands there, keyed by device id, so disabling discovery later removes them (the bug: it was
+    kept only under $STATE_DIRECTORY, and the entities stayed orphaned in Home Assistant)."""
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     state = tmp_path / "configured-state"
     watcher = mqtt_subscriber(mosquitto.host, mosquitto.port, "homeassistant/#")
-    assert run_replay(_settings(mosquitto, "old-name", str(state)), CLIPS[:1], "mqtt", False, StopFlag()) == 0
+    assert run_replay(_settings(mosquitto, "name", str(state)), CLIPS[:1], "mqtt", False, StopFlag()) == 0
     n = N_CONFIGS
     old = set(_retained(mosquitto, mqtt_subscriber, n))
-    assert json.loads((state / STATE_FILE_NAME).read_text())["topics"] == sorted(old)
+    assert json.loads((state / STATE_FILE_NAME).read_text())["devices"] == {"name": sorted(old)}
 
-    assert run_replay(_settings(mosquitto, "new-name", str(state)), CLIPS[:1], "mqtt", False, StopFlag()) == 0
-    removals = [m for m in watcher.wait_for(3 * n, WAIT_S) if not m.payload]
+    assert run_replay(_settings(mosquitto, "name", str(state), enabled=False), CLIPS[:1], "mqtt", False,
+                      StopFlag()) == 0
+    removals = [m for m in watcher.wait_for(2 * n, WAIT_S) if not m.payload]
     assert {m.topic for m in removals} == old
-    now = _retained(mosquitto, mqtt_subscriber, n)
-    assert len(now) == n and all(node_id("new-name") in t for t in now)
-    assert json.loads((state / STATE_FILE_NAME).read_text())["topics"] == sorted(now)
+    assert json.loads((state / STATE_FILE_NAME).read_text())["devices"] == {"name": []}
 
 
 @pytest.mark.slow

@@ -1,19 +1,38 @@
 """Leave-one-corpus-out end to end on real clips of three corpora: the held-out figures (clean and far-field,
-int8 and float), arousal/valence, calibration, the report, and the manifest the device reads."""
+int8 and float), arousal/valence, calibration, the report, and the manifest the device reads; and the
+headline (issue 17) from real clips of seven corpora scored by the shipped model as held-out folds."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import RAVDESS_MINI, SAVEE_MINI, TUREV_DB_MINI
+from paths import CREMA_D_MINI, RAVDESS_MINI, SAVEE_MINI, SHIPPED_MODEL, TESS_MINI, TUREV_DB_MINI
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from edge.model import load_model
 from edge.pipeline import Pipeline
 from trainer.cli import main
+from trainer.corpora import load_corpus, load_csv
+from trainer.crossval import FAR_FIELD_EVAL, FoldResult, pooled_metrics
+from trainer.evaluate import score_clips
+from trainer.featurize import Perturbation, featurize
+from trainer.generalization import (
+    HEADLINE_KEYS,
+    ISSUE8_LOCO,
+    calibration_from_parts,
+    format_loco_table,
+    loco_metrics,
+)
+from trainer.labels import NON_NEUTRAL, dimension_targets, map_label
+from trainer.metrics import NOT_A_CLASS
+from trainer.recipes.runs import json_default
+from trainer.report import render, save_results
 
-pytestmark = pytest.mark.slow  # every test here fits a model (the module's LOCO run, or its own)
+slow = pytest.mark.slow  # the tests that fit a model (the module's LOCO run, or their own)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +47,7 @@ def loco_run(tmp_path_factory):
     return tmp
 
 
+@slow
 def test_every_corpus_is_held_out_whole_clean_and_far_field(loco_run):
     run_dir = next((loco_run / "runs").glob("m-*"))
     loco = json.loads((run_dir / "cv.json").read_text())["loco"]
@@ -48,12 +68,17 @@ def test_every_corpus_is_held_out_whole_clean_and_far_field(loco_run):
     for png in ("reliability.png", "loco.png", "confusion_savee_far.png"):
         assert (run_dir / png).stat().st_size > 0 and f"]({png})" in report
     assert "Leave-one-corpus-out" in report and "exactly the adaptation the daemon applies" in report
+    headline = loco["clean"]["int8"]["headline"]  # three of the eight four-emotion corpora
+    assert headline["eight_corpora"] == ["ravdess", "savee", "turev-db"]
+    assert headline["mean_e4_ua_eight"] == pytest.approx(np.mean([r["e4_ua"] for r in loco["clean"]["int8"]["corpora"]]))
+    assert "### Headline" in report and f"**{headline['mean_e4_ua_eight']:.3f}**" in report
     for fold in range(3):  # each fold's model, loadable as the device loads it
         assert tuple(load_model(run_dir / "folds" / f"fold{fold}.tflite").labels) == ("neutral", "happy", "sad", "angry")
     scores = np.load(run_dir / "fold_scores.npz")
     assert scores["fold0_int8_scores"].shape == (72, 4) and scores["fold0_far_int8_scores"].shape == (72, 4)
 
 
+@slow
 def test_the_manifest_carries_dimensions_calibration_and_adaptation(loco_run):
     manifest = json.loads((loco_run / "m.json").read_text())
     assert manifest["labels"] == ["neutral", "happy", "sad", "angry"]
@@ -76,6 +101,7 @@ def test_the_manifest_carries_dimensions_calibration_and_adaptation(loco_run):
     assert pipeline.normalizer.speech_frames > 0  # the device's statistics moved towards this speech
 
 
+@slow
 def test_fit_refuses_a_model_at_chance(tmp_path, capsys):
     """The held-out corpus is one real clip under all four labels: any model is exactly at chance on it."""
     clip = next(RAVDESS_MINI.glob("Actor_01/*.flac"))
@@ -93,6 +119,7 @@ def test_fit_refuses_a_model_at_chance(tmp_path, capsys):
     assert not out.with_suffix(".tflite").exists()
 
 
+@slow
 def test_evaluate_warns_about_speakers_the_model_trained_on(loco_run, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--model", str(loco_run / "m.tflite"), "--corpus", f"savee={SAVEE_MINI}", "--json",
@@ -102,6 +129,7 @@ def test_evaluate_warns_about_speakers_the_model_trained_on(loco_run, capsys):
     assert 0 <= report["ua"] <= 1 and set(report["per_class"]) <= {"neutral", "happy", "sad", "angry"}
 
 
+@slow
 def test_rescore_reproduces_the_held_out_figures_and_varies_the_adaptation(loco_run, capsys):
     """``ser-train rescore`` with the fit's own adaptation settings gives exactly the run's held-out UA
     (clean and far-field, every fold's kept int8 model); other settings give one row each."""
@@ -120,6 +148,7 @@ def test_rescore_reproduces_the_held_out_figures_and_varies_the_adaptation(loco_
     assert all(0 <= r["first_accuracy"] <= 1 and r["prior_s"] == 3.0 for r in rows)
 
 
+@slow
 def test_rescore_refuses_what_it_cannot_score(loco_run, tmp_path, capsys):
     assert main(["rescore", str(tmp_path)]) == 2
     assert "config.json: not found" in capsys.readouterr().err
@@ -128,6 +157,7 @@ def test_rescore_refuses_what_it_cannot_score(loco_run, tmp_path, capsys):
     assert "--time-constant: expected seconds" in capsys.readouterr().err
 
 
+@slow
 def test_calibrate_refits_from_the_kept_scores_into_the_manifest(loco_run, tmp_path, capsys):
     """``ser-train calibrate`` rebuilds the fit's calibration from the run's files alone (fold_scores.npz):
     the same temperature and threshold as the fit computed in memory. With --model it writes them into a
@@ -161,3 +191,163 @@ def test_calibrate_refits_from_the_kept_scores_into_the_manifest(loco_run, tmp_p
     assert main(["calibrate", str(run_dir), "--model", str(tmp_path / "m.json")]) == 2
     assert "not the final model of" in capsys.readouterr().err
     assert json.loads((tmp_path / "m.json").read_text())["training"]["command"] == "ser-train fit --something-else"
+
+
+# --- the headline (issue 17) from real clips scored by the shipped model, one held-out fold per corpus ---
+
+E4 = ("neutral", "happy", "sad", "angry")
+SHARED = RAVDESS_MINI.parent
+
+
+def _listed(tmp, name: str, rows: list[tuple[Path, str]]) -> list:
+    """Clips listed in a CSV (the csv corpus kind), then named as corpus ``name`` (its loader is not in this
+    clone): labels from the files' folders or names, as the corpus's README gives them."""
+    table = tmp / f"{name}.csv"
+    table.write_text("path,label,speaker\n" + "".join(f"{p},{label},{p.stem.split('_')[0]}\n" for p, label in rows))
+    return [dataclasses.replace(c, corpus=name) for c in load_csv(table)]
+
+
+def _fold(index: int, corpus: str, clips: list, tmp, seed: int = 0) -> FoldResult:
+    """A held-out fold of ``clips`` scored by the shipped int8 model as ``fit`` scores one (one stream per
+    corpus, clean and far-field, in the order ``seed`` draws); the float scores are the int8 ones (the shipped
+    model has no float twin)."""
+    model = load_model(SHIPPED_MODEL)
+    features, frames = model.manifest.features, model.manifest.input.frames
+    clips = [dataclasses.replace(c, label=label) for c in clips
+             if (label := NON_NEUTRAL if c.label == NON_NEUTRAL else map_label(c, "emotion4"))]
+    out = {}
+    for condition, perturbation in (("clean", Perturbation()), ("far", FAR_FIELD_EVAL)):
+        feats = featurize(clips, features, cache_dir=tmp, workers=1, progress=False, perturbation=perturbation)
+        out[condition] = score_clips(feats, model.score, features, frames, seed=seed,
+                                     temperature=model.manifest.temperature)
+    y_true = np.array([E4.index(c.label) if c.label in E4 else NOT_A_CLASS for c in clips])
+    dims_true = np.array([dimension_targets(c) or (np.nan, np.nan) for c in clips], dtype=np.float32)
+    (scores, dims), (far_scores, far_dims) = out["clean"], out["far"]
+    return FoldResult(index, tuple(sorted({c.speaker for c in clips})), (), 0, y_true, scores, scores,
+                      dims_true=dims_true, int8_dims=dims, float_dims=dims,
+                      far={"int8_scores": far_scores, "float_scores": far_scores, "int8_dims": far_dims,
+                           "float_dims": far_dims},
+                      test_corpora=(corpus,), clip_corpora=(corpus,) * len(clips),
+                      clip_labels=tuple(c.label for c in clips))
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    """Seven corpora's mini subsets as held-out folds: four of the eight four-emotion corpora (CREMA-D's first
+    16 four-emotion clips), EmoSpeech (calm, angry, happy; its fearful is outside emotion4) and CORAA-SER with
+    its non-neutral clips labelled ``non-neutral``."""
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip("needs the shipped model")
+    tmp = tmp_path_factory.mktemp("headline")
+    crema = [c for c in load_corpus("crema-d", CREMA_D_MINI) if map_label(c, "emotion4")][:16]
+    ased = [(p, p.parent.name[2:].lower()) for p in sorted((SHARED / "ased-mini").glob("*/*.wav"))]
+    emospeech = [(p, p.name.split("-")[2]) for p in sorted((SHARED / "emospeech-mini").glob("*/*.wav"))
+                 if p.name.split("-")[2] in ("calm", "angry", "fearful", "happy")]
+    coraa = SHARED / "coraa-ser-mini" / "datasets" / "coraa-ser"
+    coraa_rows = [(p, "neutral") for p in sorted((coraa / "neutral").glob("*.wav"))]
+    coraa_rows += [(p, NON_NEUTRAL) for p in sorted(coraa.glob("non-neutral-*/*.wav"))]
+    corpora = [("tess", load_corpus("tess", TESS_MINI)), ("savee", load_corpus("savee", SAVEE_MINI)),
+               ("crema-d", crema), ("ased", _listed(tmp, "ased", ased)),
+               ("emospeech", _listed(tmp, "emospeech", emospeech)), ("coraa-ser", _listed(tmp, "coraa-ser", coraa_rows)),
+               ("turev-db", load_corpus("turev-db", TUREV_DB_MINI))]
+    results = [_fold(k, name, clips, tmp) for k, (name, clips) in enumerate(corpora)]
+    return results, loco_metrics(results, E4), (corpora, tmp)
+
+
+def test_headline_is_the_mean_over_the_four_emotion_corpora_present(held_out):
+    results, loco, _ = held_out
+    for condition in ("clean", "far"):
+        rows = {r["corpus"]: r for r in loco[condition]["int8"]["corpora"]}
+        h = loco[condition]["int8"]["headline"]
+        assert h["eight_corpora"] == ["crema-d", "tess", "savee", "turev-db", "ased"]  # FOUR_EMOTION_CORPORA order
+        e4 = [rows[c]["e4_ua"] for c in h["eight_corpora"]]
+        assert h["mean_e4_ua_eight"] == pytest.approx(np.mean(e4))
+        assert h["min_e4_ua_eight"] == min(e4) and rows[h["min_e4_ua_corpus"]]["e4_ua"] == min(e4)
+        assert h["issue8_corpora"] == ["crema-d", "tess", "savee", "turev-db"]
+        assert h["mean_e4_ua_issue8"] == pytest.approx(np.mean([rows[c]["e4_ua"] for c in h["issue8_corpora"]]))
+        assert h["issue8_mean_e4_ua"] == ISSUE8_LOCO[condition]["mean"]
+        # EmoSpeech: UA over the classes it has, decisions over all four labels
+        fold = next(r for r in results if r.test_corpora == ("emospeech",))
+        scores = fold.int8_scores if condition == "clean" else fold.far["int8_scores"]
+        assert h["emospeech_classes"] == ["neutral", "happy", "angry"]
+        assert h["emospeech_ua"] == pytest.approx(balanced_accuracy_score(fold.y_true, scores.argmax(axis=1)))
+        assert set(HEADLINE_KEYS) == set(h)
+    assert loco["calibration"]["per_corpus"] and 0.05 <= loco["calibration"]["temperature"] <= 20
+
+
+def test_non_neutral_clips_are_outside_ua_and_in_the_natural_neutral_figures(held_out):
+    results, loco, _ = held_out
+    fold = next(r for r in results if r.test_corpora == ("coraa-ser",))
+    neutral = np.array([label == "neutral" for label in fold.clip_labels])
+    assert neutral.sum() == 4 and (fold.y_true[~neutral] == NOT_A_CLASS).all()
+    assert np.array(loco["confusion"]["coraa-ser"]["clean"]).sum() == neutral.sum()
+    p_neutral = fold.int8_scores[:, E4.index("neutral")]
+    recall = float(np.mean(fold.int8_scores[neutral].argmax(axis=1) == E4.index("neutral")))
+    row = next(r for r in loco["clean"]["int8"]["corpora"] if r["corpus"] == "coraa-ser")
+    assert row["ua"] == pytest.approx(recall) and row["classes"] == ["neutral"]
+    h = loco["clean"]["int8"]["headline"]
+    assert h["coraa_neutral_recall"] == pytest.approx(recall)
+    assert h["coraa_neutral_auc"] == pytest.approx(roc_auc_score(neutral, p_neutral))
+    assert h["coraa_clips"] == {"neutral": 4, "non_neutral": 8}
+    assert "neutral_auc" not in next(r for r in loco["clean"]["int8"]["corpora"] if r["corpus"] == "tess")
+    # the calibration is fitted on the clips with a class only
+    known = [(scores[r.y_true != NOT_A_CLASS], r.y_true[r.y_true != NOT_A_CLASS], r.test_corpora[0])
+             for r in results for scores in (r.int8_scores, r.far["int8_scores"])]
+    assert loco["calibration"]["temperature"] == pytest.approx(calibration_from_parts(known)["temperature"])
+
+
+def test_fit_summary_and_report_show_the_headline_beside_issue_8(held_out, tmp_path):
+    results, loco, _ = held_out
+    h, fh = loco["clean"]["int8"]["headline"], loco["far"]["int8"]["headline"]
+    text = format_loco_table(loco)
+    assert f"emotion4 UA mean {h['mean_e4_ua_eight']:.3f} over 5 four-emotion corpora" in text
+    assert f"(issue 8: {ISSUE8_LOCO['clean']['mean']:.3f})" in text and "coraa-ser natural neutral" in text
+    save_results(tmp_path, {"name": "m", "labels": list(E4), "label_scheme": "emotion4",
+                            "metrics": json.loads(json.dumps({**pooled_metrics(results, E4), "loco": loco},
+                                                             default=json_default))})
+    report = render(tmp_path).read_text()
+    table = report[report.index("### Headline"):report.index("### Every figure")]
+    assert f"**{h['mean_e4_ua_eight']:.3f}** | **{fh['mean_e4_ua_eight']:.3f}**" in table
+    assert f"| {ISSUE8_LOCO['clean']['mean']:.3f} | {ISSUE8_LOCO['far']['mean']:.3f} |" in table
+    assert f"| {h['coraa_neutral_recall']:.3f} | {h['coraa_neutral_auc']:.3f} |" in table
+    for corpus in ("tess", "savee", "crema-d", "ased", "emospeech", "coraa-ser", "turev-db"):
+        assert f"| {corpus} |" in table
+        for condition in ("clean", "far"):
+            png = f"confusion_{corpus}_{condition}.png"
+            assert (tmp_path / png).stat().st_size > 0 and f"]({png})" in report
+
+
+def test_report_compares_runs_by_their_headline_mean_and_spread(held_out, tmp_path, capsys):
+    """Two runs of one recipe, here the same held-out folds heard in the stream orders of seeds 0 and 1 (the
+    order the adaptation meets the clips in, which a fit's seed sets): ``ser-train report RUN RUN`` gives each
+    run's headline and their mean and spread, and refuses a folder that is not a run."""
+    results, loco, (corpora, tmp) = held_out
+    other = loco_metrics([_fold(k, name, clips, tmp, seed=1) for k, (name, clips) in enumerate(corpora)], E4)
+    runs = []
+    for seed, figures in ((0, loco), (1, other)):
+        runs.append(tmp_path / f"m-seed{seed}")
+        runs[-1].mkdir()
+        saved = json.loads(json.dumps({"loco": figures}, default=json_default))
+        if seed == 1:  # a run older than the headline: it is recomputed from the corpus rows
+            for condition in ("clean", "far"):
+                del saved["loco"][condition]["int8"]["headline"]
+        save_results(runs[-1], {"name": "m", "seed": seed, "labels": list(E4), "label_scheme": "emotion4",
+                                "metrics": saved})
+    capsys.readouterr()
+    assert main(["report", *map(str, runs), "--json"]) == 0
+    comparison = json.loads(capsys.readouterr().out)
+    assert [r["seed"] for r in comparison["runs"]] == [0, 1]
+    for name, condition, key in (("clean_mean_e4_ua_eight", "clean", "mean_e4_ua_eight"),
+                                 ("far_mean_e4_ua_issue8", "far", "mean_e4_ua_issue8"),
+                                 ("clean_coraa_neutral_auc", "clean", "coraa_neutral_auc")):
+        values = [figures[condition]["int8"]["headline"][key] for figures in (loco, other)]
+        assert [r["figures"][name] for r in comparison["runs"]] == pytest.approx(values)
+        assert comparison["mean"][name] == pytest.approx(np.mean(values))
+        assert comparison["spread"][name] == pytest.approx(max(values) - min(values))
+    assert comparison["spread"]["clean_mean_e4_ua_eight"] > 0  # the order alone moves the headline
+    assert main(["report", *map(str, runs)]) == 0
+    table = capsys.readouterr().out
+    assert "| m-seed0 | 0 |" in table and "| spread (max - min) |" in table
+    assert f"{comparison['mean']['clean_mean_e4_ua_eight']:.3f}" in table.split("**mean**")[1].splitlines()[0]
+    assert main(["report", str(runs[0]), str(tmp_path)]) == 2
+    assert "expected a run directory with results.json" in capsys.readouterr().err

@@ -112,3 +112,64 @@ def test_cli_reports_a_bad_model_in_one_line(model_copy):
     assert result.stdout == ""
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "sha256 mismatch" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_shipped_model_states_its_training_corpora_licences_and_use():
+    """The model card in the manifest: every training corpus with its licence, and the use it inherits."""
+    manifest = load_manifest(SHIPPED_MODEL)
+    corpora = manifest.training["corpora"]
+    assert {c["kind"] for c in corpora} == {"ravdess", "crema-d", "tess", "savee", "turev-db"}
+    for corpus in corpora:
+        assert {"kind", "name", "language", "licence", "use"} <= set(corpus), corpus
+        assert corpus["licence"] and corpus["use"] and corpus["language"]
+    summary = manifest.use_summary()
+    assert "\n" not in summary
+    assert summary.startswith(manifest.training["use"])
+    for corpus in corpora:
+        assert f"{corpus['name']} {corpus['licence']}" in summary
+    # the fields are provenance: the sha256 covers the .tflite alone, so adding them kept the model loadable
+    assert manifest.sha256 == sha256_file(SHIPPED_MODEL)
+
+
+@pytest.mark.parametrize("change", [
+    lambda t: (t.pop("use"), [c.pop("licence") for c in t["corpora"]]),
+    lambda t: t.clear(),
+    lambda t: t.update(corpora=["ravdess", 3], use=""),
+], ids=["no-use-no-licences", "no-training", "malformed"])
+def test_a_manifest_without_a_model_card_says_the_licence_is_not_stated(model_copy, change):
+    _edit(model_copy, lambda d: change(d["training"]))
+    assert load_manifest(model_copy).use_summary() == "licence: not stated in the manifest"
+
+
+def test_a_corpus_without_a_licence_is_named_as_such(model_copy):
+    def drop_savee_licence(data):
+        next(c for c in data["training"]["corpora"] if c["kind"] == "savee").pop("licence")
+    _edit(model_copy, drop_savee_licence)
+    summary = load_manifest(model_copy).use_summary()
+    assert "SAVEE licence not stated" in summary and "RAVDESS CC BY-NC-SA 4.0" in summary
+
+
+@pytest.mark.parametrize("licences", [False, True], ids=["without-licences", "with-licences"])
+def test_manifest_with_or_without_the_training_corpora_licences(model_copy, licences):
+    """Manifests written before ``training.corpora`` carried each corpus's licence (``{"name": kind,
+    "clips", "speakers"}``, no ``training.use``) load as well as those with it; both keep the block as
+    written, and ``evaluate`` finds the trained corpora by kind in either."""
+    from trainer.corpora import Clip
+    from trainer.corpora.licences import corpus_record, most_restrictive_use
+    from trainer.recipes.evaluate import seen_in_training
+
+    kinds = ("ravdess", "crema-d", "emovo")
+    if licences:
+        corpora = [{**corpus_record(kind), "clips": 10, "speakers": 2} for kind in kinds]
+        training = {"corpora": corpora, "use": most_restrictive_use(kinds)}
+    else:
+        training = {"corpora": [{"name": kind, "clips": 10, "speakers": 2} for kind in kinds]}
+    _edit(model_copy, lambda d: d.update(training=training))
+    manifest = load_model(model_copy).manifest
+    assert manifest.training == training
+    assert json.loads(json.dumps(manifest.to_dict()))["training"] == training
+    clips = [Clip(path=None, label="sad", speaker="emovo:f1", corpus="emovo"),
+             Clip(path=None, label="sad", speaker="nemo:EB0", corpus="nemo")]
+    assert [line.split(":")[0] for line in seen_in_training(clips, manifest.training)] == ["emovo"]
+    if licences:
+        assert manifest.training["use"] == "non-commercial research use only"  # EMOVO's, the most restrictive

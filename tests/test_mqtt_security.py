@@ -258,6 +258,31 @@ def test_check_config_names_a_missing_tls_ca_file(tmp_path):
     assert len(lines) == 1 and "mqtt.tls_ca_file" in lines[0] and str(missing) in lines[0], result.stderr
 
 
+@pytest.mark.parametrize("case", ["ca-not-pem", "cert-not-pem", "key-not-pem", "key-of-another-cert"])
+def test_check_config_loads_the_tls_files(pki, tmp_path, case):
+    """Issue 18 item 5: TLS files that are not PEM, or a key that does not match its certificate,
+    passed check-config and gave a 29-line ssl.SSLError traceback at start."""
+    not_pem = tmp_path / "not-pem.crt"
+    not_pem.write_bytes(b"\x30\x82\x01\x0a" + bytes(range(256)))  # DER-looking bytes, not PEM
+    files, named, expected = {
+        "ca-not-pem": ({"tls_ca_file": not_pem}, not_pem, "expected tls_ca_file to hold PEM CA certificates"),
+        "cert-not-pem": ({"tls_ca_file": pki.ca_cert, "tls_certfile": not_pem, "tls_keyfile": pki.client_key},
+                         not_pem, "expected tls_certfile to hold a PEM certificate"),
+        "key-not-pem": ({"tls_ca_file": pki.ca_cert, "tls_certfile": pki.client_cert, "tls_keyfile": not_pem},
+                        not_pem, "expected tls_keyfile to hold a PEM private key"),
+        "key-of-another-cert": ({"tls_ca_file": pki.ca_cert, "tls_certfile": pki.client_cert,
+                                 "tls_keyfile": pki.server_key}, pki.server_key,
+                                f"expected tls_keyfile to hold the key of the certificate in {pki.client_cert}"),
+    }[case]
+    config = tmp_path / "c.toml"
+    config.write_text("[mqtt]\n" + "".join(f"{key} = {json.dumps(str(path))}\n" for key, path in files.items()))
+    for args in (["check-config", str(config)], ["replay", str(CLIPS[0]), "--config", str(config)]):
+        result = _ser_edge(*args, "--model", str(SHIPPED_MODEL))
+        assert result.returncode == EX_CONFIG, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0] and str(named) in lines[0], result.stderr
+
+
 def _wait_for_subscription(broker: MosquittoBroker, n_clients: int) -> None:
     """Wait until ``n_clients`` ``ser-edge listen`` clients got their SUBACK (mosquitto's log)."""
     subscribed = wait_until(lambda: broker.log_path.read_text(errors="replace").count(

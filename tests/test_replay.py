@@ -141,3 +141,53 @@ def test_replay_output_reads_right():
         assert event.start_time <= event.end_time <= event.time, event  # RFC 3339 UTC ms: text order is time order
     summary = next(line for line in many.stderr.splitlines() if "processed " in line)
     assert re.search(rf": \d+ utterances, {len(events)} events, \d+x real time \(audio s per CPU s\)$", summary), summary
+
+
+# ------------------------------------------------------------------ issue 18 item 10: a closed or full stdout
+
+
+def _long_wav(tmp_path: Path) -> Path:
+    """The speech sample four times over (about 56 s, 16 events): the reader of its events has gone
+    long before the last is written."""
+    import numpy as np
+    import soundfile
+    from paths import SAMPLE
+
+    speech, rate = soundfile.read(str(SAMPLE), dtype="int16")
+    path = tmp_path / "long.wav"
+    soundfile.write(str(path), np.tile(speech, 4), rate, subtype="PCM_16")
+    return path
+
+
+def _ser_edge() -> list[str]:
+    installed = shutil.which("ser-edge", path=str(Path(sys.executable).parent))
+    return [installed] if installed else SER_EDGE
+
+
+def test_stdout_closed_by_head_ends_quietly_with_status_0(tmp_path):
+    """``ser-edge replay long.wav --sink stdout | head -1`` with real pipes: head prints one event and
+    exits; ser-edge's next write gets EPIPE: it says so in one INFO line and exits 0 (it was a
+    BrokenPipeError traceback and status 1)."""
+    long_wav = _long_wav(tmp_path)
+    replay = subprocess.Popen([*_ser_edge(), "replay", str(long_wav), "--sink", "stdout", "--model", str(SHIPPED_MODEL)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    head = subprocess.Popen(["head", "-1"], stdin=replay.stdout, stdout=subprocess.PIPE, text=True)
+    replay.stdout.close()  # head holds the only read end
+    first, _ = head.communicate(timeout=120)
+    stderr = replay.stderr.read()
+    assert replay.wait(120) == 0, stderr
+    assert EmotionEvent.from_json(first.strip()).seq == 0
+    assert "standard output closed by its reader after" in stderr  # the EPIPE did happen
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr and "Error" not in stderr
+
+
+def test_stdout_on_a_full_device_is_one_line_and_status_1(tmp_path):
+    """Standard output on /dev/full (ENOSPC): one line naming the cause, status 1, no traceback."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([*_ser_edge(), "replay", str(_long_wav(tmp_path)), "--sink", "stdout", "--model",
+                                 str(SHIPPED_MODEL)], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+                                check=False)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "standard output" in line]
+    assert len(errors) == 1 and "No space left on device" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr

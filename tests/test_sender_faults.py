@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
 from helpers import NotifySocket
 from paths import SHIPPED_MODEL
@@ -93,3 +94,50 @@ def test_the_watchdog_is_not_fed_while_unhealthy(tmp_path: Path, monkeypatch) ->
     finally:
         notify.close()
     assert [d for _, d in notify.datagrams] == ["WATCHDOG=1", "WATCHDOG=1"]
+
+
+def test_the_daemon_exits_1_when_the_paho_network_thread_dies(mosquitto, tmp_path: Path, monkeypatch,
+                                                              caplog) -> None:
+    """Issue 18 item 14: an exception that paho does not catch ends its network thread (``loop_start``'s
+    ``loop_forever``): nothing is sent or received. The fault is injected into paho's loop (its
+    keep-alive check, run on every pass); the detection, the log line and the exit are the real ones."""
+    if len(str(tmp_path / "notify")) > 100:
+        pytest.skip(f"tmp path too long for an AF_UNIX socket: {tmp_path}")
+    notify = NotifySocket(tmp_path / "notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    die = threading.Event()
+    original = paho.Client._check_keepalive
+
+    def check_keepalive_then_die(self) -> None:
+        if die.is_set():
+            raise RuntimeError("injected fault in paho's network loop")
+        original(self)
+
+    monkeypatch.setattr(paho.Client, "_check_keepalive", check_keepalive_then_die)
+    settings = parse_settings({
+        "device_id": "dead-network-pi", "model": {"path": str(SHIPPED_MODEL)},
+        "audio": {"input_command": SILENCE_COMMAND},
+        "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
+    })
+    stop = StopFlag()
+    result: list[int] = []
+    caplog.set_level(logging.INFO)
+    daemon = threading.Thread(target=lambda: result.append(run_microphone(settings, stop,
+                                                                          SystemdNotifier(str(notify.path)))))
+    daemon.start()
+    try:
+        notify.wait_for("WATCHDOG=1", 2)
+        die.set()
+        daemon.join(WAIT_S)
+        exited_by_itself = not daemon.is_alive()
+    finally:
+        stop.event.set()
+        daemon.join(WAIT_S)
+        notify.close()
+    assert exited_by_itself, "the daemon kept running with paho's network thread dead"
+    assert result == [EXIT_FAILURE]
+    deaths = [r for r in caplog.records if "network thread (paho) died" in r.getMessage()]
+    assert len(deaths) == 1 and deaths[0].levelno == logging.CRITICAL, caplog.text
+    assert "injected fault in paho's network loop" in deaths[0].getMessage()
+    assert [d for _, d in notify.datagrams][-1] == "STOPPING=1"

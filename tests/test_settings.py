@@ -25,7 +25,7 @@ def test_example_config_documents_every_key_with_its_default():
     assert parsed == defaults  # the example shows the defaults
     documented = {f"{table}.{key}" for table, values in data.items() if isinstance(values, dict) for key in values}
     tables = {"model": parsed.model, "audio": parsed.audio, "mqtt": parsed.mqtt, "homeassistant": parsed.homeassistant,
-              "decision": parsed.decision, "vad": parsed.decision.vad}
+              "decision": parsed.decision, "vad": parsed.decision.vad, "mood": parsed.mood}
     not_in_file = {"mqtt.password", "mqtt.state_dir", "decision.vad"}  # a secret, state_directory's, the [vad] table
     expected = {f"{table}.{f.name}" for table, value in tables.items() for f in dataclasses.fields(value)} - not_in_file
     assert expected - documented == set()  # every key is in the example (the [decision] keys too)
@@ -68,7 +68,7 @@ def test_password_comes_from_environment_or_file(tmp_path):
     ("[audio]\nblock_ms = true\n", "audio.block_ms: expected float, got bool"),
     ("mqtt = 3\n", "mqtt: expected a table"),
     ("[mqtt\n", "invalid TOML"),
-    ("[mqtt]\nstats_interval_s = -1\n", r"mqtt.stats_interval_s: expected a value in \[0, 86400\]"),
+    ("[mqtt]\nstats_interval_s = -1\n", r"mqtt.stats_interval_s: expected 0 \(no statistics\) or 1..86400 s"),
     ("[homeassistant]\ndiscovery_prefix = \"ha/#\"\n", "homeassistant: discovery_prefix: expected"),
     ("[homeassistant]\nenabled = \"yes\"\n", "homeassistant.enabled: expected bool"),
     # issue 10: each of these passed check-config and then broke the daemon (or gave a traceback)
@@ -93,6 +93,16 @@ def test_password_comes_from_environment_or_file(tmp_path):
     ("[model]\nnum_threads = 100000\n", "model.num_threads: expected 1.."),
     ("[mqtt]\nreconnect_min_s = nan\n", "mqtt.reconnect_min_s: expected a finite number"),
     ("[mqtt]\nprotocol = \"3\"\n", "mqtt: expected protocol in"),
+    # issue 18 item 5: these passed check-config and then broke the daemon
+    ("device_id = \"kitchen\\tpi\"\n", r"device_id: expected no control character.*\(U\+0009\)"),
+    ("device_id = \"kitchen\\npi\"\n", r"device_id: expected no control character.*\(U\+000A\)"),
+    ("device_id = \"kitchen\\u007fpi\"\n", r"device_id: expected no control character.*\(U\+007F\)"),
+    ("device_id = \"kitchen\\u0085pi\"\n", r"device_id: expected no control character.*\(U\+0085\)"),
+    ("[mqtt]\ntopic_prefix = \"ser\\u001b\"\n", r"expected no control character in topic prefix"),
+    ("[mqtt]\nclient_id = \"a\\rb\"\n", r"mqtt.client_id: expected no control character"),
+    ("[homeassistant]\ndiscovery_prefix = \"ha\\u0001\"\n", r"discovery_prefix: expected no control character"),
+    ("[mqtt]\nstats_interval_s = 1e-9\n", r"mqtt.stats_interval_s: expected 0 \(no statistics\) or 1..86400 s, got 1e-09"),
+    ("[mqtt]\nstats_interval_s = 0.5\n", r"mqtt.stats_interval_s: expected 0 \(no statistics\) or 1..86400 s"),
 ])
 def test_config_errors_are_one_line_exit_78(tmp_path, text, message):
     config = tmp_path / "bad.toml"

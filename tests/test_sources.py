@@ -105,7 +105,7 @@ def test_raw_pcm_with_format_flags_and_a_clear_error_without(clip: Path, tmp_pat
     assert b"headerless PCM: give its format, e.g. --raw-format s16le" in bare.stderr
     garbage = _replay("-", stdin=b"not audio at all" * 100)
     assert garbage.returncode == 1 and b"Traceback" not in garbage.stderr
-    assert b"standard input: expected a WAV or FLAC stream" in garbage.stderr
+    assert b"standard input: expected a WAV, AIFF or FLAC stream, got another format; for headerless PCM give" in garbage.stderr
     bad = _replay(str(raw), "--raw-format", "s16le", "--rate", "0")
     assert bad.returncode == 2 and b"expected a rate in 1..384000 Hz" in bad.stderr
 
@@ -179,7 +179,46 @@ def test_a_failing_or_non_finite_input_command_is_reported_and_retried(tmp_path:
     daemon = Daemon(["--input-command", nan, "--raw-format", "f32le", "--device-id", "cmd-nan",
                      "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port)], tmp_path)
     try:
-        daemon.wait_for_lines(r"input command stopped: input command: expected finite samples, got \d+ NaN/inf")
+        daemon.wait_for_lines(r"input command: expected finite samples, got \d+ NaN/inf; reopening in")
         daemon.wait_for_lines(r"input command started", 2)
     finally:
         assert daemon.terminate() == 0
+
+
+@pytest.mark.slow
+def test_a_command_that_delivers_a_little_audio_and_exits_is_restarted_with_growing_delays(
+        tmp_path: Path, mosquitto) -> None:
+    """Issue 18 item 7: ``head -c 9600 /dev/zero`` (0.3 s of audio, then exit 0) was restarted every
+    second forever. Now each restart is logged with its delay, and the delays double from
+    ``reopen_min_s`` up to ``reopen_max_s`` (the run is never healthy for HEALTHY_AFTER_S)."""
+    min_s, max_s, restarts = 0.1, 0.8, 6
+    config = tmp_path / "ser-edge.toml"
+    config.write_text(f"[audio]\nreopen_min_s = {min_s}\nreopen_max_s = {max_s}\n")
+    daemon = Daemon(["--config", str(config), "--input-command", "head -c 9600 /dev/zero", "--device-id",
+                     "cmd-short", "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port)], tmp_path)
+    try:
+        lines = daemon.wait_for_lines(r"input command lost; reopening in [\d.]+ s", restarts)
+    finally:
+        assert daemon.terminate() == 0
+    delays = [float(re.search(r"reopening in ([\d.]+) s", line).group(1)) for line in lines[:restarts]]
+    assert delays == [min(min_s * 2 ** i, max_s) for i in range(restarts)], "\n".join(daemon.lines[-40:])
+    assert len(daemon.wait_for_lines("input command started")) >= restarts
+
+
+@pytest.mark.slow
+def test_a_clipping_input_command_gives_one_warning_line_then_counts(tmp_path: Path, mosquitto) -> None:
+    """Issue 18 item 8 (``cat /dev/urandom`` as input: 194,874 lines in 20 s): loud random noise from
+    an input command, restarted when it ends, gives one clipping warning in all, then counts of the
+    clipped blocks (at most one line a minute, and the rest at the stop)."""
+    noise = np.clip(np.random.default_rng(8).normal(0, 4, 16000 * 3), -1, 1)
+    raw = tmp_path / "noise.raw"
+    raw.write_bytes((noise * 32767).astype("<i2").tobytes())
+    daemon = Daemon(["--input-command", f"cat {raw}", "--device-id", "cmd-clip", "--mqtt-host", mosquitto.host,
+                     "--mqtt-port", str(mosquitto.port)], tmp_path)
+    try:
+        daemon.wait_for_lines(r"input command started", 3)  # the noise was read (and clipped) twice at least
+    finally:
+        assert daemon.terminate() == 0
+    warnings = [line for line in daemon.lines if "clipping (" in line]
+    counts = [int(m.group(1)) for line in daemon.lines if (m := re.search(r"(\d+) more clipped blocks", line))]
+    assert len(warnings) == 1 and counts and sum(counts) >= 2 * 30 - 1, "\n".join(daemon.lines[-40:])

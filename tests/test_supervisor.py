@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge.audio.io import MicUnavailable
-from edge.audio.live import Supervisor
+from edge.audio.live import HEALTHY_AFTER_S, Supervisor
 
 
 class ScriptedSource:
@@ -25,6 +25,7 @@ class ScriptedSource:
         self.captured_at = 0.0
         self.overflows = 0
         self.dropped_blocks = 0
+        self.on_read = lambda: None
 
     @property
     def alive(self) -> bool:
@@ -40,6 +41,7 @@ class ScriptedSource:
     def read(self, timeout_s: float) -> np.ndarray | None:
         if not self.pending:
             return None
+        self.on_read()
         self.blocks += 1
         return self.pending.pop(0)
 
@@ -91,14 +93,22 @@ def test_an_unavailable_source_is_retried_with_doubling_backoff_capped_at_the_ma
     assert ("opened", 16000) in recorder.calls and len(blocks) == 1
 
 
-def test_the_backoff_starts_anew_once_the_reopened_source_delivers():
-    ok = np.zeros(4, np.float32)
-    source = ScriptedSource([MicUnavailable("busy"), None, None], [ok, ok, np.array([np.inf], np.float32)])
-    supervisor, recorder, _ = _supervisor(source)
-    for _ in range(10):
+def test_the_backoff_grows_while_runs_are_short_and_starts_anew_after_a_healthy_run():
+    """Issue 18 item 7: a source that delivers a few blocks and dies again is reopened with a growing
+    delay (it used to reset after two blocks: a restart every second forever); only a run of
+    HEALTHY_AFTER_S since the open resets the backoff to the minimum."""
+    block_s = 0.1
+    ok, bad = np.zeros(1600, np.float32), np.array([np.inf], np.float32)
+    healthy_blocks = int(HEALTHY_AFTER_S / block_s) + 1
+    script = [ok] * 3 + [bad] + [ok] * 3 + [bad] + [ok] * 3 + [bad] + [ok] * healthy_blocks + [bad] + [bad]
+    source = ScriptedSource([None] * 6, script)
+    supervisor, recorder, fake = _supervisor(source)
+    source.on_read = lambda: setattr(fake, "now", fake.now + block_s)  # each block is 0.1 s of audio
+    for _ in range(len(script) + 20):
         supervisor.read(0.0)
     failures = [c[1:] for c in recorder.calls if c[0] == "failed"]
-    assert failures == [("unavailable", 1.0), ("bad samples", 1.0)]  # not 2.0: two blocks came in between
+    assert failures == [("bad samples", 1.0), ("bad samples", 2.0), ("bad samples", 4.0),
+                        ("bad samples", 1.0), ("bad samples", 2.0)]
 
 
 def test_non_finite_samples_close_the_source_and_count_as_a_failure():

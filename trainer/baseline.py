@@ -86,6 +86,7 @@ def features_of(clips: list[Clip], cache_dir: Path | None = None, progress: bool
     """``(n_clips, 180)`` float32 features of every clip (audio through ``edge.audio.load_audio``),
     cached per clip as ``.npy`` under ``cache_dir / "mlp"`` keyed by path, size and mtime."""
     from edge.audio.io import load_audio
+    from trainer.featurize import quiet_clipping_warnings
 
     out = np.empty((len(clips), N_MFCC + N_CHROMA + N_MELS), dtype=np.float32)
     for i, clip in enumerate(tqdm(clips, desc="MLP features", unit="clip", disable=not progress, leave=False)):
@@ -97,7 +98,8 @@ def features_of(clips: list[Clip], cache_dir: Path | None = None, progress: bool
             if target.is_file():
                 out[i] = np.load(target)
                 continue
-        out[i] = clip_features(load_audio(clip.path, SAMPLE_RATE_HZ))
+        with quiet_clipping_warnings():  # fit reports clipping once per corpus (trainer.featurize.report_clipping)
+            out[i] = clip_features(load_audio(clip.path, SAMPLE_RATE_HZ))
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npy")  # a reader never sees half a file

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--speed", default=None, metavar="F,F,...",
                      help="speed perturbation: also train on the clips resampled to these speeds, e.g. 0.9,1.1; "
                      "'none' = off (default 0.9,1.1). 0.8,0.9,1.1,1.2 gained in a short screen but not at full "
-                     "length (README)")
+                     "length: LOCO UA 0.482 against 0.494 (docs/research-log.md)")
     fit.add_argument("--noise-variants", type=int, default=None, metavar="N",
                      help="also train on N versions of each clip with pink noise at a random SNR (see --snr) "
                      "(default 0: off)")
@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop each fold after 15 epochs without a better UA on its validation speakers and "
                      "keep its best epoch; the final model then trains for the folds' median best epoch. "
                      "Default off: every fold runs all --epochs on all its training speakers, which scored "
-                     "higher on RAVDESS (see README)")
+                     "higher on RAVDESS: 6-fold int8 UA 0.640 against 0.621 with early stopping on 4 of the 20 "
+                     "training actors, mean of seeds 0 and 1, and in 8.5 instead of 13-15 min "
+                     "(docs/research-log.md)")
     fit.add_argument("--validation-speakers", type=non_negative_int, default=None, metavar="N",
                      help="speakers per corpus held out of each fold's training, for --early-stopping (for "
                      "RAVDESS the next fold's actors) or just to record validation curves; default 4 with "
@@ -136,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "twice per epoch, weighted by class; default 6000)")
     fit.add_argument("--balance", choices=("clips", "speakers"), default=None,
                      help="weigh each corpus in the windows drawn by the square root of its clips or of its speakers "
-                     "(default clips; speakers measured no better, README)")
+                     "(default clips; speakers measured no better: LOCO UA 0.490 against 0.494, docs/research-log.md)")
     fit.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                      help="time constant of the normalisation that adapts on the device, in seconds of speech "
                      "(0: fixed training statistics; default 120)")
@@ -151,15 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--pitch", action="store_true",
                      help="append the frame's F0 (log2 re 100 Hz) and clarity to its MFCCs (McLeod pitch method, "
                      "edge.dsp.features.pitch_features; the device computes them too): a new front end, so the "
-                     "feature cache fills anew. On the five corpora it lowered LOCO UA (README)")
+                     "feature cache fills anew. On the five corpora it lowered LOCO UA, 0.465 against 0.494, and doubled "
+                     "the pipeline's CPU time (docs/research-log.md)")
     fit.add_argument("--mfcc", type=positive_int, default=None, metavar="N",
                      help="MFCCs per frame, 1..n_mels (40): fewer keep only the coarse spectral envelope (a new "
-                     "front end, so the feature cache fills anew; default 40). 13 and 20 lowered LOCO UA in a screen (README)")
+                     "front end, so the feature cache fills anew; default 40). 13 and 20 lowered LOCO UA in a screen, 0.435 "
+                     "against 0.451 (docs/research-log.md)")
     fit.add_argument("--adversary", type=float, default=None, metavar="WEIGHT",
                      help="corpus-adversarial training: a corpus classifier behind gradient reversal of this final "
                      "strength (ramped up from 0; Ganin et al. 2016) pushes the features to not tell the training "
                      "corpora apart. 0 = off (default); needs two or more training corpora and the dimensions head. "
-                     "0.5 lowered LOCO UA on the five corpora (README)")
+                     "0.5 lowered LOCO UA on the five corpora, 0.474 against 0.494 (docs/research-log.md)")
     fit.add_argument("--no-dimensions", action="store_true",
                      help="no arousal/valence head (a classifier only, softmax output)")
     fit.add_argument("--no-far-field-eval", action="store_true", help="skip the far-field evaluation condition")
@@ -176,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "evaluate",
         help="score a corpus with a model through the edge runtime; print UA, WA, per-class recall, confusion",
-        description="Score every clip through edge.pipeline.classify_features with the int8 model, as the daemon would.",
+        description="Score every clip through edge.pipeline.classify_features with the int8 model, as the daemon would. "
+        "Clips labelled non-neutral (a partial label, CORAA-SER) are scored but left out of UA and the confusion "
+        "matrix; they count in the natural-neutral figures.",
     )
     ev.add_argument("--model", type=Path, required=True, metavar="models/NAME.tflite")
     ev.add_argument("--corpus", action="append", type=parse_corpus, required=True, metavar="KIND=PATH",
@@ -184,7 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--labels", default=None, metavar="a,b,...",
                     help="decide among these model labels only (argmax over their scores); clips of other labels "
                     "are excluded and counted")
-    add_scoring_output(ev, "print the metrics as JSON")
+    ev.add_argument("--scores", type=Path, default=None, metavar="FILE.csv",
+                    help="write one CSV row per scored clip: path, corpus, speaker, label, predicted, p_<label> "
+                    "(each of the model's labels, calibrated probability), arousal, valence (empty without those "
+                    "outputs), unsure (1 when the top probability is below the manifest's unsure_below)")
+    add_scoring_output(ev, "print the metrics as JSON: ua, wa, macro_f1, per_class, confusion, clips, ...; with "
+                       "arousal/valence outputs also arousal_auc (ROC AUC of arousal, high = angry, happy, fearful, "
+                       "surprised vs low = neutral, calm, sad) and valence_auc (happy vs angry, sad, fearful, "
+                       "disgust), null with *_auc_reason when a side has no clip; with clips labelled non-neutral "
+                       "natural_neutral (neutral recall, ROC AUC of P(neutral) against non-neutral)")
 
     rs = sub.add_parser("rescore", help="re-score a leave-one-corpus-out run under other adaptation settings",
                         description="Score every held-out corpus of a leave-one-corpus-out run again with its fold's "
@@ -215,9 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the run's final model manifest (NAME.json) to update; it must name the run's command")
     cb.add_argument("--json", action="store_true", help="print the calibration as JSON")
 
-    rp = sub.add_parser("report", help="regenerate a run's report.md and PNGs from its results.json",
-                        description="Render runs/NAME-<UTC>/report.md and its figures from the saved results.json.")
-    rp.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    rp = sub.add_parser("report", help="regenerate a run's report.md and PNGs from its results.json; compare runs "
+                        "(seeds) by their headline",
+                        description="Render runs/NAME-<UTC>/report.md and its figures from the saved results.json. "
+                        "With several run folders (the same recipe fitted with --seed 0, --seed 1, ...), print instead "
+                        "each run's leave-one-corpus-out headline (int8: emotion4 UA mean over the four-emotion "
+                        "corpora, clean and far-field, the lowest corpus, issue 8's five, EmoSpeech, CORAA-SER's "
+                        "natural-neutral figures) with their mean, spread (max - min) and standard deviation.")
+    rp.add_argument("run_dir", type=Path, nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--json", action="store_true", help="print the comparison of the runs as JSON (even for one run)")
     return parser
 
 

@@ -23,7 +23,7 @@ from trainer.evaluate import keras_score, score_clips
 from trainer.export import write_model
 from trainer.featurize import ClipFeatures, Perturbation
 from trainer.folds import Fold
-from trainer.metrics import summarize
+from trainer.metrics import NOT_A_CLASS, summarize
 from trainer.train import fit_and_convert
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,9 @@ class FoldResult:
     """Native labels of the test clips (for emotion4 scoring of models with more labels)."""
     clip_corpora: tuple[str, ...] = ()
     """Corpus of each test clip, in the order of ``y_true``."""
+    clip_labels: tuple[str, ...] = ()
+    """Label of each test clip, in the order of ``y_true``: a model label, or a partial one such as
+    ``non-neutral`` (its ``y_true`` is :data:`trainer.metrics.NOT_A_CLASS`)."""
     model_files: dict[str, bytes] = dataclasses.field(default_factory=dict, repr=False)
     """The fold's int8 model as the device reads it: ``{".tflite": bytes, ".json": bytes}`` (the manifest),
     for analyses after the run (:func:`trainer.recipes.runs.save_fold_models`)."""
@@ -96,7 +99,7 @@ def run_fold(
         by["train"], by["val"], labels, params, frames, train_params, progress, f"fold {fold.index}", history, dims
     )
     index = {label: k for k, label in enumerate(labels)}
-    y_true = np.array([index[c.clip.label] for c in by["test"]])
+    y_true = np.array([index.get(c.clip.label, NOT_A_CLASS) for c in by["test"]], dtype=np.int64)
     dims_true = None
     if dims is not None:
         dims_true = np.array([dims.get(str(c.clip.path), (np.nan, np.nan)) for c in by["test"]], dtype=np.float32)
@@ -124,7 +127,8 @@ def run_fold(
     return FoldResult(fold.index, fold.test, fold.validation, best_epoch, y_true, int8_scores, float_scores,
                       history, dims_true, int8_dims, float_dims, far,
                       tuple(sorted({c.clip.corpus for c in by["test"]})),
-                      clip_corpora=tuple(c.clip.corpus for c in by["test"]), model_files=model_files)
+                      clip_corpora=tuple(c.clip.corpus for c in by["test"]),
+                      clip_labels=tuple(c.clip.label for c in by["test"]), model_files=model_files)
 
 
 def limit_threads(threads: int = 1) -> None:

@@ -3,12 +3,16 @@
 Features are cached per clip under ``cache/features/`` as ``.npz``, keyed by the clip's absolute
 path, size and mtime, the perturbation (speed, noise), and a hash of the feature parameters (without mean/std)
 and of the front end's source (``edge/features.py``, ``edge/audio.py``), so a changed file or
-front end is recomputed and nothing stale is reused.
+front end is recomputed and nothing stale is reused. Each entry also keeps the clip's count of clipped
+samples: the device reader's per-file clipping warning is held back while the trainer reads corpora,
+and :func:`report_clipping` sums clipping up per corpus instead (``fit``: ``RUN/clipped.csv``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import csv
 import functools
 import hashlib
 import json
@@ -16,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -42,6 +47,10 @@ class ClipFeatures:
     mfcc: np.ndarray
     log_energy: np.ndarray
     variants: tuple[tuple[np.ndarray, np.ndarray], ...] = field(default=(), repr=False)
+    clipped_samples: int | None = None
+    """Samples of the clip's audio (before any perturbation) at or above ``edge.audio.io.CLIPPING_LEVEL``
+    (full scale, the device's clipping test), counted on the front end's input (resampled to the feature
+    rate); ``None`` when not known (a perturbed version read from a cache written before the count)."""
 
 
 def front_end_hash(params: FeatureParams) -> str:
@@ -146,11 +155,46 @@ def babble_pool(clips: list[Clip]) -> dict[str, list[tuple[str, Path]]]:
     return pools
 
 
+class _DropClippingWarning(logging.Filter):
+    """Drops the device reader's per-file clipping lines (``edge.audio.io.ClippingMonitor``'s warning
+    and its counts): the trainer reads thousands of clips and reports clipping once per corpus instead
+    (:func:`report_clipping`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.funcName not in ("check", "flush", "check_samples")
+
+
+_CLIPPING_FILTER = _DropClippingWarning()
+
+
+@contextlib.contextmanager
+def quiet_clipping_warnings() -> Iterator[None]:
+    """Within the block, the device reader's per-file clipping warning is not logged (nested blocks are
+    fine); batch readers count clipping themselves instead (:attr:`ClipFeatures.clipped_samples`)."""
+    io_logger = logging.getLogger("edge.audio.io")
+    outermost = _CLIPPING_FILTER not in io_logger.filters
+    io_logger.addFilter(_CLIPPING_FILTER)
+    try:
+        yield
+    finally:
+        if outermost:
+            io_logger.removeFilter(_CLIPPING_FILTER)
+
+
+def clipped_samples(samples: np.ndarray) -> int:
+    """How many of ``samples`` (float, full scale 1.0) are at or above the device's clipping level
+    ``edge.audio.io.CLIPPING_LEVEL``."""
+    from edge.audio.io import CLIPPING_LEVEL
+
+    return int(np.count_nonzero(np.abs(samples) >= CLIPPING_LEVEL))
+
+
 @functools.lru_cache(maxsize=64)
 def _load_16k(path: Path) -> np.ndarray:
     from edge.audio.io import load_audio
 
-    return load_audio(path, 16000)
+    with quiet_clipping_warnings():
+        return load_audio(path, 16000)
 
 
 def cache_path(clip: Clip, params: FeatureParams, cache_dir: Path, perturbation: Perturbation = Perturbation(),
@@ -185,22 +229,51 @@ def compute(path: Path, params: FeatureParams, perturbation: Perturbation = Pert
     """MFCC and log energy of one audio file (:func:`edge.dsp.frontend.compute`), loaded and resampled by
     ``edge.audio.io.load_audio``
     (and perturbed first unless ``perturbation`` is the identity; ``babble``: clips of other speakers)."""
+    mfcc, log_energy, _ = _compute(path, params, perturbation, babble)
+    return mfcc, log_energy
+
+
+def _compute(path: Path, params: FeatureParams, perturbation: Perturbation,
+             babble: tuple[Path, ...]) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`compute` and the clip's :func:`clipped_samples` before the perturbation."""
     from edge.audio.io import load_audio
     from edge.dsp.frontend import compute as front_end
 
-    sources = [_load_16k(b) for b in babble] if perturbation.far_field else None
-    samples = perturbation.apply(load_audio(path, params.sample_rate_hz), path.name, sources)
-    return front_end(samples, params)  # MFCC + gating energy, as Pipeline.process pairs them
+    with quiet_clipping_warnings():
+        sources = [_load_16k(b) for b in babble] if perturbation.far_field else None
+        samples = load_audio(path, params.sample_rate_hz)
+    clipped = clipped_samples(samples)
+    mfcc, log_energy = front_end(perturbation.apply(samples, path.name, sources), params)  # as Pipeline.process pairs them
+    return mfcc, log_energy, clipped
+
+
+def _save(target: Path, **arrays) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npz")  # two fits sharing a cache never share a tmp file
+    np.savez(tmp, **arrays)
+    tmp.replace(target)
 
 
 def _compute_to_cache(path: Path, params: FeatureParams, target: Path, perturbation: Perturbation,
                       babble: tuple[Path, ...] = ()) -> Path:
-    mfcc, log_energy = compute(path, params, perturbation, babble)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.npz")  # two fits sharing a cache never share a tmp file
-    np.savez(tmp, mfcc=mfcc, log_energy=log_energy)
-    tmp.replace(target)
+    mfcc, log_energy, clipped = _compute(path, params, perturbation, babble)
+    _save(target, mfcc=mfcc, log_energy=log_energy, clipped_samples=np.int64(clipped))
     return target
+
+
+def _cached(clip: Clip, target: Path, params: FeatureParams, count_clipping: bool) -> ClipFeatures:
+    """The cached features of ``clip``; with ``count_clipping``, an entry cached before the clipping
+    count gets it now (the audio read once more) and is rewritten with it."""
+    with np.load(target) as data:
+        arrays = {key: data[key] for key in data.files}
+    if "clipped_samples" not in arrays and count_clipping:
+        from edge.audio.io import load_audio
+
+        with quiet_clipping_warnings():
+            arrays["clipped_samples"] = np.int64(clipped_samples(load_audio(clip.path, params.sample_rate_hz)))
+        _save(target, **arrays)
+    clipped = int(arrays["clipped_samples"]) if "clipped_samples" in arrays else None
+    return ClipFeatures(clip, arrays["mfcc"], arrays["log_energy"], clipped_samples=clipped)
 
 
 def featurize(
@@ -244,11 +317,39 @@ def featurize(
                 _compute_to_cache(clips[i].path, params, targets[i], perturbation, babble(clips[i]))
                 bar.update()
         bar.close()
-    out = []
-    for clip, target in zip(clips, targets, strict=True):
-        with np.load(target) as data:
-            out.append(ClipFeatures(clip, data["mfcc"], data["log_energy"]))
-    return out
+    return [_cached(clip, target, params, perturbation.is_identity) for clip, target in zip(clips, targets, strict=True)]
+
+
+CLIPPED_CSV = "clipped.csv"
+
+
+def report_clipping(features: list[ClipFeatures], run_dir: Path | None = None) -> dict[str, tuple[int, int]]:
+    """One warning line per corpus with clipped clips (``"crema-d: 812 of 7442 clips clipped (list in
+    RUN/clipped.csv)"``) instead of the device reader's line per file, and, with ``run_dir``, the list in
+    ``run_dir/clipped.csv`` (columns path, corpus, speaker, label, clipped_samples; one row per clipped
+    clip, sorted by path; written even when empty). Clips whose count is unknown count as not clipped.
+    Returns ``{corpus: (clipped clips, clips)}`` for every corpus of ``features``."""
+    counts: dict[str, list[int]] = {}
+    clipped = []
+    for f in features:
+        entry = counts.setdefault(f.clip.corpus, [0, 0])
+        entry[1] += 1
+        if f.clipped_samples:
+            entry[0] += 1
+            clipped.append(f)
+    where = ""
+    if run_dir is not None:
+        path = Path(run_dir) / CLIPPED_CSV
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["path", "corpus", "speaker", "label", "clipped_samples"])
+            for f in sorted(clipped, key=lambda f: str(f.clip.path)):
+                writer.writerow([str(f.clip.path), f.clip.corpus, f.clip.speaker, f.clip.label, f.clipped_samples])
+        where = f" (list in {path})"
+    for corpus, (n_clipped, n) in counts.items():
+        if n_clipped:
+            logger.warning("%s: %d of %d clips clipped%s", corpus, n_clipped, n, where)
+    return {corpus: (n_clipped, n) for corpus, (n_clipped, n) in counts.items()}
 
 
 def with_variants(features: list[ClipFeatures], params: FeatureParams, perturbations: list[Perturbation],

@@ -8,6 +8,13 @@ valence: ROC AUC of positive against negative utterances. Calibration: one tempe
 the held-out corpora, each weighing the same (the shipped one); its ECE is reported cross-fitted
 (each corpus scored with a temperature fitted on the other held-out corpora), beside the
 uncalibrated ECE.
+
+The headline (:func:`headline`, issue 17) is the mean ``emotion4`` UA over the eight corpora that have
+all four emotions (:data:`FOUR_EMOTION_CORPORA`, those of them in the run), with the mean over issue 8's
+five (:data:`ISSUE8_CORPORA`) so the issues compare (:data:`ISSUE8_LOCO`), and the lowest corpus;
+EmoSpeech (no sad) gets UA over its classes present; CORAA-SER (natural speech, ``neutral`` and the
+partial label ``non-neutral``) gets the natural-neutral figures (:func:`trainer.metrics.natural_neutral`).
+Its keys are :data:`HEADLINE_KEYS`.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ from __future__ import annotations
 import numpy as np
 
 from edge.calibration import temperature_scale
-from trainer.labels import EMOTION4
+from trainer.labels import EMOTION4, NEUTRAL, NON_NEUTRAL
 from trainer.metrics import (
+    NOT_A_CLASS,
     ccc,
     expected_calibration_error,
     fit_temperature,
+    natural_neutral,
     reliability,
     restricted_argmax,
     summarize,
@@ -28,6 +37,42 @@ from trainer.metrics import (
 )
 
 CONDITIONS = ("clean", "far")
+
+FOUR_EMOTION_CORPORA = ("ravdess", "crema-d", "tess", "savee", "turev-db", "ased", "nemo", "emovo")
+"""Corpus kinds with all four emotions of ``emotion4``: the headline's corpora (issue 17)."""
+ISSUE8_CORPORA = FOUR_EMOTION_CORPORA[:5]
+"""Issue 8's five acted corpora: their mean compares this run with issue 8's model."""
+THREE_CLASS_CORPORA = ("emospeech",)
+"""Corpus kinds without sad (EmoSpeech): UA over the classes they have, not in the headline's mean."""
+NATURAL_NEUTRAL_CORPORA = ("coraa-ser",)
+"""Corpus kinds of natural speech labelled ``neutral`` / ``non-neutral`` (CORAA-SER): natural-neutral figures."""
+
+#: Issue 8's leave-one-corpus-out figures: emotion4 UA per held-out corpus, int8 through the device's
+#: path, clean and far-field, rounded to 0.001. Source: the shipped model of issue 8,
+#: ``models/emotion4-conv1d.json`` (git commit 09f6bf5 of its training run), ``metrics.loco.clean.int8``
+#: and ``metrics.loco.far.int8`` (``e4_ua`` per corpus and ``mean``); the clean mean, 0.494, is the
+#: figure issue 17 quotes.
+ISSUE8_LOCO = {
+    "clean": {"ravdess": 0.539, "crema-d": 0.506, "tess": 0.560, "savee": 0.402, "turev-db": 0.461, "mean": 0.494},
+    "far": {"ravdess": 0.500, "crema-d": 0.475, "tess": 0.583, "savee": 0.377, "turev-db": 0.411, "mean": 0.469},
+}
+
+HEADLINE_KEYS = {
+    "mean_e4_ua_eight": "mean emotion4 UA over the four-emotion corpora present (FOUR_EMOTION_CORPORA)",
+    "min_e4_ua_eight": "the lowest emotion4 UA among them",
+    "min_e4_ua_corpus": "the corpus with that lowest UA",
+    "eight_corpora": "the four-emotion corpora present (the mean is over these)",
+    "mean_e4_ua_issue8": "mean emotion4 UA over issue 8's five corpora present (ISSUE8_CORPORA)",
+    "issue8_corpora": "issue 8's corpora present",
+    "issue8_mean_e4_ua": "issue 8's own figure over its five (ISSUE8_LOCO), for comparison",
+    "emospeech_ua": "EmoSpeech: UA over the emotion4 classes it has (no sad; mean recall, decisions over all four)",
+    "emospeech_classes": "those classes",
+    "coraa_neutral_recall": "CORAA-SER: share of its neutral clips decided neutral",
+    "coraa_neutral_auc": "CORAA-SER: ROC AUC of P(neutral) for neutral against non-neutral clips",
+    "coraa_clips": "CORAA-SER: {neutral, non_neutral} clip counts",
+}
+"""The headline's keys (:func:`headline`) and what each figure is; a figure is None (JSON null) when its
+corpora are not in the run."""
 
 
 def _scores(result, condition: str, kind: str):
@@ -40,8 +85,10 @@ def corpus_row(result, labels: tuple[str, ...], condition: str, kind: str) -> di
     """UA/WA/macro-F1 on the shipped labels and on emotion4, arousal CCC and valence AUC of one fold."""
     scores, dims = _scores(result, condition, kind)
     row = {"corpus": ",".join(result.test_corpora), "clips": int(len(result.y_true))}
+    known = result.y_true != NOT_A_CLASS
     shipped = summarize(result.y_true, scores.argmax(axis=1), labels)
-    row.update(ua=shipped["ua"], wa=shipped["wa"], macro_f1=shipped["macro_f1"])
+    row.update(ua=shipped["ua"], wa=shipped["wa"], macro_f1=shipped["macro_f1"],
+               classes=[labels[k] for k in sorted(set(result.y_true[known].tolist()))])
     four = [labels.index(label) for label in EMOTION4 if label in labels]
     if len(four) == len(EMOTION4):
         keep = np.isin(result.y_true, four)
@@ -52,7 +99,49 @@ def corpus_row(result, labels: tuple[str, ...], condition: str, kind: str) -> di
         row["arousal_ccc"] = ccc(result.dims_true[:, 0], dims[:, 0])
         row["valence_ccc"] = ccc(result.dims_true[:, 1], dims[:, 1])
         row["valence_auc"] = valence_auc(result.dims_true[:, 1], dims[:, 1])
+    clip_labels = clip_labels_of(result, labels)
+    if NEUTRAL in labels and (NON_NEUTRAL in clip_labels or row["corpus"] in NATURAL_NEUTRAL_CORPORA):
+        natural = natural_neutral(clip_labels, scores, labels)
+        row.update(neutral_recall=natural["neutral_recall"], neutral_auc=natural["neutral_auc"],
+                   neutral_clips=natural["neutral_clips"], non_neutral_clips=natural["non_neutral_clips"])
     return row
+
+
+def clip_labels_of(result, labels: tuple[str, ...]) -> list[str]:
+    """The label string of each test clip of a fold (its ``clip_labels``; for results without them, from
+    ``y_true``)."""
+    if result.clip_labels:
+        return list(result.clip_labels)
+    return [labels[k] if k != NOT_A_CLASS else NON_NEUTRAL for k in result.y_true.tolist()]
+
+
+def headline(rows: list[dict], condition: str = "clean") -> dict:
+    """The headline figures (:data:`HEADLINE_KEYS`) from one condition's LOCO rows (:func:`corpus_row`: each
+    with ``corpus``, ``e4_ua`` or ``ua``, ``classes``, and for natural speech ``neutral_recall``/``neutral_auc``);
+    ``condition`` (``clean`` or ``far``) picks issue 8's figure to compare with."""
+    by = {r["corpus"]: r for r in rows}
+
+    def e4(corpus: str) -> float:
+        return by[corpus].get("e4_ua", by[corpus]["ua"])
+
+    eight = [c for c in FOUR_EMOTION_CORPORA if c in by]
+    five = [c for c in ISSUE8_CORPORA if c in by]
+    lowest = min(eight, key=e4) if eight else None
+    out = {"mean_e4_ua_eight": float(np.mean([e4(c) for c in eight])) if eight else None,
+           "min_e4_ua_eight": e4(lowest) if lowest else None, "min_e4_ua_corpus": lowest, "eight_corpora": eight,
+           "mean_e4_ua_issue8": float(np.mean([e4(c) for c in five])) if five else None, "issue8_corpora": five,
+           "issue8_mean_e4_ua": ISSUE8_LOCO[condition]["mean"],
+           "emospeech_ua": None, "emospeech_classes": [],
+           "coraa_neutral_recall": None, "coraa_neutral_auc": None, "coraa_clips": None}
+    for corpus in THREE_CLASS_CORPORA:
+        if corpus in by:
+            out.update(emospeech_ua=e4(corpus), emospeech_classes=by[corpus].get("classes", []))
+    for corpus in NATURAL_NEUTRAL_CORPORA:
+        if corpus in by and "neutral_auc" in by[corpus]:
+            r = by[corpus]
+            out.update(coraa_neutral_recall=r["neutral_recall"], coraa_neutral_auc=r["neutral_auc"],
+                       coraa_clips={"neutral": r["neutral_clips"], "non_neutral": r["non_neutral_clips"]})
+    return out
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -61,7 +150,8 @@ def _mean(rows: list[dict], key: str) -> float:
 
 
 def loco_metrics(results: list, labels: tuple[str, ...]) -> dict:
-    """The whole LOCO picture: ``{"clean"|"far": {"int8"|"float": {"corpora": [rows], "mean": {...}}}}``,
+    """The whole LOCO picture: ``{"clean"|"far": {"int8"|"float": {"corpora": [rows], "mean": {...},
+    "headline": {...}}}}`` (the headline: :func:`headline`),
     ``"calibration"`` (temperature, unsure threshold, ECE before/after, reliability bins) and
     ``"confusion"`` per corpus (int8, clean and far)."""
     out: dict = {}
@@ -72,7 +162,8 @@ def loco_metrics(results: list, labels: tuple[str, ...]) -> dict:
         out[condition] = {}
         for kind in ("int8", "float"):
             rows = [corpus_row(r, labels, condition, kind) for r in results]
-            out[condition][kind] = {"corpora": rows, "mean": {k: _mean(rows, k) for k in keys}}
+            out[condition][kind] = {"corpora": rows, "mean": {k: _mean(rows, k) for k in keys},
+                                    "headline": headline(rows, condition)}
         # pooled dimensions over all held-out clips
         scores_dims = [_scores(r, condition, "int8")[1] for r in results]
         if all(d is not None for d in scores_dims) and all(r.dims_true is not None for r in results):
@@ -112,6 +203,7 @@ def calibration_from_parts(parts: list[tuple[np.ndarray, np.ndarray, str]]) -> d
     calibrated decisions the same way, and ECE before and after (after = cross-fitted per held-out
     corpus, and pooled in-sample). ``parts``: ``(probabilities (n, k), y_true (n,), corpus)``, a corpus
     may have several parts (clean and far-field)."""
+    parts = [(p[y != NOT_A_CLASS], y[y != NOT_A_CLASS], c) for p, y, c in parts]  # partial labels: no class to fit
     probabilities = np.concatenate([p for p, _, _ in parts])
     y_true = np.concatenate([y for _, y, _ in parts])
     corpora = np.concatenate([[c] * len(y) for _, y, c in parts])
@@ -162,8 +254,33 @@ def format_loco_table(metrics: dict) -> str:
                  f"{fm.get('e4_ua', np.nan):>7.3f} {clean['float']['mean']['ua']:>9.3f} "
                  f"{(far['float']['mean']['ua'] if far else np.nan):>10.3f} {m['arousal_ccc']:>12.3f} "
                  f"{m['valence_auc']:>8.3f}")
+    lines += format_headline(metrics)
     cal = metrics["calibration"]
     lines.append(f"calibration: temperature {cal['temperature']:.2f}, ECE {cal['ece_before_mean']:.3f} -> "
                  f"{cal['ece_after_cross_fitted_mean']:.3f} (mean over held-out corpora, cross-fitted); "
                  f"unsure below {cal['unsure_below']:.3f} ({cal['unsure_share']:.0%} of decisions)")
     return "\n".join(lines)
+
+
+def _figure(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.3f}"
+
+
+def format_headline(loco: dict) -> list[str]:
+    """The headline (int8, clean and far-field) as plain-text lines, beside issue 8's figures."""
+    lines = []
+    for condition in CONDITIONS:
+        if condition not in loco:
+            continue
+        h = loco[condition]["int8"]["headline"]
+        name = "clean" if condition == "clean" else "far-field"
+        lines.append(f"headline ({name}, int8): emotion4 UA mean {_figure(h['mean_e4_ua_eight'])} over "
+                     f"{len(h['eight_corpora'])} four-emotion corpora (min {_figure(h['min_e4_ua_eight'])}, "
+                     f"{h['min_e4_ua_corpus'] or '-'}); issue 8's five {_figure(h['mean_e4_ua_issue8'])} "
+                     f"(issue 8: {h['issue8_mean_e4_ua']:.3f})")
+        if h["emospeech_ua"] is not None:
+            lines.append(f"  emospeech UA over {','.join(h['emospeech_classes'])}: {_figure(h['emospeech_ua'])}")
+        if h["coraa_neutral_auc"] is not None or h["coraa_neutral_recall"] is not None:
+            lines.append(f"  coraa-ser natural neutral: recall {_figure(h['coraa_neutral_recall'])}, "
+                         f"ROC AUC of P(neutral) {_figure(h['coraa_neutral_auc'])}")
+    return lines

@@ -2,7 +2,8 @@
 
 Every corpus loader gives a clip its corpus's *native* label, in the corpus's own words
 (TESS ``pleasant_surprise``, SAVEE ``happiness``, CREMA-D ``ANG`` spelled ``angry``, Dusha
-``positive``, TurEV-DB ``sk`` (sakin) spelled ``calm``). :data:`CANONICAL` translates each
+``positive``, TurEV-DB ``sk`` (sakin) spelled ``calm``, EMOVO ``gio`` (gioia) spelled ``joy``, nEMO
+``anger``, EmoSpeech ``calm``, CORAA-SER ``non-neutral``). :data:`CANONICAL` translates each
 native label to one shared emotion vocabulary (RAVDESS's words, plus Dusha's ``positive`` and
 ``other``), and each scheme maps that vocabulary to its own labels:
 
@@ -11,8 +12,9 @@ native label to one shared emotion vocabulary (RAVDESS's words, plus Dusha's ``p
     subsets of it, as RAVDESS song's six emotions of RAVDESS speech's eight).
 ``emotion6``
     neutral, happy, sad, angry, fearful, disgust: the emotions RAVDESS, CREMA-D, TESS and SAVEE
-    share. RAVDESS and TurEV-DB ``calm`` merge into ``neutral``; ``surprised`` clips are
-    excluded; Dusha ``positive`` is taken as ``happy`` and ``other`` is excluded.
+    share (EMOVO too; ASED and nEMO have no disgust). RAVDESS, TurEV-DB and EmoSpeech ``calm``
+    merge into ``neutral``; ``surprised`` clips are excluded; Dusha ``positive`` is taken as
+    ``happy`` and ``other`` is excluded.
 ``emotion4``
     neutral, happy, sad, angry: Dusha's set (``positive`` -> ``happy``, ``other`` excluded);
     calm -> neutral; fearful, disgust and surprised clips are excluded.
@@ -97,6 +99,35 @@ TUREV_DB_EMOTIONS: dict[str, str] = {
 #: ``dusha/README.md`` and ``dusha/data_processing/utils/aggregation.py``).
 DUSHA_EMOTIONS: tuple[str, ...] = ("neutral", "angry", "positive", "sad", "other")
 
+#: ASED file-name letter (``n1-01-01-01-01``) -> label: its folders' words, 01Neutral, 02Fearful, 03Happy,
+#: 04Sad, 05Angry (Retta et al. 2023, ACM TALLIP; github.com/wgwangang/ASED_V1). RAVDESS's words already.
+ASED_EMOTIONS: dict[str, str] = {
+    "n": "neutral",
+    "f": "fearful",
+    "h": "happy",
+    "s": "sad",
+    "a": "angry",
+}
+
+#: nEMO's emotion field (``EB0_anger_1``), as spelled (Christop 2024, LREC-COLING; github.com/amu-cai/nEMO).
+NEMO_EMOTIONS: tuple[str, ...] = ("neutral", "anger", "fear", "happiness", "sadness", "surprised")
+
+#: EMOVO's Italian code (``dis-f1-b1``) -> the English word of its paper (Costantini et al. 2014, LREC):
+#: disgusto, gioia (joy), neutrale, paura (fear), rabbia (anger), sorpresa, tristezza (sadness).
+EMOVO_EMOTIONS: dict[str, str] = {
+    "neu": "neutral",
+    "gio": "joy",
+    "tri": "sadness",
+    "rab": "anger",
+    "pau": "fear",
+    "dis": "disgust",
+    "sor": "surprise",
+}
+
+#: EmoSpeech's emotion field (``bacho-safe-calm-...``): RAVDESS's words; no sad class (Rakshak team 2019,
+#: github.com/RakshakTeam/emospeech-dataset-v1). Its ``None`` (no label) is not a label.
+EMOSPEECH_EMOTIONS: tuple[str, ...] = ("calm", "happy", "angry", "fearful")
+
 #: Native label order per corpus kind (``csv`` has none: its labels are sorted).
 NATIVE: dict[str, tuple[str, ...]] = {
     "ravdess": tuple(RAVDESS_EMOTIONS.values()),
@@ -106,6 +137,11 @@ NATIVE: dict[str, tuple[str, ...]] = {
     "savee": tuple(SAVEE_EMOTIONS.values()),
     "dusha": DUSHA_EMOTIONS,
     "turev-db": tuple(TUREV_DB_EMOTIONS.values()),
+    "ased": tuple(ASED_EMOTIONS.values()),
+    "nemo": NEMO_EMOTIONS,
+    "emovo": tuple(EMOVO_EMOTIONS.values()),
+    "emospeech": EMOSPEECH_EMOTIONS,
+    "coraa-ser": ("neutral", "non-neutral"),  # CORAA-SER: annotators said only whether a segment is neutral
 }
 
 #: Native label -> the shared emotion vocabulary (RAVDESS's words + Dusha's positive/other).
@@ -119,7 +155,14 @@ CANONICAL: dict[str, str] = {
     "surprise": "surprised",
     "disgusted": "disgust",
     "fearful": "fearful",
+    "joy": "happy",  # EMOVO's gioia
 }
+
+NEUTRAL = "neutral"
+NON_NEUTRAL = "non-neutral"
+"""A partial label (CORAA-SER's natural speech): evidence against ``neutral`` and for no emotion in
+particular. No scheme maps it to a class; evaluation leaves it out of UA and the confusion matrix and
+counts it in the natural-neutral figures (:func:`trainer.metrics.natural_neutral`)."""
 
 EMOTION6 = ("neutral", "happy", "sad", "angry", "fearful", "disgust")
 EMOTION4 = ("neutral", "happy", "sad", "angry")

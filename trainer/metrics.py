@@ -1,4 +1,5 @@
-"""Figures of merit: UA/WA, confusion, CCC, valence AUC, temperature calibration, ECE and reliability.
+"""Figures of merit: UA/WA, confusion, CCC, valence AUC, arousal/valence AUC from labels, natural-neutral
+figures, temperature calibration, ECE and reliability.
 
 UA (unweighted accuracy, mean per-class recall, = balanced accuracy) and WA (weighted accuracy,
 = plain accuracy) as in the speech emotion recognition literature (e.g. Schuller et al. 2011).
@@ -17,17 +18,32 @@ from sklearn.metrics import (
 )
 
 from edge.calibration import temperature_scale
+from trainer.labels import NEUTRAL, NON_NEUTRAL, canonical
+
+NOT_A_CLASS = -1
+"""Label index of a clip whose label is not one of the model's: a partial label such as CORAA-SER's
+``non-neutral`` (:data:`trainer.labels.NON_NEUTRAL`). :func:`summarize` leaves such clips out of UA,
+WA and the confusion matrix; :func:`natural_neutral` counts them."""
 
 
 def summarize(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...]) -> dict:
-    """Metrics of label indices ``y_true``/``y_pred`` (int arrays, same length) over ``labels``.
+    """Metrics of label indices ``y_true``/``y_pred`` (int arrays, same length) over ``labels``. Clips whose
+    ``y_true`` is :data:`NOT_A_CLASS` (a partial label) are left out of every figure.
 
     ``ua``: mean recall over the classes present in ``y_true`` (sklearn ``balanced_accuracy_score``);
     ``wa``: accuracy; ``macro_f1``: mean F1 over the same present classes (sklearn ``f1_score``);
     ``recall``: ``{label: recall}``; ``per_class``: ``{label: {recall, precision, f1, support}}``;
     ``confusion``: rows = true, columns = predicted, in ``labels`` order (sklearn ``confusion_matrix``).
     """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    known = y_true != NOT_A_CLASS
+    y_true, y_pred = y_true[known], y_pred[known]
     index = list(range(len(labels)))
+    if not len(y_true):  # only partial labels: no figure, an empty confusion matrix
+        nan = float("nan")
+        return {"ua": nan, "wa": nan, "macro_f1": nan, "recall": {label: nan for label in labels},
+                "per_class": {label: {"recall": nan, "precision": nan, "f1": nan, "support": 0} for label in labels},
+                "confusion": [[0] * len(labels) for _ in labels]}
     recall, precision, f1 = (
         metric(y_true, y_pred, labels=index, average=None, zero_division=0)
         for metric in (recall_score, precision_score, f1_score)
@@ -79,6 +95,70 @@ def valence_auc(valence_true: np.ndarray, valence_pred: np.ndarray) -> float:
     if positive.all() or not positive.any():
         return float("nan")
     return float(roc_auc_score(positive, valence_pred[keep]))
+
+
+AROUSAL_HIGH = ("angry", "happy", "fearful", "surprised")
+"""Emotions of high arousal for :func:`label_auc` (issue 17; the upper half of Russell's circumplex,
+:data:`trainer.labels.CIRCUMPLEX`)."""
+AROUSAL_LOW = ("neutral", "calm", "sad")
+"""Emotions of low arousal (neutral taken as low: it is the calm end of acted speech)."""
+VALENCE_POSITIVE = ("happy",)
+"""Emotions of positive valence for :func:`label_auc`."""
+VALENCE_NEGATIVE = ("angry", "sad", "fearful", "disgust")
+"""Emotions of negative valence."""
+
+
+def label_auc(labels, values: np.ndarray, positive: tuple[str, ...], negative: tuple[str, ...]) -> dict:
+    """ROC AUC of the continuous ``values`` (float ``(n,)``, e.g. the model's arousal output) separating the
+    clips whose label is in ``positive`` from those whose label is in ``negative`` (sklearn
+    ``roc_auc_score``; 0.5 = chance, 1 = every positive clip above every negative one). ``labels``: ``n``
+    label strings, compared by their canonical name (:func:`trainer.labels.canonical`: TESS ``fear`` is
+    ``fearful``); clips of other labels (``non-neutral``, ``disgust`` for arousal) are left out.
+
+    Returns ``{"auc": float | None, "positive": n_pos, "negative": n_neg, "reason": str | None}``;
+    ``auc`` is None, with the reason, when either side has no clip.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    names = [canonical(label) for label in labels]
+    is_positive = np.array([n in positive for n in names], dtype=bool)
+    is_negative = np.array([n in negative for n in names], dtype=bool)
+    out = {"auc": None, "positive": int(is_positive.sum()), "negative": int(is_negative.sum()), "reason": None}
+    missing = [f"no clip labelled {'/'.join(side)}" for side, n in ((positive, out["positive"]),
+                                                                     (negative, out["negative"])) if n == 0]
+    if missing:
+        out["reason"] = "; ".join(missing)
+        return out
+    keep = is_positive | is_negative
+    out["auc"] = float(roc_auc_score(is_positive[keep], np.asarray(values, dtype=np.float64)[keep]))
+    return out
+
+
+def natural_neutral(labels, probabilities: np.ndarray, model_labels: tuple[str, ...]) -> dict:
+    """Natural-neutral figures (issue 17, for CORAA-SER's natural speech labelled ``neutral`` or, partially,
+    ``non-neutral``). ``labels``: ``n`` label strings; ``probabilities``: float ``(n, len(model_labels))``,
+    columns in ``model_labels`` order, which must include ``neutral``.
+
+    ``neutral_recall``: the share of ``neutral`` clips whose largest probability is ``neutral`` (the
+    device's decision); ``neutral_auc``: ROC AUC of P(neutral) for ``neutral`` (positive) against
+    ``non-neutral`` clips (:func:`label_auc`); clips of other labels are left out. Returns
+    ``{"neutral_clips", "non_neutral_clips", "neutral_recall", "neutral_auc", "reason"}``, a figure None
+    (with the reason) when its clips are missing.
+
+    :raises ValueError: if ``model_labels`` has no ``neutral`` or the shapes disagree.
+    """
+    probabilities = np.asarray(probabilities)
+    if NEUTRAL not in model_labels:
+        raise ValueError(f"expected model labels with {NEUTRAL!r}, got {', '.join(model_labels)}")
+    if probabilities.shape != (len(labels), len(model_labels)):
+        raise ValueError(f"expected probabilities of shape ({len(labels)}, {len(model_labels)}), "
+                         f"got {probabilities.shape}")
+    column = model_labels.index(NEUTRAL)
+    is_neutral = np.array([canonical(label) == NEUTRAL for label in labels], dtype=bool)
+    auc = label_auc(labels, probabilities[:, column], (NEUTRAL,), (NON_NEUTRAL,))
+    recall = float(np.mean(probabilities[is_neutral].argmax(axis=1) == column)) if is_neutral.any() else None
+    return {"neutral_clips": auc["positive"], "non_neutral_clips": auc["negative"], "neutral_recall": recall,
+            "neutral_auc": auc["auc"], "reason": auc["reason"]}
 
 
 def group_weights(groups: np.ndarray | None, n: int) -> np.ndarray:

@@ -242,6 +242,50 @@ def plot_loco(loco: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def headline_section(loco: dict) -> list[str]:
+    """The headline table (issue 17): per held-out corpus the emotion4 UA, int8, clean and far-field, beside
+    issue 8's (:data:`trainer.generalization.ISSUE8_LOCO`), then the headline rows: the mean over the
+    four-emotion corpora, their lowest, the mean over issue 8's five; EmoSpeech's UA over its classes and
+    CORAA-SER's natural-neutral figures."""
+    from trainer.generalization import FOUR_EMOTION_CORPORA, ISSUE8_LOCO
+
+    clean, far = loco["clean"]["int8"], (loco.get("far") or {}).get("int8")
+    if "headline" not in clean:  # a run older than the headline
+        return []
+    far_rows = {r["corpus"]: r for r in (far or {}).get("corpora", [])}
+    lines = ["### Headline: emotion4 UA, int8, beside issue 8", "",
+             "UA on the four emotions (neutral, happy, sad, angry) of each held-out corpus; EmoSpeech over the "
+             "classes it has (no sad). CORAA-SER (natural speech, neutral or non-neutral): *neutral recall* = "
+             "share of its neutral clips decided neutral, *neutral AUC* = ROC AUC of P(neutral), neutral against "
+             "non-neutral clips. Issue 8's figures: its shipped model (`trainer.generalization.ISSUE8_LOCO`).", "",
+             "| held-out corpus | clips | UA clean | UA far-field | issue 8 clean | issue 8 far-field | "
+             "neutral recall | neutral AUC |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in clean["corpora"]:
+        frow = far_rows.get(row["corpus"], {})
+        natural = "neutral_auc" in row  # neutral and non-neutral clips: UA would be neutral recall alone
+        ua, far_ua = (None, None) if natural else (row.get("e4_ua", row["ua"]), frow.get("e4_ua", frow.get("ua")))
+        lines.append(f"| {row['corpus']} | {row['clips']} | {_fmt(ua)} | {_fmt(far_ua)} | "
+                     f"{_fmt(ISSUE8_LOCO['clean'].get(row['corpus']))} | {_fmt(ISSUE8_LOCO['far'].get(row['corpus']))} | "
+                     f"{_fmt(row.get('neutral_recall'))} | {_fmt(row.get('neutral_auc'))} |")
+    h, fh = clean["headline"], (far or {}).get("headline", {})
+    lines += [f"| **mean, {len(h['eight_corpora'])} of the {len(FOUR_EMOTION_CORPORA)} four-emotion corpora** "
+              f"(the headline) | | **{_fmt(h['mean_e4_ua_eight'])}** | **{_fmt(fh.get('mean_e4_ua_eight'))}** | | | | |",
+              f"| lowest of them (clean {h['min_e4_ua_corpus'] or '–'}, far-field {fh.get('min_e4_ua_corpus') or '–'}) "
+              f"| | {_fmt(h['min_e4_ua_eight'])} | {_fmt(fh.get('min_e4_ua_eight'))} | | | | |",
+              f"| mean, issue 8's five ({len(h['issue8_corpora'])} present) | | {_fmt(h['mean_e4_ua_issue8'])} | "
+              f"{_fmt(fh.get('mean_e4_ua_issue8'))} | {_fmt(ISSUE8_LOCO['clean']['mean'])} | "
+              f"{_fmt(ISSUE8_LOCO['far']['mean'])} | | |"]
+    if h["emospeech_ua"] is not None:
+        lines.append(f"| EmoSpeech, UA over {', '.join(h['emospeech_classes'])} | | {_fmt(h['emospeech_ua'])} | "
+                     f"{_fmt(fh.get('emospeech_ua'))} | | | | |")
+    if h["coraa_clips"] is not None:
+        lines.append(f"| CORAA-SER natural neutral ({h['coraa_clips']['neutral']} neutral, "
+                     f"{h['coraa_clips']['non_neutral']} non-neutral clips; far-field in brackets) | | | | | | "
+                     f"{_fmt(h['coraa_neutral_recall'])} ({_fmt(fh.get('coraa_neutral_recall'))}) | "
+                     f"{_fmt(h['coraa_neutral_auc'])} ({_fmt(fh.get('coraa_neutral_auc'))}) |")
+    return lines + [""]
+
+
 def loco_section(loco: dict, labels, run_dir: Path) -> list[str]:
     """The leave-one-corpus-out section: tables, per-corpus confusion matrices, the reliability plot."""
     lines = ["## Leave-one-corpus-out (the headline)", "",
@@ -251,6 +295,8 @@ def loco_section(loco: dict, labels, run_dir: Path) -> list[str]:
              "carried from clip to clip. *Far-field*: every test clip through a simulated room (RT60 0.2-0.9 s, "
              "talker 0.5-4 m) with pink, brown or babble noise at 0-20 dB SNR, from the evaluation split of "
              "`trainer.acoustics` (never used in training). e4 = the four emotions every corpus shares.", ""]
+    lines += headline_section(loco)
+    lines += ["### Every figure", ""]
     head = "| held-out corpus | clips | UA | WA | macro-F1 | e4 UA | far UA | far e4 UA | float UA | float far UA | arousal CCC | valence CCC | valence AUC |"
     lines += [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     clean, far = loco["clean"], loco.get("far")
@@ -289,6 +335,8 @@ def loco_section(loco: dict, labels, run_dir: Path) -> list[str]:
     plot_reliability(cal, run_dir / "reliability.png")
     plot_loco(loco, run_dir / "loco.png")
     lines += ["![reliability](reliability.png)", "", "![leave-one-corpus-out](loco.png)", ""]
+    lines += ["### Confusion matrices per held-out corpus (int8, clean and far-field)", "",
+              "Rows = true label, columns = decided; clips with a partial label (non-neutral) are not in them.", ""]
     for corpus, by_condition in loco.get("confusion", {}).items():
         for condition, confusion in by_condition.items():
             name = f"confusion_{corpus}_{condition}.png"
@@ -307,8 +355,11 @@ def render(run_dir: str | Path) -> Path:
     lines = [f"# {results['name']}: speaker-independent evaluation", "",
              f"Run `{results.get('command', '')}` on {results.get('date', '')} (git {results.get('git_commit', '?')[:12]}).",
              f"Label scheme **{results['label_scheme']}**: {', '.join(labels)}.", ""]
-    lines += ["| corpus | clips | speakers |", "|---|---:|---:|"]
-    lines += [f"| {c['name']} | {c['clips']} | {c['speakers']} |" for c in results.get("corpora", [])]
+    lines += ["| corpus | clips | speakers | language | licence | use |", "|---|---:|---:|---|---|---|"]
+    lines += [f"| {c.get('kind', c['name'])} | {c['clips']} | {c['speakers']} | {c.get('language', '?')} | "
+              f"{c.get('licence', '?')} | {c.get('use', '?')} |" for c in results.get("corpora", [])]
+    if results.get("use"):
+        lines += ["", f"A model trained on these corpora inherits their terms: **{results['use']}**."]
     if results.get("excluded_clips"):
         lines += ["", "Excluded by the label scheme: " + ", ".join(f"{n} {k}" for k, n in results["excluded_clips"].items()) + "."]
     lines += ["", f"Protocol: {results.get('protocol', '')}. Every fold's test speakers are unseen in its training "

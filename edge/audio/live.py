@@ -29,13 +29,17 @@ from typing import Protocol
 import numpy as np
 
 from edge.audio.formats import RawFormat
-from edge.audio.io import AudioError, MicUnavailable, _read_exactly, check_rate, check_samples
+from edge.audio.io import AudioError, ClippingMonitor, MicUnavailable, _read_exactly, check_rate, check_samples
 
 logger = logging.getLogger(__name__)
 
 COMMAND_STOP_TIMEOUT_S = 2.0
 """After SIGTERM, a command gets this long to exit before SIGKILL."""
 COMMAND_QUEUE_BLOCKS = 200
+HEALTHY_AFTER_S = 30.0
+"""A live source that has delivered audio for this long since it was (re)opened counts as healthy: the
+:class:`Supervisor`'s backoff returns to its minimum (30 s: the default ``audio.reopen_max_s``, so a
+source that keeps dying within the longest backoff never resets it)."""
 STDERR_LINES_LOGGED = 20
 """The first lines a command writes to stderr (per start) are logged; the rest at debug level."""
 
@@ -254,12 +258,7 @@ class CommandSource:
                 code = process.wait()
                 self.failure = self.failure or f"the command exited with status {code}"
                 return
-            samples = self.raw.decode(data)
-            try:
-                check_samples(samples, "input command")
-            except AudioError as exc:
-                self.failure = str(exc)
-                return
+            samples = self.raw.decode(data)  # checked once, by the Supervisor that reads it
             self.last_block_at = time.monotonic()
             try:  # capture time of the block's first sample: the read returned when its last arrived
                 self.queue.put_nowait((samples, read_at - samples.size / self.rate_hz))
@@ -357,8 +356,11 @@ class Supervisor:
 
     Each :meth:`read` opens the source if it is closed, waits out the backoff after a failure, and
     returns the next checked block (or ``None``). The backoff starts at ``reopen_min_s`` and doubles
-    up to ``reopen_max_s`` with each failure; it returns to the minimum once the reopened source
-    delivers its second block.
+    up to ``reopen_max_s`` with each failure (exponential backoff with a cap); it returns to the
+    minimum only once a source has run healthily, delivering blocks, for ``healthy_after_s``
+    (:data:`HEALTHY_AFTER_S`, 30 s) since it was opened. So a command that writes a little audio and
+    exits (``head -c 9600 /dev/zero``) is restarted after 1, 2, 4, ... up to ``reopen_max_s`` seconds,
+    not every second forever; a microphone unplugged after an hour of use is retried at once.
 
     Exception policy (the daemon's and the tester's, the same): only
     :class:`~edge.audio.io.MicUnavailable` from ``open()`` (a device that cannot be opened, a command
@@ -372,16 +374,22 @@ class Supervisor:
     """
 
     def __init__(self, source: LiveSource, listener: SupervisorListener, reopen_min_s: float, reopen_max_s: float,
-                 wait: Callable[[float], object], clock: Callable[[], float] = time.monotonic) -> None:
+                 wait: Callable[[float], object], clock: Callable[[], float] = time.monotonic,
+                 healthy_after_s: float | None = None) -> None:
         self.source = source
         self.listener = listener
         self.reopen_min_s = reopen_min_s
         self.reopen_max_s = reopen_max_s
+        self.healthy_after_s = HEALTHY_AFTER_S if healthy_after_s is None else healthy_after_s
+        """Seconds a source must run, delivering, before the backoff returns to ``reopen_min_s``."""
         self.delay_s = reopen_min_s
         """The wait before the next attempt after a failure, seconds."""
         self._wait = wait
         self._clock = clock
         self._retry_at = 0.0  # clock time of the next open attempt
+        self._opened_at = 0.0  # clock time of the last successful open()
+        self.clipping = ClippingMonitor(source.kind)
+        """The source's clipping warnings: one line, then a count at most once a minute (across reopens)."""
 
     @property
     def kind(self) -> str:
@@ -411,24 +419,32 @@ class Supervisor:
             except MicUnavailable as exc:
                 self._failed("unavailable", exc)
                 return None
+            self._opened_at = self._clock()
             self.listener.opened(source)
         block = source.read(timeout_s)
         if block is None:
             self.listener.idle()
             return None
         try:
-            check_samples(block, source.kind)  # as for files: NaN/inf is refused, clipping is a warning
+            check_samples(block, source.kind, self.clipping)  # as for files: NaN/inf refused, clipping a warning
         except AudioError as exc:  # a source that sends NaN is broken: reopen it with backoff
             source.close()
             self._failed("bad samples", exc)
             return None
-        if source.blocks > 1:
-            self.delay_s = self.reopen_min_s  # delivering again: the next failure starts the backoff anew
+        if self.delay_s != self.reopen_min_s and self._clock() - self._opened_at >= self.healthy_after_s:
+            self.delay_s = self.reopen_min_s  # healthy for a while: the next failure starts the backoff anew
         return block
 
     def drain(self) -> list[np.ndarray]:
-        """After ``source.close()``: the blocks captured before the stop, still queued."""
+        """After ``source.close()``: the blocks captured before the stop, still queued (checked like
+        every block; the first non-finite one ends the list, logged)."""
         left = []
         while (block := self.source.read(0)) is not None:
+            try:
+                check_samples(block, self.source.kind, self.clipping)
+            except AudioError as exc:
+                logger.error("%s; the rest of the audio queued at the stop is dropped", exc)
+                break
             left.append(block)
+        self.clipping.flush()
         return left

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -72,13 +73,35 @@ assert tuple(PROTOCOLS) == PROTOCOL_NAMES
 
 
 class Client(mqtt.Client):
-    """paho's client, remembering why the last connection attempt failed.
+    """paho's client, remembering why the last connection attempt failed, and reporting the death
+    of its network thread.
 
     paho's network loop catches the ``OSError`` of a failed attempt (TCP refused, TLS handshake)
     and calls ``on_connect_fail`` without it; :attr:`last_connect_error` keeps it for the log line.
+
+    Any other exception ends paho's network thread (``loop_start`` runs :meth:`loop_forever` in
+    it): nothing is sent or received any more, and paho says nothing but a traceback on stderr.
+    :meth:`loop_forever` catches it, logs it once (CRITICAL), keeps it in :attr:`network_error`
+    and calls :attr:`on_network_error` (the publisher then reports itself dead: the daemon exits 1
+    and systemd restarts it; ``listen`` exits 1).
     """
 
     last_connect_error: OSError | None = None
+    network_error: BaseException | None = None
+    """Why the network loop died; ``None`` while it runs (or after a clean stop)."""
+    on_network_error: Callable[[BaseException], None] | None = None
+    """Called on the dying network thread with the exception."""
+
+    def loop_forever(self, timeout: float = 1.0, retry_first_connection: bool = False) -> mqtt.MQTTErrorCode:
+        try:
+            return super().loop_forever(timeout=timeout, retry_first_connection=retry_first_connection)
+        except BaseException as exc:  # noqa: BLE001 - the network thread never dies silently
+            self.network_error = exc
+            logger.critical("the MQTT network thread (paho) died (%s: %s); nothing is sent or received any more",
+                            type(exc).__name__, exc, exc_info=True)
+            if self.on_network_error is not None:
+                self.on_network_error(exc)
+            return mqtt.MQTTErrorCode.MQTT_ERR_UNKNOWN
 
     def reconnect(self) -> mqtt.MQTTErrorCode:
         try:

@@ -20,6 +20,8 @@ PROTOCOL_NAMES = ("5", "3.1.1")
 MAX_QUEUE_SIZE = 1_000_000
 MAX_RECONNECT_S = 3600.0
 MAX_STATS_INTERVAL_S = 86400.0
+MIN_STATS_INTERVAL_S = 1.0
+"""The shortest stats period (s): each is a retained publish, and 1e-9 made ten a second."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,8 @@ class MqttSettings:
     """First reconnect delay; doubled after each failure up to ``reconnect_max_s``."""
     reconnect_max_s: float = 60.0
     stats_interval_s: float = 60.0
-    """Wall-clock seconds between retained messages on ``<topic_prefix>/<device_id>/stats``,
-    0..86400; 0 = none."""
+    """Wall-clock seconds between retained messages on ``<topic_prefix>/<device_id>/stats``:
+    0 (none) or 1..86400."""
     state_dir: str | None = None
     """Directory of the durable outbox (``outbox.sqlite3``); ``None``: the outbox is in memory and
     events not yet acknowledged are lost with the process."""
@@ -102,6 +104,9 @@ class MqttSettings:
             raise ValueError("expected a username with the password, got a password only")
         if self.tls_keyfile is not None and self.tls_certfile is None:
             raise ValueError("expected tls_certfile with tls_keyfile, got tls_keyfile only")
+        if 0 < self.stats_interval_s < MIN_STATS_INTERVAL_S:
+            raise ValueError(f"expected stats_interval_s to be 0 (no statistics) or {MIN_STATS_INTERVAL_S:g}.."
+                             f"{MAX_STATS_INTERVAL_S:g} s, got {self.stats_interval_s!r}")
         if not self.reconnect_max_s >= self.reconnect_min_s:
             raise ValueError(f"expected reconnect_max_s >= reconnect_min_s ({self.reconnect_min_s}), "
                              f"got {self.reconnect_max_s!r}")

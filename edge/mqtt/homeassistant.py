@@ -14,6 +14,10 @@ retained payload on the same topic removes it. ser-edge publishes, for one devic
 * ``sensor/<node>/emotion_confidence``: its confidence in %.
 * ``sensor/<node>/arousal`` and ``sensor/<node>/valence`` (in [-1, 1]), only when the model's
   manifest lists those ``dimensions``.
+* ``sensor/<node>/mood``: the mood level (``calm``, ``neutral``, ``agitated``) as an enum sensor
+  reading the retained ``.../mood`` topic (:mod:`edge.mood`), the smoothed arousal as the attribute
+  ``arousal``; only with an arousal output and ``[mood] enabled``. No ``expire_after``: the mood
+  relaxes to ``neutral`` in silence by itself.
 * ``binary_sensor/<node>/audio_problem``: a diagnostic entity (``device_class: problem``), on
   while the audio source is not delivering (from the ``stats`` topic's ``source``; only when
   statistics are published).
@@ -27,8 +31,12 @@ sanitise alike never share one. Configs are sent on every (re)connect and when H
 birth message (``online`` on ``<discovery_prefix>/status``) arrives, at most once per
 :data:`REPUBLISH_MIN_INTERVAL_S` (a burst of birth messages gives one republish now and one at the
 end of the interval). When discovery is disabled, its retained configs are removed with empty
-payloads; under systemd (``$STATE_DIRECTORY``) the topics published last are remembered
-(:func:`state_file`), so those of a previous device id are removed too.
+payloads; with a state directory the topics published last are remembered per device id
+(:func:`state_file`), and a daemon removes only configs it published itself under its own device id
+(e.g. the arousal/valence sensors of a previous model, or all of them when discovery is disabled).
+Configs remembered under another device id are left in place and named in one log line: a cloned SD
+card (another device's memory file) must not delete that device's entities, and a renamed device's
+old entities are removed in Home Assistant (device page, "Delete"), not guessed at here.
 """
 
 from __future__ import annotations
@@ -44,7 +52,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.events import UNSURE_EVENT_TYPE
-from edge.mqtt.topics import EMOTION_QOS, STATUS_OFFLINE, STATUS_ONLINE, emotion_topic, stats_topic, status_topic
+from edge.mood import LEVELS
+from edge.mqtt.topics import (
+    EMOTION_QOS,
+    STATUS_OFFLINE,
+    STATUS_ONLINE,
+    emotion_topic,
+    mood_topic,
+    stats_topic,
+    status_topic,
+)
 from edge.validate import atomic_write_text
 
 if TYPE_CHECKING:
@@ -64,6 +81,7 @@ LABEL_OBJECT_ID = "emotion_label"
 CONFIDENCE_OBJECT_ID = "emotion_confidence"
 AUDIO_PROBLEM_OBJECT_ID = "audio_problem"
 STORAGE_PROBLEM_OBJECT_ID = "storage_problem"
+MOOD_OBJECT_ID = "mood"
 
 NODE_HASH_CHARS = 8
 """Hex digits of sha256(device id) appended to the node id (32 bits: a collision between two
@@ -78,6 +96,8 @@ DEFAULT_EXPIRE_AFTER_S = 300
 """Default ``expire_after`` of the emotion sensors: unavailable after 5 minutes without speech."""
 
 STATE_FILE_NAME = "homeassistant-discovery.json"
+LEGACY_UNKNOWN_DEVICE = "(unknown: earlier file format)"
+"""The memory file's key for topics of the earlier format that belong to another device id."""
 
 EVENT_TEMPLATE = (
     "{{ {'event_type': ('" + UNSURE_EVENT_TYPE + "' if value_json.unsure else value_json.label), "
@@ -94,6 +114,12 @@ ATTRIBUTES_TEMPLATE = (
     "'scores': value_json.scores, 'start_time': value_json.start_time, 'end_time': value_json.end_time} "
     "| tojson }}"
 )
+MOOD_TEMPLATE = "{{ value_json.level }}"
+MOOD_ATTRIBUTES_TEMPLATE = (
+    "{{ {'arousal': value_json.arousal_ema, 'utterances': value_json.utterances, 'tau_s': value_json.tau_s, "
+    "'time': value_json.time} | tojson }}"
+)
+"""The mood sensor's attributes: the smoothed arousal (``arousal``), how many utterances, the time constant."""
 AUDIO_PROBLEM_TEMPLATE = "{{ 'OFF' if value_json.source in ('ok', 'file') else 'ON' }}"
 AUDIO_ATTRIBUTES_TEMPLATE = "{{ {'source': value_json.source} | tojson }}"
 STORAGE_PROBLEM_TEMPLATE = "{{ 'ON' if (value_json.outbox | default('')).startswith('degraded') else 'OFF' }}"
@@ -119,7 +145,7 @@ def config_topic(discovery_prefix: str, component: str, device_id: str, object_i
 def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, model: str, version: str,
                       labels: tuple[str, ...] | list[str], dimensions: tuple[str, ...] | list[str] = (),
                       expire_after_s: int = DEFAULT_EXPIRE_AFTER_S,
-                      audio_diagnostic: bool = True) -> dict[str, dict[str, Any]]:
+                      audio_diagnostic: bool = True, mood: bool = False) -> dict[str, dict[str, Any]]:
     """Config topic -> config payload (a dict, to be sent as JSON) for each entity of the device.
 
     :param model: the events' ``model`` field (``name@sha256prefix``), shown as the device's model.
@@ -128,6 +154,8 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, 
     :param dimensions: the manifest's continuous outputs; ``arousal``/``valence`` get a sensor each.
     :param expire_after_s: ``expire_after`` of the emotion sensors, seconds; 0 = never expire (omitted).
     :param audio_diagnostic: add the audio-problem diagnostic (needs the stats topic).
+    :param mood: add the mood sensor (an enum: calm, neutral, agitated; the smoothed arousal as the
+        attribute ``arousal``), reading the retained mood topic (:mod:`edge.mood`).
     :raises ValueError: as :func:`edge.mqtt.topics.emotion_topic` for a bad prefix or device id, or
         ``expire_after_s`` < 0.
     """
@@ -204,6 +232,20 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, 
                 **expire,
                 **common,
             }
+    if mood:
+        moods = mood_topic(topic_prefix, device_id)
+        configs[config_topic(discovery_prefix, "sensor", device_id, MOOD_OBJECT_ID)] = {
+            "name": "Mood",
+            "unique_id": uid(MOOD_OBJECT_ID),
+            "state_topic": moods,
+            "value_template": MOOD_TEMPLATE,
+            "device_class": "enum",
+            "options": list(LEVELS),
+            "json_attributes_topic": moods,
+            "json_attributes_template": MOOD_ATTRIBUTES_TEMPLATE,
+            "icon": "mdi:account-voice",
+            **common,
+        }
     if audio_diagnostic:
         stats = stats_topic(topic_prefix, device_id)
         configs[config_topic(discovery_prefix, "binary_sensor", device_id, AUDIO_PROBLEM_OBJECT_ID)] = {
@@ -238,9 +280,18 @@ def discovery_configs(discovery_prefix: str, topic_prefix: str, device_id: str, 
 def state_file(state_dir: str | Path | None) -> Path | None:
     """Where the config topics published last are remembered: ``state_dir`` (the daemon's state
     directory, ``Settings.state_dir``: ``state_directory``, else ``$STATE_DIRECTORY``) /
-    ``homeassistant-discovery.json``; ``None`` without a state directory (then a device id change
-    leaves the old entities until removed by hand)."""
+    ``homeassistant-discovery.json``; ``None`` without a state directory.
+
+    The file is ``{"devices": {"<device id>": ["<config topic>", ...]}}``: each daemon reads and
+    rewrites only its own device id's entry and keeps the others as they are. (The earlier format,
+    ``{"topics": [...]}``, is read as the topics of whichever device id their node id belongs to.)"""
     return Path(state_dir) / STATE_FILE_NAME if state_dir else None
+
+
+def _topic_node(topic: str) -> str | None:
+    """The ``node_id`` part of ``<prefix>/<component>/<node_id>/<object_id>/config``."""
+    parts = topic.split("/")
+    return parts[-3] if len(parts) >= 4 and parts[-1] == "config" else None
 
 
 class HomeAssistantDiscovery:
@@ -253,11 +304,17 @@ class HomeAssistantDiscovery:
 
     def __init__(self, discovery_prefix: str, configs: dict[str, dict[str, Any]], enabled: bool = True,
                  memory: Path | None = None, republish_min_interval_s: float = REPUBLISH_MIN_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, device_id: str = "") -> None:
         """:param configs: from :func:`discovery_configs` (needed also when disabled: they are removed).
-        :param memory: state file remembering the topics published last (None: no memory).
+        :param memory: state file remembering the topics published last, per device id (None: no memory).
+        :param device_id: the device id ``configs`` were made for: the key of this daemon's entry in
+            ``memory``; only topics remembered under it are ever removed.
+        :raises ValueError: for a ``memory`` without a ``device_id``.
         """
+        if memory is not None and not device_id:
+            raise ValueError("expected the device id that keys the discovery memory, got none")
         self.discovery_prefix = discovery_prefix
+        self.device_id = device_id
         self.enabled = enabled
         self.ha_status_topic = f"{discovery_prefix}/{HA_STATUS_SUBTOPIC}"
         self.configs = {topic: json.dumps(config, separators=(",", ":")) for topic, config in configs.items()}
@@ -269,6 +326,7 @@ class HomeAssistantDiscovery:
         self._last_publish = -float("inf")
         self._deferred: threading.Timer | None = None
         self._removed = False
+        self._others_logged = False
 
     @classmethod
     def for_settings(cls, settings: Settings, device_id: str, manifest: ModelManifest,
@@ -278,8 +336,10 @@ class HomeAssistantDiscovery:
         configs = discovery_configs(
             ha.discovery_prefix, settings.mqtt.topic_prefix, device_id, manifest.model_id, version,
             manifest.labels, manifest.dimensions, expire_after_s=ha.expire_after_s,
-            audio_diagnostic=settings.mqtt.stats_interval_s > 0)
-        return cls(ha.discovery_prefix, configs, enabled=ha.enabled, memory=state_file(settings.state_dir))
+            audio_diagnostic=settings.mqtt.stats_interval_s > 0,
+            mood=settings.mood.enabled and "arousal" in manifest.dimensions)
+        return cls(ha.discovery_prefix, configs, enabled=ha.enabled, memory=state_file(settings.state_dir),
+                   device_id=device_id)
 
     def attach(self, publisher) -> None:
         """Wire into ``publisher``: configs (or their removal) on every connect, and on Home
@@ -289,24 +349,49 @@ class HomeAssistantDiscovery:
         if self.enabled:
             publisher.subscribe(self.ha_status_topic, self._on_ha_status)
 
-    def _remembered(self) -> set[str]:
+    def _read_memory(self) -> dict[str, list[str]]:
+        """The memory file's ``{device id: [topics]}`` (empty if absent or unreadable; the earlier
+        ``{"topics": [...]}`` format is attributed by node id: this device's topics to it, others kept
+        under :data:`LEGACY_UNKNOWN_DEVICE`, never removed)."""
         if self.memory is None:
-            return set()
+            return {}
         try:
             data = json.loads(self.memory.read_text(encoding="utf-8"))
-            return {t for t in data.get("topics", []) if isinstance(t, str) and t.startswith(self.discovery_prefix + "/")}
-        except (OSError, ValueError, AttributeError):
-            return set()
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        devices = data.get("devices")
+        memory: dict[str, list[str]] = {}
+        if isinstance(devices, dict):
+            for device, topics in devices.items():
+                if isinstance(device, str) and isinstance(topics, list):
+                    memory[device] = [t for t in topics if isinstance(t, str)]
+        legacy = data.get("topics")
+        if isinstance(legacy, list):
+            own = node_id(self.device_id)
+            for topic in legacy:
+                if isinstance(topic, str):
+                    memory.setdefault(self.device_id if _topic_node(topic) == own else LEGACY_UNKNOWN_DEVICE, []).append(topic)
+        return memory
 
-    def _remember(self, topics: list[str]) -> None:
+    def _remembered(self, memory: dict[str, list[str]]) -> set[str]:
+        """The topics this device id published last (under this discovery prefix and its node id)."""
+        own = node_id(self.device_id)
+        return {t for t in memory.get(self.device_id, [])
+                if t.startswith(self.discovery_prefix + "/") and _topic_node(t) == own}
+
+    def _remember(self, memory: dict[str, list[str]], topics: list[str]) -> None:
         if self.memory is None:
             return
+        memory = {device: sorted(set(t)) for device, t in memory.items() if device != self.device_id}
+        memory[self.device_id] = sorted(topics)
         try:
             self.memory.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.memory, json.dumps({"topics": sorted(topics)}) + "\n")
+            atomic_write_text(self.memory, json.dumps({"devices": memory}, sort_keys=True) + "\n")
         except OSError as exc:
-            logger.warning("cannot remember the discovery topics in %s (%s); a later device id change "
-                           "will leave this one's entities in Home Assistant", self.memory, exc.strerror)
+            logger.warning("cannot remember the discovery topics in %s (%s); configs this device stops "
+                           "publishing will stay in Home Assistant", self.memory, exc.strerror)
 
     def publish_configs(self) -> None:
         """Publish every config, retained, QoS 1 (or, when disabled, an empty retained payload on
@@ -319,13 +404,22 @@ class HomeAssistantDiscovery:
         current = set(self.configs) if self.enabled else set()
         if not self.enabled and self._removed:
             return  # disabled: the removal was sent on the first connect; nothing more under the prefix
-        stale = (self._remembered() | (set(self.configs) if not self.enabled else set())) - current
+        memory = self._read_memory()
+        stale = (self._remembered(memory) | (set(self.configs) if not self.enabled else set())) - current
         for topic in sorted(stale):
             self._publisher.publish_raw(topic, b"", retain=True, qos=EMOTION_QOS)
         if current:
             for topic, payload in self.configs.items():
-                self._publisher.publish_raw(topic, payload, retain=True, qos=EMOTION_QOS)
-        self._remember(sorted(current))
+                self._publisher.publish_raw(topic, payload, retain=True, qos=EMOTION_QOS,
+                                            what=f"the Home Assistant discovery config of entity {topic.split('/')[-2]!r} ({topic})")
+        others = sorted(device for device, topics in memory.items() if device != self.device_id and topics)
+        if others and not self._others_logged:
+            self._others_logged = True
+            logger.warning("%s also remembers Home Assistant discovery configs of device id%s %s; left in "
+                           "place (this device removes only its own, %r: if that device is gone, delete it "
+                           "in Home Assistant)", self.memory, "s" if len(others) > 1 else "",
+                           ", ".join(repr(d) for d in others), self.device_id)
+        self._remember(memory, sorted(current))
         self._removed = not self.enabled
         if stale:
             logger.info("removed %d Home Assistant discovery configs%s", len(stale),

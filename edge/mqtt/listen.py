@@ -11,6 +11,7 @@ import secrets
 import signal
 import sys
 import threading
+import time
 from typing import IO
 
 import paho.mqtt.client as mqtt
@@ -19,10 +20,12 @@ from edge.events import EmotionEvent
 from edge.exitcodes import EXIT_FAILURE, EXIT_OK
 from edge.mqtt.client import (
     UNREACHABLE,
+    Client,
     connect,
     describe_connect_error,
     describe_refusal,
     make_client,
+    refuses_protocol,
     warn_password_in_clear,
 )
 from edge.mqtt.config import MqttSettings
@@ -90,15 +93,17 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
     JSON with ``as_json``; availability as a ``kitchen-pi is online`` line, or with ``as_json`` as a log
     record (INFO, stderr) with the same text, so that ``as_json`` output holds nothing but the events'
     payloads as the devices published them, one a line. Malformed payloads are logged as warnings and
-    skipped. An unreachable broker is retried; with ``timeout_s``, until it expires.
+    skipped. An unreachable broker is retried; with ``timeout_s``, until it expires. A broker that
+    refuses MQTT 5 (``mqtt.protocol = "5"``, the default) is listened to with 3.1.1 (one warning), as
+    the publisher does.
 
     :param out: text stream for the lines; ``None`` means ``sys.stdout``.
     :param stop_after: return after this many events (status lines do not count); ``None``: never.
     :param timeout_s: return after this many seconds; ``None``: never.
     :returns: exit status: 0 when ``stop_after`` events arrived, on timeout without ``stop_after``
         (connected), or on Ctrl-C; 1 if the timeout expired before ``stop_after`` events, or without
-        ever connecting (broker unreachable: one ERROR line), or the broker refused the connection
-        (bad credentials).
+        ever connecting (broker unreachable: one ERROR line), the broker refused the connection (bad
+        credentials), or paho's network thread died.
     :raises ValueError: if ``stop_after`` < 1 or ``timeout_s`` <= 0, or as :func:`listen_filters`.
     """
     if stop_after is not None and stop_after < 1:
@@ -110,8 +115,8 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
     filters = listen_filters(prefix, device_id, share)
     done = threading.Event()
     lock = threading.Lock()
-    state = {"events": 0, "refused": False, "failures": 0, "connected": False, "unreachable": False,
-             "other_failure": False}
+    state = {"events": 0, "refused": False, "failures": 0, "dead": False, "fallback": False,
+             "protocol": settings.protocol, "connected": False, "unreachable": False, "other_failure": False}
 
     def write(line: str) -> None:
         stream.write(line + "\n")
@@ -119,6 +124,10 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
 
     def on_connect(client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                    reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
+        if refuses_protocol(reason_code, state["protocol"]):  # the main thread switches to 3.1.1
+            state["fallback"] = True
+            done.set()
+            return
         if reason_code.is_failure:
             logger.error("connection to MQTT broker %s:%d failed: %s", settings.host, settings.port,
                          describe_refusal(reason_code, settings))
@@ -177,13 +186,25 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
             logger.debug("output closed: %s", err)
             done.set()
 
-    client = make_client(settings, settings.client_id or f"ser-edge-listen-{secrets.token_hex(3)}")
-    client.on_connect = on_connect
-    client.on_connect_fail = on_connect_fail
-    client.on_message = on_message
+    def on_network_error(error: BaseException) -> None:  # logged (CRITICAL) by edge.mqtt.client.Client
+        state["dead"] = True
+        done.set()
+
+    client_id = settings.client_id or f"ser-edge-listen-{secrets.token_hex(3)}"
+
+    def start(protocol: str) -> Client:
+        client = make_client(settings, client_id, protocol)
+        client.on_connect = on_connect
+        client.on_connect_fail = on_connect_fail
+        client.on_message = on_message
+        client.on_network_error = on_network_error
+        connect(client, settings, protocol)
+        client.loop_start()
+        return client
+
     warn_password_in_clear(settings)
-    connect(client, settings, settings.protocol)
-    client.loop_start()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    client = start(settings.protocol)
     # SIGINT and SIGTERM end the listening cleanly, also when SIGINT was ignored by the parent (a
     # background job of a non-interactive shell inherits SIG_IGN, which Python keeps)
     previous = {}
@@ -191,7 +212,17 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, signal.default_int_handler)  # KeyboardInterrupt below
     try:
-        finished = done.wait(timeout_s)
+        while True:
+            finished = done.wait(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+            if not state["fallback"]:
+                break
+            client.disconnect()  # the broker refused MQTT 5: listen again with 3.1.1, as the publisher does
+            client.loop_stop()
+            logger.warning("MQTT broker %s:%d does not speak MQTT 5; listening with 3.1.1 (set mqtt.protocol = "
+                           "\"3.1.1\" to skip this attempt)", settings.host, settings.port)
+            state.update(fallback=False, protocol="3.1.1")
+            done.clear()
+            client = start("3.1.1")
     except KeyboardInterrupt:
         finished = True
     finally:
@@ -199,7 +230,7 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
             signal.signal(signum, handler)
         client.disconnect()
         client.loop_stop()
-    if state["refused"]:
+    if state["refused"] or state["dead"]:
         return EXIT_FAILURE
     if not finished and not state["connected"]:
         if state["unreachable"] and not state["other_failure"]:  # else an ERROR line said why already

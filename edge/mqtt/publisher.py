@@ -45,6 +45,7 @@ from edge.mqtt.client import (
     warn_password_in_clear,
 )
 from edge.mqtt.config import MqttSettings
+from edge.mqtt.limits import NO_LIMITS, PAHO_MAX_INFLIGHT, BrokerLimits, ReconnectBackoff, publish_packet_bytes
 from edge.mqtt.outbox import OUTBOX_FILE, Outbox
 from edge.mqtt.topics import EMOTION_QOS, STATUS_OFFLINE, STATUS_ONLINE, SUBSCRIBE_QOS, emotion_topic, status_topic
 from edge.sinks import StartStopContext
@@ -60,6 +61,24 @@ CONNACK_TIMEOUT_S = 10.0
 
 SENDER_WAKE_S = 1.0
 """The sender thread's longest sleep: it then checks for a missing CONNACK."""
+
+MAX_SEND_ATTEMPTS = 3
+"""An event whose sending ended this many short-lived connections in a row (the broker dropped the
+connection each time it was in flight, with no other message unacknowledged, e.g. over a limit it
+did not announce) is refused: counted in :attr:`MqttPublisher.refused_events`, removed from the
+outbox, never sent again. A connection dropped while a status, stats or discovery message was also
+unacknowledged does not count against the event (that message may be the one refused)."""
+
+MAX_EARLY_ACKS = 1000
+"""Bound of the acknowledgements remembered for messages whose ``publish()`` has not returned yet."""
+
+SESSION_TAKEN_OVER = 0x8E
+"""MQTT 5 DISCONNECT reason "Session taken over": another client connected with this client id."""
+
+RETAIN_NOT_SUPPORTED = 0x9A
+QOS_NOT_SUPPORTED = 0x9B
+"""CONNACK refusals of the last will (MQTT 5 sec. 3.1.2.5, 3.1.2.6): it is set again without retain
+or at the broker's Maximum QoS, and the next attempt succeeds."""
 
 
 class MqttPublisher(StartStopContext):
@@ -88,6 +107,25 @@ class MqttPublisher(StartStopContext):
     Session: clean (MQTT 5 clean start with no session expiry; 3.1.1 clean session). The publisher
     subscribes only to what :meth:`subscribe` asks for and does so again on every connect.
 
+    Broker limits (MQTT 5 CONNACK, :class:`edge.mqtt.limits.BrokerLimits`), never exceeded:
+
+    * Maximum Packet Size: an event larger than it is refused locally (ERROR line, counted in
+      :attr:`refused_events` and :attr:`oversized_events`, removed from the outbox: this broker can
+      never take it, and keeping it would block every later event); a :meth:`publish_raw` message
+      larger than it (a Home Assistant discovery config, stats) is skipped, one WARNING per topic.
+    * Maximum QoS 0: events, status and the last will are sent with QoS 0 (at most once: an event
+      on the wire when the connection drops is lost); one WARNING.
+    * Retain Available 0: retained messages (status, last will, stats, discovery configs) are sent
+      **non-retained**, not skipped: a subscriber connected at the time still sees them, and Home
+      Assistant gets the configs again when it comes online (its birth message); one WARNING.
+    * Receive Maximum: paho's limit of messages in flight is lowered to it.
+
+    The will is part of CONNECT, before any limit is known: a broker that refuses it (CONNACK
+    "Retain not supported" or "QoS not supported") gets it adapted at the next attempt.
+    Connections that end within :data:`edge.mqtt.limits.STABLE_CONNECTION_S` of their CONNACK back
+    off (:class:`edge.mqtt.limits.ReconnectBackoff`); "Session taken over" (another client with this
+    client id) is logged as such and always backs off.
+
     Threads: paho's network thread runs the callbacks; the sender thread calls ``client.publish``
     for events; :meth:`publish` may be called from any thread. One condition variable guards the
     outbox and the counters; it is never held while calling into paho (paho holds its own lock
@@ -106,6 +144,9 @@ class MqttPublisher(StartStopContext):
         self._status_topic = status_topic(settings.topic_prefix, device_id)
         self._client_id = settings.client_id or f"ser-edge-{device_id}-{secrets.token_hex(3)}"
         self._protocol = settings.protocol
+        self._will_qos = EMOTION_QOS
+        self._will_retain = True
+        self._network_error: BaseException | None = None  # why paho's network thread died
         self._client = self._new_client()
 
         self._cond = threading.Condition()
@@ -125,6 +166,20 @@ class MqttPublisher(StartStopContext):
         self._dropped = 0
         self._refused = 0
         self._refusal_reasons: set[str] = set()
+        self._oversized = 0
+        self._limits = NO_LIMITS  # of the current connection
+        self._warned: set[object] = set()  # limits and skipped topics already logged
+        self._backoff = ReconnectBackoff(settings.reconnect_min_s, settings.reconnect_max_s)
+        self._connected_at = 0.0  # monotonic time of the last CONNACK
+        self._disconnects = 0  # connections ended so far (a QoS 0 event in flight is then sent again)
+        self._strikes: tuple[int | None, int] = (None, 0)  # (outbox row, short connections it ended in a row)
+        self._last_drop = ""  # the reason code of the last dropped connection
+        # mids of the other messages (status, stats, discovery) not yet acknowledged, and of the
+        # acknowledgements that came before publish() returned their mid: an event is blamed for a
+        # dropped connection only when nothing else was unacknowledged
+        self._others_unacked: set[int] = set()
+        self._early_acks: set[int] = set()
+        self._connack_timeout_logged = False
         self._connect_failures = 0
         self._failure: str | None = None  # why the broker is not connected, as last logged; None: connected
         self._connecting_since: float | None = None  # monotonic time of the last TCP connection attempt
@@ -141,7 +196,8 @@ class MqttPublisher(StartStopContext):
     def _new_client(self) -> Client:
         client = make_client(self._settings, self._client_id, self._protocol)
         if self._availability:
-            client.will_set(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
+            client.will_set(self._status_topic, STATUS_OFFLINE, qos=self._will_qos, retain=self._will_retain)
+        client.on_network_error = self._on_network_error
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -187,9 +243,24 @@ class MqttPublisher(StartStopContext):
 
     @property
     def refused_events(self) -> int:
-        """Events the broker answered with a PUBACK reason code >= 0x80 (MQTT 5 only)."""
+        """Events the broker refused: a PUBACK reason code >= 0x80 (MQTT 5 only), larger than its
+        Maximum Packet Size (:attr:`oversized_events`), or dropping the connection each time
+        (:data:`MAX_SEND_ATTEMPTS`)."""
         with self._cond:
             return self._refused
+
+    @property
+    def oversized_events(self) -> int:
+        """Events larger than the broker's Maximum Packet Size: refused locally, never sent (also
+        counted in :attr:`refused_events`)."""
+        with self._cond:
+            return self._oversized
+
+    @property
+    def limits(self) -> BrokerLimits:
+        """The broker limits of the current (or last) connection; :data:`edge.mqtt.limits.NO_LIMITS` under 3.1.1."""
+        with self._cond:
+            return self._limits
 
     @property
     def pending(self) -> int:
@@ -206,9 +277,10 @@ class MqttPublisher(StartStopContext):
 
     @property
     def alive(self) -> bool:
-        """``False`` once the sender thread died (logged); the daemon then exits for systemd to restart it."""
+        """``False`` once the sender thread or paho's network thread died (logged CRITICAL); the daemon
+        then exits for systemd to restart it."""
         with self._cond:
-            return self._sender_error is None
+            return self._sender_error is None and self._network_error is None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -267,16 +339,52 @@ class MqttPublisher(StartStopContext):
                            dropped)
 
     def publish_raw(self, topic: str, payload: str | bytes, retain: bool = False,
-                    qos: int = 1) -> mqtt.MQTTMessageInfo:
-        """Publish any message directly through paho (stats, Home Assistant discovery).
+                    qos: int = 1, what: str | None = None) -> mqtt.MQTTMessageInfo | None:
+        """Publish any message directly through paho (stats, Home Assistant discovery), within the
+        broker's limits: ``qos`` capped at its Maximum QoS, ``retain`` dropped if it has no retained
+        messages, and nothing sent if the packet exceeds its Maximum Packet Size (a WARNING naming
+        ``what``, default the topic, its size and the limit: once per topic and limit).
 
         Not in the outbox: while disconnected, paho keeps QoS 1/2 messages in memory (unbounded)
         and sends them after reconnecting; QoS 0 messages are lost.
 
-        :returns: paho's ``MQTTMessageInfo`` (``wait_for_publish(timeout)`` to block on the PUBACK).
+        :returns: paho's ``MQTTMessageInfo`` (``wait_for_publish(timeout)`` to block on the PUBACK),
+            or ``None`` when the message is over the broker's packet size limit (not sent).
         :raises ValueError: for an invalid topic (empty, wildcards) or ``qos`` not in 0..2.
         """
-        return self._client.publish(topic, payload, qos=qos, retain=retain)
+        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        with self._cond:
+            limits, protocol = self._limits, self._protocol
+        qos, retain = self._within(limits, qos, retain)
+        size = publish_packet_bytes(topic, data, qos, protocol)
+        if not limits.fits(size):
+            key = (topic, limits.max_packet_bytes)
+            with self._cond:
+                first = key not in self._warned
+                self._warned.add(key)
+            logger.log(logging.WARNING if first else logging.DEBUG,
+                       "not sending %s: %d bytes, over the broker's maximum packet size of %d bytes%s",
+                       what or f"the message on {topic}", size, limits.max_packet_bytes,
+                       " (mosquitto: max_packet_size)" if first else " (again)")
+            return None
+        client = self._client
+        return self._track(client, qos, client.publish(topic, data, qos=qos, retain=retain))
+
+    def _track(self, client: mqtt.Client, qos: int, info: mqtt.MQTTMessageInfo) -> mqtt.MQTTMessageInfo:
+        """Note a QoS 1/2 message other than an event as unacknowledged until its PUBACK (``_others_unacked``)."""
+        with self._cond:
+            if (qos > 0 and client is self._client
+                    and info.rc in (mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS, mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN)):
+                if info.mid in self._early_acks:
+                    self._early_acks.discard(info.mid)
+                else:
+                    self._others_unacked.add(info.mid)
+        return info
+
+    @staticmethod
+    def _within(limits: BrokerLimits, qos: int, retain: bool) -> tuple[int, bool]:
+        """``(qos, retain)`` capped at the broker's Maximum QoS and Retain Available."""
+        return min(qos, limits.maximum_qos), retain and limits.retain_available
 
     def add_on_connected(self, hook: Callable[[], None]) -> None:
         """Run ``hook()`` after every successful (re)connect, after the birth message and the
@@ -327,7 +435,7 @@ class MqttPublisher(StartStopContext):
         """
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while len(self._outbox) and not self._closed and self._sender_error is None:
+            while len(self._outbox) and not self._closed and self._sender_error is None and self._network_error is None:
                 remaining_s = deadline - time.monotonic()
                 if remaining_s <= 0:
                     if not warn:
@@ -339,7 +447,7 @@ class MqttPublisher(StartStopContext):
                                    f"not connected: {self._failure}")
                     return False
                 self._cond.wait(remaining_s)
-            return self._sender_error is None or not len(self._outbox) or self._closed
+            return (self._sender_error is None and self._network_error is None) or not len(self._outbox) or self._closed
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush, publish the retained ``offline``, disconnect cleanly and stop the threads.
@@ -360,7 +468,8 @@ class MqttPublisher(StartStopContext):
             self._closing = True
             connected = self._connected
         if started and connected and self._availability:
-            info = self._client.publish(self._status_topic, STATUS_OFFLINE, qos=EMOTION_QOS, retain=True)
+            qos, retain = self._within(self.limits, EMOTION_QOS, True)
+            info = self._client.publish(self._status_topic, STATUS_OFFLINE, qos=qos, retain=retain)
             try:
                 info.wait_for_publish(max(deadline - time.monotonic(), MIN_OFFLINE_WAIT_S))
             except (RuntimeError, ValueError) as err:
@@ -432,8 +541,23 @@ class MqttPublisher(StartStopContext):
             self._switch_to_mqtt311()
             return True
         row_id, topic, payload = row
+        with self._cond:
+            limits, protocol, disconnects = self._limits, self._protocol, self._disconnects
+        qos, _ = self._within(limits, EMOTION_QOS, False)
+        size = publish_packet_bytes(topic, payload, qos, protocol)
+        if not limits.fits(size):
+            with self._cond:
+                self._awaiting = False
+                self._outbox.remove(row_id)
+                self._oversized += 1
+                self._refused += 1
+                self._cond.notify_all()
+            logger.error("event on %s not sent: %d bytes, over the broker's maximum packet size of %d bytes; "
+                         "refused (dropped from the outbox: this broker can never take it)", topic, size,
+                         limits.max_packet_bytes)
+            return True
         try:
-            info = self._client.publish(topic, payload, qos=EMOTION_QOS)
+            info = self._client.publish(topic, payload, qos=qos)
         except (ValueError, TypeError) as exc:  # a topic or payload paho rejects: it never will take it
             logger.error("paho refused outbox row %d for %s (%s); dropped", row_id, topic, exc)
             with self._cond:
@@ -444,17 +568,33 @@ class MqttPublisher(StartStopContext):
             return True
         with self._cond:
             self._inflight = (row_id, info.mid)
-            while not self._stopping and info.mid not in self._acks and self._generation == generation:
+            while (not self._stopping and info.mid not in self._acks and self._generation == generation
+                   and not (qos == 0 and self._disconnects != disconnects)  # paho drops QoS 0 on a disconnect
+                   and not self._struck_out_locked(row_id)):
                 self._check_connect_timeout_locked()
                 self._cond.wait(SENDER_WAKE_S)
             if self._stopping:
                 return False
             self._inflight = None
             self._awaiting = False
-            if self._generation != generation:  # a new client: send the row again
-                return True
+            struck_out = info.mid not in self._acks and self._struck_out_locked(row_id)
+            if self._generation != generation or (info.mid not in self._acks and not struck_out):
+                return True  # a new client, or a QoS 0 event lost with its connection: send the row again
+            if struck_out:
+                self._outbox.remove(row_id)
+                self._refused += 1
+                self._strikes = (None, 0)
+                self._cond.notify_all()
+        if struck_out:
+            logger.error("broker dropped the connection each of the %d times the event on %s was in flight "
+                         "(last reason: %s); refused (dropped from the outbox, not sent again)", MAX_SEND_ATTEMPTS,
+                         topic, self._last_drop)
+            self._replace_client(self._protocol)  # paho would send it again at every reconnect
+            return True
+        with self._cond:
             reason = self._acks.pop(info.mid)
             self._acks.clear()
+            self._strikes = (None, 0)
             self._outbox.remove(row_id)
             refused = reason.is_failure
             if refused:
@@ -471,32 +611,49 @@ class MqttPublisher(StartStopContext):
                        "" if first else " (again)")
         return True
 
+    def _struck_out_locked(self, row_id: int) -> bool:
+        """Whether the event of ``row_id`` ended :data:`MAX_SEND_ATTEMPTS` short connections in a row."""
+        return self._strikes[0] == row_id and self._strikes[1] >= MAX_SEND_ATTEMPTS
+
     def _check_connect_timeout_locked(self) -> None:
-        """Log once when a TCP connection is up but no CONNACK came within :data:`CONNACK_TIMEOUT_S`."""
+        """Log once per outage when TCP connections are made but no CONNACK came within
+        :data:`CONNACK_TIMEOUT_S` of the first: also when paho gives up on each attempt sooner
+        (a keep-alive below it), since the time counts from the first unanswered attempt."""
         since = self._connecting_since
         if since is not None and not self._connected and time.monotonic() - since > CONNACK_TIMEOUT_S:
             self._connecting_since = None
+            first = not self._connack_timeout_logged
+            self._connack_timeout_logged = True
             s = self._settings
-            logger.warning("MQTT broker %s:%d: no answer (CONNACK) within %g s of connecting; paho gives up "
-                           "after the keep-alive (%d s) and retries", s.host, s.port, CONNACK_TIMEOUT_S,
-                           s.keepalive_s)
+            logger.log(logging.WARNING if first else logging.DEBUG,
+                       "MQTT broker %s:%d: no answer (CONNACK) within %g s of connecting; paho gives up "
+                       "after the keep-alive (%d s) and retries", s.host, s.port, CONNACK_TIMEOUT_S,
+                       s.keepalive_s)
 
     def _switch_to_mqtt311(self) -> None:
         """Replace the MQTT 5 client by a 3.1.1 one (the broker refused 5); called by the sender thread."""
+        s = self._settings
+        logger.warning("MQTT broker %s:%d does not speak MQTT 5; using 3.1.1, which cannot report refused "
+                       "events (set mqtt.protocol = \"3.1.1\" to skip this attempt)", s.host, s.port)
+        self._replace_client("3.1.1")
+
+    def _replace_client(self, protocol: str) -> None:
+        """A new paho client speaking ``protocol`` (paho's queue of the old one is forgotten); called
+        by the sender thread. The reconnect backoff carries over."""
         old = self._client
         old.disconnect()
         old.loop_stop()
         with self._cond:
-            self._protocol = "3.1.1"
+            self._protocol = protocol
+            self._limits = NO_LIMITS
             self._client = self._new_client()
             self._generation += 1
             self._fallback = False
             self._acks.clear()
+            self._others_unacked.clear()
+            self._early_acks.clear()
             client = self._client
-        s = self._settings
-        logger.warning("MQTT broker %s:%d does not speak MQTT 5; using 3.1.1, which cannot report refused "
-                       "events (set mqtt.protocol = \"3.1.1\" to skip this attempt)", s.host, s.port)
-        connect(client, s, "3.1.1")
+        connect(client, self._settings, protocol)
         client.loop_start()
 
     # ------------------------------------------------------------------ paho callbacks (network thread)
@@ -524,9 +681,15 @@ class MqttPublisher(StartStopContext):
                          "retrying every %g..%g s", s.host, s.port, failure, pending, s.reconnect_min_s,
                          s.reconnect_max_s)
 
+    def _on_network_error(self, error: BaseException) -> None:  # logged by edge.mqtt.client.Client
+        with self._cond:
+            self._network_error = error
+            self._cond.notify_all()
+
     def _on_pre_connect(self, client: mqtt.Client, userdata: object) -> None:
         with self._cond:
-            self._connecting_since = time.monotonic()
+            if self._connecting_since is None:  # counts from the first unanswered attempt
+                self._connecting_since = time.monotonic()
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
@@ -540,16 +703,23 @@ class MqttPublisher(StartStopContext):
                 self._cond.notify_all()
             return
         if reason_code.is_failure:  # CONNACK refusal (bad credentials, not authorised): paho retries
-            self._log_failure(describe_refusal(reason_code, s))
+            if not self._adapt_will(client, reason_code, properties):
+                self._log_failure(describe_refusal(reason_code, s))
             return
+        limits = BrokerLimits.from_properties(properties) if self._protocol == "5" else NO_LIMITS
+        self._apply_limits(client, limits)
         # Birth message first: it goes out before paho re-sends an unacknowledged event and before
         # the sender thread sees `connected`.
         if self._availability:
-            client.publish(self._status_topic, STATUS_ONLINE, qos=EMOTION_QOS, retain=True)
-        client.on_log.reset()
+            qos, retain = self._within(limits, EMOTION_QOS, True)
+            self._track(client, qos, client.publish(self._status_topic, STATUS_ONLINE, qos=qos, retain=retain))
+        if not self._backoff.short_lived:  # paho's warnings stay demoted while connections keep dropping
+            client.on_log.reset()
         with self._cond:
             self._connected = True
+            self._connected_at = time.monotonic()
             self._connecting_since = None
+            self._connack_timeout_logged = False
             self._connect_failures = 0
             self._failure = None
             pending = len(self._outbox)
@@ -567,6 +737,47 @@ class MqttPublisher(StartStopContext):
             except Exception:  # noqa: BLE001 - a hook must not break the network thread
                 logger.exception("on-connected hook %r failed", hook)
 
+    def _adapt_will(self, client: mqtt.Client, reason_code: mqtt.ReasonCode, properties: object) -> bool:
+        """Set the last will again within the broker's limits after a CONNACK refusing it ("Retain
+        not supported", "QoS not supported"; MQTT 5 sec. 3.1.2.5-6); ``False`` for any other refusal.
+        paho's next attempt (its backoff) carries the new will."""
+        s = self._settings
+        if reason_code.value == RETAIN_NOT_SUPPORTED and self._will_retain:
+            self._will_retain = False
+            logger.warning("MQTT broker %s:%d does not support retained messages: the status (online/offline, "
+                           "last will), stats and Home Assistant discovery configs are sent non-retained",
+                           s.host, s.port)
+        elif reason_code.value == QOS_NOT_SUPPORTED and self._will_qos > 0:
+            self._will_qos = min(self._will_qos, getattr(properties, "MaximumQoS", 0))
+            logger.warning("MQTT broker %s:%d refused the last will's QoS %d: sending it with QoS %d",
+                           s.host, s.port, EMOTION_QOS, self._will_qos)
+        else:
+            return False
+        client.will_set(self._status_topic, STATUS_OFFLINE, qos=self._will_qos, retain=self._will_retain)
+        return True
+
+    def _apply_limits(self, client: mqtt.Client, limits: BrokerLimits) -> None:
+        """Remember the limits of this connection (used by every later publish), lower paho's
+        in-flight window to the Receive Maximum and log each new limit once."""
+        with self._cond:
+            self._limits = limits
+            new = limits not in self._warned
+            self._warned.add(limits)
+        # paho refuses max_inflight_messages_set on an open connection, and the CONNACK is the first
+        # moment the value is known; paho reads the attribute at every publish and acknowledgement.
+        client._max_inflight_messages = min(PAHO_MAX_INFLIGHT, limits.receive_maximum)
+        if not new or limits == NO_LIMITS:
+            return
+        s = self._settings
+        logger.info("MQTT broker %s:%d limits: %s", s.host, s.port, limits.describe() or "none")
+        if limits.maximum_qos < EMOTION_QOS:
+            logger.warning("MQTT broker %s:%d allows QoS %d at most: events are sent with QoS %d (at most "
+                           "once: an event on the wire when the connection drops is lost)", s.host, s.port,
+                           limits.maximum_qos, limits.maximum_qos)
+        if not limits.retain_available and self._will_retain:
+            logger.warning("MQTT broker %s:%d does not support retained messages: the status, stats and Home "
+                           "Assistant discovery configs are sent non-retained", s.host, s.port)
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         self._log_failure(describe_connect_error(getattr(client, "last_connect_error", None), self._settings))
 
@@ -574,23 +785,59 @@ class MqttPublisher(StartStopContext):
                        reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
         if client is not self._client:
             return
+        s = self._settings
+        taken_over = reason_code.value == SESSION_TAKEN_OVER
         with self._cond:
             was_connected = self._connected
             self._connected = False
-            self._connecting_since = None
             if was_connected:  # the warning below stands for this outage; unreachable retries log at debug
+                self._connecting_since = None
                 self._failure = UNREACHABLE
+                self._disconnects += 1
             pending = len(self._outbox) if not self._closed else 0
             closing = self._closing
+            up_s = time.monotonic() - self._connected_at
+            delay = self._backoff.after(up_s, failed=taken_over) if was_connected and not closing else None
+            short = self._backoff.short_lived
+            self._last_drop = str(reason_code)
+            if delay is not None and self._inflight is not None and not taken_over and not self._others_unacked:
+                row_id = self._inflight[0]
+                self._strikes = (row_id, self._strikes[1] + 1 if self._strikes[0] == row_id else 1)
             self._cond.notify_all()
-        if was_connected and not closing:
+        if not was_connected or closing:
+            return
+        if delay is None:
+            client.reconnect_delay_set(s.reconnect_min_s, s.reconnect_max_s)  # type: ignore[arg-type]
+        else:  # paho forgot its backoff at the CONNACK: it would retry after reconnect_min_s, forever
+            client.reconnect_delay_set(delay, max(delay, s.reconnect_max_s))  # type: ignore[arg-type]
+        if taken_over:
+            logger.warning("another client with this client id (%r) connected to MQTT broker %s:%d and took over "
+                           "the session (two daemons with one mqtt.client_id? leave it empty for a unique one); "
+                           "%s pending, next attempt in %g s", self._client_id, s.host, s.port, plural(pending, "event"),
+                           delay)
+        elif delay is not None:
+            # mosquitto 2.0 closes the older of two connections with one client id without a reason code
+            hint = (f"; another client with this client id ({self._client_id!r}) connected? two daemons must not "
+                    f"share mqtt.client_id" if s.client_id is not None and self._inflight is None else "")
+            logger.warning("lost connection to MQTT broker %s:%d %.1f s after connecting (%s; %d short connections "
+                           "in a row%s); %s pending, next attempt in %g s", s.host, s.port, up_s, reason_code,
+                           short, hint, plural(pending, "event"), delay)
+        else:
             logger.warning("lost connection to MQTT broker %s:%d (%s); %s pending, reconnecting",
-                           self._settings.host, self._settings.port, reason_code, plural(pending, "event"))
+                           s.host, s.port, reason_code, plural(pending, "event"))
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int,
                     reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:
         # Called by paho with its message lock held: only bookkeeping here, no calls into paho.
         with self._cond:
-            if self._awaiting and client is self._client:
+            if client is not self._client:
+                return
+            if self._awaiting:
                 self._acks[mid] = reason_code
                 self._cond.notify_all()
+            if mid in self._others_unacked:
+                self._others_unacked.discard(mid)
+            elif self._inflight is None or self._inflight[1] != mid:  # perhaps one whose publish() has not returned
+                if len(self._early_acks) >= MAX_EARLY_ACKS:  # events' acks that came before their mid was known
+                    self._early_acks.clear()
+                self._early_acks.add(mid)

@@ -2,7 +2,8 @@
 
 * ``{prefix}/{device_id}/emotion``: one event per utterance (QoS 1, :mod:`edge.events`);
 * ``{prefix}/{device_id}/status``: retained ``online``/``offline`` (``offline`` is also the last will);
-* ``{prefix}/{device_id}/stats``: retained periodic statistics (:mod:`edge.service.stats`).
+* ``{prefix}/{device_id}/stats``: retained periodic statistics (:mod:`edge.service.stats`);
+* ``{prefix}/{device_id}/mood``: retained mood state, smoothed arousal and its level (:mod:`edge.mood`).
 
 Home Assistant's discovery topics are :mod:`edge.mqtt.homeassistant`'s.
 """
@@ -14,6 +15,7 @@ from edge.validate import expect_topic_level
 EMOTION_SUBTOPIC = "emotion"
 STATUS_SUBTOPIC = "status"
 STATS_SUBTOPIC = "stats"
+MOOD_SUBTOPIC = "mood"
 
 STATUS_ONLINE = "online"
 """Retained birth message on the status topic."""
@@ -61,3 +63,12 @@ def stats_topic(prefix: str, device_id: str) -> str:
     """
     check_topic_parts(prefix, device_id)
     return f"{prefix}/{device_id}/{STATS_SUBTOPIC}"
+
+
+def mood_topic(prefix: str, device_id: str) -> str:
+    """Retained mood state of one device (:mod:`edge.mood`): ``.../mood``.
+
+    :raises ValueError: as :func:`emotion_topic`.
+    """
+    check_topic_parts(prefix, device_id)
+    return f"{prefix}/{device_id}/{MOOD_SUBTOPIC}"

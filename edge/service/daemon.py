@@ -2,10 +2,14 @@
 
 Two drivers share everything after the audio source: :func:`run_microphone` (``ser-edge run``,
 a sounddevice input stream whose callback only enqueues) and :func:`run_replay`
-(``ser-edge replay``, audio files read block by block). Both stop cleanly on SIGTERM/SIGINT:
-the open utterance is flushed, queued events are delivered, ``offline`` is published. A second
-SIGTERM/SIGINT exits at once (status 128 + signal number); events not yet acknowledged stay in the
-durable outbox for the next start.
+(``ser-edge replay``, audio files read block by block). Both stop cleanly on SIGTERM, SIGINT or
+SIGHUP (there is no reload: a changed config takes a restart, and a hangup of the terminal or of a
+``nohup``-less session is a stop): the open utterance is flushed, queued events are delivered for up
+to :data:`FLUSH_TIMEOUT_S`, ``offline`` is published. ``ser-edge run`` then exits 0 also when the
+broker is down, if the events it could not deliver stay in the durable outbox (the log says how
+many); with an in-memory outbox they are lost, counted, and the status is 1. A second signal exits at
+once (status 128 + signal number), saying how many unacknowledged events stay in the durable outbox,
+or are lost with an in-memory one.
 
 Under systemd's watchdog every wait of the microphone driver (backoff, reopen, reading, the final
 flush) goes through :class:`edge.service.systemd.Watchdog`, so pings keep coming while the microphone is
@@ -20,30 +24,32 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from edge import __version__
 from edge.audio.formats import RawFormat
-from edge.audio.io import AudioError
+from edge.audio.io import AudioError, TruncatedAudio
 from edge.audio.io import blocks as input_blocks
 from edge.audio.live import LiveSource, Supervisor, live_source
 from edge.audio.resample import StreamingResampler
 from edge.dsp.normalize import ADAPTATION_STATE_FILE, restore_adaptation, save_adaptation
-from edge.events import EventFactory
+from edge.events import EmotionEvent, EventFactory, utc_now_rfc3339
 from edge.exitcodes import EXIT_FAILURE, EXIT_OK
 from edge.model import INTERPRETER, EmotionModel, load_model
+from edge.mood import REPUBLISH_STEP, MoodState, MoodTracker, mood_json
 from edge.mqtt.homeassistant import HomeAssistantDiscovery
 from edge.mqtt.publisher import MqttPublisher
-from edge.mqtt.topics import EMOTION_QOS, stats_topic
+from edge.mqtt.topics import EMOTION_QOS, mood_topic, stats_topic
 from edge.pipeline import Pipeline
 from edge.postprocess import Decision
 from edge.service.stats import Stats
 from edge.service.stats import to_json as stats_to_json
 from edge.service.systemd import SystemdNotifier, Watchdog
 from edge.settings import Settings
-from edge.sinks import SINKS, EventSink, StdoutSink, TeeSink
+from edge.sinks import SINKS, EventSink, OutputClosed, StdoutSink, TeeSink
 from edge.validate import plural
 
 logger = logging.getLogger(__name__)
@@ -61,15 +67,22 @@ READ_TIMEOUT_S = 0.5
 """Longest wait for one microphone block before the loop checks the stream and the stop flag."""
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""Signals that stop the daemon cleanly (SIGHUP too: there is nothing to reload)."""
+
+
 class StopFlag:
-    """Set by SIGTERM/SIGINT (installed with :meth:`install`); the loops poll it."""
+    """Set by SIGTERM/SIGINT/SIGHUP (installed with :meth:`install`); the loops poll it."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.signals = 0
+        self.pending_report: Callable[[], str] | None = None
+        """Says what happens to the unacknowledged events when a second signal exits at once (set by
+        the driver: :meth:`Session.unacknowledged_report`)."""
 
     def install(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._handle)
 
     def _handle(self, signum, frame) -> None:
@@ -79,7 +92,11 @@ class StopFlag:
         self.event.set()
         name = signal.Signals(signum).name
         if not first:  # the user (or systemd) does not want to wait
-            logger.warning("received %s again, exiting now (unacknowledged events stay in the outbox)", name)
+            try:
+                report = self.pending_report() if self.pending_report is not None else ""
+            except Exception as exc:  # noqa: BLE001 - exiting anyway; say what could not be counted
+                report = f"unacknowledged events not counted: {exc}"
+            logger.warning("received %s again, exiting now%s", name, f" ({report})" if report else "")
             sys.stderr.flush()
             os._exit(128 + signum)
         logger.info("received %s, stopping (send it again to exit at once)", name)
@@ -127,16 +144,19 @@ class Session:
 
     The drivers call :meth:`feed` for every block (and :meth:`tick` while no audio arrives);
     every ``mqtt.stats_interval_s`` of wall-clock time a retained stats message
-    (:mod:`edge.service.stats`) is published, and once more by :meth:`close`.
+    (:mod:`edge.service.stats`) is published, and once more by :meth:`close`. With a model that has
+    an arousal output and ``[mood] enabled``, every event updates the mood state (:mod:`edge.mood`),
+    which relaxes in silence on the ticks (audio time) and goes out retained on ``.../mood``.
     """
 
     def __init__(self, settings: Settings, sink_kind: str, device_id: str | None = None,
-                 announce: bool = True, persist_adaptation: bool = False) -> None:
+                 announce: bool = True, persist_adaptation: bool = False, print_mood: bool = False) -> None:
         """:param device_id: the events' device id (default: ``settings.resolved_device_id``).
         :param announce: publish retained status, stats and Home Assistant discovery (a replay
             without an explicit device id does not).
         :param persist_adaptation: restore the adaptive normalisation from the state directory at
-            start and keep it there (:mod:`edge.dsp.normalize`; the live daemon, not a replay)."""
+            start and keep it there (:mod:`edge.dsp.normalize`; the live daemon, not a replay).
+        :param print_mood: also write each mood message as a JSON line on standard output (``replay --mood``)."""
         self.settings = settings
         device_id = device_id or settings.resolved_device_id
         self.model: EmotionModel = load_model(settings.model.path, num_threads=settings.model.num_threads)
@@ -157,8 +177,21 @@ class Session:
         self.stats_interval_s = settings.mqtt.stats_interval_s if settings.mqtt.enabled and announce else 0.0
         self.stats_topic = stats_topic(settings.mqtt.topic_prefix, device_id)
         self._next_stats_at = float("inf")
+        self.mood: MoodTracker | None = None
+        """The mood state (:mod:`edge.mood`); ``None`` when disabled or the model has no arousal."""
+        if settings.mood.enabled and "arousal" in self.model.manifest.dimensions:
+            self.mood = MoodTracker(settings.mood)
+        elif settings.mood.enabled:
+            logger.info("no mood state: model %s has no arousal output", self.model.manifest.model_id)
+        self.mood_topic = mood_topic(settings.mqtt.topic_prefix, device_id)
+        self._mood_retained = self.mood is not None and self.mqtt is not None and announce
+        self._print_mood = print_mood and self.mood is not None
+        self._mood_sent: MoodState | None = None
+        self._mood_lock = threading.Lock()  # the daemon's loop and paho's connect hook both send it
         self.homeassistant: HomeAssistantDiscovery | None = None
         publisher = self.mqtt
+        if publisher is not None and self._mood_retained:
+            publisher.add_on_connected(self._resend_mood)
         if publisher is not None and self.stats_interval_s > 0:  # the source's state is known at once after
             publisher.add_on_connected(self.publish_stats)        # a connect, not one interval later
         if publisher is not None and announce:
@@ -201,7 +234,14 @@ class Session:
         self.tick()
 
     def tick(self) -> None:
-        """Publish the stats message if ``stats_interval_s`` has passed since the last one (wall clock)."""
+        """Publish the stats message if ``stats_interval_s`` has passed since the last one (wall clock);
+        let the mood relax in silence (audio time), publishing it when its level changed or it moved
+        by :data:`edge.mood.REPUBLISH_STEP`."""
+        if self.mood is not None and self._mood_sent is not None:
+            state = self.mood.decay(self.audio_s)
+            if (state.level != self._mood_sent.level
+                    or abs(state.arousal_ema - self._mood_sent.arousal_ema) >= REPUBLISH_STEP):
+                self._send_mood(state)
         now = time.monotonic()
         if now >= self._next_stats_at:
             self._next_stats_at = now + self.stats_interval_s
@@ -221,6 +261,19 @@ class Session:
     def pending(self) -> int:
         """Events not yet acknowledged by the broker; 0 without MQTT."""
         return self.mqtt.pending if self.mqtt is not None else 0
+
+    def unacknowledged_report(self) -> str:
+        """What happens to the events not yet acknowledged if the process exits now: ``"N unacknowledged
+        events stay in the durable outbox for the next start"``, or ``"... are lost (the outbox is in
+        memory)"``; ``""`` without MQTT or with none pending."""
+        if self.mqtt is None:
+            return ""
+        pending, state = self.mqtt.pending, self.mqtt.outbox_state
+        if not pending:
+            return "no unacknowledged events"
+        if state == "durable":
+            return f"{pending} unacknowledged events stay in the durable outbox for the next start"
+        return f"{pending} unacknowledged events are lost (the outbox is {'in ' if state == 'memory' else ''}{state})"
 
     def stats_payload(self) -> dict:
         """The current stats message (:data:`edge.service.stats.STATS_FIELDS`)."""
@@ -253,7 +306,8 @@ class Session:
         self._emit(self.pipeline.flush())
 
     def sink_alive(self) -> bool:
-        """Whether the sink's worker threads run (``False`` once the MQTT sender thread died)."""
+        """Whether the sink's worker threads run (``False`` once the MQTT sender thread or paho's network
+        thread died)."""
         return self.mqtt is None or self.mqtt.alive
 
     def _emit(self, decisions: list[Decision]) -> None:
@@ -268,6 +322,38 @@ class Session:
             self.sink.publish(event)  # stored in the outbox (durable with a state directory) on return
             logger.info("event #%d %s %.2f%s [%.2f-%.2f s]", event.seq, event.label, event.confidence,
                         " (unsure)" if event.unsure else "", event.start_s, event.end_s)
+            self._update_mood(event)
+
+    def _update_mood(self, event: EmotionEvent) -> None:
+        """Feed the event's arousal to the mood state and send it. The payload's values (rounded as
+        subscribers see them) are used, so a subscriber recomputes the same average from the events."""
+        if self.mood is None or event.arousal is None:
+            return
+        payload = event.to_dict()
+        self._send_mood(self.mood.update(payload["arousal"], payload["end_s"]))
+
+    def _send_mood(self, state: MoodState) -> None:
+        """Publish ``state`` retained (skipped while the broker is unreachable: :meth:`_resend_mood`
+        sends the latest on the next connect), print it with ``print_mood``, log a level change."""
+        text = mood_json(state, self.events.device_id, self.mood.params.tau_s, utc_now_rfc3339())
+        with self._mood_lock:  # so a reconnect never sends an older state after this one
+            previous, self._mood_sent = self._mood_sent, state
+            if self._mood_retained and self.mqtt.connected:
+                self.mqtt.publish_raw(self.mood_topic, text, retain=True, qos=EMOTION_QOS)
+        if self._print_mood:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        if previous is None or previous.level != state.level:
+            logger.info("mood %s (arousal %.2f over %d utterances)", state.level, state.arousal_ema, state.utterances)
+
+    def _resend_mood(self) -> None:
+        """On every connect (paho's thread): the latest mood state, retained; before the first
+        utterance the initial one (``neutral`` at rest, 0 utterances), so a restart does not leave a
+        previous run's mood standing."""
+        with self._mood_lock:
+            state = self._mood_sent or self.mood.state
+            text = mood_json(state, self.events.device_id, self.mood.params.tau_s, utc_now_rfc3339())
+            self.mqtt.publish_raw(self.mood_topic, text, retain=True, qos=EMOTION_QOS)
 
     def save_adaptation(self) -> None:
         """Keep the adaptive normalisation's statistics in the state directory (a failure is logged once)."""
@@ -277,11 +363,13 @@ class Session:
             logger.warning("cannot keep the adaptation state in %s: %s", self.adaptation_path, exc.strerror)
             self.adaptation_path = None
 
-    def close(self, watchdog: Watchdog | None = None, stop: threading.Event | None = None) -> bool:
+    def close(self, watchdog: Watchdog | None = None, stop: threading.Event | None = None,
+              kept_is_delivered: bool = False) -> bool:
         """Deliver what is queued (up to :data:`FLUSH_TIMEOUT_S`, feeding ``watchdog`` meanwhile;
         cut short if ``stop`` is set during the wait, e.g. SIGTERM after the input ended), publish
         ``offline``, disconnect. Returns whether every event was acknowledged, none dropped and
-        none refused by the broker."""
+        none refused by the broker; with ``kept_is_delivered`` (the daemon's stop), events left
+        unacknowledged in a durable outbox count as kept, not lost (the publisher logs how many)."""
         if self.homeassistant is not None:
             self.homeassistant.cancel()
         if self.adaptation_path is not None:
@@ -299,7 +387,8 @@ class Session:
         if lost:
             logger.error("%s not delivered: %d dropped, %d denied by the broker (PUBACK reason >= 0x80)",
                          plural(lost, "event"), self.dropped_events, self.refused_events)
-        return delivered and not lost
+        kept = kept_is_delivered and self.mqtt is not None and self.mqtt.outbox_state == "durable"
+        return (delivered or kept) and not lost
 
     def _flush(self, watchdog: Watchdog | None, stop: threading.Event | None) -> bool:
         """Wait for the broker's acknowledgements (:meth:`MqttPublisher.flush`) for :data:`FLUSH_TIMEOUT_S`
@@ -328,22 +417,28 @@ class Session:
                 return False
 
 def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: bool, stop: StopFlag,
-               raw: RawFormat | None = None) -> int:
+               raw: RawFormat | None = None, print_mood: bool = False) -> int:
     """``ser-edge replay``: exit 0 if every file was processed and every event acknowledged, else 1
-    (a skipped file, an event dropped from a full outbox or refused by the broker, or one still
-    unacknowledged at the end).
+    (a skipped file, a truncated one (its audio processed, then one line), an event dropped from a
+    full outbox or refused by the broker, or one still unacknowledged at the end).
 
     Without an explicit device id the events go out as ``<host>-replay`` with no retained status,
     stats or discovery (:func:`replay_device_id`). ``start_time``/``end_time`` are the replay's
     start plus the audio offset (real wall-clock times only with ``--realtime``). A file ``-`` is
-    standard input; ``raw`` reads every input as headerless PCM (:mod:`edge.audio.io`).
+    standard input; ``raw`` reads every input as headerless PCM (:mod:`edge.audio.io`). With an
+    explicit device id the mood state goes out retained too; ``print_mood`` prints it on stdout.
+
+    Standard output closed by its reader (``--sink stdout | head -1``, EPIPE) ends the replay quietly
+    (status 0); a write error on it (ENOSPC) raises :class:`edge.sinks.OutputError` after the clean
+    close (``ser-edge`` prints it in one line, status 1).
     """
     device_id, explicit = replay_device_id(settings)
-    session = Session(settings, sink_kind, device_id=device_id, announce=explicit)
+    session = Session(settings, sink_kind, device_id=device_id, announce=explicit, print_mood=print_mood)
+    stop.pending_report = session.unacknowledged_report
     session.clock.mark(0.0, time.time())
     session.start()
     session.stats.source_state = "file"
-    skipped = 0
+    skipped = incomplete = 0
     wall_start = time.monotonic()
     try:
         for path in files:
@@ -359,15 +454,22 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
                             stop.event.wait(ahead)
                     if stop:
                         break
+            except TruncatedAudio as exc:  # its audio was processed; the rest is missing
+                incomplete += 1
+                logger.error("%s", exc)
             except AudioError as exc:
                 skipped += 1
                 logger.error("skipped %s", exc)
             session.end_of_input()  # a file's end closes its last utterance
+    except OutputClosed as exc:  # `... --sink stdout | head -1`: the reader has what it wanted
+        logger.info("%s; stopping", exc)
     finally:
         delivered = session.close(stop=stop.event)
     if skipped:
         logger.error("%d of %s skipped", skipped, plural(len(files), "file"))
-    return EXIT_OK if delivered and not skipped else EXIT_FAILURE
+    if incomplete and len(files) > 1:
+        logger.error("%d of %s incomplete (shorter than their header declares)", incomplete, plural(len(files), "file"))
+    return EXIT_OK if delivered and not skipped and not incomplete else EXIT_FAILURE
 
 
 class _MicrophoneReport:
@@ -402,7 +504,8 @@ class _MicrophoneReport:
 
     def failed(self, what: str, error: Exception | None, retry_in_s: float) -> None:
         kind = self.kind
-        if what == "lost":
+        if what == "lost":  # the source logged why (exited, stalled); the delay is the backoff's
+            logger.warning("%s lost; reopening in %.1f s", kind, retry_in_s)
             self.notifier.status(f"{kind} lost, reopening")
             self.session.set_source_state("lost, reopening")
             return
@@ -420,9 +523,10 @@ class _MicrophoneReport:
 
 
 def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier | None = None) -> int:
-    """``ser-edge run``: until stopped. Exit 0 on a clean stop (1 if events were dropped or refused,
-    or at once when the MQTT sender thread died: the watchdog gets no ping from then on, and systemd's
-    ``Restart=`` starts the daemon again).
+    """``ser-edge run``: until stopped. Exit 0 on a clean stop, also with events left unacknowledged
+    in a durable outbox (they are sent after the next start); 1 if events were dropped or refused,
+    or at once when the MQTT sender thread or paho's network thread died (the watchdog gets no ping
+    from then on, and systemd's ``Restart=`` starts the daemon again).
 
     Sends ``READY=1`` after the first attempt to open the microphone, whether it worked or not (the
     daemon is up and keeps retrying the device), ``STATUS=`` lines on every change of the source,
@@ -431,11 +535,13 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
 
     The live source is the microphone, or ``audio.input_command`` (:func:`edge.audio.live.live_source`),
     kept open by :class:`edge.audio.live.Supervisor` (its exception policy and backoff:
-    ``audio.reopen_min_s`` doubling up to ``audio.reopen_max_s``). Any other exception propagates (a
+    ``audio.reopen_min_s`` doubling up to ``audio.reopen_max_s``, back to the minimum after
+    :data:`edge.audio.live.HEALTHY_AFTER_S` of healthy input; every reopen is logged with its delay). Any other exception propagates (a
     bug: systemd restarts the daemon). Each block's capture time anchors the events' ``start_time``.
     """
     notifier = notifier or SystemdNotifier()
     session = Session(settings, "mqtt", persist_adaptation=True)
+    stop.pending_report = session.unacknowledged_report
     watchdog = Watchdog(notifier, healthy=session.sink_alive)  # no pings once the sender thread died
     session.start()
     mic = live_source(settings.audio, session.rate_hz)  # the microphone, or audio.input_command
@@ -448,7 +554,7 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
     try:
         while not stop:
             if not session.sink_alive():  # logged by the publisher; systemd restarts the daemon
-                logger.error("exiting: the MQTT sender thread died")
+                logger.error("exiting: an MQTT thread died (the sender, or paho's network loop)")
                 sender_died = True
                 break
             if report.ready:
@@ -470,5 +576,5 @@ def run_microphone(settings: Settings, stop: StopFlag, notifier: SystemdNotifier
         session.end_of_input()
         if mic.overflows:
             logger.warning("%d input overflows", mic.overflows)
-        delivered = session.close(watchdog, stop.event)
+        delivered = session.close(watchdog, stop.event, kept_is_delivered=True)
     return EXIT_OK if delivered and not sender_died else EXIT_FAILURE

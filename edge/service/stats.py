@@ -57,7 +57,9 @@ STATS_FIELDS = (
   (the daemon publishes the stats at once when this changes).
 * ``dropped_events``: events the publisher dropped (outbox overflow, or undelivered at close with an
   in-memory outbox); ``refused_events``: events the broker answered with an MQTT 5 PUBACK reason
-  code >= 0x80 (e.g. not authorised: an ACL denies the topic), so they were not delivered;
+  code >= 0x80 (e.g. not authorised: an ACL denies the topic), so they were not delivered, and
+  those it would refuse: larger than its MQTT 5 Maximum Packet Size, or dropping the connection
+  each of 3 times they were sent (:data:`edge.mqtt.publisher.MAX_SEND_ATTEMPTS`);
   ``pending``: events in the outbox, not yet acknowledged by the broker.
 * ``outbox``: where those events are kept (:attr:`edge.outbox.Outbox.state`): ``"durable"`` (the
   state directory), ``"memory"`` (no state directory), ``"degraded: <reason>"`` (a storage error such

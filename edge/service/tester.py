@@ -162,12 +162,12 @@ class _SourceReport:
     def failed(self, what: str, error: Exception | None, retry_in_s: float) -> None:
         kind = self.kind
         if what == "lost":
-            line = f"{kind} lost; reopening in {retry_in_s:.0f} s"
+            line = f"{kind} lost; reopening in {retry_in_s:g} s"
         elif what == "unavailable":
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            line = f"{kind} unavailable ({message}); retrying in {retry_in_s:.0f} s"
+            line = f"{kind} unavailable ({message}); retrying in {retry_in_s:g} s"
         else:
-            line = f"{error}; reopening in {retry_in_s:.0f} s"
+            line = f"{error}; reopening in {retry_in_s:g} s"
         self.tester.write_lines([line])
 
     def idle(self) -> None:

@@ -24,7 +24,8 @@ written block by block to a temporary WAV outside the repository. Then measures:
     device attempt; with one, after the device opens. MQTT points at a closed loopback port so no
     broker is touched.
 
-Run from the repository root:  .venv/bin/python tests/benchmarks/bench_pipeline.py --minutes 10
+Run from the repository root:  make bench  (or .venv/bin/python tests/benchmarks/bench_pipeline.py; 60 min of
+audio by default, a replay of about 20 s of CPU; ``--minutes 5`` builds less)
 """
 
 from __future__ import annotations
@@ -451,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="See the module docstring for what each figure means.")
     parser.add_argument("--minutes", type=float, default=60.0, help="audio to build and replay (default 60)")
-    parser.add_argument("--model", help="model .tflite, manifest beside it (default: the model shipped with ser-edge)")
+    parser.add_argument("--model", default=shipped_model(),
+                        help="model .tflite, manifest beside it (default: the shipped one, models/)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder of clips (default {DEFAULT_DATA})")
     parser.add_argument("--noise-dbfs", type=float, default=-60.0, help="RMS of the added noise (default -60 dBFS)")
     parser.add_argument("--seed", type=int, default=0)

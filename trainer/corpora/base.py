@@ -25,7 +25,10 @@ class Clip:
     """One labelled recording.
 
     ``label``: the corpus's native label (see :mod:`trainer.labels`). ``speaker`` is unique across
-    corpora (``"ravdess:01"``, ``"tess:OAF"``). ``corpus``: the loader's kind (``"ravdess"``).
+    corpora (``"ravdess:01"``, ``"tess:OAF"``); where a corpus names no single speaker it is a group
+    id that folds keep whole like a speaker (EmoSpeech's ``"emospeech:unknown-user"``, many people
+    behind one app id; CORAA-SER's recording ``"coraa-ser:bfamcv01"``, one conversation).
+    ``corpus``: the loader's kind (``"ravdess"``).
     ``gender``: ``"female"``, ``"male"`` or ``None`` when the corpus metadata does not say.
     ``intensity``: the acted intensity where the corpus names one, in its own scale: RAVDESS
     ``"normal"``/``"strong"`` (intensity field 01/02), CREMA-D ``"low"``/``"medium"``/``"high"``

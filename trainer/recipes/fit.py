@@ -6,7 +6,8 @@ scheme, protocol), :func:`start_run` (the run folder and its ``config.json``), :
 (features, perturbed versions, far-field condition), :func:`make_folds`, :func:`train_folds`,
 :func:`evaluate_folds` (the held-out figures, the calibration, the chance check), :func:`train_final`,
 :func:`export` (``NAME.tflite`` + ``NAME.json``, loaded back as the device loads it) and
-:func:`report` (``results.json``, ``report.md``, ``result.json``).
+:func:`report` (``results.json``, ``report.md``), then :func:`record_output` (what was written and how
+long it took, added to ``results.json``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def fit(args) -> int:
     cfg = FitConfig.from_args(args)
     data = prepare_data(cfg)
     run_dir, command = start_run(cfg, data.protocol)
-    feats, clips = featurize_clips(cfg, data)
+    feats, clips = featurize_clips(cfg, data, run_dir)
     folds, selected = make_folds(cfg, clips, data.protocol)
     results = train_folds(cfg, [folds[k] for k in selected], feats, data)
     metrics, temperature, unsure_below = evaluate_folds(cfg, results, data, run_dir)
@@ -66,10 +67,21 @@ def fit(args) -> int:
     report(cfg, run_dir, training, data.labels, clips, [folds[k] for k in selected], results, metrics)
     size_kb = tflite_path.stat().st_size / 1024
     elapsed = time.monotonic() - started
-    (run_dir / "result.json").write_text(json.dumps({"model": str(tflite_path), "manifest": str(json_path),
-                                                     "size_kb": size_kb, "wall_time_s": elapsed}, indent=2) + "\n")
+    record_output(run_dir, tflite_path, json_path, size_kb, elapsed)
     print(f"wrote {tflite_path} ({size_kb:.1f} KB, {model.manifest.model_id}) and {json_path} in {elapsed / 60:.1f} min")
     return 0
+
+
+def record_output(run_dir: Path, tflite_path: Path, json_path: Path, size_kb: float, wall_time_s: float) -> None:
+    """Add ``output`` to the run's ``results.json``: the model and manifest paths, the model's size in KB
+    (1024 bytes) and the whole fit's wall-clock time in seconds. One file holds the run's results (an
+    earlier ``result.json`` held these four alone)."""
+    from trainer.report import RESULTS, save_results
+
+    results = json.loads((run_dir / RESULTS).read_text())
+    results["output"] = {"model": str(tflite_path), "manifest": str(json_path), "size_kb": size_kb,
+                         "wall_time_s": wall_time_s}
+    save_results(run_dir, results)
 
 
 def prepare_data(cfg: FitConfig) -> Prepared:
@@ -105,9 +117,11 @@ def start_run(cfg: FitConfig, protocol: str) -> tuple[Path, str]:
     return run_dir, command
 
 
-def featurize_clips(cfg: FitConfig, data: Prepared) -> tuple[list, list]:
+def featurize_clips(cfg: FitConfig, data: Prepared, run_dir: Path | None = None) -> tuple[list, list]:
     """Features of every clip (cached in ``cfg.cache_dir``), silent clips dropped, with their perturbed
     versions for training; with LOCO's far-field evaluation, the far-field condition cached too.
+    Clipped clips are reported once per corpus, listed in ``run_dir/clipped.csv``
+    (:func:`trainer.featurize.report_clipping`).
     Fixes TensorFlow to one thread and seeds it first. Returns ``(clip features, their clips)``.
 
     :raises UsageError: for ``--n-folds`` outside 2..speakers under the speaker protocol.
@@ -115,11 +129,12 @@ def featurize_clips(cfg: FitConfig, data: Prepared) -> tuple[list, list]:
     import keras
 
     from trainer.crossval import FAR_FIELD_EVAL, limit_threads, training_perturbations
-    from trainer.featurize import featurize, with_variants
+    from trainer.featurize import featurize, report_clipping, with_variants
 
     limit_threads(1)
     keras.utils.set_random_seed(cfg.seed)
     feats = drop_silent(featurize(data.clips, cfg.features, cache_dir=cfg.cache_dir, progress=cfg.progress))
+    report_clipping(feats, run_dir)
     clips = [f.clip for f in feats]
     speakers = {c.speaker for c in clips}
     if data.protocol == "speakers" and (cfg.n_folds > len(speakers) or cfg.n_folds < 2):
@@ -223,13 +238,16 @@ def fold_training_protocol(validation_speakers: int, early_stopping: bool, epoch
 
 def training_record(cfg: FitConfig, data: Prepared, clips: list, selected: list[int], results: list,
                     final_params: TrainParams, command: str) -> dict:
-    """The manifest's ``training`` block: corpora with their clips and speakers, the protocol in words,
-    the folds run, seed, date, commit, command, epochs, training parameters and the label scheme."""
+    """The manifest's ``training`` block: corpora with their clips, speakers, language and licence
+    (``{"kind", "name", "language", "licence", "use", "clips", "speakers"}``,
+    :mod:`trainer.corpora.licences`), ``use``: the most restrictive use term of them all, the protocol
+    in words, the folds run, seed, date, commit, command, epochs, training parameters and the label scheme."""
+    from trainer.corpora.licences import corpus_record, most_restrictive_use
     from trainer.export import git_commit
 
     counts: dict[str, dict] = {}
     for c in clips:
-        entry = counts.setdefault(c.corpus, {"name": c.corpus, "clips": 0, "speakers": set()})
+        entry = counts.setdefault(c.corpus, {**corpus_record(c.corpus), "clips": 0, "speakers": set()})
         entry["clips"] += 1
         entry["speakers"].add(c.speaker)
     protocol_text = "none"
@@ -242,7 +260,8 @@ def training_record(cfg: FitConfig, data: Prepared, clips: list, selected: list[
                          f"corpora's speakers spread over the folds), " + fold_training_protocol(
                              cfg.validation_speakers, cfg.train_params.early_stopping, cfg.max_epochs))
     training = {
-        "corpora": [{"name": e["name"], "clips": e["clips"], "speakers": len(e["speakers"])} for e in counts.values()],
+        "corpora": [{**e, "speakers": len(e["speakers"])} for e in counts.values()],
+        "use": most_restrictive_use(counts),
         "speakers": sorted({c.speaker for c in clips}),
         "held_out_speakers": sorted(cfg.hold_out),
         "protocol": protocol_text,

@@ -27,7 +27,7 @@ def rescore(args) -> int:
     from edge.model import load_model
     from trainer.crossval import FAR_FIELD_EVAL
     from trainer.evaluate import score_clips
-    from trainer.featurize import featurize
+    from trainer.featurize import featurize, report_clipping
     from trainer.folds import corpus_folds
     from trainer.labels import apply_scheme
     from trainer.streams import stream_order
@@ -45,6 +45,7 @@ def rescore(args) -> int:
     clips, _, _ = apply_scheme(loaded, parse_scheme(config["args"]["labels"]))
     features = FeatureParams.from_dict(config["features"]) if "features" in config else FEATURES
     feats = drop_silent(featurize(clips, features, cache_dir=args.cache_dir, progress=progress))
+    report_clipping(feats)
     folds = corpus_folds(f.clip.speaker for f in feats)
     rows = []
     for path in models:
