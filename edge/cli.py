@@ -54,20 +54,29 @@ def _sub(sub, name: str, help: str, description: str) -> argparse.ArgumentParser
     return sub.add_parser(name, help=help, description=description, formatter_class=_HelpFormatter)
 
 
-def _common(parser: argparse.ArgumentParser, device_id_help: str | None = None) -> None:
+def _common(parser: argparse.ArgumentParser, device_id_help: str | None = None, mqtt: bool = True,
+            config: bool = True) -> None:
+    """The configuration flags; ``mqtt=False`` leaves out the broker and device id (commands that publish
+    nothing), ``config=False`` the ``--config`` flag (check-config takes the file as its argument)."""
     group = parser.add_argument_group("configuration (flags override the config file)")
-    group.add_argument("--config", metavar="FILE", help="TOML config file (see systemd/ser-edge.toml); "
-                       "default: none, built-in defaults")
+    if config:
+        group.add_argument("--config", metavar="FILE", help="TOML config file (see systemd/ser-edge.toml); "
+                           "default: none, built-in defaults")
     group.add_argument("--model", metavar="PATH", help="model .tflite (manifest .json beside it); "
                        "default: config's model.path, else the model installed with ser-edge")
+    if mqtt:
+        _mqtt_flags(group, device_id_help)
+    group.add_argument("--log-level", choices=LOG_LEVELS,
+                       help="log verbosity; default: config's log_level, else INFO")
+
+
+def _mqtt_flags(group, device_id_help: str | None) -> None:
     group.add_argument("--mqtt-host", metavar="H", help=f"MQTT broker host; default: config's mqtt.host, "
                        f"else {MqttSettings.host}")
     group.add_argument("--mqtt-port", metavar="P", type=int, help=f"MQTT broker port; default: config's "
                        f"mqtt.port, else {MqttSettings.port}")
     group.add_argument("--device-id", metavar="ID", help=device_id_help or "topic level naming this device; "
                        "default: config's device_id, else the host name")
-    group.add_argument("--log-level", choices=LOG_LEVELS,
-                       help="log verbosity; default: config's log_level, else INFO")
 
 
 def _raw_flags(parser: argparse.ArgumentParser, what: str) -> None:
@@ -133,10 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     listen = _sub(sub, "listen", "print events from all devices (an MQTT subscriber for people)",
                   "Subscribe to <prefix>/+/emotion and <prefix>/+/status and print one line per event "
-                  "(or the JSON payloads). With --share GROUP, the events come through the MQTT shared "
+                  "and per availability change ('kitchen-pi is online'). With --json, standard output holds "
+                  "only the events' JSON payloads as the devices published them, one per line, and availability "
+                  "changes go to standard error as log lines. Exits 1 when --timeout expires before --count "
+                  "events or before the broker was ever reached. With --share GROUP, the events come through the MQTT shared "
                   "subscription $share/GROUP/<prefix>/+/emotion: consumers in one group split them.")
     _common(listen, device_id_help="only this device's events and status; default: every device")
-    listen.add_argument("--json", action="store_true", help="print raw JSON payloads")
+    listen.add_argument("--json", action="store_true", help="print the events' JSON payloads only, one per line "
+                        "(availability goes to standard error)")
     listen.add_argument("--count", type=int, metavar="N", help="exit after N events; default: never")
     listen.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds; default: never")
     listen.add_argument("--share", metavar="GROUP", help="join the shared subscription group GROUP; "
@@ -148,21 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = _sub(sub, "info", "summarise the model: labels, metrics, features",
                 "A short summary of the model and its manifest; --json prints the whole manifest.")
-    _common(info)
+    _common(info, mqtt=False)
     info.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
 
     check = _sub(sub, "check-config", "validate a config file without starting",
                  "Parse and validate the config (and the files it names) exactly as 'run' does; prints one "
-                 "line and exits 0, or the problem and 78.")
+                 "line and exits 0, or the problem and 78. The flags check it as 'run' with the same flags would run.")
     check.add_argument("file", nargs="?", metavar="FILE", help="the TOML file; default: built-in defaults")
-    _common(check)
+    _common(check, config=False)
+    check.add_argument("--config", dest="config_flag", metavar="FILE", help=argparse.SUPPRESS)  # an error, see main
 
     tester = _sub(sub, "try", "live tester for a microphone: level, speech, emotion per utterance",
                   "Listen to the microphone (or --input-command) and show, in the terminal, the input level, "
                   "whether speech is detected and, for every utterance, the label, its confidence and a bar per "
                   "score. With --prompts it asks for one emotion at a time and counts how often the model "
                   "agrees. Publishes nothing. Ctrl-C to stop.")
-    _common(tester)
+    _common(tester, mqtt=False)
     tester.add_argument("--device", metavar="NAME|INDEX", help="input device; default: config's audio.device, "
                         "else the system's default input")
     tester.add_argument("--input-command", metavar="CMD", help="read raw PCM from a command instead "
@@ -208,6 +222,7 @@ def _setup_logging(level: str) -> None:
 
 
 def _info(settings, as_json: bool) -> int:
+    from edge.events import SCORE_DECIMALS  # events' confidence has as many decimals: compare what is printed
     from edge.manifest import load_manifest
 
     manifest = load_manifest(settings.model.path)
@@ -222,9 +237,9 @@ def _info(settings, as_json: bool) -> int:
 
     corpus_names = [str(c.get("name", c)) if isinstance(c, dict) else str(c) for c in training.get("corpora", [])]
 
-    def figure(values: dict, key: str) -> str:
+    def figure(values: dict, key: str, decimals: int = 3) -> str:
         value = values.get(key)
-        return f"{value:.3f}" if isinstance(value, int | float) else "?"
+        return f"{value:.{decimals}f}" if isinstance(value, int | float) else "?"
 
     loco = metrics.get("loco") if isinstance(metrics.get("loco"), dict) else None
     if loco:  # leave-one-corpus-out: the mean over held-out corpora, clean and far-field
@@ -233,7 +248,7 @@ def _info(settings, as_json: bool) -> int:
         cal = loco.get("calibration", {})
         metric_line = (f"metrics    held-out corpora (LOCO, int8): UA {figure(clean, 'ua')} clean, {figure(far, 'ua')} "
                        f"far-field; arousal CCC {figure(clean, 'arousal_ccc')}, valence AUC "
-                       f"{figure(clean, 'valence_auc')}; unsure below {figure(cal, 'unsure_below')}")
+                       f"{figure(clean, 'valence_auc')}; unsure below {figure(cal, 'unsure_below', SCORE_DECIMALS)}")
     else:
         metric_line = (f"metrics    int8 UA {figure(int8, 'ua')} WA {figure(int8, 'wa')}; float UA {figure(floats, 'ua')} "
                        f"WA {figure(floats, 'wa')}" + (f"  ({str(training['protocol']).split(' (')[0]})"
@@ -272,7 +287,11 @@ def _devices() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "check-config" and args.config_flag is not None:
+        parser.exit(EX_USAGE, f"ser-edge check-config: the file is an argument, not --config: "
+                              f"ser-edge check-config {args.config_flag}\n")
     if args.command == "devices":
         return _devices()
 

@@ -14,10 +14,16 @@ The payload is compact JSON (schema version :data:`SCHEMA_VERSION` = 2), fields 
 * ``device_id``: the device (also the topic level).
 * ``session``: 12 random hex digits drawn at every process start (:func:`new_session_id`).
 * ``seq``: 0, 1, 2, ... per session; ``(device_id, session, seq)`` is unique across restarts.
-* ``time``: wall-clock time the event was made, RFC 3339 UTC with milliseconds.
+* ``time``: when the emotion was decided, RFC 3339 UTC with milliseconds: the wall clock when the event
+  was made, or, if later, the capture clock's time of the audio the decision waited for (the
+  utterance's end plus the VAD's hangover). The two agree for live audio; for a file replayed faster
+  than real time the capture clock runs ahead of the wall clock, and ``time`` follows it, so always
+  ``start_time <= end_time <= time``.
 * ``start_time``/``end_time``: wall-clock time of the utterance's first and last audio, RFC 3339
   UTC (ms), from the capture clock (:class:`edge.audio.clock.CaptureClock`: PortAudio's input ADC timestamps, the
-  read time of an input command's pipe, or the replay's start plus the audio offset).
+  read time of an input command's pipe, or the replay's start plus the audio offset, so for a
+  replay without ``--realtime`` they are where the audio would be had it been heard live from the
+  replay's start).
 * ``start_s``/``end_s``: the utterance in seconds of audio since the start of the stream.
 * ``label``/``confidence``: the top label (always one of the model's labels) and its probability.
 * ``unsure``: true when ``confidence`` is below the model's calibrated threshold; the event is
@@ -37,6 +43,7 @@ import json
 import math
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -354,12 +361,15 @@ class EventFactory:
         labels = self.manifest.labels
         start_wall_s = self.clock.wall_s(decision.start_s)
         end_wall_s = max(start_wall_s, self.clock.wall_s(decision.end_s))  # a re-anchor may step back
+        decided_s = decision.end_s if decision.decided_s is None else decision.decided_s
+        # now, or the decision's capture time when a fast replay runs ahead of the wall clock
+        decided_wall_s = max(time.time(), end_wall_s, self.clock.wall_s(decided_s))
         event = EmotionEvent(
             schema=SCHEMA_VERSION,
             device_id=self.device_id,
             session=self.session,
             seq=self.seq,
-            time=utc_now_rfc3339(),
+            time=to_rfc3339_utc(datetime.fromtimestamp(decided_wall_s, UTC)),
             start_time=to_rfc3339_utc(datetime.fromtimestamp(start_wall_s, UTC)),
             end_time=to_rfc3339_utc(datetime.fromtimestamp(end_wall_s, UTC)),
             start_s=decision.start_s,

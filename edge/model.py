@@ -8,8 +8,13 @@ Quantisation scale and zero point are read from the interpreter, never from conf
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
+import os
+import sys
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,56 @@ from edge.dsp.normalize import normalize
 from edge.manifest import ManifestError, ModelManifest, load_manifest, resolve_paths, sha256_file
 
 logger = logging.getLogger(__name__)
+
+
+# The armv7l tflite-runtime wheel (32-bit Raspberry Pi OS, the `legacy` extra) turns on the CPU's
+# flush-to-zero for the whole process when it loads. numpy then finds the smallest subnormal float to be
+# zero and warns so ("The value of the smallest subnormal for <class 'numpy.float32'> type is zero.") on
+# every replay. Denormals (below 1.2e-38) mean nothing to 16-bit audio or to an int8 model, so that one
+# warning is silenced; the streaming == batch tests allow for the flushed denormals.
+warnings.filterwarnings("ignore", message=r"The value of the smallest subnormal for .* type is zero",
+                        category=UserWarning)
+
+RUNTIME_INFO_PREFIXES = ("INFO: Created TensorFlow Lite", "INFO: Initialized TensorFlow Lite runtime")
+"""What the TFLite runtime's C++ code prints, unformatted, on stderr for every interpreter it creates
+(``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.``); :func:`runtime_stderr_to_log` turns it
+into a DEBUG log record. Neither runtime has a switch for it (``TF_CPP_MIN_LOG_LEVEL`` is TensorFlow's,
+not LiteRT's: tested with ai-edge-litert 2.3.0)."""
+
+
+@contextlib.contextmanager
+def runtime_stderr_to_log():
+    """Capture file descriptor 2 (what C++ code writes; Python's ``sys.stderr`` too) while the block runs.
+
+    Afterwards the runtime's :data:`RUNTIME_INFO_PREFIXES` lines go to the log at DEBUG and anything else
+    is written back to stderr unchanged (an error from the runtime, or a log line another thread wrote
+    meanwhile), so nothing is lost. Without a temporary file to capture into, nothing is captured.
+    """
+    try:
+        capture = tempfile.TemporaryFile()
+    except OSError:
+        yield
+        return
+    with capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = []
+            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
+                if line.startswith(RUNTIME_INFO_PREFIXES):
+                    logger.debug("TFLite runtime: %s", line.strip())
+                else:
+                    kept.append(line)
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def _import_interpreter():
@@ -33,7 +88,8 @@ def _import_interpreter():
 
         return Interpreter, f"tflite-runtime {importlib.metadata.version('tflite-runtime')}"
     except ImportError:
-        return None, "none (install ai-edge-litert, or ser-edge[legacy] for tflite-runtime)"
+        return None, ("none (install ai-edge-litert; on 32-bit Raspberry Pi OS, ser-edge[legacy] for tflite-runtime, "
+                      "with pip run under setarch linux32)")
 
 
 Interpreter, INTERPRETER = _import_interpreter()
@@ -165,8 +221,9 @@ def load_model(path: str | Path, num_threads: int = 1) -> EmotionModel:
     if Interpreter is None:
         raise ModelError(f"no TFLite interpreter installed: {INTERPRETER}")
     try:
-        interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with runtime_stderr_to_log():
+            interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{tflite_path}: not a loadable TFLite model ({first_line})") from None

@@ -42,6 +42,7 @@ from edge.dsp.features import FeatureParams, mfcc_with_energy
 from edge.dsp.frontend import FrontEnd
 from edge.dsp.normalize import AdaptiveNormalizer
 from edge.dsp.vad import EnergyVAD, Segment
+from edge.events import SCORE_DECIMALS
 from edge.postprocess import Decision, DecisionParams, WindowPlacement
 
 Score = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
@@ -104,7 +105,8 @@ class Pipeline:
 
     ``score``: see :data:`Score` (e.g. ``EmotionModel.score``). ``features`` must carry the
     manifest's mean/std (the normalisation prior). ``input_frames``: the model's window length in
-    frames. ``unsure_below``: the manifest's threshold for ``Decision.unsure``; ``dimensions``: the
+    frames. ``unsure_below``: the manifest's threshold for ``Decision.unsure`` (confidence and threshold
+    compared rounded to the payload's :data:`edge.events.SCORE_DECIMALS`); ``dimensions``: the
     names of the model's continuous outputs (``("arousal", "valence")`` or empty); ``temperature``: the
     manifest's calibration, applied to each utterance's averaged probabilities. Feed 1-D float32
     chunks at ``features.sample_rate_hz`` with :meth:`process`; call :meth:`flush` at the end.
@@ -202,10 +204,14 @@ class Pipeline:
                 windows=len(ends),
                 final=segment.final,
                 publish=float(scores.max()) >= self.decision.confidence_threshold,
-                unsure=float(scores.max()) < self.unsure_below,
+                # compared as published (SCORE_DECIMALS), so a subscriber or `ser-edge info` reading the
+                # payload's confidence against the threshold printed with as many digits agrees with `unsure`
+                unsure=round(float(scores.max()), SCORE_DECIMALS) < round(self.unsure_below, SCORE_DECIMALS),
                 arousal=values.get("arousal"),
                 valence=values.get("valence"),
                 dims=None if mean_dims is None else mean_dims.astype(np.float32),
+                decided_s=max(self.features.frame_end_s(segment.end - 1),
+                              self.features.frame_end_s(segment.decided_at - 1)),
             ))
         return decisions
 

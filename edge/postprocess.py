@@ -92,6 +92,9 @@ class Decision:
     """Valence in [-1, 1] (unpleasant -1 .. pleasant +1), None if the model has no such head."""
     dims: np.ndarray | None = None
     """float32 ``(n_dimensions,)``: every continuous output in the manifest's ``dimensions`` order, or None."""
+    decided_s: float | None = None
+    """Seconds of audio since stream start at which the utterance was decided (its last active frame plus
+    the VAD's hangover, or a max-length cut): the audio the decision waited for; None = ``end_s``."""
 
     @property
     def top(self) -> int:

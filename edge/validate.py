@@ -165,3 +165,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``count`` and ``noun`` for a message: ``1 utterance``, ``0 utterances``, ``2 utterances``
+    (``plural_form`` for nouns that do not take an ``s``)."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"

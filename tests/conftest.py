@@ -11,9 +11,23 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # `import mqtt_helpers` also when tests/ is a package
 
-from helpers import IN_CI, skip_or_fail  # noqa: E402, F401 - IN_CI: re-exported for older imports
+from helpers import IN_CI, needs_shared_data, skip_or_fail  # noqa: E402, F401 - IN_CI: re-exported for older imports
 from microphone import alsa_mic, clip_48k, model_path  # noqa: E402, F401 - fixtures of the fake microphone
 from mqtt_helpers import BrokerTls, MosquittoBroker, Subscriber, find_mosquitto  # noqa: E402
+from paths import SHARED_DATA  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``shared_data`` every test that reads ../shared/data (helpers.needs_shared_data)."""
+    for item in items:
+        if needs_shared_data(item):
+            item.add_marker("shared_data")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``shared_data`` test without the folder: skipped with the reason, or failed under CI=true."""
+    if item.get_closest_marker("shared_data") and not SHARED_DATA.is_dir():
+        skip_or_fail(f"needs the shared test audio in {SHARED_DATA} (the shared folder beside the repository)")
 
 
 @pytest.fixture

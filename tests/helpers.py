@@ -3,6 +3,8 @@ copy with other feature parameters."""
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import os
 import shutil
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge.events import SCHEMA_VERSION, EmotionEvent
@@ -149,3 +152,74 @@ def model_with_features(model: Path, folder: Path, **changes: object) -> Path:
     manifest["features"].update(changes)
     target.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return target
+
+
+# ------------------------------------------------------------------ flush-to-zero (32-bit Raspberry Pi OS)
+
+FTZ_RTOL = 1e-5
+FTZ_ATOL = 1e-5
+"""How far streaming and batch features may differ when the CPU flushes subnormals to zero: a float32 result
+below 1.2e-38 becoming 0 in one path and not in the other (their operations are grouped differently) moves a
+feature, whose values are O(1..100), by float32 rounding at most; 1e-5 covers it with a margin."""
+
+
+def subnormals_flushed() -> bool:
+    """Whether float32 arithmetic flushes subnormal results to zero in this thread now (FTZ/DAZ): the armv7l
+    tflite-runtime wheel turns it on for the whole process when it loads."""
+    return float(np.float32(1e-38) * np.float32(1e-3)) == 0.0
+
+
+def assert_streaming_equals_batch(streamed: np.ndarray, batch: np.ndarray) -> None:
+    """Bit-identical where the CPU keeps subnormals (IEEE 754, the x86-64 and aarch64 wheels); within
+    :data:`FTZ_RTOL`/:data:`FTZ_ATOL` where they are flushed to zero (the armv7l tflite-runtime)."""
+    if subnormals_flushed():
+        np.testing.assert_allclose(streamed, batch, rtol=FTZ_RTOL, atol=FTZ_ATOL)
+    else:
+        np.testing.assert_array_equal(streamed, batch)
+
+
+# ------------------------------------------------------------------ tests that read ../shared/data
+
+SHARED_DATA_ROOTS = ("SHARED_DATA", "RAVDESS_MINI", "RAVDESS_48K", "TESS_MINI", "CREMA_D_MINI", "SAVEE_MINI",
+                     "TUREV_DB_MINI", "ravdess_mini_clips")
+"""The names :mod:`paths` gives the shared data folder (``../shared/data`` beside the repository) by."""
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+@functools.cache
+def shared_data_names(module_path: str) -> frozenset[str]:
+    """Module-level names of a test module that lead to ../shared/data: the :data:`SHARED_DATA_ROOTS` it
+    uses, and, to a fixed point, every top-level assignment, function or fixture whose code (decorators
+    included, so ``parametrize`` over clips counts) uses one of them. Read from the source (:mod:`ast`), so
+    it also works when the folder is absent and ``CLIPS = sorted(RAVDESS_48K.glob(...))`` is empty."""
+    tree = ast.parse(Path(module_path).read_text())
+    definitions: list[tuple[set[str], set[str]]] = []  # (names defined, names used)
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            definitions.append(({node.name}, _names_in(node)))
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            definitions.append((set().union(*(_names_in(t) for t in targets)), _names_in(node.value or node)))
+    found = set(SHARED_DATA_ROOTS)
+    changed = True
+    while changed:
+        changed = False
+        for defined, used in definitions:
+            if used & found and not defined <= found:
+                found |= defined
+                changed = True
+    return frozenset(found)
+
+
+def needs_shared_data(item: pytest.Item) -> bool:
+    """Whether a collected test reads ../shared/data: its function (with decorators) or one of its fixtures
+    is among its module's :func:`shared_data_names`."""
+    function = getattr(item, "function", None)
+    module = getattr(item, "module", None)
+    if function is None or module is None or not getattr(module, "__file__", None):
+        return False
+    names = shared_data_names(module.__file__)
+    return function.__name__ in names or bool(set(getattr(item, "fixturenames", ())) & names)

@@ -4,13 +4,13 @@ that a featurizer can take. Banks of 4 rooms keep it fast (a bank of n is the fi
 
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pyroomacoustics as pra
 import pytest
+from helpers import skip_or_fail
 
 from edge.audio.io import load_audio
 from tests.paths import CREMA_D_MINI
@@ -35,9 +35,7 @@ def require(path: Path) -> Path:
     """``path`` if it exists; else skip, or fail under ``CI=true`` (CI has ../shared)."""
     if not path.exists():
         message = f"no test data at {path} (../shared/data beside the repository)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     return path
 
 

@@ -8,10 +8,13 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import tomllib
+import zipfile
 from pathlib import Path
 
 import paho.mqtt.publish as publish
@@ -20,7 +23,7 @@ from helpers import ser_edge_command
 from paths import RAVDESS_48K, SHIPPED_MODEL
 
 from edge.cli import build_parser
-from edge.events import EmotionEvent
+from edge.events import SCORE_DECIMALS, EmotionEvent
 from edge.manifest import load_manifest
 from edge.mqtt.topics import emotion_topic
 
@@ -63,6 +66,34 @@ def test_every_subcommand_has_a_description_and_every_option_its_default() -> No
     assert "else 1883" in run_help and "else INFO" in run_help and "installed with ser-edge" in run_help
 
 
+@pytest.mark.parametrize("command", ["info", "try"])
+@pytest.mark.parametrize("flag", ["--mqtt-host", "--mqtt-port", "--device-id"])
+def test_commands_that_publish_nothing_take_no_broker_flags(command: str, flag: str) -> None:
+    assert flag not in _help(command)
+    with contextlib.redirect_stderr(io.StringIO()) as err, pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([command, flag, "1"])
+    assert exited.value.code == 2 and f"unrecognized arguments: {flag} 1" in err.getvalue()
+
+
+def test_check_config_takes_the_file_as_its_argument_not_config(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('device_id = "kitchen-pi"\n')
+    assert "--config" not in _help("check-config")
+    wrong = _run("check-config", "--config", str(config))
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines() == [
+        f"ser-edge check-config: the file is an argument, not --config: ser-edge check-config {config}"]
+    right = _run("check-config", str(config), "--model", str(SHIPPED_MODEL))
+    assert right.returncode == 0, right.stderr
+    assert right.stdout.startswith("config OK: device_id=kitchen-pi,")
+
+
+def test_listen_help_says_what_json_prints() -> None:
+    text = " ".join(_help("listen").split())
+    assert "only the events' JSON payloads as the devices published them" in text
+    assert "availability changes go to standard error" in text
+
+
 @pytest.mark.slow
 def test_info_is_a_short_summary_and_json_is_the_whole_manifest() -> None:
     manifest = load_manifest(SHIPPED_MODEL)
@@ -74,19 +105,32 @@ def test_info_is_a_short_summary_and_json_is_the_whole_manifest() -> None:
     assert ", ".join(manifest.labels) in short.stdout and "UA 0." in short.stdout and "int8" in short.stdout
     use = [line for line in lines if line.startswith("use ")]
     assert use == [f"use        {manifest.use_summary()}"] and "non-commercial" in use[0], lines
+    if manifest.metrics.get("loco"):  # the threshold with the digits of the events' confidence
+        assert f"unsure below {manifest.unsure_below:.{SCORE_DECIMALS}f}" in short.stdout
     full = _run("info", "--model", str(SHIPPED_MODEL), "--json")
     assert json.loads(full.stdout) == manifest.to_dict()
 
 
 @pytest.mark.slow
 def test_the_shipped_model_is_found_outside_the_repository(tmp_path: Path) -> None:
-    """``pip install .`` installs the model as package data; from any directory, no --model."""
+    """``pip install .`` installs the model, the demo and its audio as package data; from any directory,
+    no --model. The build warns of nothing and leaves no ``build/`` or ``*.egg-info`` in the source tree."""
+    repo = Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a copy, so the check of what the build leaves behind is exact
+    shutil.copytree(repo, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                                  ".*_cache", ".hypothesis", "data", "runs", "cache"))
+    before = sorted(p.relative_to(source) for p in source.rglob("*"))
     wheel_dir = tmp_path / "wheel"
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                            "-w", str(wheel_dir), str(Path(__file__).resolve().parents[1])],
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(wheel_dir), str(source)],
                            capture_output=True, text=True, timeout=300, check=False)
     if built.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {built.stderr.strip().splitlines()[-1:]}")
+    assert "absent from the `packages` configuration" not in built.stdout + built.stderr
+    assert sorted(p.relative_to(source) for p in source.rglob("*")) == before  # no build/, no *.egg-info
+    wheel = next(wheel_dir.glob("ser_edge-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {"edge/samples/demo.py", "edge/samples/speech-sample.wav", "edge/samples/crema-d/ATTRIBUTION.md"} <= names
     target = tmp_path / "site"
     wheel = next(wheel_dir.glob("ser_edge-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
@@ -103,6 +147,42 @@ def test_the_shipped_model_is_found_outside_the_repository(tmp_path: Path) -> No
     events = [EmotionEvent.from_json(line) for line in result.stdout.splitlines()]
     assert events and events[0].model == load_manifest(SHIPPED_MODEL).model_id
     assert f"shipped model: {target / 'edge' / 'models' / SHIPPED_MODEL.name}" in result.stderr
+
+
+@pytest.mark.parametrize("machine, litert", [("x86_64", True), ("AMD64", True), ("aarch64", True), ("arm64", True),
+                                             ("armv8l", False), ("armv7l", False), ("armv6l", False), ("i686", False)])
+def test_the_interpreter_dependency_follows_the_machine(machine: str, litert: bool) -> None:
+    """ai-edge-litert (no 32-bit wheels) is a dependency on 64-bit machines only. A 32-bit Raspberry Pi OS on a
+    64-bit kernel installs under `setarch linux32`, where uname (platform_machine) says armv8l: no LiteRT there;
+    its interpreter, tflite-runtime, comes with the legacy extra."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    environment = {"platform_machine": machine, "extra": ""}
+    wanted = {r.name for r in map(Requirement, project["dependencies"]) if r.marker is None or r.marker.evaluate(environment)}
+    assert ("ai-edge-litert" in wanted) == litert
+    assert {"numpy", "scipy", "paho-mqtt", "soundfile"} <= wanted
+    assert "tflite-runtime" in {Requirement(r).name for r in project["optional-dependencies"]["legacy"]}
+
+
+def test_ser_train_without_the_training_extra_says_what_to_install(tmp_path: Path) -> None:
+    """A device-only install has ser-train on PATH but not the train extra: one line, exit 1, no traceback.
+    The extra's modules are made unimportable in the child (None in sys.modules), as on a device."""
+    from trainer.cli import MISSING_EXTRA, TRAINING_MODULES
+
+    code = ("import sys\nfor name in sys.argv[1].split(','): sys.modules[name] = None\n"
+            "from trainer.cli import main\nsys.exit(main(sys.argv[2:]))")
+    for command in (["evaluate", "--model", str(SHIPPED_MODEL), "--corpus", f"ravdess={tmp_path}"],
+                    ["rescore", str(tmp_path)]):
+        done = subprocess.run([sys.executable, "-c", code, ",".join(sorted(TRAINING_MODULES)), *command], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 1, (command, done.stderr)
+        last = done.stderr.strip().splitlines()
+        assert last[-1].startswith(MISSING_EXTRA) and "Traceback" not in done.stderr, (command, done.stderr)
+    assert "ser-edge[train]" in MISSING_EXTRA
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert "\ntrain = [" in pyproject  # the extra the message names exists
 
 
 @pytest.mark.slow

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+from helpers import skip_or_fail
 
 from tests.paths import (
     CREMA_D_MINI,
@@ -58,16 +58,13 @@ from trainer.labels import (
 )
 
 RAVDESS8 = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def require(path: Path) -> Path:
     """``path`` if it exists; else skip the test, or fail it under ``CI=true`` (CI has ../shared)."""
     if not path.exists():
         message = f"no test data at {path} (../shared/data beside the repository)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     return path
 
 

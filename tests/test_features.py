@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from helpers import assert_streaming_equals_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from paths import RAVDESS_48K, RAVDESS_MINI, TESS_MINI
@@ -69,8 +70,8 @@ def test_streaming_chunks_equal_whole_signal(path, params):
         parts = [stream.process(signal[i : i + chunk]) for i in range(0, signal.size, chunk)]
         coefficients = np.concatenate([p[0] for p in parts])
         energy = np.concatenate([p[1] for p in parts])
-        np.testing.assert_array_equal(coefficients, whole)  # bit-identical, not merely close
-        np.testing.assert_array_equal(energy, whole_energy)
+        assert_streaming_equals_batch(coefficients, whole)  # bit-identical, not merely close (unless FTZ)
+        assert_streaming_equals_batch(energy, whole_energy)
         assert stream.frames_emitted == whole.shape[0]
 
 
@@ -118,7 +119,9 @@ def test_feature_params_round_trip():
 @pytest.mark.parametrize("params", STREAMING_PARAMS, ids=STREAMING_IDS)
 @settings(max_examples=60, deadline=None)
 @given(
-    samples=st.lists(st.floats(-1.0, 1.0, width=32), min_size=0, max_size=3000),
+    # no subnormal samples (below 1.2e-38; 16-bit audio's step is 3e-5): where the CPU flushes them to zero
+    # (the armv7l tflite-runtime) hypothesis cannot draw them and errors
+    samples=st.lists(st.floats(-1.0, 1.0, width=32, allow_subnormal=False), min_size=0, max_size=3000),
     chunks=st.lists(st.integers(1, 700), min_size=1, max_size=20),
 )
 def test_fuzz_streaming_matches_batch(params, samples, chunks):
@@ -133,7 +136,7 @@ def test_fuzz_streaming_matches_batch(params, samples, chunks):
         i += 1
     got = np.concatenate(parts) if parts else np.zeros((0, params.n_features), np.float32)
     assert got.shape == whole.shape == (params.n_frames(signal.size), params.n_features)
-    np.testing.assert_array_equal(got, whole)
+    assert_streaming_equals_batch(got, whole)
     assert np.all(np.isfinite(got))
 
 

@@ -8,6 +8,7 @@ from paths import RAVDESS_48K, SHIPPED_MODEL, ravdess_mini_clips
 
 from edge.audio.io import load_audio
 from edge.dsp.features import FeatureParams
+from edge.events import SCORE_DECIMALS
 from edge.model import load_model
 from edge.pipeline import FrameRing, Pipeline, classify_clip
 from edge.postprocess import DecisionParams
@@ -105,6 +106,24 @@ def test_confidence_threshold_marks_decisions_unpublished(model, speech):
     assert [d.confidence for d in decisions] == [d.confidence for d in everything]  # same utterances
     assert [d.publish for d in decisions] == [d.confidence >= threshold for d in decisions]
     assert any(d.publish for d in decisions) and not all(d.publish for d in decisions)
+
+
+def test_unsure_agrees_with_the_published_confidence_and_threshold(model, speech):
+    """``unsure`` compares what is published: the payload's confidence (SCORE_DECIMALS) against the threshold
+    as ``info`` prints it. A threshold a hair above a real utterance's confidence, equal once both are
+    rounded (the issue: "confidence 0.484 flagged unsure" beside "unsure below 0.484"), is not unsure."""
+    manifest = model.manifest
+    confidence = _run(Pipeline.for_model(model), speech, 4000)[0].confidence
+    shown = round(confidence, SCORE_DECIMALS)
+    step = 0.5 * 10.0**-SCORE_DECIMALS
+    threshold = shown + step / 50 if confidence <= shown else confidence + (shown + step - confidence) / 2
+    assert confidence < threshold and round(threshold, SCORE_DECIMALS) == shown
+    pipeline = Pipeline(model.score, manifest.features, manifest.input.frames, None, threshold, manifest.dimensions,
+                        temperature=manifest.temperature)
+    assert not _run(pipeline, speech, 4000)[0].unsure
+    above = Pipeline(model.score, manifest.features, manifest.input.frames, None, shown + 2 * step,
+                     manifest.dimensions, temperature=manifest.temperature)
+    assert _run(above, speech, 4000)[0].unsure  # one printed step above: unsure
 
 
 def test_classify_clip_uses_the_same_path(model):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import DESIGN_SCORES, MQTT_TEST_PREFIX, make_event, settings_for, wait_until
+from mqtt_helpers import free_port
 
 from edge.events import EVENT_FIELDS, EmotionEvent, model_id, utc_now_rfc3339
 from edge.mqtt.config import MqttSettings
@@ -342,18 +343,31 @@ def test_listen_prints_readable_lines_and_skips_malformed(mosquitto, caplog) -> 
     assert any(f"on {emotion_topic(PREFIX, 'kitchen-pi')}" in m for m in skipped), skipped
 
 
-def test_listen_as_json_prints_payloads(mosquitto) -> None:
+def test_listen_as_json_prints_payloads_only(mosquitto, caplog) -> None:
+    """--json: stdout is the events' payloads as published, nothing else; availability is a log record."""
+    caplog.set_level(logging.INFO, logger="edge.mqtt.listen")
     settings = settings_for(mosquitto)
     with MqttPublisher(settings, "json-pi") as publisher:
         assert wait_until(lambda: publisher.connected, WAIT_S)
         out, thread, result = _run_listen(settings, as_json=True, stop_after=1, timeout_s=WAIT_S)
-        assert wait_until(lambda: "online" in out.getvalue(), WAIT_S)
+        assert wait_until(lambda: any(r.getMessage() == "json-pi is online" for r in caplog.records), WAIT_S)
         publisher.publish(make_event(0, "json-pi"))
         thread.join(WAIT_S + 5)
     assert result == {"rc": 0}
-    status_line, event_line = out.getvalue().splitlines()
-    assert json.loads(status_line) == {"device_id": "json-pi", "status": "online"}
-    assert EmotionEvent.from_json(event_line) == make_event(0, "json-pi")
+    assert out.getvalue().splitlines() == [make_event(0, "json-pi").to_json()]
+
+
+def test_listen_with_a_timeout_and_no_broker_fails_with_one_error(caplog) -> None:
+    """A broker that is never reached within --timeout is a failure (status 1), said in one ERROR line."""
+    caplog.set_level(logging.DEBUG, logger="edge.mqtt.listen")
+    settings = MqttSettings(host="127.0.0.1", port=free_port(), topic_prefix=PREFIX, reconnect_min_s=0.1,
+                            reconnect_max_s=0.2)
+    out, thread, result = _run_listen(settings, as_json=True, timeout_s=1.0)
+    thread.join(WAIT_S)
+    assert result == {"rc": 1}
+    assert out.getvalue() == ""
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f"MQTT broker 127.0.0.1:{settings.port} unreachable: gave up after --timeout 1 s"], errors
 
 
 @pytest.mark.slow

@@ -4,12 +4,15 @@ a real subscriber (paho) receiving schema-valid events; and ``mosquitto_sub`` as
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import soundfile
+from helpers import skip_or_fail
 from paths import RAVDESS_48K, SHIPPED_MODEL
 
 from edge.events import EVENT_FIELDS, EmotionEvent
@@ -30,6 +33,8 @@ def _replay(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
 
 def test_replay_publishes_schema_valid_events_to_mosquitto(mosquitto, mqtt_subscriber):
     manifest = load_manifest(SHIPPED_MODEL)
+    if shutil.which("mosquitto_sub") is None:
+        skip_or_fail("mosquitto_sub not found (apt-get install mosquitto-clients): the second subscriber")
     subscriber = mqtt_subscriber(mosquitto.host, mosquitto.port, ["ser/+/emotion", "ser/+/status"])
     sub_process = subprocess.Popen(["mosquitto_sub", "-h", mosquitto.host, "-p", str(mosquitto.port), "-q", "1",
                                     "-t", "ser/replay-test/emotion", "-C", "8", "-W", "60"],
@@ -110,6 +115,32 @@ def test_usage_errors(argv, status, message):
     result = subprocess.run([*SER_EDGE, *argv], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == status
     assert message in result.stderr
+
+
+def test_replay_output_reads_right():
+    """What a user reads after a replay (issue 19): no unformatted runtime INFO line on stderr; counts
+    with their plural; ``start_time <= end_time <= time`` in every event (``time`` is when the emotion
+    was decided); a real-time factor only over enough audio to mean something (SPEED_MIN_AUDIO_S)."""
+    from edge.service.daemon import SPEED_MIN_AUDIO_S
+
+    one = _replay(str(CLIPS[0]), "--sink", "stdout")
+    assert one.returncode == 0, one.stderr
+    assert "INFO: Created TensorFlow Lite" not in one.stderr
+    events = [EmotionEvent.from_json(line) for line in one.stdout.splitlines()]
+    assert len(events) == 1, one.stdout  # a RAVDESS clip is one sentence
+    summary = next(line for line in one.stderr.splitlines() if "processed " in line)
+    assert summary.endswith(": 1 utterance, 1 event"), summary  # and no "x real time" for a few seconds
+
+    audio_s = sum(soundfile.info(str(p)).duration for p in CLIPS)
+    repeats = int(SPEED_MIN_AUDIO_S // audio_s) + 1
+    many = _replay(*map(str, CLIPS * repeats), "--sink", "stdout")
+    assert many.returncode == 0, many.stderr
+    events = [EmotionEvent.from_json(line) for line in many.stdout.splitlines()]
+    assert len(events) > 1
+    for event in events:
+        assert event.start_time <= event.end_time <= event.time, event  # RFC 3339 UTC ms: text order is time order
+    summary = next(line for line in many.stderr.splitlines() if "processed " in line)
+    assert re.search(rf": \d+ utterances, {len(events)} events, \d+x real time \(audio s per CPU s\)$", summary), summary
 
 
 # ------------------------------------------------------------------ issue 18 item 10: a closed or full stdout

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from helpers import ser_edge_command
+from helpers import ser_edge_command, skip_or_fail
 from paths import RAVDESS_48K, SHIPPED_MODEL, ravdess_mini_clips
 from processes import LoggedProcess
 
@@ -50,7 +50,7 @@ def _stable(result: subprocess.CompletedProcess) -> list[dict]:
 @pytest.fixture(scope="module")
 def clip() -> Path:
     if CLIP_48K is None:
-        pytest.skip(f"no clips in {RAVDESS_48K}")
+        skip_or_fail(f"no clips in {RAVDESS_48K}")
     return CLIP_48K
 
 

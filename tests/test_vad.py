@@ -15,7 +15,7 @@ from paths import RAVDESS_48K, SAMPLE, SHIPPED_MODEL, ravdess_mini_clips
 
 from edge.audio.io import load_audio
 from edge.dsp.features import FeatureParams, mfcc_with_energy
-from edge.dsp.vad import EnergyVAD, GatingEnergy, VadParams
+from edge.dsp.vad import DCBlocker, EnergyVAD, GatingEnergy, VadParams
 from edge.manifest import load_manifest
 
 RATE = 16000
@@ -54,6 +54,23 @@ def test_gating_energy_and_segments_do_not_depend_on_chunking(speech, features, 
     np.testing.assert_array_equal(parts, whole)
     assert whole.size == mfcc_with_energy(speech, features)[1].size  # the features' framing
     assert segments(speech, features, chunk)[0] == segments(speech, features)[0]
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+def test_the_numpy_dc_blocker_is_scipys_one_pole_filter_in_any_chunking(speech, rate):
+    """DCBlocker stands in for scipy.signal.lfilter (not imported by the daemon: ~80 MB resident)."""
+    import scipy.signal
+
+    x = speech.astype(np.float64) + 0.1  # a USB microphone's DC offset
+    pole = np.exp(-2 * np.pi * 20.0 / rate)
+    reference = scipy.signal.lfilter([1.0, -1.0], [1.0, -pole], x)
+    blocker = DCBlocker(pole)
+    whole = blocker.process(x)
+    np.testing.assert_allclose(whole, reference, rtol=0, atol=1e-12 * np.abs(reference).max())
+    for chunk in (1, 7, 160, blocker.block, blocker.block + 1, 4000):
+        blocker.reset()
+        parts = np.concatenate([blocker.process(x[i:i + chunk]) for i in range(0, x.size, chunk)])
+        np.testing.assert_array_equal(parts, whole)  # bit-identical: the blocks are aligned on the stream
 
 
 def test_gating_energy_matches_the_features_energy_without_dc(speech, features):

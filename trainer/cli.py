@@ -24,6 +24,18 @@ from trainer.config import CORPUS_KINDS, LABEL_SCHEMES, UsageError, parse_corpus
 
 logger = logging.getLogger("trainer")
 
+TRAINING_MODULES = frozenset({"sklearn", "tensorflow", "keras", "tf_keras", "matplotlib", "tqdm", "pyroomacoustics"})
+"""Top-level modules of the ``train`` extra (pyproject.toml): a device-only install (``pip install .``) lacks them."""
+
+MISSING_EXTRA = "ser-train needs the training extra: pip install 'ser-edge[train]'"
+"""The one line ``ser-train`` prints, exit status 1, when one of :data:`TRAINING_MODULES` is missing."""
+
+
+def missing_training_module(exc: ImportError) -> str | None:
+    """The :data:`TRAINING_MODULES` entry ``exc`` failed to import, else None (any other import error is a bug)."""
+    top = (exc.name or "").split(".")[0]
+    return top if top in TRAINING_MODULES else None
+
 
 def _int_at_least(value: str, minimum: int, expected: str) -> int:
     try:
@@ -247,9 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.corpora import CorpusError
     from trainer.labels import LabelSchemeError
 
-    command = getattr(importlib.import_module(f"trainer.recipes.{args.command}"), args.command)
     try:
+        command = getattr(importlib.import_module(f"trainer.recipes.{args.command}"), args.command)
         return command(args)
+    except ImportError as exc:  # a device-only install: say what to install, not a traceback
+        if missing_training_module(exc) is None:
+            raise
+        print(f"{MISSING_EXTRA} (no module {missing_training_module(exc)!r})", file=sys.stderr)
+        return 1
     except (UsageError, CorpusError, LabelSchemeError, ManifestError, ModelError, AudioError) as exc:
         print(f"ser-train: error: {exc}", file=sys.stderr)
         return 2

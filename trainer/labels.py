@@ -242,7 +242,7 @@ def scheme_labels(scheme: str, clips: Iterable) -> tuple[str, ...]:
         raise LabelSchemeError("no clips to take native labels from")
     orders = {}
     for corpus, seen in per_corpus.items():
-        order = NATIVE.get(corpus)
+        order = tuple(label for label in NATIVE.get(corpus, ()) if label not in PARTIAL_LABELS)
         orders[corpus] = order + tuple(sorted(seen - set(order))) if order else tuple(sorted(seen))
     widest = max(orders.values(), key=len)
     if not all(set(o) <= set(widest) for o in orders.values()):

@@ -35,13 +35,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import soundfile
 
 from edge.audio.formats import MAX_RATE_HZ, MIN_RATE_HZ, RawFormat, to_mono
 from edge.audio.resample import StreamingResampler, resample
+
+if TYPE_CHECKING:
+    import soundfile
+
+
+def _soundfile():
+    """soundfile (libsndfile through cffi), imported on first use: the daemon reading a microphone or an input
+    command never decodes a file, and the import costs ~3 MB of resident memory on the device."""
+    import soundfile
+
+    return soundfile
 
 logger = logging.getLogger(__name__)
 
@@ -237,9 +247,10 @@ def open_audio(path: str | Path) -> soundfile.SoundFile:
         raise AudioError(f"{path}: no such file")
     sniff_format(path)
     _file_declared_frames(path)  # refuses a WAV header libsndfile would misread
+    sf = _soundfile()
     try:
-        handle = soundfile.SoundFile(str(path))
-    except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
+        handle = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioError(f"{path}: not a readable audio file ({str(exc).splitlines()[0]})") from None
     if handle.frames == 0:
         handle.close()
@@ -263,9 +274,10 @@ def _file_declared_frames(path: Path) -> int | None:
 
 def _read_block(handle: soundfile.SoundFile, frames: int, name: str,
                 clipping: ClippingMonitor | None = None) -> np.ndarray:
+    sf = _soundfile()  # imported already: the handle is one of its SoundFiles
     try:
         block = handle.read(frames, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError) as exc:
+    except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError(f"{name}: truncated or corrupt audio ({exc})") from None
     samples = to_mono(block)
     check_samples(samples, name, clipping)
@@ -446,6 +458,7 @@ def stdin_blocks(target_rate_hz: int, stream: BinaryIO | None = None,
     except (OSError, ValueError, AttributeError):
         regular = False
     if regular:  # `< file.flac`: seekable, libsndfile reads it like a file
+        sf = _soundfile()
         try:
             head = os.pread(stream.fileno(), WAV_HEADER_BYTES, 0)
         except OSError as exc:
@@ -455,8 +468,8 @@ def stdin_blocks(target_rate_hz: int, stream: BinaryIO | None = None,
         _refuse_unknown(head, name, "stream")
         declared = wav_declared_frames(head, name)
         try:
-            handle = soundfile.SoundFile(stream.fileno(), closefd=False)
-        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            handle = sf.SoundFile(stream.fileno(), closefd=False)
+        except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"{name}: not a readable audio stream ({str(exc).splitlines()[0]})") from None
         yield from _soundfile_blocks(handle, target_rate_hz, name, declared_frames=declared)
         return
@@ -468,9 +481,10 @@ def stdin_blocks(target_rate_hz: int, stream: BinaryIO | None = None,
         head = _read_wav_header(stream, head)
         declared = wav_declared_frames(head, name)
         fd = _relay(head, stream)
+        sf = _soundfile()
         try:
-            handle = soundfile.SoundFile(fd, closefd=True)
-        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            handle = sf.SoundFile(fd, closefd=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
             os.close(fd)
             raise AudioError(f"{name}: not a readable WAV stream ({str(exc).splitlines()[0]})") from None
         yield from _soundfile_blocks(handle, target_rate_hz, name, declared_frames=declared)
@@ -479,9 +493,10 @@ def stdin_blocks(target_rate_hz: int, stream: BinaryIO | None = None,
         spool.write(head)
         shutil.copyfileobj(stream, spool, 1 << 16)
         spool.seek(0)
+        sf = _soundfile()
         try:
-            handle = soundfile.SoundFile(spool)
-        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            handle = sf.SoundFile(spool)
+        except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"{name}: expected a WAV or FLAC stream ({str(exc).splitlines()[0]}); "
                              f"for headerless PCM give --raw-format, --rate and --channels") from None
         yield from _soundfile_blocks(handle, target_rate_hz, name)

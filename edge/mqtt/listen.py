@@ -6,7 +6,6 @@ or its JSON, one per availability change.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import signal
@@ -31,7 +30,7 @@ from edge.mqtt.client import (
 )
 from edge.mqtt.config import MqttSettings
 from edge.mqtt.topics import EMOTION_SUBTOPIC, STATUS_SUBTOPIC, STATUS_VALUES, SUBSCRIBE_QOS, emotion_topic
-from edge.validate import expect_topic_level
+from edge.validate import expect_topic_level, plural
 
 logger = logging.getLogger(__name__)
 
@@ -91,18 +90,20 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
     and ``{prefix}/+/status``; with ``share``, the events through the shared subscription
     ``$share/{share}/{prefix}/+/emotion``, so consumers of one group split the events between them.
     Events are printed with :func:`format_event_line`, or as their compact
-    JSON with ``as_json``; availability as ``kitchen-pi is online``, or with ``as_json`` as
-    ``{"device_id":"kitchen-pi","status":"online"}``, so the output stays one JSON object a line.
-    Malformed payloads are logged as warnings and skipped. An unreachable broker is retried. A
-    broker that refuses MQTT 5 (``mqtt.protocol = "5"``, the default) is listened to with 3.1.1
-    (one warning), as the publisher does.
+    JSON with ``as_json``; availability as a ``kitchen-pi is online`` line, or with ``as_json`` as a log
+    record (INFO, stderr) with the same text, so that ``as_json`` output holds nothing but the events'
+    payloads as the devices published them, one a line. Malformed payloads are logged as warnings and
+    skipped. An unreachable broker is retried; with ``timeout_s``, until it expires. A broker that
+    refuses MQTT 5 (``mqtt.protocol = "5"``, the default) is listened to with 3.1.1 (one warning), as
+    the publisher does.
 
     :param out: text stream for the lines; ``None`` means ``sys.stdout``.
     :param stop_after: return after this many events (status lines do not count); ``None``: never.
     :param timeout_s: return after this many seconds; ``None``: never.
-    :returns: exit status: 0 when ``stop_after`` events arrived, on timeout without ``stop_after``,
-        or on Ctrl-C; 1 if the timeout expired before ``stop_after`` events, the broker refused
-        the connection (bad credentials), or paho's network thread died.
+    :returns: exit status: 0 when ``stop_after`` events arrived, on timeout without ``stop_after``
+        (connected), or on Ctrl-C; 1 if the timeout expired before ``stop_after`` events, or without
+        ever connecting (broker unreachable: one ERROR line), the broker refused the connection (bad
+        credentials), or paho's network thread died.
     :raises ValueError: if ``stop_after`` < 1 or ``timeout_s`` <= 0, or as :func:`listen_filters`.
     """
     if stop_after is not None and stop_after < 1:
@@ -115,7 +116,7 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
     done = threading.Event()
     lock = threading.Lock()
     state = {"events": 0, "refused": False, "failures": 0, "dead": False, "fallback": False,
-             "protocol": settings.protocol}
+             "protocol": settings.protocol, "connected": False, "unreachable": False, "other_failure": False}
 
     def write(line: str) -> None:
         stream.write(line + "\n")
@@ -134,6 +135,7 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
             done.set()
             return
         state["failures"] = 0
+        state["connected"] = True
         client.on_log.reset()
         client.subscribe(filters)
         logger.info("listening on %s:%d to %s", settings.host, settings.port, ", ".join(f for f, _ in filters))
@@ -143,6 +145,8 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
         failure = describe_connect_error(getattr(client, "last_connect_error", None), settings)
         level = (logging.DEBUG if state["failures"] > 1 else
                  logging.WARNING if failure == UNREACHABLE else logging.ERROR)
+        state["unreachable"] |= failure == UNREACHABLE
+        state["other_failure"] |= failure != UNREACHABLE
         if failure == UNREACHABLE:
             logger.log(level, "MQTT broker %s:%d unreachable; retrying", settings.host, settings.port)
         else:
@@ -158,11 +162,13 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
                 status = message.payload.decode("utf-8", errors="replace")
                 if status not in STATUS_VALUES:
                     raise ValueError(f"expected one of {list(STATUS_VALUES)}, got {status!r}")
-                line = (json.dumps({"device_id": device_id, "status": status}, separators=(",", ":"))
-                        if as_json else f"{device_id} is {status}")
                 with lock:
-                    if not done.is_set():
-                        write(line)
+                    if done.is_set():
+                        return
+                    if as_json:  # stdout holds the events' payloads only
+                        logger.info("%s is %s", device_id, status)
+                    else:
+                        write(f"{device_id} is {status}")
                 return
             event = EmotionEvent.from_json(message.payload)
             if event.device_id != device_id:
@@ -226,7 +232,12 @@ def listen(settings: MqttSettings, as_json: bool, out: IO[str] | None = None,
         client.loop_stop()
     if state["refused"] or state["dead"]:
         return EXIT_FAILURE
+    if not finished and not state["connected"]:
+        if state["unreachable"] and not state["other_failure"]:  # else an ERROR line said why already
+            logger.error("MQTT broker %s:%d unreachable: gave up after --timeout %g s", settings.host, settings.port,
+                         timeout_s)
+        return EXIT_FAILURE
     if not finished and stop_after is not None:
-        logger.warning("timed out after %g s with %d of %d events", timeout_s, state["events"], stop_after)
+        logger.warning("timed out after %g s with %d of %s", timeout_s, state["events"], plural(stop_after, "event"))
         return EXIT_FAILURE
     return EXIT_OK

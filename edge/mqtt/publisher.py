@@ -49,6 +49,7 @@ from edge.mqtt.limits import NO_LIMITS, PAHO_MAX_INFLIGHT, BrokerLimits, Reconne
 from edge.mqtt.outbox import OUTBOX_FILE, Outbox
 from edge.mqtt.topics import EMOTION_QOS, STATUS_OFFLINE, STATUS_ONLINE, SUBSCRIBE_QOS, emotion_topic, status_topic
 from edge.sinks import StartStopContext
+from edge.validate import plural
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +190,8 @@ class MqttPublisher(StartStopContext):
         self._subscriptions: dict[str, int] = {}  # topic filter -> QoS
         self._dispatchers: dict[str, Callable[..., None]] = {}  # topic filter -> paho message callback
         if len(self._outbox):
-            logger.info("outbox %s holds %d events from an earlier run; they are sent first",
-                        path, len(self._outbox))
+            logger.info("outbox %s holds %s from an earlier run; they are sent first",
+                        path, plural(len(self._outbox), "event"))
 
     def _new_client(self) -> Client:
         client = make_client(self._settings, self._client_id, self._protocol)
@@ -439,8 +440,8 @@ class MqttPublisher(StartStopContext):
                 if remaining_s <= 0:
                     if not warn:
                         return False
-                    logger.warning("%d events still unacknowledged after %.1f s (%s)",
-                                   len(self._outbox), timeout_s if waited_s is None else waited_s,
+                    logger.warning("%s still unacknowledged after %.1f s (%s)",
+                                   plural(len(self._outbox), "event"), timeout_s if waited_s is None else waited_s,
                                    "broker connected" if self._connected else
                                    f"broker {UNREACHABLE}" if self._failure in (None, UNREACHABLE) else
                                    f"not connected: {self._failure}")
@@ -492,13 +493,13 @@ class MqttPublisher(StartStopContext):
             self._closed = True
             self._cond.notify_all()
         if left and self._outbox.durable:
-            logger.warning("closed with %d unacknowledged events kept in %s for the next start", left,
+            logger.warning("closed with %s kept in %s for the next start", plural(left, "unacknowledged event"),
                            self._outbox.path)
         elif left and self._outbox.degraded:
-            logger.error("closed with %d undelivered events lost: the outbox %s could not be written (%s)", left,
+            logger.error("closed with %s lost: the outbox %s could not be written (%s)", plural(left, "undelivered event"),
                          self._outbox.path, self._outbox.storage_error)
         elif left:
-            logger.warning("closed with %d undelivered events (dropped: the outbox is in memory)", left)
+            logger.warning("closed with %s (dropped: the outbox is in memory)", plural(left, "undelivered event"))
         logger.info("MQTT publisher closed: %d events acknowledged, %d refused by the broker, %d dropped",
                     self._published, self._refused, self._dropped + self._outbox.lost)
 
@@ -728,8 +729,8 @@ class MqttPublisher(StartStopContext):
             self._cond.notify_all()
         if subscriptions:  # a clean session starts with none: (re)subscribe on every connect
             client.subscribe(subscriptions)
-        logger.info("connected to MQTT broker %s:%d (MQTT %s); %d events pending", s.host, s.port,
-                    self._protocol, pending)
+        logger.info("connected to MQTT broker %s:%d (MQTT %s); %s pending", s.host, s.port,
+                    self._protocol, plural(pending, "event"))
         for hook in hooks:
             try:
                 hook()
@@ -812,17 +813,18 @@ class MqttPublisher(StartStopContext):
         if taken_over:
             logger.warning("another client with this client id (%r) connected to MQTT broker %s:%d and took over "
                            "the session (two daemons with one mqtt.client_id? leave it empty for a unique one); "
-                           "%d events pending, next attempt in %g s", self._client_id, s.host, s.port, pending, delay)
+                           "%s pending, next attempt in %g s", self._client_id, s.host, s.port, plural(pending, "event"),
+                           delay)
         elif delay is not None:
             # mosquitto 2.0 closes the older of two connections with one client id without a reason code
             hint = (f"; another client with this client id ({self._client_id!r}) connected? two daemons must not "
                     f"share mqtt.client_id" if s.client_id is not None and self._inflight is None else "")
             logger.warning("lost connection to MQTT broker %s:%d %.1f s after connecting (%s; %d short connections "
-                           "in a row%s); %d events pending, next attempt in %g s", s.host, s.port, up_s, reason_code,
-                           short, hint, pending, delay)
+                           "in a row%s); %s pending, next attempt in %g s", s.host, s.port, up_s, reason_code,
+                           short, hint, plural(pending, "event"), delay)
         else:
-            logger.warning("lost connection to MQTT broker %s:%d (%s); %d events pending, reconnecting",
-                           s.host, s.port, reason_code, pending)
+            logger.warning("lost connection to MQTT broker %s:%d (%s); %s pending, reconnecting",
+                           s.host, s.port, reason_code, plural(pending, "event"))
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int,
                     reason_code: mqtt.ReasonCode, properties: mqtt.Properties | None) -> None:

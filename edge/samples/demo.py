@@ -19,7 +19,8 @@ events, nothing here knows the model. Fields that newer event schemas add (``uns
 utterances is judged by the one with the most speech (the longest), and the line says so; a clip
 with none is shown as not heard (wrong).
 
-Usage: ``python edge/samples/demo.py [--model PATH] [--sink stdout|both] [--mqtt-port N]``.
+Usage: ``python edge/samples/demo.py [--model PATH] [--sink stdout|both] [--mqtt-port N]`` in a clone, or
+``python -m edge.samples.demo ...`` where the package is installed (the wheel carries the demo and its audio).
 Exit status: 0 when every replay ran, 1 otherwise (not whether the model was right).
 """
 

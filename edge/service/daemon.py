@@ -50,6 +50,7 @@ from edge.service.stats import to_json as stats_to_json
 from edge.service.systemd import SystemdNotifier, Watchdog
 from edge.settings import Settings
 from edge.sinks import SINKS, EventSink, OutputClosed, StdoutSink, TeeSink
+from edge.validate import plural
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,10 @@ def make_sinks(settings: Settings, kind: str, device_id: str | None = None,
     return (TeeSink(StdoutSink(), mqtt) if kind == "both" else mqtt), mqtt
 
 
+SPEED_MIN_AUDIO_S = 60.0
+"""Audio (seconds) below which the end-of-run line gives no real-time factor (:meth:`Session.speed_note`)."""
+
+
 class Session:
     """Model, pipeline, event factory, sink and statistics: what both drivers share.
 
@@ -203,6 +208,15 @@ class Session:
     def cpu_s(self) -> float:
         """CPU seconds spent processing it."""
         return self.stats.cpu_s
+
+    def speed_note(self) -> str:
+        """``", 310x real time (audio s per CPU s)"`` for the end-of-run line, or ``""`` below
+        :data:`SPEED_MIN_AUDIO_S` of audio (or no CPU time counted), where the first blocks' one-off
+        costs (the interpreter's first invocation, numpy's and the features' caches) dominate and the
+        figure says nothing about the steady rate."""
+        if self.audio_s < SPEED_MIN_AUDIO_S or self.cpu_s <= 0:
+            return ""
+        return f", {self.audio_s / self.cpu_s:.0f}x real time (audio s per CPU s)"
 
     def start(self) -> None:
         logger.info("ser-edge %s, model %s, interpreter %s, device id %s, session %s",
@@ -367,13 +381,12 @@ class Session:
             self.sink.close()
         else:  # the flush ran out: close() must not wait for the events a second time
             self.sink.close(timeout_s=0.0)
-        rtf = self.audio_s / self.cpu_s if self.cpu_s > 0 else float("inf")
-        logger.info("processed %.1f s of audio: %d utterances, %d events, %.0fx real time (audio s per CPU s)",
-                    self.audio_s, self.pipeline.utterances, self.events.seq, rtf)
+        logger.info("processed %.1f s of audio: %s, %s%s", self.audio_s, plural(self.pipeline.utterances, "utterance"),
+                    plural(self.events.seq, "event"), self.speed_note())
         lost = self.dropped_events + self.refused_events
         if lost:
-            logger.error("%d events not delivered: %d dropped, %d denied by the broker (PUBACK reason >= 0x80)",
-                         lost, self.dropped_events, self.refused_events)
+            logger.error("%s not delivered: %d dropped, %d denied by the broker (PUBACK reason >= 0x80)",
+                         plural(lost, "event"), self.dropped_events, self.refused_events)
         kept = kept_is_delivered and self.mqtt is not None and self.mqtt.outbox_state == "durable"
         return (delivered or kept) and not lost
 
@@ -387,7 +400,7 @@ class Session:
         stopping_already = stop is not None and stop.is_set()  # before the log line tests wait for
         pending = mqtt.pending
         if pending:
-            logger.info("waiting up to %g s for the broker to acknowledge %d events", FLUSH_TIMEOUT_S, pending)
+            logger.info("waiting up to %g s for the broker to acknowledge %s", FLUSH_TIMEOUT_S, plural(pending, "event"))
         deadline = time.monotonic() + FLUSH_TIMEOUT_S
         while True:
             if watchdog is not None:
@@ -398,8 +411,8 @@ class Session:
             if mqtt.flush(FLUSH_SLICE_S, warn=False):
                 return self.sink.flush(0.0)
             if stop is not None and stop.is_set() and not stopping_already:
-                logger.warning("stopped while waiting for the broker: %d events not acknowledged%s",
-                               mqtt.pending, " (kept in the outbox for the next start)"
+                logger.warning("stopped while waiting for the broker: %s not acknowledged%s",
+                               plural(mqtt.pending, "event"), " (kept in the outbox for the next start)"
                                if mqtt.outbox_state == "durable" else "")
                 return False
 
@@ -453,9 +466,9 @@ def run_replay(settings: Settings, files: list[Path], sink_kind: str, realtime: 
     finally:
         delivered = session.close(stop=stop.event)
     if skipped:
-        logger.error("%d of %d files skipped", skipped, len(files))
+        logger.error("%d of %s skipped", skipped, plural(len(files), "file"))
     if incomplete and len(files) > 1:
-        logger.error("%d of %d files incomplete (shorter than their header declares)", incomplete, len(files))
+        logger.error("%d of %s incomplete (shorter than their header declares)", incomplete, plural(len(files), "file"))
     return EXIT_OK if delivered and not skipped and not incomplete else EXIT_FAILURE
 
 

@@ -33,6 +33,7 @@ from edge.model import load_model
 from edge.pipeline import Pipeline
 from edge.postprocess import Decision
 from edge.settings import Settings
+from edge.validate import plural
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +138,9 @@ class Tester:
 
     def summary(self) -> str:
         if self.prompts and self.utterances:
-            return (f"{self.utterances} utterances; the model agreed with the prompt {self.agreed} times "
+            return (f"{plural(self.utterances, 'utterance')}; the model agreed with the prompt {plural(self.agreed, 'time')} "
                     f"({100 * self.agreed / self.utterances:.0f} %)")
-        return f"{self.utterances} utterances"
+        return plural(self.utterances, "utterance")
 
 
 class _SourceReport:

@@ -14,7 +14,11 @@ written block by block to a temporary WAV outside the repository. Then measures:
     pre-emphasis 0.97, lifter 22, energy in c0), and their largest absolute difference;
 (c) latency of one int8 inference (``EmotionModel.predict`` on one window, 1 thread): mean, p95;
 (d) the model file's size;
-(e) peak RSS (``ru_maxrss``) and steady RSS (``VmRSS`` sampled during the replay);
+(e) resident memory: of ``ser-edge replay FILE --sink stdout`` in its own process (as the daemon runs:
+    peak ``VmHWM``, the child's own high-water mark, and steady ``VmRSS`` sampled from /proc during the replay; the
+    device budget is 60 MB on 16 kHz input), of the in-process replay of (a), and import by import
+    (``VmRSS`` after each import in one fresh process: what each module adds; ``python -X importtime``
+    gives time, not memory);
 (f) time from starting ``ser-edge run`` to its ``READY=1`` on ``$NOTIFY_SOCKET`` (an AF_UNIX
     datagram socket bound here). With no microphone the daemon still sends READY=1 after its first
     device attempt; with one, after the device opens. MQTT points at a closed loopback port so no
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -337,6 +342,104 @@ def bench_ready(model_path: str, runs: int, timeout_s: float) -> list[Row]:
     ]
 
 
+RSS_IMPORTS = ("numpy", "soundfile", "paho.mqtt.client", "edge.settings", "edge.cli", "edge.model", "edge.pipeline",
+               "edge.service.daemon")
+"""The daemon's imports in the order it makes them, then (off the 16 kHz path) :data:`RSS_OFF_PATH`."""
+RSS_OFF_PATH = ("scipy.signal", "sounddevice")
+"""Imported only to resample (scipy.signal) or to open a microphone (sounddevice): measured for reference."""
+
+_IMPORT_PROBE = """
+import importlib, json, sys
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+rows = [("python", rss())]
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # e.g. PortAudio missing: say so, keep measuring
+        rows.append((f"{name} ({type(exc).__name__})", rss()))
+        continue
+    rows.append((name, rss()))
+print(json.dumps(rows))
+"""
+
+
+def bench_import_rss() -> list[Row]:
+    """(e) VmRSS after each import of :data:`RSS_IMPORTS` + :data:`RSS_OFF_PATH`, in one fresh process."""
+    done = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, *RSS_IMPORTS, *RSS_OFF_PATH], cwd=REPO_ROOT,
+                          env=_child_env(), capture_output=True, text=True, timeout=120, check=True)
+    measured = json.loads(done.stdout)
+    rows, previous = [], 0
+    for name, kib in measured:
+        off = " (not on the 16 kHz path)" if name.split(" ")[0] in RSS_OFF_PATH else ""
+        rows.append(Row(f"RSS after import {name}", f"{kib / 1024:.1f} MiB", f"+{(kib - previous) / 1024:.1f} MiB{off}"))
+        previous = kib
+    return rows
+
+
+def _child_env() -> dict[str, str]:
+    """This environment with the checkout first on PYTHONPATH (the venv may hold another install)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+def _proc_rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+    except OSError:
+        return 0
+
+
+_REPLAY_PROBE = """
+import sys
+from edge.cli import main
+status = main(sys.argv[1:])
+with open("/proc/self/status") as proc_status:
+    print(next(line for line in proc_status if line.startswith("VmHWM:")).split()[1], file=sys.stderr)
+sys.exit(status)
+"""
+
+
+def bench_replay_process(wav: Path, model_path: str, audio_s: float) -> list[Row]:
+    """(e) ``ser-edge replay`` in its own process, events to /dev/null: peak and steady RSS.
+
+    The peak is the child's own ``VmHWM`` (its high-water mark, read as it exits), not ``ru_maxrss``
+    from ``wait4``: Linux carries ``ru_maxrss`` across ``execve`` from the process that forked, so a
+    child of this (large) benchmark would report the benchmark's own peak.
+    """
+    command = [sys.executable, "-c", _REPLAY_PROBE, "replay", str(wav), "--model", model_path, "--sink", "stdout",
+               "--log-level", "WARNING"]
+    samples: list[int] = []
+    with open(os.devnull, "w") as devnull:
+        proc = subprocess.Popen(command, cwd=REPO_ROOT, env=_child_env(), stdin=subprocess.DEVNULL, stdout=devnull,
+                                stderr=subprocess.PIPE, text=True)
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                samples.append(_proc_rss_kib(proc.pid))
+                stop.wait(RSS_SAMPLE_S)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, err = proc.communicate()
+        stop.set()
+        sampler.join()
+    last = err.strip().splitlines()[-1:] or ["?"]
+    peak = f"{int(last[0]) / 1024:.1f} MiB" if last[0].isdigit() else f"? ({last[0][:60]})"
+    samples = [s for s in samples if s]
+    half = samples[len(samples) // 2:] or [0]
+    return [
+        Row("RSS peak, ser-edge replay process (VmHWM)", peak,
+            f"{audio_s:,.0f} s of 16 kHz audio, exit {proc.returncode}; budget 60 MB"),
+        Row("RSS steady, ser-edge replay process (VmRSS)", f"{statistics.median(half) / 1024:.1f} MiB",
+            f"median of the second half of {len(samples)} samples every {RSS_SAMPLE_S:g} s"),
+    ]
+
+
 def print_table(title: str, rows: list[Row]) -> None:
     width = max(len(r.what) for r in rows)
     vwidth = max(len(r.value) for r in rows)
@@ -363,9 +466,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error(f"--minutes: expected > 0, got {args.minutes}")
-    model_path = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
-    if not Path(model_path).exists():
-        parser.error(f"--model: no such file: {args.model} (train one with 'make model', or pass --model)")
+    model = args.model or shipped_model()  # an empty --model would resolve to the working directory
+    model_path = str(Path(model).resolve()) if model and Path(model).exists() else model
+    if not model_path or not Path(model_path).is_file():
+        parser.error(f"--model: no such file: {model or '(no model shipped)'} (train one with 'make model', or pass --model)")
 
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ser-bench-") as tmp:
@@ -378,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             shutil.copyfile(wav, args.keep_wav)
+        rows += bench_replay_process(wav, model_path, audio_s)
         replay_rows, _ = bench_replay(wav, model_path, audio_s)  # first, so ru_maxrss is the replay's peak
         rows += replay_rows
         rows += bench_pipeline_only(wav, model_path)
@@ -386,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     size = Path(model_path).stat().st_size
     rows.append(Row("model file size", f"{size:,} B", f"{Path(model_path).name} ({size / 1024:.1f} KiB)"))
     rows += bench_ready(model_path, args.ready_runs, args.ready_timeout)
+    rows += bench_import_rss()
     rows.append(Row("RSS peak, whole benchmark (ru_maxrss)",
                     f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MiB",
                     "includes python_speech_features' float64 frames"))
