@@ -154,6 +154,7 @@ def test_manifest_with_or_without_the_training_corpora_licences(model_copy, lice
     """Manifests written before ``training.corpora`` carried each corpus's licence (``{"name": kind,
     "clips", "speakers"}``, no ``training.use``) load as well as those with it; both keep the block as
     written, and ``evaluate`` finds the trained corpora by kind in either."""
+    pytest.importorskip("sklearn", reason="ser-train evaluate needs the train extra (a device install has none)")
     from trainer.corpora import Clip
     from trainer.corpora.licences import corpus_record, most_restrictive_use
     from trainer.recipes.evaluate import seen_in_training
