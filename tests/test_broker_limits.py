@@ -189,7 +189,9 @@ def test_a_broker_dropping_the_connection_on_every_event_backs_off_and_refuses_i
         assert (publisher.published_events, publisher.refused_events, publisher.pending) == (0, len(events), 0)
     refusals = [r for r in caplog.records if "refused (dropped from the outbox, not sent again)" in r.getMessage()]
     assert len(refusals) == len(events) and all(r.levelno == logging.ERROR for r in refusals)
-    assert connections.count <= len(events) * MAX_SEND_ATTEMPTS + 1
+    # each refused event costs at most MAX_SEND_ATTEMPTS connections, plus one that the client swap after
+    # the refusal may have opened already (seen on a loaded machine: 8 for 2 events), plus the last one
+    assert connections.count <= len(events) * (MAX_SEND_ATTEMPTS + 1) + 1
     delays = _announced_delays(caplog)
     # 0.1 s doubled per short-lived connection in a row, capped at reconnect_max_s
     assert delays[:3] == [0.1, 0.2, 0.4] and max(delays) == 0.4, delays
