@@ -21,11 +21,10 @@ RAVDESS_EMOTION = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "0
                    "07": "disgust", "08": "surprised"}
 
 
-#: The recording was made on x86-64. On another CPU (arm64: a Raspberry Pi, or `make pi-check` under
-#: qemu) numpy's FFT and sums round differently in the last bits, a few MFCC values land on the other
-#: side of an int8 input step, and the scores move by a few output steps: measured by `make pi-check`
-#: on 2026-12-06, confidence 0.4144 on arm64 against 0.4042 recorded (0.0102), labels, times and
-#: `unsure` identical. So 0.01 where it was recorded, 0.02 elsewhere.
+#: The recording was made on x86-64. On another CPU the interpreter may take other kernels: `make pi-check`
+#: on 2026-12-06 measured confidence 0.4144 on arm64 against 0.4042 recorded (0.0102; labels, times and
+#: `unsure` identical) while the emulated system lacked /sys (LiteRT's cpuinfo then fails); with /sys
+#: bound, the replay's scores were identical to x86's. So 0.01 where it was recorded, 0.02 elsewhere.
 SCORE_TOLERANCE = 0.01 if platform.machine() in ("x86_64", "AMD64") else 0.02
 
 
