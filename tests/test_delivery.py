@@ -154,6 +154,28 @@ def test_second_sigterm_exits_at_once(mosquitto_factory, tmp_path):
     stored.close()
 
 
+def test_a_stop_signal_landing_inside_the_stop_events_lock_does_not_deadlock():
+    """A signal handler runs on top of the main thread, which may hold the stop Event's internal lock at
+    that moment (inside ``Event.wait()`` / ``is_set()``). A handler that calls ``Event.set()`` itself then
+    waits for a lock its own thread holds: the process hung with nothing logged (seen once in CI: a replay
+    that never logged "received SIGTERM"). Here the handler runs while its thread holds that lock."""
+    import threading
+
+    from edge.service.daemon import StopFlag
+
+    flag = StopFlag()
+    done = threading.Event()
+
+    def signal_inside_the_lock() -> None:
+        with flag.event._cond:  # what Event.wait() holds around its bookkeeping
+            flag._handle(signal.SIGTERM, None)
+        done.set()
+
+    threading.Thread(target=signal_inside_the_lock, daemon=True).start()
+    assert done.wait(10.0), "the stop signal's handler blocked on the stop Event's own lock"
+    assert flag and flag.event.wait(10.0) and flag.signals == 1
+
+
 # ----------------------------------------------------------------------- smaller, in process
 
 

@@ -76,6 +76,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self._stopping = False
         self.signals = 0
         self.pending_report: Callable[[], str] | None = None
         """Says what happens to the unacknowledged events when a second signal exits at once (set by
@@ -89,7 +90,11 @@ class StopFlag:
         # Count first, log after: a second signal can run this handler inside the first one's logging.
         self.signals += 1
         first = self.signals == 1
-        self.event.set()
+        self._stopping = True
+        # Event.set() takes the Event's internal lock, which the main thread may hold at this very moment
+        # (the handler runs on top of it, e.g. inside Event.wait()): setting it here could deadlock the
+        # process before anything is logged. Another thread sets it as soon as the main thread lets go.
+        threading.Thread(target=self.event.set, name="stop-signal", daemon=True).start()
         name = signal.Signals(signum).name
         if not first:  # the user (or systemd) does not want to wait
             try:
@@ -102,7 +107,7 @@ class StopFlag:
         logger.info("received %s, stopping (send it again to exit at once)", name)
 
     def __bool__(self) -> bool:
-        return self.event.is_set()
+        return self._stopping or self.event.is_set()
 
 
 REPLAY_DEVICE_SUFFIX = "-replay"
