@@ -156,12 +156,12 @@ def babble_pool(clips: list[Clip]) -> dict[str, list[tuple[str, Path]]]:
 
 
 class _DropClippingWarning(logging.Filter):
-    """Drops the device reader's per-file clipping lines (``edge.audio.io.ClippingMonitor``'s warning
+    """Drops the device reader's per-file clipping lines (``edge.audio.io.clipping_logger``: the warning
     and its counts): the trainer reads thousands of clips and reports clipping once per corpus instead
     (:func:`report_clipping`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.funcName not in ("check", "flush", "check_samples")
+        return False
 
 
 _CLIPPING_FILTER = _DropClippingWarning()
@@ -169,16 +169,17 @@ _CLIPPING_FILTER = _DropClippingWarning()
 
 @contextlib.contextmanager
 def quiet_clipping_warnings() -> Iterator[None]:
-    """Within the block, the device reader's per-file clipping warning is not logged (nested blocks are
+    """Within the block, the device reader's per-file clipping lines are not logged (nested blocks are
     fine); batch readers count clipping themselves instead (:attr:`ClipFeatures.clipped_samples`)."""
-    io_logger = logging.getLogger("edge.audio.io")
-    outermost = _CLIPPING_FILTER not in io_logger.filters
-    io_logger.addFilter(_CLIPPING_FILTER)
+    from edge.audio.io import clipping_logger
+
+    outermost = _CLIPPING_FILTER not in clipping_logger.filters
+    clipping_logger.addFilter(_CLIPPING_FILTER)
     try:
         yield
     finally:
         if outermost:
-            io_logger.removeFilter(_CLIPPING_FILTER)
+            clipping_logger.removeFilter(_CLIPPING_FILTER)
 
 
 def clipped_samples(samples: np.ndarray) -> int:

@@ -54,6 +54,9 @@ def _soundfile():
     return soundfile
 
 logger = logging.getLogger(__name__)
+clipping_logger = logging.getLogger(f"{__name__}.clipping")
+"""Where :class:`ClippingMonitor` reports (a child of this module's logger): batch readers that count
+clipping themselves (the trainer) silence this one logger."""
 
 CLIPPING_LEVEL = 0.999
 """Samples at or above this magnitude (fraction of full scale) are at full scale."""
@@ -138,7 +141,7 @@ class ClippingMonitor:
             self.clipped_blocks += 1
             if self.clipped_blocks == 1:
                 self._since = self._clock()
-                logger.warning("%s: clipping (%d runs of >= %d samples at full scale in a block of %d); emotion "
+                clipping_logger.warning("%s: clipping (%d runs of >= %d samples at full scale in a block of %d); emotion "
                                "scores may suffer: lower the input gain (further clipped blocks are counted, "
                                "one line a minute at most)", self.source, runs, CLIPPING_RUN, samples.size)
                 return True
@@ -151,7 +154,7 @@ class ClippingMonitor:
         """Log the clipped blocks not reported yet (if any) now."""
         if self._unreported:
             now = self._clock()
-            logger.warning("%s: %d more clipped blocks in the last %.0f s", self.source, self._unreported,
+            clipping_logger.warning("%s: %d more clipped blocks in the last %.0f s", self.source, self._unreported,
                            now - self._since)
             self._unreported, self._since = 0, now
 
