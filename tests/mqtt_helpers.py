@@ -421,3 +421,18 @@ class Mqtt311OnlyProxy:
         self._stop.set()
         self._acceptor.join(5.0)
         self.server.close()
+
+
+def kill_paho_loop(monkeypatch) -> threading.Event:
+    """Arm a fault in paho's network loop (its keep-alive check, run on every pass) once the returned event
+    is set: the thread then dies of an exception paho does not catch."""
+    die = threading.Event()
+    original = mqtt.Client._check_keepalive
+
+    def check_keepalive_then_die(self) -> None:
+        if die.is_set():
+            raise RuntimeError("injected fault in paho's network loop")
+        original(self)
+
+    monkeypatch.setattr(mqtt.Client, "_check_keepalive", check_keepalive_then_die)
+    return die

@@ -12,9 +12,8 @@ import re
 import socket
 import threading
 
-import paho.mqtt.client as paho
 from helpers import MQTT_TEST_PREFIX, make_event, settings_for, wait_until
-from mqtt_helpers import Mqtt311OnlyProxy
+from mqtt_helpers import Mqtt311OnlyProxy, kill_paho_loop
 from paths import SHIPPED_MODEL
 
 from edge import __version__
@@ -350,24 +349,10 @@ def test_listen_falls_back_to_mqtt311_when_the_broker_refuses_5(mosquitto, caplo
     assert sum("does not speak MQTT 5; listening with 3.1.1" in r.getMessage() for r in caplog.records) == 1
 
 
-def _kill_paho_loop(monkeypatch) -> threading.Event:
-    """Arm a fault in paho's network loop (its keep-alive check, run on every pass) once the event is set."""
-    die = threading.Event()
-    original = paho.Client._check_keepalive
-
-    def check_keepalive_then_die(self) -> None:
-        if die.is_set():
-            raise RuntimeError("injected fault in paho's network loop")
-        original(self)
-
-    monkeypatch.setattr(paho.Client, "_check_keepalive", check_keepalive_then_die)
-    return die
-
-
 def test_a_dead_paho_network_thread_is_reported_by_publisher_and_listen(mosquitto, monkeypatch, caplog):
     """The daemon's side (exit 1, no watchdog ping) is in test_sender_faults.py."""
     caplog.set_level(logging.INFO)
-    die = _kill_paho_loop(monkeypatch)
+    die = kill_paho_loop(monkeypatch)
     settings = settings_for(mosquitto)
     with MqttPublisher(settings, "dead-loop-pi") as publisher:
         assert wait_until(lambda: publisher.connected, WAIT_S)

@@ -13,9 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
 from helpers import NotifySocket
+from mqtt_helpers import kill_paho_loop
 from paths import SHIPPED_MODEL
 
 from edge.exitcodes import EXIT_FAILURE
@@ -28,6 +28,32 @@ WAIT_S = 60.0
 SILENCE_COMMAND = (f"{sys.executable} -c \"import sys, time\nwhile True:\n"
                    f"    sys.stdout.buffer.write(bytes(3200)); sys.stdout.flush(); time.sleep(0.1)\"")
 """Raw s16le silence at 16 kHz, in real time (100 ms every 100 ms), until killed."""
+
+
+def _run_until_the_fault(mosquitto, device_id: str, notify: NotifySocket, die: threading.Event) -> tuple[bool, list[int]]:
+    """``run_microphone`` on silence with ``device_id``, publishing to ``mosquitto``, pinging ``notify``;
+    once it pinged the watchdog, ``die`` arms the injected fault. Returns whether the daemon then exited by
+    itself within WAIT_S (it is stopped in any case) and its exit status (in a list: empty if it never returned)."""
+    settings = parse_settings({
+        "device_id": device_id, "model": {"path": str(SHIPPED_MODEL)},
+        "audio": {"input_command": SILENCE_COMMAND},
+        "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
+    })
+    stop = StopFlag()
+    result: list[int] = []
+    daemon = threading.Thread(target=lambda: result.append(run_microphone(settings, stop,
+                                                                          SystemdNotifier(str(notify.path)))))
+    daemon.start()
+    try:
+        notify.wait_for("WATCHDOG=1", 2)
+        die.set()
+        daemon.join(WAIT_S)
+        exited_by_itself = not daemon.is_alive()
+    finally:
+        stop.event.set()
+        daemon.join(WAIT_S)
+        notify.close()
+    return exited_by_itself, result
 
 
 def test_the_daemon_exits_1_and_stops_pinging_when_the_sender_thread_dies(mosquitto, tmp_path: Path,
@@ -46,26 +72,8 @@ def test_the_daemon_exits_1_and_stops_pinging_when_the_sender_thread_dies(mosqui
         raise RuntimeError("injected bug in the sender")
 
     monkeypatch.setattr(MqttPublisher, "_send_one", send_one_then_die)
-    settings = parse_settings({
-        "device_id": "dead-sender-pi", "model": {"path": str(SHIPPED_MODEL)},
-        "audio": {"input_command": SILENCE_COMMAND},
-        "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
-    })
-    stop = StopFlag()
-    result: list[int] = []
     caplog.set_level(logging.INFO)
-    daemon = threading.Thread(target=lambda: result.append(run_microphone(settings, stop,
-                                                                          SystemdNotifier(str(notify.path)))))
-    daemon.start()
-    try:
-        notify.wait_for("WATCHDOG=1", 2)
-        die.set()
-        daemon.join(WAIT_S)
-        exited_by_itself = not daemon.is_alive()
-    finally:
-        stop.event.set()
-        daemon.join(WAIT_S)
-        notify.close()
+    exited_by_itself, result = _run_until_the_fault(mosquitto, "dead-sender-pi", notify, die)
     assert exited_by_itself, "the daemon kept running with its sender thread dead"
     assert result == [EXIT_FAILURE]
     deaths = [r for r in caplog.records if "sender thread died" in r.getMessage() and r.name == "edge.mqtt.publisher"]
@@ -106,35 +114,9 @@ def test_the_daemon_exits_1_when_the_paho_network_thread_dies(mosquitto, tmp_pat
     notify = NotifySocket(tmp_path / "notify")
     monkeypatch.setenv("WATCHDOG_USEC", "2000000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
-    die = threading.Event()
-    original = paho.Client._check_keepalive
-
-    def check_keepalive_then_die(self) -> None:
-        if die.is_set():
-            raise RuntimeError("injected fault in paho's network loop")
-        original(self)
-
-    monkeypatch.setattr(paho.Client, "_check_keepalive", check_keepalive_then_die)
-    settings = parse_settings({
-        "device_id": "dead-network-pi", "model": {"path": str(SHIPPED_MODEL)},
-        "audio": {"input_command": SILENCE_COMMAND},
-        "mqtt": {"host": mosquitto.host, "port": mosquitto.port},
-    })
-    stop = StopFlag()
-    result: list[int] = []
+    die = kill_paho_loop(monkeypatch)
     caplog.set_level(logging.INFO)
-    daemon = threading.Thread(target=lambda: result.append(run_microphone(settings, stop,
-                                                                          SystemdNotifier(str(notify.path)))))
-    daemon.start()
-    try:
-        notify.wait_for("WATCHDOG=1", 2)
-        die.set()
-        daemon.join(WAIT_S)
-        exited_by_itself = not daemon.is_alive()
-    finally:
-        stop.event.set()
-        daemon.join(WAIT_S)
-        notify.close()
+    exited_by_itself, result = _run_until_the_fault(mosquitto, "dead-network-pi", notify, die)
     assert exited_by_itself, "the daemon kept running with paho's network thread dead"
     assert result == [EXIT_FAILURE]
     deaths = [r for r in caplog.records if "network thread (paho) died" in r.getMessage()]
