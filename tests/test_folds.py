@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -86,3 +87,37 @@ def test_balanced_weights_by_clips_and_by_speakers():
         assert np.ptp(w[: len(big)][angry]) == pytest.approx(0) and np.ptp(w[len(big):]) == pytest.approx(0)
     with pytest.raises(ValueError, match="by must be"):
         balanced_weights(everything, ("sad", "angry"), "voices")
+
+
+GB = 1_000_000_000
+
+
+@pytest.mark.parametrize(("jobs", "available", "expected"), [
+    (None, 14 * GB, 2),  # parent's 8 GB given up + 14 GB available = 22 GB: two workers of 9.5 GB
+    (None, 8 * GB, 1),   # 16 GB: one worker (ten corpora on a 16 GB workstation)
+    (None, None, 2),     # no /proc/meminfo: one per CPU
+    (3, 14 * GB, 3),     # an explicit --jobs is kept (with a warning)
+])
+def test_fold_jobs_default_fits_in_memory(monkeypatch, caplog, jobs, available, expected):
+    """Each fold worker holds every clip's features (8 GB here, about what the ten corpora hold with their
+    variants) and the parent gives its copy up: the default number of workers is what memory holds, not one
+    per CPU (which the OOM killer answered with ten corpora and two workers)."""
+    from types import SimpleNamespace
+
+    import trainer.recipes.fit as fit
+
+    monkeypatch.setattr(fit, "available_memory_bytes", lambda: available)
+    monkeypatch.setattr(fit.os, "cpu_count", lambda: 2)
+    cfg = SimpleNamespace(jobs=jobs)
+    with caplog.at_level("INFO", logger="trainer"):
+        assert fit.fold_jobs(cfg, 10, 8 * GB) == expected
+    if jobs and available:
+        assert "the system may kill a worker (--jobs 2 fits)" in caplog.text
+    assert fit.fold_jobs(cfg, 1, 8 * GB) == 1  # one fold: in this process
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="no /proc/meminfo (not Linux)")
+def test_available_memory_is_read_from_proc():
+    import trainer.recipes.fit as fit
+
+    assert 0 < fit.available_memory_bytes() <= int(Path("/proc/meminfo").read_text().split()[1]) * 1024  # MemTotal

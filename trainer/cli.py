@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "--early-stopping, else 0")
     fit.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                      help="folds trained in parallel, in processes of one TensorFlow thread each "
-                     "(default: the number of CPUs); the folds' results do not depend on it")
+                     "(default: the number of CPUs, as many as memory allows: each holds every clip's features, "
+                     "about 9.5 GB for the ten corpora); the folds' results do not depend on it")
     fit.add_argument("--protocol", choices=("auto", "loco", "speakers"), default="auto",
                      help="held-out evaluation: loco = leave-one-corpus-out (each corpus scored whole by a model "
                      "trained on the others, clean and far-field), speakers = the speaker folds (RAVDESS: 6 folds of "

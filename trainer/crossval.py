@@ -209,13 +209,16 @@ def run_folds(
     dims: dict[str, tuple[float, float]] | None = None,
     far_field: bool = False,
     scheme: str = "native",
+    clips: list | None = None,
 ) -> list[FoldResult]:
     """:func:`run_fold` for each of ``folds``, in this process (``jobs`` 1) or in ``jobs`` spawned
     processes of one TensorFlow thread each, which reload ``feats`` from ``cache_dir`` (where
     :func:`trainer.featurize.featurize` put them). ``on_result(result)`` is called as each fold ends.
     ``dims``: arousal/valence targets by clip path (a second head); ``far_field``: also score each
     fold's test clips in the far-field condition (:data:`FAR_FIELD_EVAL`, features already cached);
-    ``scheme``: the label scheme (:func:`run_fold`). Returns the results in the order of ``folds``.
+    ``scheme``: the label scheme (:func:`run_fold`); ``clips``: the clips of ``feats``, which the workers read
+    (``feats`` may then be empty: the parent need not hold the features). Returns the results in the order
+    of ``folds``.
     """
     for fold in folds:
         logger.info("fold %d: test %s, validation %s, %d training speakers", fold.index, _speakers(fold.test),
@@ -239,7 +242,7 @@ def run_folds(
 
     from tqdm import tqdm
 
-    clips = [f.clip for f in feats]
+    clips = clips if clips is not None else [f.clip for f in feats]
     worker_level = logging.WARNING if logging.getLogger().level > logging.DEBUG else logging.DEBUG
     context = multiprocessing.get_context("spawn")  # TensorFlow does not survive fork
     logger.info("folds %s in %d processes of one TensorFlow thread each", ",".join(str(f.index) for f in folds), jobs)

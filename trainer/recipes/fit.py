@@ -59,7 +59,14 @@ def fit(args) -> int:
     run_dir, command = start_run(cfg, data.protocol)
     feats, clips = featurize_clips(cfg, data, run_dir)
     folds, selected = make_folds(cfg, clips, data.protocol)
-    results = train_folds(cfg, [folds[k] for k in selected], feats, data)
+    jobs = fold_jobs(cfg, len(selected), features_bytes(feats))
+    if jobs > 1:
+        # each fold worker reloads the features from the cache: this process holds none meanwhile
+        # (ten corpora with their variants: about 8 GB, as much again as each worker)
+        feats = release_features(feats)
+    results = train_folds(cfg, [folds[k] for k in selected], feats, data, jobs, clips)
+    if jobs > 1:
+        feats = training_features(cfg, clips)
     metrics, temperature, unsure_below = evaluate_folds(cfg, results, data, run_dir)
     final_params, fitted, flatbuffer = train_final(cfg, results, feats, data)
     training = training_record(cfg, data, clips, selected, results, final_params, command)
@@ -149,6 +156,82 @@ def featurize_clips(cfg: FitConfig, data: Prepared, run_dir: Path | None = None)
     return feats, clips
 
 
+def training_features(cfg: FitConfig, clips: list) -> list:
+    """The features of ``clips`` (silent ones already dropped) with their perturbed versions, read back from
+    the cache :func:`featurize_clips` filled (nothing is computed again)."""
+    from trainer.crossval import training_perturbations
+    from trainer.featurize import featurize, with_variants
+
+    logger.info("reading the features back from %s for the final model", cfg.cache_dir)
+    feats = featurize(clips, cfg.features, cache_dir=cfg.cache_dir, progress=cfg.progress)
+    return with_variants(feats, cfg.features, training_perturbations(cfg.train_params), cache_dir=cfg.cache_dir,
+                         progress=cfg.progress)
+
+
+def features_bytes(feats: list) -> int:
+    """Bytes of the feature arrays of ``feats`` (:class:`trainer.featurize.ClipFeatures`), variants included:
+    what one fold worker holds."""
+    return sum(f.mfcc.nbytes + f.log_energy.nbytes + sum(m.nbytes + e.nbytes for m, e in f.variants) for f in feats)
+
+
+WORKER_OVERHEAD_BYTES = 1_500_000_000
+"""A fold worker's memory besides the features: Python, TensorFlow, the model, a held-out corpus's far-field
+features and its streamed scores (measured about 1.2 GB on ten corpora; rounded up)."""
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` (Linux) in bytes: memory that can be given to new processes
+    without swapping; ``None`` where it is not known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def fold_jobs(cfg: FitConfig, n_folds: int, feature_bytes: int) -> int:
+    """Processes for the folds: ``--jobs``, or by default one per CPU, as many as memory allows. Each worker
+    holds every clip's features with their variants (``feature_bytes``) plus :data:`WORKER_OVERHEAD_BYTES`;
+    the parent gives its own copy up meanwhile (:func:`release_features`), so with ``MemAvailable`` ``A`` the
+    default is ``(A + feature_bytes) // per_worker`` (at least 1). An explicit ``--jobs`` that does not fit
+    is kept, with a warning naming the figures."""
+    per_worker = feature_bytes + WORKER_OVERHEAD_BYTES
+    available = available_memory_bytes()
+    fits = max(1, (available + feature_bytes) // per_worker) if available is not None else None
+    wanted = cfg.jobs or os.cpu_count() or 1
+    jobs = max(1, min(wanted, n_folds))
+    if fits is not None and jobs > fits:
+        gb = 1e9
+        if cfg.jobs:
+            logger.warning("--jobs %d: each fold worker holds about %.1f GB and %.1f GB are available: the "
+                           "system may kill a worker (--jobs %d fits)", jobs, per_worker / gb,
+                           (available + feature_bytes) / gb, fits)
+        else:
+            logger.info("folds in %d process%s instead of %d: each worker holds about %.1f GB and %.1f GB are "
+                        "available (--jobs sets it)", fits, "" if fits == 1 else "es", jobs, per_worker / gb,
+                        (available + feature_bytes) / gb)
+            jobs = fits
+    return jobs
+
+
+def release_features(feats: list) -> list:
+    """Give up the feature arrays of ``feats`` while the fold workers hold their own: returns ``[]``, and on
+    glibc returns the freed heap to the system (``malloc_trim(0)``, glibc's manual, "Memory Allocation
+    Tunables": the arrays are small blocks, which ``free`` alone keeps in the process)."""
+    import ctypes
+    import gc
+
+    feats.clear()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused by the process, not returned
+        pass
+    return []
+
+
 def far_field(cfg: FitConfig, data: Prepared) -> bool:
     """Whether the folds are also scored in the far-field condition (LOCO, unless ``--no-far-field-eval``)."""
     return data.protocol == "loco" and cfg.far_field_eval
@@ -165,9 +248,11 @@ def make_folds(cfg: FitConfig, clips: list, protocol: str) -> tuple[list, list[i
     return folds, parse_fold_selection(cfg.folds, cfg.n_folds)
 
 
-def train_folds(cfg: FitConfig, folds: list, feats: list, data: Prepared) -> list:
-    """:func:`trainer.crossval.run_folds` on ``folds``, in ``--jobs`` processes (default: one per CPU), each
-    fold's figures logged as it ends. Returns the :class:`trainer.crossval.FoldResult` list."""
+def train_folds(cfg: FitConfig, folds: list, feats: list, data: Prepared, jobs: int = 1,
+                clips: list | None = None) -> list:
+    """:func:`trainer.crossval.run_folds` on ``folds``, in ``jobs`` processes (:func:`fold_jobs`), each
+    fold's figures logged as it ends. With ``jobs`` > 1, ``feats`` may be empty and ``clips`` says which
+    clips the workers read from the cache. Returns the :class:`trainer.crossval.FoldResult` list."""
     from trainer.crossval import run_folds
 
     def log_fold(result) -> None:
@@ -175,9 +260,9 @@ def train_folds(cfg: FitConfig, folds: list, feats: list, data: Prepared) -> lis
         logger.info("fold %d (%s): int8 UA %.3f WA %.3f | float UA %.3f WA %.3f", result.fold,
                     ",".join(result.test_corpora), row["ua"], row["wa"], row["float_ua"], row["float_wa"])
 
-    jobs = min(cfg.jobs or os.cpu_count() or 1, max(len(folds), 1))
     return run_folds(folds, feats, data.labels, cfg.features, FRAMES, cfg.train_params, DecisionParams(),
-                     cfg.progress, jobs, cfg.cache_dir, log_fold, data.dims, far_field(cfg, data), cfg.scheme)
+                     cfg.progress, jobs, cfg.cache_dir, log_fold, data.dims, far_field(cfg, data), cfg.scheme,
+                     clips)
 
 
 def evaluate_folds(cfg: FitConfig, results: list, data: Prepared, run_dir: Path) -> tuple[dict, float, float]:
