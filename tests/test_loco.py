@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from trainer.generalization import (
     ISSUE8_LOCO,
     calibration_from_parts,
     format_loco_table,
+    headline,
     loco_metrics,
 )
 from trainer.labels import NON_NEUTRAL, dimension_targets, map_label
@@ -323,7 +325,7 @@ def test_fit_summary_and_report_show_the_headline_beside_issue_8(held_out, tmp_p
             assert (tmp_path / png).stat().st_size > 0 and f"]({png})" in report
 
 
-def test_report_compares_runs_by_their_headline_mean_and_spread(held_out, tmp_path, capsys):
+def test_report_compares_runs_by_their_headline_mean_and_spread(held_out, tmp_path, capsys, caplog):
     """Two runs of one recipe, here the same held-out folds heard in the stream orders of seeds 0 and 1 (the
     order the adaptation meets the clips in, which a fit's seed sets): ``ser-train report RUN RUN`` gives each
     run's headline and their mean and spread, and refuses a folder that is not a run."""
@@ -357,3 +359,26 @@ def test_report_compares_runs_by_their_headline_mean_and_spread(held_out, tmp_pa
     assert f"{comparison['mean']['clean_mean_e4_ua_eight']:.3f}" in table.split("**mean**")[1].splitlines()[0]
     assert main(["report", str(runs[0]), str(tmp_path)]) == 2
     assert "expected a run directory with results.json" in capsys.readouterr().err
+    # a fit stopped after its folds has cv.json (the folds' figures) and config.json (its seed), no results.json
+    stopped = tmp_path / "m-stopped"
+    stopped.mkdir()
+    (stopped / "cv.json").write_text(json.dumps({"loco": json.loads(json.dumps(other, default=json_default))}))
+    (stopped / "config.json").write_text(json.dumps({"train_params": {"seed": 1}}))
+    assert main(["report", str(runs[0]), str(stopped), "--json"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["runs"][1]["seed"] == 1 and both["runs"][1]["figures"] == comparison["runs"][1]["figures"]
+    # the stopped run skipped EmoSpeech's fold: its figure has one value (no spread), the others stay comparable
+    saved = json.loads((stopped / "cv.json").read_text())
+    for condition in ("clean", "far"):
+        for kind in ("int8", "float"):
+            block = saved["loco"][condition][kind]
+            block["corpora"] = [r for r in block["corpora"] if r["corpus"] != "emospeech"]
+            block["headline"] = headline(block["corpora"], condition)
+    (stopped / "cv.json").write_text(json.dumps(saved))
+    with caplog.at_level(logging.INFO, logger="trainer.seeds"):
+        assert main(["report", str(runs[0]), str(stopped), "--json"]) == 0
+    partial = json.loads(capsys.readouterr().out)
+    assert partial["spread"]["clean_emospeech_ua"] is None and partial["std"]["clean_emospeech_ua"] is None
+    assert partial["mean"]["clean_emospeech_ua"] == pytest.approx(comparison["runs"][0]["figures"]["clean_emospeech_ua"])
+    assert partial["spread"]["clean_mean_e4_ua_eight"] == pytest.approx(comparison["spread"]["clean_mean_e4_ua_eight"])
+    assert "not comparable" not in caplog.text and "held out by some of the runs only: emospeech" in caplog.text

@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "With several run folders (the same recipe fitted with --seed 0, --seed 1, ...), print instead "
                         "each run's leave-one-corpus-out headline (int8: emotion4 UA mean over the four-emotion "
                         "corpora, clean and far-field, the lowest corpus, issue 8's five, EmoSpeech, CORAA-SER's "
-                        "natural-neutral figures) with their mean, spread (max - min) and standard deviation.")
+                        "natural-neutral figures) with their mean, spread (max - min) and standard deviation. A run "
+                        "stopped after its folds (no final model, no results.json) is compared from its cv.json.")
     rp.add_argument("run_dir", type=Path, nargs="+", metavar="RUN_DIR")
     rp.add_argument("--json", action="store_true", help="print the comparison of the runs as JSON (even for one run)")
     return parser

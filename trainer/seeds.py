@@ -1,7 +1,8 @@
 """Several runs of one recipe side by side: the headline of each (one training seed each, issue 17) with
 the mean and the spread, so a recipe is chosen on differences larger than what a seed alone moves.
 
-Reads each run folder's ``results.json`` (``ser-train fit``); the headline is
+Reads each run folder's ``results.json`` (``ser-train fit``), or its ``cv.json`` when the fit was stopped
+after its folds (a seed's spread needs no final model); the headline is
 :func:`trainer.generalization.headline` of its leave-one-corpus-out int8 rows (recomputed from the rows
 for runs older than the headline). ``ser-train report RUN_DIR RUN_DIR ...`` prints it.
 """
@@ -14,6 +15,9 @@ import statistics
 from pathlib import Path
 
 from trainer.config import UsageError
+
+CV = "cv.json"
+"""Written by ``fit`` as soon as its folds are scored (``results.json`` comes after the final model)."""
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +37,21 @@ SEED_FIGURES = (
 def run_headline(run_dir: Path) -> dict:
     """``{"run", "seed", "corpora", "figures": {"<condition>_<key>": value or None}}`` of one LOCO run folder.
 
-    :raises UsageError: for a folder without ``results.json`` or without leave-one-corpus-out figures.
+    :raises UsageError: for a folder without ``results.json`` or ``cv.json``, or without leave-one-corpus-out
+        figures.
     """
     from trainer.generalization import headline
     from trainer.report import RESULTS
 
     path = Path(run_dir) / RESULTS
-    if not path.is_file():
-        raise UsageError(f"expected a run directory with {RESULTS}, got {run_dir}")
-    results = json.loads(path.read_text())
+    if path.is_file():
+        results = json.loads(path.read_text())
+    elif (Path(run_dir) / CV).is_file():  # a fit stopped after its folds: their figures, its config's seed
+        config = Path(run_dir) / "config.json"
+        results = {"metrics": json.loads((Path(run_dir) / CV).read_text()),
+                   "train_params": (json.loads(config.read_text()) if config.is_file() else {}).get("train_params")}
+    else:
+        raise UsageError(f"expected a run directory with {RESULTS} (or {CV}), got {run_dir}")
     loco = (results.get("metrics") or {}).get("loco")
     if not loco:
         raise UsageError(f"{run_dir}: expected a leave-one-corpus-out run, got no LOCO figures in {RESULTS}")
@@ -60,18 +70,23 @@ def run_headline(run_dir: Path) -> dict:
 
 def compare_runs(run_dirs: list[Path]) -> dict:
     """:func:`run_headline` of each run, and per figure over the runs that have it: ``mean``, ``spread``
-    (max - min) and ``std`` (sample standard deviation, None with one value). ``{"runs": [...],
+    (max - min) and ``std`` (sample standard deviation), both None with one value. ``{"runs": [...],
     "mean": {...}, "spread": {...}, "std": {...}}``; a warning is logged when the runs held out different corpora."""
     runs = [run_headline(d) for d in run_dirs]
-    if len({tuple(sorted(r["corpora"])) for r in runs}) > 1:
-        logger.warning("the runs held out different corpora: their means are not comparable (%s)",
+    from trainer.generalization import FOUR_EMOTION_CORPORA
+
+    held = [set(r["corpora"]) for r in runs]
+    if len({frozenset(h & set(FOUR_EMOTION_CORPORA)) for h in held}) > 1:
+        logger.warning("the runs held out different four-emotion corpora: their means are not comparable (%s)",
                        "; ".join(f"{r['run']}: {','.join(r['corpora'])}" for r in runs))
+    elif some := set.union(*held) - set.intersection(*held):
+        logger.info("held out by some of the runs only: %s (their figures come from those runs)", ", ".join(sorted(some)))
     out = {"runs": runs, "mean": {}, "spread": {}, "std": {}}
     for condition, key, _ in SEED_FIGURES:
         name = f"{condition}_{key}"
         values = [r["figures"][name] for r in runs if r["figures"][name] is not None]
         out["mean"][name] = statistics.fmean(values) if values else None
-        out["spread"][name] = max(values) - min(values) if values else None
+        out["spread"][name] = max(values) - min(values) if len(values) > 1 else None
         out["std"][name] = statistics.stdev(values) if len(values) > 1 else None
     return out
 
