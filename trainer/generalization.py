@@ -96,8 +96,8 @@ def corpus_row(result, labels: tuple[str, ...], condition: str, kind: str) -> di
         e4 = summarize(y4, restricted_argmax(scores[keep], four), EMOTION4)
         row.update(e4_ua=e4["ua"], e4_wa=e4["wa"], e4_macro_f1=e4["macro_f1"])
     if dims is not None and result.dims_true is not None:
-        row["arousal_ccc"] = _ccc_with_spread(result.dims_true[:, 0], dims[:, 0])
-        row["valence_ccc"] = _ccc_with_spread(result.dims_true[:, 1], dims[:, 1])
+        row["arousal_ccc"] = ccc(result.dims_true[:, 0], dims[:, 0])
+        row["valence_ccc"] = ccc(result.dims_true[:, 1], dims[:, 1])
         row["valence_auc"] = valence_auc(result.dims_true[:, 1], dims[:, 1])
     clip_labels = clip_labels_of(result, labels)
     if NEUTRAL in labels and (NON_NEUTRAL in clip_labels or row["corpus"] in NATURAL_NEUTRAL_CORPORA):
@@ -105,16 +105,6 @@ def corpus_row(result, labels: tuple[str, ...], condition: str, kind: str) -> di
         row.update(neutral_recall=natural["neutral_recall"], neutral_auc=natural["neutral_auc"],
                    neutral_clips=natural["neutral_clips"], non_neutral_clips=natural["non_neutral_clips"])
     return row
-
-
-def _ccc_with_spread(target: np.ndarray, predicted: np.ndarray) -> float:
-    """:func:`~trainer.metrics.ccc`, or NaN when the finite targets take one value: CCC is then 0 whatever
-    the predictions (its covariance is 0), so it measures nothing, and a corpus whose scored clips share
-    one target (CORAA-SER: only its neutral clips have one, arousal 0) stays out of the means."""
-    finite = target[np.isfinite(target)]
-    if len(np.unique(finite)) < 2:
-        return float("nan")
-    return ccc(target, predicted)
 
 
 def clip_labels_of(result, labels: tuple[str, ...]) -> list[str]:

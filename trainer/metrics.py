@@ -76,10 +76,12 @@ def format_confusion(confusion: list[list[int]], labels: tuple[str, ...]) -> str
 
 def ccc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Lin's concordance correlation coefficient (Lin 1989, Biometrics 45(1)), the AVEC challenges'
-    measure for arousal/valence: ``2 cov / (var_t + var_p + (mean_t - mean_p)^2)``; NaN targets ignored."""
+    measure for arousal/valence: ``2 cov / (var_t + var_p + (mean_t - mean_p)^2)``; NaN targets ignored.
+    NaN with fewer than two targets or targets of one value: the covariance is then 0 whatever the
+    predictions, so the figure measures nothing (CORAA-SER's scored clips are all neutral, arousal 0)."""
     keep = np.isfinite(y_true) & np.isfinite(y_pred)
     t, p = y_true[keep].astype(np.float64), y_pred[keep].astype(np.float64)
-    if len(t) < 2:
+    if len(t) < 2 or t.min() == t.max():
         return float("nan")
     cov = np.mean((t - t.mean()) * (p - p.mean()))
     return float(2 * cov / (t.var() + p.var() + (t.mean() - p.mean()) ** 2 + 1e-12))

@@ -16,6 +16,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 RESULTS = "results.json"
+CV = "cv.json"
+"""The held-out figures, written by ``fit`` as soon as its folds are scored (``RESULTS`` comes after the final model)."""
 REPORT = "report.md"
 
 #: Published speaker-independent RAVDESS figures (8 classes, UA), frozen self-supervised features

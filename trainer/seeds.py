@@ -16,9 +16,6 @@ from pathlib import Path
 
 from trainer.config import UsageError
 
-CV = "cv.json"
-"""Written by ``fit`` as soon as its folds are scored (``results.json`` comes after the final model)."""
-
 logger = logging.getLogger(__name__)
 
 SEED_FIGURES = (
@@ -41,20 +38,21 @@ def run_headline(run_dir: Path) -> dict:
         figures.
     """
     from trainer.generalization import headline
-    from trainer.report import RESULTS
+    from trainer.report import CV, RESULTS
 
-    path = Path(run_dir) / RESULTS
-    if path.is_file():
-        results = json.loads(path.read_text())
-    elif (Path(run_dir) / CV).is_file():  # a fit stopped after its folds: their figures, its config's seed
-        config = Path(run_dir) / "config.json"
-        results = {"metrics": json.loads((Path(run_dir) / CV).read_text()),
+    run_dir = Path(run_dir)
+    if (run_dir / RESULTS).is_file():
+        source = RESULTS
+        results = json.loads((run_dir / RESULTS).read_text())
+    elif (run_dir / CV).is_file():  # a fit stopped after its folds: their figures, its config's seed
+        source, config = CV, run_dir / "config.json"
+        results = {"metrics": json.loads((run_dir / CV).read_text()),
                    "train_params": (json.loads(config.read_text()) if config.is_file() else {}).get("train_params")}
     else:
         raise UsageError(f"expected a run directory with {RESULTS} (or {CV}), got {run_dir}")
     loco = (results.get("metrics") or {}).get("loco")
     if not loco:
-        raise UsageError(f"{run_dir}: expected a leave-one-corpus-out run, got no LOCO figures in {RESULTS}")
+        raise UsageError(f"{run_dir}: expected a leave-one-corpus-out run, got no LOCO figures in {source}")
     figures, corpora = {}, []
     for condition, key, _ in SEED_FIGURES:
         int8 = (loco.get(condition) or {}).get("int8")
@@ -64,17 +62,18 @@ def run_headline(run_dir: Path) -> dict:
         h = int8.get("headline") or headline(int8["corpora"], condition)
         figures[f"{condition}_{key}"] = h.get(key)
         corpora = corpora or [r["corpus"] for r in int8["corpora"]]
-    return {"run": Path(run_dir).name, "seed": results.get("seed", (results.get("train_params") or {}).get("seed")),
+    return {"run": run_dir.name, "seed": results.get("seed", (results.get("train_params") or {}).get("seed")),
             "corpora": corpora, "figures": figures}
 
 
 def compare_runs(run_dirs: list[Path]) -> dict:
     """:func:`run_headline` of each run, and per figure over the runs that have it: ``mean``, ``spread``
     (max - min) and ``std`` (sample standard deviation), both None with one value. ``{"runs": [...],
-    "mean": {...}, "spread": {...}, "std": {...}}``; a warning is logged when the runs held out different corpora."""
-    runs = [run_headline(d) for d in run_dirs]
+    "mean": {...}, "spread": {...}, "std": {...}}``; a warning is logged when the runs held out different four-emotion corpora (their means are then not
+    comparable), an INFO line names corpora only some of them held out."""
     from trainer.generalization import FOUR_EMOTION_CORPORA
 
+    runs = [run_headline(d) for d in run_dirs]
     held = [set(r["corpora"]) for r in runs]
     if len({frozenset(h & set(FOUR_EMOTION_CORPORA)) for h in held}) > 1:
         logger.warning("the runs held out different four-emotion corpora: their means are not comparable (%s)",

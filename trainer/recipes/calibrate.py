@@ -9,6 +9,7 @@ import numpy as np
 
 from trainer.config import UsageError
 from trainer.recipes.runs import json_default, loco_run_config, manifest_metrics, utc_now
+from trainer.report import CV
 
 
 def calibrate(args) -> int:
@@ -23,8 +24,8 @@ def calibrate(args) -> int:
     from trainer.folds import corpus_of
     from trainer.generalization import CALIBRATION_RULE, calibration_from_parts
 
-    config = loco_run_config(args.run_dir, "cv.json", "fold_scores.npz")
-    folds = json.loads((args.run_dir / "cv.json").read_text())["int8"]["folds"]
+    config = loco_run_config(args.run_dir, CV, "fold_scores.npz")
+    folds = json.loads((args.run_dir / CV).read_text())["int8"]["folds"]
     parts = []
     with np.load(args.run_dir / "fold_scores.npz") as scores:
         for row in folds:

@@ -28,6 +28,7 @@ from edge.postprocess import DecisionParams
 from trainer.config import FRAMES, FitConfig, TrainParams, UsageError, parse_fold_selection
 from trainer.recipes.data import drop_silent, load_clips, without_speakers
 from trainer.recipes.runs import json_default, manifest_metrics, save_fold_models, save_fold_scores, utc_now
+from trainer.report import CV
 
 logger = logging.getLogger("trainer")
 
@@ -291,11 +292,11 @@ def evaluate_folds(cfg: FitConfig, results: list, data: Prepared, run_dir: Path)
     else:
         print(format_fold_table(metrics))
         held_out_ua = metrics["int8"]["ua"]
-    (run_dir / "cv.json").write_text(json.dumps(metrics, indent=2, default=json_default) + "\n")
+    (run_dir / CV).write_text(json.dumps(metrics, indent=2, default=json_default) + "\n")
     chance = 1 / len(data.labels)
     if held_out_ua <= chance + CHANCE_MARGIN and not cfg.allow_chance:
         raise UsageError(f"held-out UA {held_out_ua:.3f} is at chance level ({chance:.2f} + {CHANCE_MARGIN}): "
-                         f"no model written (figures in {run_dir / 'cv.json'}; --allow-chance writes it anyway)")
+                         f"no model written (figures in {run_dir / CV}; --allow-chance writes it anyway)")
     return metrics, temperature, unsure_below
 
 
